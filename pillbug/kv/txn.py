@@ -1,0 +1,219 @@
+"""Serializable transactions over the Store contract: optimistic, first committer wins.
+
+A transaction reads at one revision (its snapshot), records what it read (each key with the
+mod_revision it saw, and each scanned span), buffers its writes (and reads them back), and
+commits with one conditional commit whose compares are its read set. If any read is stale at
+commit time, another transaction committed a conflicting write first: the commit fails with
+SQLSTATE 40001 and none of this transaction's writes become visible.
+
+Why that is SERIALIZABLE: a commit applies all writes at one new revision, and only if every
+read would return the same thing at that revision, so each read-write transaction is equivalent
+to running all at once at its commit point; read-only transactions read one committed prefix.
+Spans make phantoms conflicts too: a scan records [start, end) and any write into it after the
+snapshot fails the compare.
+
+Picture (revisions left to right; T1 and T2 both read x at r5, both write y):
+  r5  x=1            T1: read x@5, write y    T2: read x@5, write x
+  r6  x=2 (T2 commits first)
+  T1 commits: compare "x still at r5" fails -> 40001; T1 restarts at r6 and sees x=2.
+
+This module knows nothing of SQL; it deals in keys and values.
+"""
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+
+from pillbug.storage.store import CommitResult, CompactedError, KeyCompare, RangeCompare, Store
+from pillbug.util import errors
+from pillbug.util.encoding import pretty_key
+
+_SCAN_BATCH = 1024
+# Bounds on what one transaction may accumulate; a client can grow these with one statement.
+MAX_TXN_WRITES = 2_000_000
+MAX_READ_SPANS = 100_000
+
+
+class Txn:
+    """One transaction. Not shared between sessions; lives on the event loop's thread."""
+
+    __slots__ = ("store", "read_revision", "timestamp", "reads", "spans", "writes",
+                 "_sorted_write_keys", "is_read_only_snapshot", "committed_revision", "_done")
+
+    def __init__(self, store: Store, read_revision: int | None = None,
+                 is_read_only_snapshot: bool = False) -> None:
+        self.store = store
+        self.read_revision = store.current_revision() if read_revision is None else read_revision
+        self.timestamp = store.now()
+        self.reads: dict[bytes, int] = {}
+        self.spans: list[tuple[bytes, bytes]] = []
+        self.writes: dict[bytes, bytes | None] = {}
+        self._sorted_write_keys: list[bytes] | None = None
+        # AS OF SYSTEM TIME: reads at an old revision; writes are refused.
+        self.is_read_only_snapshot = is_read_only_snapshot
+        self.committed_revision = 0
+        self._done = False
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        writes = self.writes
+        if key in writes:
+            return writes[key]
+        try:
+            value, mod = self.store.get(key, self.read_revision)
+        except CompactedError as exc:
+            raise _too_old(exc) from None
+        if not self.is_read_only_snapshot:
+            self.reads[key] = mod
+        return value
+
+    def scan(self, start: bytes, end: bytes, limit: int = 0,
+             reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """Live (key, value) pairs in [start, end), merged with this transaction's writes.
+
+        Reads in batches so that a scan whose consumer stops early (LIMIT) reads little; the
+        span recorded for conflict checks is what was actually read.
+        """
+        record = not self.is_read_only_snapshot
+        lo, hi = start, end
+        produced = 0
+        while True:
+            batch_limit = _SCAN_BATCH if not limit else min(_SCAN_BATCH, limit - produced)
+            try:
+                rows = self.store.scan(lo, hi, self.read_revision, batch_limit, reverse)
+            except CompactedError as exc:
+                raise _too_old(exc) from None
+            exhausted = len(rows) < batch_limit
+            if exhausted:
+                covered = (lo, hi)
+            elif reverse:
+                covered = (rows[-1][0], hi)
+            else:
+                covered = (lo, rows[-1][0] + b"\x00")
+            if record:
+                self._record_span(*covered)
+            merged = self._merge_writes(rows, covered[0], covered[1], reverse)
+            for key, value in merged:
+                yield key, value
+                produced += 1
+                if limit and produced >= limit:
+                    return
+            if exhausted:
+                return
+            if reverse:
+                hi = rows[-1][0]
+            else:
+                lo = rows[-1][0] + b"\x00"
+
+    def _record_span(self, start: bytes, end: bytes) -> None:
+        spans = self.spans
+        if spans and spans[-1][1] == start:
+            spans[-1] = (spans[-1][0], end)
+        else:
+            if len(spans) >= MAX_READ_SPANS:
+                # Collapse into one covering span: still correct, only less precise.
+                lo = min(s for s, _ in spans)
+                hi = max(e for _, e in spans)
+                spans[:] = [(lo, hi)]
+            spans.append((start, end))
+
+    def _merge_writes(self, rows: list[tuple[bytes, bytes, int]], start: bytes, end: bytes,
+                      reverse: bool) -> list[tuple[bytes, bytes]]:
+        if not self.writes:
+            return [(k, v) for k, v, _ in rows]
+        keys = self._write_keys()
+        i = bisect.bisect_left(keys, start)
+        j = bisect.bisect_left(keys, end)
+        if i == j:
+            return [(k, v) for k, v, _ in rows]
+        mine = keys[i:j]
+        writes = self.writes
+        merged: dict[bytes, bytes | None] = {k: v for k, v, _ in rows}
+        for k in mine:
+            merged[k] = writes[k]
+        out = [(k, v) for k, v in merged.items() if v is not None]
+        out.sort(reverse=reverse)
+        return out
+
+    def _write_keys(self) -> list[bytes]:
+        if self._sorted_write_keys is None:
+            self._sorted_write_keys = sorted(self.writes)
+        return self._sorted_write_keys
+
+    # ---- writes --------------------------------------------------------------------------
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._check_writable()
+        if self._sorted_write_keys is not None and key not in self.writes:
+            self._sorted_write_keys = None
+        self.writes[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._check_writable()
+        if self._sorted_write_keys is not None and key not in self.writes:
+            self._sorted_write_keys = None
+        self.writes[key] = None
+
+    def _check_writable(self) -> None:
+        if self.is_read_only_snapshot:
+            raise errors.PgError(errors.READ_ONLY_SQL_TRANSACTION,
+                                 "cannot execute a write in a read-only transaction (AS OF SYSTEM TIME)")
+        if len(self.writes) >= MAX_TXN_WRITES:
+            raise errors.program_limit_exceeded(
+                f"transaction writes more than {MAX_TXN_WRITES} keys; split it into smaller transactions")
+
+    @property
+    def has_writes(self) -> bool:
+        return bool(self.writes)
+
+    # ---- savepoints ----------------------------------------------------------------------
+
+    def savepoint(self) -> dict[bytes, bytes | None]:
+        """A token that rollback_to() returns this transaction's writes to."""
+        return dict(self.writes)
+
+    def rollback_to(self, token: dict[bytes, bytes | None]) -> None:
+        # Reads stay recorded: the work that was undone may still have depended on them,
+        # and keeping them can only add conflicts, never hide one.
+        self.writes = dict(token)
+        self._sorted_write_keys = None
+
+    # ---- commit --------------------------------------------------------------------------
+
+    async def commit(self) -> int:
+        """Commit; returns the commit revision (the read revision for a read-only transaction).
+
+        Raises a 40001 PgError when a read is no longer current.
+        """
+        assert not self._done, "transaction already finished"
+        self._done = True
+        if not self.writes:
+            # A read-only transaction read one consistent snapshot: nothing to check.
+            self.committed_revision = self.read_revision
+            return self.read_revision
+        compares: list = [KeyCompare(k, m) for k, m in self.reads.items()]
+        read_revision = self.read_revision
+        compares.extend(RangeCompare(s, e, read_revision) for s, e in self.spans)
+        result: CommitResult = await self.store.commit(compares, list(self.writes.items()))
+        if not result.succeeded:
+            raise errors.serialization_failure(
+                "TransactionRetryWithProtoRefreshError: TransactionRetryError: RETRY_SERIALIZABLE - "
+                f"failed preemptive refresh due to a conflict: committed value on key "
+                f"{pretty_key(result.conflict_key)}")
+        assert result.revision > read_revision
+        self.committed_revision = result.revision
+        return result.revision
+
+    def abandon(self) -> None:
+        self._done = True
+
+    @property
+    def is_done(self) -> bool:
+        return self._done
+
+
+def _too_old(exc: CompactedError) -> errors.PgError:
+    return errors.PgError(errors.INVALID_PARAMETER_VALUE,
+                          f"batch timestamp must be after replica GC threshold "
+                          f"(revision {exc.revision} < {exc.compacted})")

@@ -1,0 +1,656 @@
+"""Virtual schemas: pg_catalog, information_schema and crdb_internal, computed from the catalog.
+
+Each virtual table is a list of columns and a function from the execution context to rows; the
+planner reads them like any table (without indexes). OIDs follow CockroachDB's scheme loosely:
+a table's or schema's OID is its descriptor id, a type's OID is PostgreSQL's, and a role's OID is
+a stable hash of its name.
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pillbug.sql import types as T
+from pillbug.sql.catalog.descriptors import DatabaseDesc, TableDesc
+from pillbug.sql.catalog.system import Catalog
+from pillbug.util import errors
+
+SCHEMAS = ("pg_catalog", "information_schema", "crdb_internal", "pg_extension")
+# OIDs of the virtual schemas themselves (real schemas use their descriptor ids).
+SCHEMA_OIDS = {"pg_catalog": 11, "information_schema": 4294967294, "crdb_internal": 4294967295,
+               "pg_extension": 4294967293}
+
+
+@dataclass(slots=True)
+class VirtualTable:
+    schema: str
+    name: str
+    columns: list[tuple[str, T.SQLType]]
+    produce: Callable[[Any], Iterable[tuple]]
+
+    def rows(self, ctx: Any) -> Iterable[tuple]:
+        return self.produce(ctx)
+
+
+TABLES: dict[tuple[str, str], VirtualTable] = {}
+
+
+def virtual(schema: str, name: str, columns: str) -> Callable:
+    """Register a virtual table; columns is "name type, name type, ..."."""
+    cols = []
+    for part in columns.split(","):
+        col_name, type_name = part.split()
+        cols.append((col_name, _type(type_name)))
+
+    def register(fn: Callable[[Any], Iterable[tuple]]) -> Callable:
+        TABLES[(schema, name)] = VirtualTable(schema, name, cols, fn)
+        return fn
+    return register
+
+
+def _type(name: str) -> T.SQLType:
+    return {"text": T.STRING, "name": T.NAME, "oid": T.OID, "int2": T.INT2, "int4": T.INT4,
+            "int8": T.INT8, "bool": T.BOOL, "char": T.CHAR_INTERNAL, "float4": T.FLOAT4,
+            "float8": T.FLOAT8, "text[]": T.STRING_ARRAY, "oid[]": T.OID_ARRAY,
+            "int2vector": T.INT2VECTOR, "oidvector": T.OIDVECTOR, "timestamptz": T.TIMESTAMPTZ,
+            "regproc": T.REGPROC, "int2[]": T.array_of(T.INT2), "name[]": T.array_of(T.NAME),
+            "char[]": T.array_of(T.CHAR_INTERNAL), "bytes": T.BYTES, "jsonb": T.JSONB}[name]
+
+
+def lookup(schema: str, name: str) -> VirtualTable | None:
+    if schema not in SCHEMAS:
+        return None
+    return TABLES.get((schema, name))
+
+
+def user_oid(name: str) -> int:
+    return 100_000 + zlib.crc32(name.encode()) % 2_000_000_000
+
+
+def _catalog(ctx: Any) -> Catalog:
+    return ctx.session.catalog
+
+
+def _db(ctx: Any) -> DatabaseDesc:
+    return ctx.session.current_db()
+
+
+def _schema_names(db: DatabaseDesc) -> dict[int, str]:
+    return {sid: name for name, sid in db.schemas.items()}
+
+
+def _tables(ctx: Any) -> list[tuple[TableDesc, str]]:
+    db = _db(ctx)
+    names = _schema_names(db)
+    return [(t, names.get(t.schema_id, "public")) for t in _catalog(ctx).tables_in(db.id)]
+
+
+def _visible(ctx: Any, desc: Any) -> bool:
+    catalog = _catalog(ctx)
+    user = ctx.session.user
+    if catalog.is_admin(user):
+        return True
+    roles = catalog.roles_of(user)
+    return desc.privileges.owner in roles or any(r in desc.privileges.grants for r in roles)
+
+
+def index_oid(table: TableDesc, index_id: int) -> int:
+    # CockroachDB gives indexes their own OIDs; this keeps them apart from descriptor ids.
+    return 2_000_000_000 + table.id * 1000 + index_id
+
+
+def constraint_oid(table: TableDesc, n: int) -> int:
+    return 3_000_000_000 + table.id * 1000 + n
+
+
+def relkind(table: TableDesc) -> str:
+    return "S" if table.is_sequence else ("v" if table.is_view else "r")
+
+
+def data_type_name(typ: T.SQLType) -> str:
+    """information_schema.columns.data_type: PostgreSQL's spelling without modifiers."""
+    if typ.family == "array":
+        return "ARRAY"
+    base = typ.pg_name.split("(")[0]
+    return base
+
+
+# ---- information_schema ---------------------------------------------------------------------
+
+@virtual("information_schema", "schemata",
+         "catalog_name text, schema_name text, default_character_set_name text, sql_path text, crdb_is_user_defined text")
+def _schemata(ctx: Any) -> Iterable[tuple]:
+    db = _db(ctx)
+    for name in sorted(list(db.schemas) + ["crdb_internal", "information_schema", "pg_catalog", "pg_extension"]):
+        yield (db.name, name, None, None, "YES" if name in db.schemas and name != "public" else "NO")
+
+
+@virtual("information_schema", "tables",
+         "table_catalog text, table_schema text, table_name text, table_type text, is_insertable_into text, version int8")
+def _info_tables(ctx: Any) -> Iterable[tuple]:
+    db = _db(ctx)
+    for t, schema in _tables(ctx):
+        if not _visible(ctx, t):
+            continue
+        kind = "VIEW" if t.is_view else ("SEQUENCE" if t.is_sequence else "BASE TABLE")
+        yield (db.name, schema, t.name, kind, "NO" if t.is_view else "YES", t.version)
+
+
+@virtual("information_schema", "columns",
+         "table_catalog text, table_schema text, table_name text, column_name text, column_comment text, "
+         "ordinal_position int8, column_default text, is_nullable text, data_type text, "
+         "character_maximum_length int8, character_octet_length int8, numeric_precision int8, "
+         "numeric_precision_radix int8, numeric_scale int8, datetime_precision int8, "
+         "interval_type text, interval_precision int8, character_set_catalog text, "
+         "character_set_schema text, character_set_name text, collation_catalog text, "
+         "collation_schema text, collation_name text, domain_catalog text, domain_schema text, "
+         "domain_name text, udt_catalog text, udt_schema text, udt_name text, scope_catalog text, "
+         "scope_schema text, scope_name text, maximum_cardinality int8, dtd_identifier text, "
+         "is_self_referencing text, is_identity text, identity_generation text, identity_start text, "
+         "identity_increment text, identity_maximum text, identity_minimum text, identity_cycle text, "
+         "is_generated text, generation_expression text, is_updatable text, is_hidden text, crdb_sql_type text")
+def _info_columns(ctx: Any) -> Iterable[tuple]:
+    db = _db(ctx)
+    for t, schema in _tables(ctx):
+        if t.is_sequence or not _visible(ctx, t):
+            continue
+        for pos, col in enumerate(t.columns, start=1):
+            typ = col.type
+            char_len = typ.width if typ.family == "string" and typ.width else None
+            precision = scale = radix = None
+            if typ.family == "int":
+                precision, radix, scale = typ.width, 2, 0
+            elif typ.family == "float":
+                precision, radix = (24 if typ.width == 32 else 53), 2
+            elif typ.family == "decimal":
+                precision = typ.precision or None
+                scale = typ.scale if typ.precision else None
+                radix = 10
+            yield (db.name, schema, t.name, col.name, None, pos, col.default,
+                   "YES" if col.nullable else "NO", data_type_name(typ), char_len,
+                   char_len * 4 if char_len else None, precision, radix, scale, None,
+                   None, None, None, None, None, None, None, None, None, None, None,
+                   db.name, "pg_catalog", typ.pg_name.split("(")[0], None, None, None, None, str(pos),
+                   "NO", "NO", None, None, None, None, None, None, "NEVER", None,
+                   "YES", "YES" if col.hidden else "NO", typ.crdb_name)
+
+
+@virtual("information_schema", "key_column_usage",
+         "constraint_catalog text, constraint_schema text, constraint_name text, table_catalog text, "
+         "table_schema text, table_name text, column_name text, ordinal_position int8, "
+         "position_in_unique_constraint int8")
+def _key_column_usage(ctx: Any) -> Iterable[tuple]:
+    db = _db(ctx)
+    for t, schema in _tables(ctx):
+        if t.is_view or t.is_sequence:
+            continue
+        for idx in t.all_indexes():
+            if not idx.unique:
+                continue
+            for pos, cid in enumerate(idx.column_ids, start=1):
+                yield (db.name, schema, idx.name, db.name, schema, t.name, t.column_by_id(cid).name, pos, None)
+
+
+@virtual("information_schema", "table_constraints",
+         "constraint_catalog text, constraint_schema text, constraint_name text, table_catalog text, "
+         "table_schema text, table_name text, constraint_type text, is_deferrable text, initially_deferred text")
+def _table_constraints(ctx: Any) -> Iterable[tuple]:
+    db = _db(ctx)
+    for t, schema in _tables(ctx):
+        if t.is_view or t.is_sequence:
+            continue
+        yield (db.name, schema, t.primary_index.name, db.name, schema, t.name, "PRIMARY KEY", "NO", "NO")
+        for idx in t.indexes:
+            if idx.unique:
+                yield (db.name, schema, idx.name, db.name, schema, t.name, "UNIQUE", "NO", "NO")
+        for chk in t.checks:
+            yield (db.name, schema, chk.name, db.name, schema, t.name, "CHECK", "NO", "NO")
+
+
+@virtual("information_schema", "views",
+         "table_catalog text, table_schema text, table_name text, view_definition text, check_option text, "
+         "is_updatable text, is_insertable_into text, is_trigger_updatable text, is_trigger_deletable text, "
+         "is_trigger_insertable_into text")
+def _info_views(ctx: Any) -> Iterable[tuple]:
+    db = _db(ctx)
+    for t, schema in _tables(ctx):
+        if t.is_view:
+            yield (db.name, schema, t.name, t.view_query, None, "NO", "NO", "NO", "NO", "NO")
+
+
+@virtual("information_schema", "sequences",
+         "sequence_catalog text, sequence_schema text, sequence_name text, data_type text, "
+         "numeric_precision int8, numeric_precision_radix int8, numeric_scale int8, start_value text, "
+         "minimum_value text, maximum_value text, increment text, cycle_option text")
+def _info_sequences(ctx: Any) -> Iterable[tuple]:
+    db = _db(ctx)
+    for t, schema in _tables(ctx):
+        if t.is_sequence:
+            s = t.sequence or {}
+            yield (db.name, schema, t.name, "bigint", 64, 2, 0, str(s.get("start")), str(s.get("minvalue")),
+                   str(s.get("maxvalue")), str(s.get("increment")), "NO")
+
+
+# ---- pg_catalog -----------------------------------------------------------------------------
+
+@virtual("pg_catalog", "pg_namespace", "oid oid, nspname name, nspowner oid, nspacl text[]")
+def _pg_namespace(ctx: Any) -> Iterable[tuple]:
+    db = _db(ctx)
+    for name, sid in sorted(db.schemas.items()):
+        yield (sid, name, user_oid("admin"), None)
+    for name, oid in SCHEMA_OIDS.items():
+        yield (oid, name, user_oid("node"), None)
+
+
+@virtual("pg_catalog", "pg_database",
+         "oid oid, datname name, datdba oid, encoding int4, datcollate text, datctype text, "
+         "datistemplate bool, datallowconn bool, datconnlimit int4, datlastsysoid oid, "
+         "datfrozenxid int8, datminmxid int8, dattablespace oid, datacl text[]")
+def _pg_database(ctx: Any) -> Iterable[tuple]:
+    for db in sorted(_catalog(ctx).databases.values(), key=lambda d: d.name):
+        acl = [f"{g}={''.join(_acl_letters(p))}/{db.privileges.owner}"
+               for g, p in sorted(db.privileges.grants.items())]
+        yield (db.id, db.name, user_oid(db.privileges.owner), 6, "C.UTF-8", "C.UTF-8", False, True, -1, 0,
+               0, 0, 0, acl)
+
+
+def _acl_letters(privs: set[str]) -> list[str]:
+    if "ALL" in privs:
+        return ["C", "T", "c", "r", "a", "w", "d"]
+    m = {"CONNECT": "c", "CREATE": "C", "SELECT": "r", "INSERT": "a", "UPDATE": "w", "DELETE": "d",
+         "USAGE": "U", "DROP": "D"}
+    return [m.get(p, "") for p in sorted(privs)]
+
+
+@virtual("pg_catalog", "pg_class",
+         "oid oid, relname name, relnamespace oid, reltype oid, reloftype oid, relowner oid, relam oid, "
+         "relfilenode oid, reltablespace oid, relpages int4, reltuples float4, relallvisible int4, "
+         "reltoastrelid oid, relhasindex bool, relisshared bool, relpersistence char, relistemp bool, "
+         "relkind char, relnatts int2, relchecks int2, relhasoids bool, relhaspkey bool, relhasrules bool, "
+         "relhastriggers bool, relhassubclass bool, relfrozenxid int8, relacl text[], reloptions text[], "
+         "relforcerowsecurity bool, relispartition bool, relispopulated bool, relreplident char, "
+         "relrewrite oid, relrowsecurity bool, relpartbound text, relminmxid int8")
+def _pg_class(ctx: Any) -> Iterable[tuple]:
+    for t, _ in _tables(ctx):
+        owner = user_oid(t.privileges.owner)
+        kind = relkind(t)
+        yield (t.id, t.name, t.schema_id, 0, 0, owner, 0, 0, 0, 0, 0.0, 0, 0,
+               bool(t.indexes) or kind == "r", False, "p", False, kind, len(t.columns), len(t.checks),
+               False, kind == "r", False, False, False, 0, None, None, False, False, True, "d", 0,
+               False, None, 0)
+        if kind != "r":
+            continue
+        for idx in t.all_indexes():
+            yield (index_oid(t, idx.id), idx.name, t.schema_id, 0, 0, owner, 2631, 0, 0, 0,
+                   0.0, 0, 0, False, False, "p", False, "i", len(idx.column_ids), 0, False, False, False,
+                   False, False, 0, None, None, False, False, True, "n", 0, False, None, 0)
+
+
+@virtual("pg_catalog", "pg_am", "oid oid, amname name, amhandler oid, amtype char")
+def _pg_am(ctx: Any) -> Iterable[tuple]:
+    yield (2631, "prefix", 0, "i")
+    yield (2632, "inverted", 0, "i")
+
+
+@virtual("pg_catalog", "pg_type",
+         "oid oid, typname name, typnamespace oid, typowner oid, typlen int2, typbyval bool, "
+         "typtype char, typcategory char, typispreferred bool, typisdefined bool, typdelim char, "
+         "typrelid oid, typelem oid, typarray oid, typinput regproc, typoutput regproc, "
+         "typreceive regproc, typsend regproc, typmodin regproc, typmodout regproc, typanalyze regproc, "
+         "typalign char, typstorage char, typnotnull bool, typbasetype oid, typtypmod int4, "
+         "typndims int4, typcollation oid, typdefaultbin text, typdefault text, typacl text[]")
+def _pg_type(ctx: Any) -> Iterable[tuple]:
+    seen = set()
+    for oid, typ in sorted(T.BY_OID.items()):
+        if oid in seen:
+            continue
+        seen.add(oid)
+        name = _pg_type_name(typ)
+        array_oid = T._ARRAY_OIDS.get(oid, 0) if typ.family != "array" else 0
+        elem = typ.elem.oid if typ.family == "array" and typ.elem else 0
+        category = {"int": "N", "float": "N", "decimal": "N", "string": "S", "bool": "B", "bytes": "U",
+                    "date": "D", "timestamp": "D", "timestamptz": "D", "interval": "T", "array": "A",
+                    "uuid": "U", "jsonb": "U", "oid": "N"}.get(typ.family, "U")
+        yield (oid, name, 11, user_oid("admin"), typ.typlen, typ.typlen > 0, "b", category, False, True,
+               ",", 0, elem, array_oid, 0, 0, 0, 0, 0, 0, 0, "i", "x", False, 0, -1, 0,
+               100 if typ.family == "string" else 0, None, None, None)
+
+
+def _pg_type_name(typ: T.SQLType) -> str:
+    if typ.family == "array":
+        return "_" + _pg_type_name(typ.elem) if typ.oid not in (22, 30) else typ.pg_name
+    return {16: "bool", 17: "bytea", 18: "char", 19: "name", 20: "int8", 21: "int2", 23: "int4",
+            25: "text", 26: "oid", 700: "float4", 701: "float8", 705: "unknown", 1042: "bpchar",
+            1043: "varchar", 1082: "date", 1083: "time", 1114: "timestamp", 1184: "timestamptz",
+            1186: "interval", 1700: "numeric", 2950: "uuid", 3802: "jsonb", 2205: "regclass",
+            2206: "regtype", 24: "regproc", 2202: "regprocedure", 4089: "regnamespace",
+            4096: "regrole", 2278: "void", 2276: "anyelement", 2249: "record", 869: "inet"}.get(
+        typ.oid, typ.pg_name)
+
+
+@virtual("pg_catalog", "pg_attribute",
+         "attrelid oid, attname name, atttypid oid, attstattarget int4, attlen int2, attnum int2, "
+         "attndims int4, attcacheoff int4, atttypmod int4, attbyval bool, attstorage char, attalign char, "
+         "attnotnull bool, atthasdef bool, atthasmissing bool, attidentity char, attgenerated char, "
+         "attisdropped bool, attislocal bool, attinhcount int4, attcollation oid, attacl text[], "
+         "attoptions text[], attfdwoptions text[], atthasmissingval bool")
+def _pg_attribute(ctx: Any) -> Iterable[tuple]:
+    for t, _ in _tables(ctx):
+        for num, col in enumerate(t.columns, start=1):
+            typ = col.type
+            yield (t.id, col.name, typ.oid, -1, typ.typlen, num, 1 if typ.is_array else 0, -1, typ.typmod,
+                   typ.typlen > 0, "x", "i", not col.nullable, col.default is not None, False, "", "",
+                   False, True, 0, 100 if typ.family == "string" else 0, None, None, None, False)
+        if t.is_view or t.is_sequence:
+            continue
+        for idx in t.all_indexes():
+            for num, cid in enumerate(idx.column_ids, start=1):
+                col = t.column_by_id(cid)
+                yield (index_oid(t, idx.id), col.name, col.type.oid, -1, col.type.typlen, num, 0, -1,
+                       col.type.typmod, col.type.typlen > 0, "x", "i", not col.nullable, False, False, "",
+                       "", False, True, 0, 0, None, None, None, False)
+
+
+@virtual("pg_catalog", "pg_attrdef", "oid oid, adrelid oid, adnum int2, adbin text, adsrc text")
+def _pg_attrdef(ctx: Any) -> Iterable[tuple]:
+    for t, _ in _tables(ctx):
+        for num, col in enumerate(t.columns, start=1):
+            if col.default is not None:
+                yield (4_000_000_000 + t.id * 100 + num, t.id, num, col.default, col.default)
+
+
+@virtual("pg_catalog", "pg_index",
+         "indexrelid oid, indrelid oid, indnatts int2, indnkeyatts int2, indisunique bool, "
+         "indisprimary bool, indisexclusion bool, indimmediate bool, indisclustered bool, indisvalid bool, "
+         "indcheckxmin bool, indisready bool, indislive bool, indisreplident bool, indkey int2vector, "
+         "indcollation oidvector, indclass oidvector, indoption int2vector, indexprs text, indpred text, "
+         "indnullsnotdistinct bool")
+def _pg_index(ctx: Any) -> Iterable[tuple]:
+    for t, _ in _tables(ctx):
+        if t.is_view or t.is_sequence:
+            continue
+        for idx in t.all_indexes():
+            keys = [t.position(c) + 1 for c in idx.column_ids]
+            stored = [t.position(c) + 1 for c in idx.storing_ids]
+            options = [1 if d == "desc" else 0 for d in idx.directions]
+            yield (index_oid(t, idx.id), t.id, len(keys) + len(stored), len(keys), idx.unique,
+                   idx.is_primary, False, True, False, True, False, True, True, False, keys + stored,
+                   [0] * len(keys), [0] * len(keys), options, None, None, False)
+
+
+@virtual("pg_catalog", "pg_constraint",
+         "oid oid, conname name, connamespace oid, contype char, condeferrable bool, condeferred bool, "
+         "convalidated bool, conrelid oid, contypid oid, conindid oid, confrelid oid, confupdtype char, "
+         "confdeltype char, confmatchtype char, conislocal bool, coninhcount int4, connoinherit bool, "
+         "conkey int2[], confkey int2[], conpfeqop oid[], conppeqop oid[], conffeqop oid[], "
+         "conexclop oid[], conbin text, consrc text, condef text, conparentid oid")
+def _pg_constraint(ctx: Any) -> Iterable[tuple]:
+    for t, _ in _tables(ctx):
+        if t.is_view or t.is_sequence:
+            continue
+        n = 0
+        for idx in t.all_indexes():
+            if not idx.unique:
+                continue
+            n += 1
+            keys = [t.position(c) + 1 for c in idx.column_ids]
+            ctype = "p" if idx.is_primary else "u"
+            cols = ", ".join(t.column_by_id(c).name for c in idx.column_ids)
+            definition = f"{'PRIMARY KEY' if idx.is_primary else 'UNIQUE'} ({cols})"
+            yield (constraint_oid(t, n), idx.name, t.schema_id, ctype, False, False, True, t.id, 0,
+                   index_oid(t, idx.id), 0, " ", " ", " ", True, 0, True, keys, None, None, None, None,
+                   None, None, None, definition, 0)
+        for chk in t.checks:
+            n += 1
+            keys = [t.position(c) + 1 for c in chk.column_ids]
+            yield (constraint_oid(t, n), chk.name, t.schema_id, "c", False, False, True, t.id, 0, 0, 0,
+                   " ", " ", " ", True, 0, True, keys, None, None, None, None, None, chk.expr, chk.expr,
+                   f"CHECK (({chk.expr}))", 0)
+
+
+@virtual("pg_catalog", "pg_roles",
+         "oid oid, rolname name, rolsuper bool, rolinherit bool, rolcreaterole bool, rolcreatedb bool, "
+         "rolcatupdate bool, rolcanlogin bool, rolreplication bool, rolconnlimit int4, rolpassword text, "
+         "rolvaliduntil timestamptz, rolbypassrls bool, rolconfig text[]")
+def _pg_roles(ctx: Any) -> Iterable[tuple]:
+    catalog = _catalog(ctx)
+    for name in sorted(catalog.users):
+        rec = catalog.users[name]
+        admin = catalog.is_admin(name)
+        yield (user_oid(name), name, admin, True, admin or bool(rec.options.get("createrole")),
+               admin or bool(rec.options.get("createdb")), False, rec.can_login, False, -1, "********",
+               None, False, None)
+
+
+@virtual("pg_catalog", "pg_user",
+         "usename name, usesysid oid, usecreatedb bool, usesuper bool, userepl bool, usebypassrls bool, "
+         "passwd text, valuntil timestamptz, useconfig text[]")
+def _pg_user(ctx: Any) -> Iterable[tuple]:
+    catalog = _catalog(ctx)
+    for name in sorted(catalog.users):
+        rec = catalog.users[name]
+        if not rec.can_login:
+            continue
+        admin = catalog.is_admin(name)
+        yield (name, user_oid(name), admin or bool(rec.options.get("createdb")), admin, False, False,
+               "********", None, None)
+
+
+@virtual("pg_catalog", "pg_auth_members",
+         "roleid oid, member oid, grantor oid, admin_option bool")
+def _pg_auth_members(ctx: Any) -> Iterable[tuple]:
+    catalog = _catalog(ctx)
+    for role, members in sorted(catalog.members.items()):
+        for member, admin in sorted(members.items()):
+            yield (user_oid(role), user_oid(member), user_oid("root"), admin)
+
+
+@virtual("pg_catalog", "pg_tables",
+         "schemaname name, tablename name, tableowner name, tablespace name, hasindexes bool, "
+         "hasrules bool, hastriggers bool, rowsecurity bool")
+def _pg_tables(ctx: Any) -> Iterable[tuple]:
+    for t, schema in _tables(ctx):
+        if relkind(t) == "r":
+            yield (schema, t.name, t.privileges.owner, None, True, False, False, False)
+
+
+@virtual("pg_catalog", "pg_views", "schemaname name, viewname name, viewowner name, definition text")
+def _pg_views(ctx: Any) -> Iterable[tuple]:
+    for t, schema in _tables(ctx):
+        if t.is_view:
+            yield (schema, t.name, t.privileges.owner, t.view_query)
+
+
+@virtual("pg_catalog", "pg_indexes",
+         "crdb_oid oid, schemaname name, tablename name, indexname name, tablespace name, indexdef text")
+def _pg_indexes(ctx: Any) -> Iterable[tuple]:
+    for t, schema in _tables(ctx):
+        if relkind(t) != "r":
+            continue
+        for idx in t.all_indexes():
+            yield (index_oid(t, idx.id), schema, t.name, idx.name, None, index_definition(t, idx, schema))
+
+
+def index_definition(t: TableDesc, idx: Any, schema: str = "public") -> str:
+    cols = ", ".join(f"{t.column_by_id(c).name} {d.upper()}" for c, d in zip(idx.column_ids, idx.directions))
+    stored = ""
+    if idx.storing_ids:
+        stored = f" STORING ({', '.join(t.column_by_id(c).name for c in idx.storing_ids)})"
+    return f"CREATE {'UNIQUE ' if idx.unique else ''}INDEX {idx.name} ON {schema}.{t.name} USING btree ({cols}){stored}"
+
+
+@virtual("pg_catalog", "pg_settings",
+         "name text, setting text, unit text, category text, short_desc text, extra_desc text, "
+         "context text, vartype text, source text, min_val text, max_val text, enumvals text[], "
+         "boot_val text, reset_val text, sourcefile text, sourceline int4, pending_restart bool")
+def _pg_settings(ctx: Any) -> Iterable[tuple]:
+    from pillbug.sql import vars as session_vars
+    session = ctx.session
+    for name in sorted(session.vars):
+        value = session.show_var(name)
+        default = session_vars.DEFINITIONS.get(name, ("", None))[0]
+        yield (name, value, None, None, None, None, "user", "string", "session", None, None, None,
+               default, default, None, None, False)
+
+
+@virtual("pg_catalog", "pg_description", "objoid oid, classoid oid, objsubid int4, description text")
+def _pg_description(ctx: Any) -> Iterable[tuple]:
+    return []
+
+
+@virtual("pg_catalog", "pg_shdescription", "objoid oid, classoid oid, description text")
+def _pg_shdescription(ctx: Any) -> Iterable[tuple]:
+    return []
+
+
+@virtual("pg_catalog", "pg_sequence",
+         "seqrelid oid, seqtypid oid, seqstart int8, seqincrement int8, seqmax int8, seqmin int8, "
+         "seqcache int8, seqcycle bool")
+def _pg_sequence(ctx: Any) -> Iterable[tuple]:
+    for t, _ in _tables(ctx):
+        if t.is_sequence:
+            s = t.sequence or {}
+            yield (t.id, 20, s.get("start"), s.get("increment"), s.get("maxvalue"), s.get("minvalue"), 1, False)
+
+
+@virtual("pg_catalog", "pg_proc",
+         "oid oid, proname name, pronamespace oid, proowner oid, prolang oid, procost float4, "
+         "prorows float4, provariadic oid, prokind char, prosecdef bool, proleakproof bool, "
+         "proisstrict bool, proretset bool, provolatile char, proparallel char, pronargs int2, "
+         "pronargdefaults int2, prorettype oid, proargtypes oidvector, proallargtypes oid[], "
+         "proargmodes char[], proargnames text[], proargdefaults text, protrftypes oid[], prosrc text, "
+         "probin text, proconfig text[], proacl text[], proisagg bool, proiswindow bool")
+def _pg_proc(ctx: Any) -> Iterable[tuple]:
+    from pillbug.sql.sem import builtins
+    oid = 5_000_000
+    for name in sorted(builtins.FUNCTIONS):
+        for ov in builtins.FUNCTIONS[name].overloads:
+            oid += 1
+            yield (oid, name, 11, user_oid("node"), 12, 1.0, 0.0, 0, "f", False, False, ov.strict,
+                   builtins.FUNCTIONS[name].is_srf, "v" if ov.volatile else "s", "s", len(ov.args), 0, 25,
+                   [], None, None, None, None, None, name, None, None, None, False, False)
+    for name in sorted(builtins.AGGREGATES):
+        oid += 1
+        yield (oid, name, 11, user_oid("node"), 12, 1.0, 0.0, 0, "a", False, False, False, False, "i",
+               "s", 1, 0, 25, [], None, None, None, None, None, name, None, None, None, True, False)
+
+
+def _empty(schema: str, name: str, columns: str) -> None:
+    virtual(schema, name, columns)(lambda ctx: [])
+
+
+_empty("pg_catalog", "pg_inherits", "inhrelid oid, inhparent oid, inhseqno int4, inhdetachpending bool")
+_empty("pg_catalog", "pg_trigger", "oid oid, tgrelid oid, tgparentid oid, tgname name, tgfoid oid, "
+       "tgtype int2, tgenabled char, tgisinternal bool, tgconstrrelid oid, tgconstrindid oid, "
+       "tgconstraint oid, tgdeferrable bool, tginitdeferred bool, tgnargs int2, tgattr int2vector, "
+       "tgargs bytes, tgqual text, tgoldtable name, tgnewtable name")
+_empty("pg_catalog", "pg_policy", "oid oid, polname name, polrelid oid, polcmd char, polpermissive bool, "
+       "polroles oid[], polqual text, polwithcheck text")
+_empty("pg_catalog", "pg_statistic_ext", "oid oid, stxrelid oid, stxname name, stxnamespace oid, "
+       "stxowner oid, stxstattarget int4, stxkeys int2vector, stxkind char[], stxexprs text")
+_empty("pg_catalog", "pg_publication", "oid oid, pubname name, pubowner oid, puballtables bool, "
+       "pubinsert bool, pubupdate bool, pubdelete bool, pubtruncate bool, pubviaroot bool")
+_empty("pg_catalog", "pg_publication_rel", "oid oid, prpubid oid, prrelid oid, prqual text, prattrs int2vector")
+_empty("pg_catalog", "pg_publication_namespace", "oid oid, pnpubid oid, pnnspid oid")
+_empty("pg_catalog", "pg_rewrite", "oid oid, rulename name, ev_class oid, ev_type char, ev_enabled char, "
+       "is_instead bool, ev_qual text, ev_action text")
+_empty("pg_catalog", "pg_enum", "oid oid, enumtypid oid, enumsortorder float4, enumlabel name")
+_empty("pg_catalog", "pg_extension", "oid oid, extname name, extowner oid, extnamespace oid, "
+       "extrelocatable bool, extversion text, extconfig oid[], extcondition text[]")
+_empty("pg_catalog", "pg_foreign_table", "ftrelid oid, ftserver oid, ftoptions text[]")
+_empty("pg_catalog", "pg_foreign_server", "oid oid, srvname name, srvowner oid, srvfdw oid, "
+       "srvtype text, srvversion text, srvacl text[], srvoptions text[]")
+_empty("pg_catalog", "pg_partitioned_table", "partrelid oid, partstrat char, partnatts int2, "
+       "partdefid oid, partattrs int2vector, partclass oidvector, partcollation oidvector, partexprs text")
+_empty("pg_catalog", "pg_depend", "classid oid, objid oid, objsubid int4, refclassid oid, refobjid oid, "
+       "refobjsubid int4, deptype char")
+_empty("pg_catalog", "pg_event_trigger", "oid oid, evtname name, evtevent name, evtowner oid, "
+       "evtfoid oid, evtenabled char, evttags text[]")
+_empty("pg_catalog", "pg_matviews", "schemaname name, matviewname name, matviewowner name, "
+       "tablespace name, hasindexes bool, ispopulated bool, definition text")
+_empty("pg_catalog", "pg_locks", "locktype text, database oid, relation oid, page int4, tuple int2, "
+       "virtualxid text, transactionid int8, classid oid, objid oid, objsubid int2, virtualtransaction text, "
+       "pid int4, mode text, granted bool, fastpath bool")
+_empty("pg_catalog", "pg_stat_user_tables", "relid oid, schemaname name, relname name, seq_scan int8, "
+       "n_live_tup int8")
+
+
+@virtual("pg_catalog", "pg_collation",
+         "oid oid, collname name, collnamespace oid, collowner oid, collprovider char, "
+         "collisdeterministic bool, collencoding int4, collcollate text, collctype text")
+def _pg_collation(ctx: Any) -> Iterable[tuple]:
+    yield (100, "default", 11, user_oid("node"), "d", True, -1, "", "")
+    yield (950, "C", 11, user_oid("node"), "c", True, -1, "C", "C")
+
+
+@virtual("pg_catalog", "pg_tablespace", "oid oid, spcname name, spcowner oid, spcacl text[], spcoptions text[]")
+def _pg_tablespace(ctx: Any) -> Iterable[tuple]:
+    yield (1663, "pg_default", user_oid("node"), None, None)
+
+
+@virtual("pg_catalog", "pg_stat_activity",
+         "datid oid, datname name, pid int4, usesysid oid, usename name, application_name text, "
+         "client_addr text, client_hostname text, client_port int4, backend_start timestamptz, "
+         "xact_start timestamptz, query_start timestamptz, state_change timestamptz, wait_event_type text, "
+         "wait_event text, state text, backend_xid int8, backend_xmin int8, query text, backend_type text")
+def _pg_stat_activity(ctx: Any) -> Iterable[tuple]:
+    session = ctx.session
+    admin = _catalog(ctx).is_admin(session.user)
+    for s in list(session.engine.sessions.values()):
+        if not admin and s.user != session.user:
+            continue
+        db = _catalog(ctx).database(s.database)
+        yield (db.id if db else 0, s.database, s.backend_pid, user_oid(s.user), s.user,
+               s.vars.get("application_name", ""), s.client_addr, None, None, s.node_start_time, None, None,
+               None, None, None, "active" if s.running_ctx is not None else "idle", None, None,
+               s.active_query, "client backend")
+
+
+@virtual("crdb_internal", "node_build_info", "node_id int8, field text, value text")
+def _node_build_info(ctx: Any) -> Iterable[tuple]:
+    session = ctx.session
+    from pillbug import CRDB_COMPAT_VERSION, __version__
+    yield (session.engine.node_id, "Name", "CockroachDB")
+    yield (session.engine.node_id, "Build", session.engine.version_string)
+    yield (session.engine.node_id, "Version", CRDB_COMPAT_VERSION)
+    yield (session.engine.node_id, "Pillbug", __version__)
+
+
+@virtual("crdb_internal", "tables",
+         "table_id int8, parent_id int8, name text, database_name text, version int8, state text, "
+         "sc_lease_node_id int8, create_statement text")
+def _crdb_tables(ctx: Any) -> Iterable[tuple]:
+    catalog = _catalog(ctx)
+    for t in sorted((d for d in catalog.by_id.values() if isinstance(d, TableDesc)), key=lambda d: d.id):
+        db = catalog.by_id.get(t.parent_id)
+        yield (t.id, t.parent_id, t.name, db.name if db else "", t.version, "PUBLIC", None, None)
+
+
+def resolve_reg(session: Any, typ: T.SQLType, name: str) -> int:
+    """'accounts'::regclass and friends: a name to its OID."""
+    text = name.strip()
+    if typ.oid == T.REGCLASS.oid:
+        parts = [p.strip('"') for p in text.split(".")]
+        kind, obj = session.resolve_table_name(parts)
+        if kind == "table":
+            return obj.id
+        raise errors.undefined_table(text)
+    if typ.oid == T.REGTYPE.oid:
+        try:
+            return T.lookup(text.lower()).oid
+        except errors.PgError:
+            raise errors.undefined_object(f'type "{text}" does not exist') from None
+    if typ.oid == T.REGNAMESPACE.oid:
+        db = session.current_db()
+        if text in db.schemas:
+            return db.schemas[text]
+        if text in SCHEMA_OIDS:
+            return SCHEMA_OIDS[text]
+        raise errors.PgError(errors.INVALID_SCHEMA_NAME, f'schema "{text}" does not exist')
+    if typ.oid == T.REGROLE.oid:
+        if text not in session.catalog_or_latest().users:
+            raise errors.undefined_object(f'role "{text}" does not exist')
+        return user_oid(text)
+    raise errors.feature_not_supported(f"cannot resolve {typ.pg_name} values")

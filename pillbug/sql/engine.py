@@ -1,0 +1,104 @@
+"""The SQL engine of one node: what all its sessions share.
+
+It owns the Store handle, the cache of Catalog snapshots (by catalog version), the plan cache
+(by catalog version, database, user and statement shape), the unique_rowid() generator, and the
+registry of live sessions (for cancel requests and SHOW SESSIONS). Sessions come from
+new_session(). This module knows nothing of the wire protocol: pgwire creates sessions and
+feeds them statements, and so can an embedded caller or a test.
+"""
+from __future__ import annotations
+
+import datetime
+import itertools
+import platform
+import time
+from collections import OrderedDict
+from typing import Any
+
+from pillbug import CRDB_COMPAT_VERSION, __version__
+from pillbug.kv.txn import Txn
+from pillbug.sql.catalog import system
+from pillbug.sql.catalog.system import Catalog
+from pillbug.storage.store import Store
+
+PLAN_CACHE_SIZE = 4096
+CATALOG_CACHE_SIZE = 8
+
+
+class Engine:
+    def __init__(self, store: Store, node_id: int = 1, cluster_name: str = "") -> None:
+        self.store = store
+        self.node_id = node_id
+        self.cluster_name = cluster_name
+        self.start_time = datetime.datetime.now(datetime.timezone.utc)
+        self._catalogs: OrderedDict[int, Catalog] = OrderedDict()
+        self.plan_cache: OrderedDict[tuple, Any] = OrderedDict()
+        self.parse_cache: OrderedDict[str, list] = OrderedDict()
+        self._rowid_last = 0
+        self._pids = itertools.count(1)
+        self.sessions: dict[int, Any] = {}
+        self.version_string = (
+            f"CockroachDB CCL {CRDB_COMPAT_VERSION} ({platform.machine()}-pc-linux-gnu, "
+            f"built {time.strftime('%Y/%m/%d')}, Pillbug {__version__}, Python {platform.python_version()})")
+
+    async def start(self) -> bool:
+        """Bootstrap an empty store. Returns True when this was the first start."""
+        return await system.bootstrap(self.store)
+
+    def catalog_for(self, txn: Txn) -> Catalog:
+        """The catalog as of the transaction's snapshot; its version key joins the read set."""
+        version = system.read_version(txn)
+        cached = self._catalogs.get(version)
+        if cached is not None:
+            self._catalogs.move_to_end(version)
+            return cached
+        catalog = system.load_catalog(self.store, txn.read_revision, version)
+        self._catalogs[version] = catalog
+        while len(self._catalogs) > CATALOG_CACHE_SIZE:
+            self._catalogs.popitem(last=False)
+        return catalog
+
+    def latest_catalog(self) -> Catalog:
+        """The newest committed catalog (for authentication and the HBA check)."""
+        return self.catalog_for(Txn(self.store, is_read_only_snapshot=True))
+
+    def cached_plan(self, key: tuple) -> Any:
+        plan = self.plan_cache.get(key)
+        if plan is not None:
+            self.plan_cache.move_to_end(key)
+        return plan
+
+    def cache_plan(self, key: tuple, plan: Any) -> None:
+        self.plan_cache[key] = plan
+        if len(self.plan_cache) > PLAN_CACHE_SIZE:
+            self.plan_cache.popitem(last=False)
+
+    def cached_parse(self, sql: str) -> list | None:
+        return self.parse_cache.get(sql)
+
+    def cache_parse(self, sql: str, statements: list) -> None:
+        if len(sql) > 4096:
+            return
+        self.parse_cache[sql] = statements
+        if len(self.parse_cache) > PLAN_CACHE_SIZE:
+            self.parse_cache.popitem(last=False)
+
+    def unique_rowid(self) -> int:
+        """CockroachDB's unique_rowid(): time in 10 µs units, shifted, with the node id below."""
+        candidate = (time.time_ns() // 10_000) << 15 | (self.node_id & 0x7FFF)
+        if candidate <= self._rowid_last:
+            candidate = self._rowid_last + (1 << 15)
+        self._rowid_last = candidate
+        return candidate
+
+    def next_backend_pid(self) -> int:
+        return next(self._pids)
+
+    def new_session(self, user: str, database: str, **kwargs: Any) -> Any:
+        from pillbug.sql.session import Session
+        session = Session(self, user, database, **kwargs)
+        self.sessions[session.backend_pid] = session
+        return session
+
+    def close_session(self, session: Any) -> None:
+        self.sessions.pop(session.backend_pid, None)

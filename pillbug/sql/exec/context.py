@@ -1,0 +1,67 @@
+"""The execution context: what compiled expressions and operators see while a plan runs.
+
+One ExecCtx per statement execution. It carries the parameter values, the transaction, the
+session-level facts that builtins read (time, time zone, user, database), the stack of outer rows
+for correlated subqueries, and the per-execution cache of uncorrelated subquery results.
+The session fills it in; plans only read it (and call back into the session through `session`).
+"""
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from pillbug.kv.txn import Txn
+from pillbug.util import errors
+
+
+class ExecCtx:
+    __slots__ = ("params", "txn", "session", "outer", "subquery_cache", "txn_time", "statement_time",
+                 "timezone", "database", "user", "rows_affected", "catalog", "canceled",
+                 "server_version_string", "backend_pid", "node_start_time", "ticks")
+
+    def __init__(self, session: Any, txn: Txn, params: list, catalog: Any) -> None:
+        self.params = params
+        self.txn = txn
+        self.session = session
+        self.catalog = catalog
+        self.outer: list[tuple] = []
+        self.subquery_cache: dict[object, list[tuple]] = {}
+        self.rows_affected = 0
+        self.canceled = False
+        self.ticks = 0
+        if session is not None:
+            self.txn_time = session.txn_time
+            self.statement_time = datetime.datetime.now(datetime.timezone.utc)
+            self.timezone = session.timezone
+            self.database = session.database
+            self.user = session.user
+            self.server_version_string = session.server_version_string
+            self.backend_pid = session.backend_pid
+            self.node_start_time = session.node_start_time
+
+    # Builtins that need the session call these.
+    def session_var(self, name: str) -> str:
+        return self.session.show_var(name)
+
+    def set_session_var(self, name: str, value: str) -> None:
+        self.session.set_var(name, value)
+
+    def unique_rowid(self) -> int:
+        return self.session.engine.unique_rowid()
+
+    def cluster_logical_timestamp(self) -> Any:
+        return self.session.cluster_logical_timestamp()
+
+    @property
+    def txn_id(self) -> int:
+        return self.txn.read_revision
+
+    def user_by_oid(self, oid: int) -> str:
+        return self.session.user_by_oid(oid)
+
+    def resolve_reg(self, typ: Any, name: str) -> int:
+        return self.session.resolve_reg(typ, name)
+
+    def check_cancel(self) -> None:
+        if self.canceled:
+            raise errors.query_canceled()

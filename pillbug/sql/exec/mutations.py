@@ -1,0 +1,287 @@
+"""Operators that write: INSERT (with ON CONFLICT and UPSERT), UPDATE and DELETE.
+
+Each reads its whole input first (so that a statement never sees its own writes while it scans:
+no Halloween problem), then writes row by row through a TableWriter, which keeps the primary
+index and every secondary index in step and enforces uniqueness. Rows affected are counted in
+ctx.rows_affected; RETURNING rows are what the operator yields.
+This module knows nothing of the parser; the planner hands it compiled expressions.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from pillbug.sql import datum
+from pillbug.sql.catalog.descriptors import TableDesc
+from pillbug.sql.exec.context import ExecCtx
+from pillbug.sql.exec.nodes import BATCH, Batch, Node
+from pillbug.sql.rowenc import IndexCodec, TableCodec
+from pillbug.sql.sem.expr import Compiled
+from pillbug.util import errors
+
+MAX_STATEMENT_ROWS = 1_000_000
+
+
+def unique_error(table: TableDesc, codec: IndexCodec, row: tuple) -> errors.PgError:
+    cols = [table.column_by_id(cid) for cid in codec.index.column_ids]
+    values = ", ".join(
+        "NULL" if row[p] is None else datum.format_text(row[p], c.type) for p, c in zip(codec.positions, cols))
+    return errors.PgError(errors.UNIQUE_VIOLATION,
+                          f'duplicate key value violates unique constraint "{codec.index.name}"',
+                          detail=f"Key ({', '.join(c.name for c in cols)})=({values}) already exists.")
+
+
+class TableWriter:
+    """Writes rows of one table: the primary key entry and every secondary index entry."""
+
+    def __init__(self, codec: TableCodec) -> None:
+        self.codec = codec
+        self.table = codec.table
+
+    def find_conflict(self, ctx: ExecCtx, row: tuple, only: IndexCodec | None = None) -> tuple[IndexCodec, bytes] | None:
+        """The first unique index (and its key) where `row` collides with a stored row."""
+        txn = ctx.txn
+        codec = self.codec
+        if only is None or only is codec.primary:
+            pk = codec.primary_key(row)
+            if txn.get(pk) is not None:
+                return codec.primary, pk
+        for ic in codec.secondaries:
+            if not ic.is_unique or (only is not None and only is not ic):
+                continue
+            if any(row[p] is None for p in ic.positions):
+                continue
+            key = ic.prefix + ic.row_suffix(row)
+            if txn.get(key) is not None:
+                return ic, key
+        return None
+
+    def existing_row(self, ctx: ExecCtx, ic: IndexCodec, key: bytes) -> tuple:
+        """The stored row that owns a unique index key."""
+        txn = ctx.txn
+        raw = txn.get(key)
+        assert raw is not None
+        if ic.index.is_primary:
+            return self.codec.decode_row(raw)
+        pk_suffix, _ = TableCodec.decode_index_value(raw)
+        row_raw = txn.get(self.codec.pk_prefix + pk_suffix)
+        if row_raw is None:
+            raise errors.internal_error("unique index entry without its row")
+        return self.codec.decode_row(row_raw)
+
+    def insert(self, ctx: ExecCtx, row: tuple) -> None:
+        conflict = self.find_conflict(ctx, row)
+        if conflict is not None:
+            raise unique_error(self.table, conflict[0], row)
+        self._put(ctx, row)
+
+    def _put(self, ctx: ExecCtx, row: tuple) -> None:
+        txn = ctx.txn
+        codec = self.codec
+        pk = codec.primary_key(row)
+        txn.put(pk, codec.encode_row(row))
+        for _, key, value in codec.index_entries(row, pk):
+            txn.put(key, value)
+
+    def delete(self, ctx: ExecCtx, row: tuple) -> None:
+        txn = ctx.txn
+        codec = self.codec
+        pk = codec.primary_key(row)
+        txn.delete(pk)
+        for _, key, _ in codec.index_entries(row, pk):
+            txn.delete(key)
+
+    def update(self, ctx: ExecCtx, old: tuple, new: tuple) -> None:
+        txn = ctx.txn
+        codec = self.codec
+        old_pk = codec.primary_key(old)
+        new_pk = codec.primary_key(new)
+        if old_pk != new_pk:
+            if txn.get(new_pk) is not None:
+                raise unique_error(self.table, codec.primary, new)
+            txn.delete(old_pk)
+        txn.put(new_pk, codec.encode_row(new))
+        old_entries = codec.index_entries(old, old_pk)
+        new_entries = codec.index_entries(new, new_pk)
+        for (ic, old_key, old_value), (_, new_key, new_value) in zip(old_entries, new_entries):
+            if old_key == new_key:
+                if old_value != new_value:
+                    txn.put(new_key, new_value)
+                continue
+            if ic.is_unique and not any(new[p] is None for p in ic.positions):
+                probe = ic.prefix + ic.row_suffix(new)
+                if probe != ic.prefix + ic.row_suffix(old) and txn.get(probe) is not None:
+                    raise unique_error(self.table, ic, new)
+            txn.delete(old_key)
+            txn.put(new_key, new_value)
+
+
+@dataclass(slots=True)
+class RowChecks:
+    """NOT NULL and CHECK constraints of a table, compiled over its row layout."""
+    not_null: list[tuple[int, str]]  # (position, column name)
+    checks: list[tuple[Compiled, str]]  # (predicate, its SQL text)
+
+    def validate(self, row: tuple, ctx: ExecCtx) -> None:
+        for pos, name in self.not_null:
+            if row[pos] is None:
+                raise errors.PgError(errors.NOT_NULL_VIOLATION,
+                                     f'null value in column "{name}" violates not-null constraint')
+        for pred, text in self.checks:
+            if pred(row, ctx) is False:
+                raise errors.PgError(errors.CHECK_VIOLATION, f"failed to satisfy CHECK constraint ({text})")
+
+
+def _materialize(source: Node, ctx: ExecCtx) -> list[tuple]:
+    rows: list[tuple] = []
+    for batch in source.batches(ctx):
+        rows.extend(batch)
+        if len(rows) > MAX_STATEMENT_ROWS:
+            raise errors.program_limit_exceeded(
+                f"statement modifies more than {MAX_STATEMENT_ROWS} rows; split it into smaller batches")
+    return rows
+
+
+def _emit(rows: list[tuple]) -> Iterator[Batch]:
+    for i in range(0, len(rows), BATCH):
+        yield rows[i:i + BATCH]
+
+
+class Insert(Node):
+    """INSERT, INSERT ... ON CONFLICT and UPSERT.
+
+    make_row turns a source row into a full table row (defaults applied, values cast to the
+    column types). On a conflict with the arbiter index: `on_conflict` None raises 23505,
+    "nothing" skips the row, "update" computes the new row from the stored row and the proposed
+    one (the `excluded` row) with `update_row`, subject to `update_where`.
+    """
+
+    def __init__(self, source: Node, writer: TableWriter, make_row: Callable[[tuple, ExecCtx], tuple],
+                 checks: RowChecks, columns: list, returning: list[Compiled] | None,
+                 on_conflict: str | None = None, arbiter: IndexCodec | None = None,
+                 update_row: Callable[[tuple, tuple, ExecCtx], tuple] | None = None,
+                 update_where: Compiled | None = None) -> None:
+        self.source = source
+        self.writer = writer
+        self.make_row = make_row
+        self.checks = checks
+        self.columns = columns
+        self.returning = returning
+        self.on_conflict = on_conflict
+        self.arbiter = arbiter
+        self.update_row = update_row
+        self.update_where = update_where
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        source_rows = _materialize(self.source, ctx)
+        writer = self.writer
+        make_row = self.make_row
+        validate = self.checks.validate
+        returning = self.returning
+        out: list[tuple] = []
+        touched: set[bytes] = set()
+        codec = writer.codec
+        for src in source_rows:
+            row = make_row(src, ctx)
+            validate(row, ctx)
+            if self.on_conflict is None:
+                writer.insert(ctx, row)
+                result_row = row
+            else:
+                conflict = writer.find_conflict(ctx, row, None if self.on_conflict == "nothing" and
+                                                self.arbiter is None else self.arbiter)
+                if conflict is None:
+                    writer.insert(ctx, row)
+                    result_row = row
+                    if self.on_conflict == "update":
+                        touched.add(codec.primary_key(row))
+                elif self.on_conflict == "nothing":
+                    continue
+                else:
+                    ic, key = conflict
+                    existing = writer.existing_row(ctx, ic, key)
+                    pk = codec.primary_key(existing)
+                    if pk in touched:
+                        raise errors.PgError(errors.CARDINALITY_VIOLATION,
+                                             "UPSERT or INSERT...ON CONFLICT command cannot affect row a second time",
+                                             hint="Ensure that no rows proposed for insertion within the same "
+                                                  "command have duplicate constrained values.")
+                    combined = existing + row
+                    if self.update_where is not None and self.update_where(combined, ctx) is not True:
+                        continue
+                    new_row = self.update_row(existing, row, ctx)
+                    validate(new_row, ctx)
+                    writer.update(ctx, existing, new_row)
+                    touched.add(codec.primary_key(new_row))
+                    result_row = new_row
+            ctx.rows_affected += 1
+            if returning is not None:
+                out.append(tuple(f(result_row, ctx) for f in returning))
+        yield from _emit(out)
+
+    def children(self) -> list[Node]:
+        return [self.source]
+
+    def describe(self) -> str:
+        return f"insert {self.writer.table.name}"
+
+
+class Update(Node):
+    def __init__(self, source: Node, writer: TableWriter, set_row: Callable[[tuple, ExecCtx], tuple],
+                 checks: RowChecks, columns: list, returning: list[Compiled] | None) -> None:
+        self.source = source
+        self.writer = writer
+        self.set_row = set_row
+        self.checks = checks
+        self.columns = columns
+        self.returning = returning
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        rows = _materialize(self.source, ctx)
+        writer = self.writer
+        set_row = self.set_row
+        validate = self.checks.validate
+        returning = self.returning
+        out: list[tuple] = []
+        for old in rows:
+            new = set_row(old, ctx)
+            validate(new, ctx)
+            writer.update(ctx, old, new)
+            ctx.rows_affected += 1
+            if returning is not None:
+                out.append(tuple(f(new, ctx) for f in returning))
+        yield from _emit(out)
+
+    def children(self) -> list[Node]:
+        return [self.source]
+
+    def describe(self) -> str:
+        return f"update {self.writer.table.name}"
+
+
+class Delete(Node):
+    def __init__(self, source: Node, writer: TableWriter, columns: list,
+                 returning: list[Compiled] | None) -> None:
+        self.source = source
+        self.writer = writer
+        self.columns = columns
+        self.returning = returning
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        rows = _materialize(self.source, ctx)
+        writer = self.writer
+        returning = self.returning
+        out: list[tuple] = []
+        for row in rows:
+            writer.delete(ctx, row)
+            ctx.rows_affected += 1
+            if returning is not None:
+                out.append(tuple(f(row, ctx) for f in returning))
+        yield from _emit(out)
+
+    def children(self) -> list[Node]:
+        return [self.source]
+
+    def describe(self) -> str:
+        return f"delete {self.writer.table.name}"
+

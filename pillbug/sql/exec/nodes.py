@@ -1,0 +1,784 @@
+"""Physical operators: each pulls batches (lists of row tuples) from its children.
+
+An operator's `batches(ctx)` is a generator of non-empty lists of tuples; rows are plain tuples
+laid out as the operator's `columns` say. Expressions arrive compiled (closures f(row, ctx)).
+Every loop that a client's data can make long checks ctx.canceled once per batch.
+This module knows nothing of the parser; the planner builds these.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pillbug.sql.exec.context import ExecCtx
+from pillbug.sql.rowenc import IndexCodec, TableCodec
+from pillbug.sql.sem.builtins import Aggregate
+from pillbug.sql.sem.expr import Compiled
+from pillbug.util import errors
+
+BATCH = 256
+Batch = list[tuple]
+
+
+class Node:
+    columns: list = []
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        raise NotImplementedError
+
+    def rows(self, ctx: ExecCtx) -> Iterator[tuple]:
+        for batch in self.batches(ctx):
+            yield from batch
+
+    def explain(self, depth: int = 0) -> list[str]:
+        lines = ["  " * depth + self.describe()]
+        for child in self.children():
+            lines.extend(child.explain(depth + 1))
+        return lines
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def children(self) -> list[Node]:
+        return []
+
+
+def _hashable(row: tuple) -> tuple:
+    if any(isinstance(v, list) for v in row):
+        return tuple(tuple(v) if isinstance(v, list) else v for v in row)
+    return row
+
+
+class Values(Node):
+    def __init__(self, columns: list, rows: list[list[Compiled]]) -> None:
+        self.columns = columns
+        self.row_fns = rows
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        out = []
+        empty = ()
+        for fns in self.row_fns:
+            out.append(tuple(f(empty, ctx) for f in fns))
+            if len(out) >= BATCH:
+                yield out
+                out = []
+        if out:
+            yield out
+
+    def describe(self) -> str:
+        return f"values ({len(self.row_fns)} rows)"
+
+
+class OneRow(Node):
+    """The single empty row a FROM-less SELECT evaluates its target list against."""
+    columns: list = []
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        yield [()]
+
+    def describe(self) -> str:
+        return "values (1 row)"
+
+
+SpanFn = Callable[[ExecCtx], list[tuple[bytes, bytes]] | None]
+
+
+class Scan(Node):
+    """Rows of a table's primary index within key spans computed at run time."""
+
+    def __init__(self, columns: list, codec: TableCodec, spans: SpanFn, reverse: bool = False,
+                 limit_hint: Callable[[ExecCtx], int] | None = None, label: str = "") -> None:
+        self.columns = columns
+        self.codec = codec
+        self.spans = spans
+        self.reverse = reverse
+        self.limit_hint = limit_hint
+        self.label = label
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        spans = self.spans(ctx)
+        if not spans:
+            return
+        decode = self.codec.decode_row
+        txn = ctx.txn
+        limit = self.limit_hint(ctx) if self.limit_hint is not None else 0
+        for start, end in (reversed(spans) if self.reverse else spans):
+            out = []
+            for _, value in txn.scan(start, end, limit=limit, reverse=self.reverse):
+                out.append(decode(value))
+                if len(out) >= BATCH:
+                    if ctx.canceled:
+                        raise errors.query_canceled()
+                    yield out
+                    out = []
+            if out:
+                yield out
+
+    def describe(self) -> str:
+        return f"scan {self.codec.table.name}@{self.codec.table.primary_index.name}{self.label}"
+
+
+class PointGet(Node):
+    """At most one row, by its primary key."""
+
+    def __init__(self, columns: list, codec: TableCodec, key: Callable[[ExecCtx], bytes | None]) -> None:
+        self.columns = columns
+        self.codec = codec
+        self.key = key
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        key = self.key(ctx)
+        if key is None:
+            return
+        value = ctx.txn.get(key)
+        if value is not None:
+            yield [self.codec.decode_row(value)]
+
+    def describe(self) -> str:
+        return f"point lookup {self.codec.table.name}@{self.codec.table.primary_index.name}"
+
+
+class IndexScan(Node):
+    """Rows found through a secondary index: scan its entries, then fetch each primary row."""
+
+    def __init__(self, columns: list, codec: TableCodec, index: IndexCodec, spans: SpanFn,
+                 reverse: bool = False, limit_hint: Callable[[ExecCtx], int] | None = None) -> None:
+        self.columns = columns
+        self.codec = codec
+        self.index = index
+        self.spans = spans
+        self.reverse = reverse
+        self.limit_hint = limit_hint
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        spans = self.spans(ctx)
+        if not spans:
+            return
+        txn = ctx.txn
+        pk_prefix = self.codec.pk_prefix
+        decode_entry = TableCodec.decode_index_value
+        decode = self.codec.decode_row
+        limit = self.limit_hint(ctx) if self.limit_hint is not None else 0
+        for start, end in (reversed(spans) if self.reverse else spans):
+            out = []
+            for _, entry in txn.scan(start, end, limit=limit, reverse=self.reverse):
+                pk_suffix, _ = decode_entry(entry)
+                value = txn.get(pk_prefix + pk_suffix)
+                if value is None:
+                    raise errors.internal_error("index entry without a row")
+                out.append(decode(value))
+                if len(out) >= BATCH:
+                    if ctx.canceled:
+                        raise errors.query_canceled()
+                    yield out
+                    out = []
+            if out:
+                yield out
+
+    def describe(self) -> str:
+        return f"index scan {self.codec.table.name}@{self.index.index.name} -> index join"
+
+
+class Filter(Node):
+    def __init__(self, child: Node, predicate: Compiled) -> None:
+        self.child = child
+        self.columns = child.columns
+        self.predicate = predicate
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        pred = self.predicate
+        for batch in self.child.batches(ctx):
+            out = [r for r in batch if pred(r, ctx) is True]
+            if out:
+                yield out
+
+    def children(self) -> list[Node]:
+        return [self.child]
+
+    def describe(self) -> str:
+        return "filter"
+
+
+class Project(Node):
+    def __init__(self, child: Node, columns: list, fns: list[Compiled],
+                 positions: list[int] | None = None) -> None:
+        self.child = child
+        self.columns = columns
+        self.fns = fns
+        self.positions = positions  # a pure column selection, when every fn is a ColRef
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        positions = self.positions
+        if positions is not None:
+            if len(positions) == 1:
+                (p,) = positions
+                for batch in self.child.batches(ctx):
+                    yield [(r[p],) for r in batch]
+                return
+            for batch in self.child.batches(ctx):
+                yield [tuple([r[p] for p in positions]) for r in batch]
+            return
+        fns = self.fns
+        for batch in self.child.batches(ctx):
+            yield [tuple([f(r, ctx) for f in fns]) for r in batch]
+
+    def children(self) -> list[Node]:
+        return [self.child]
+
+    def describe(self) -> str:
+        return "render"
+
+
+class Limit(Node):
+    def __init__(self, child: Node, limit: Compiled | None, offset: Compiled | None) -> None:
+        self.child = child
+        self.columns = child.columns
+        self.limit = limit
+        self.offset = offset
+
+    def bounds(self, ctx: ExecCtx) -> tuple[int | None, int]:
+        limit = self.limit((), ctx) if self.limit is not None else None
+        offset = self.offset((), ctx) if self.offset is not None else 0
+        if limit is not None and limit < 0:
+            raise errors.PgError(errors.INVALID_ROW_COUNT_IN_LIMIT, "negative LIMIT")
+        if offset is None:
+            offset = 0
+        if offset < 0:
+            raise errors.PgError(errors.INVALID_ROW_COUNT_IN_RESULT_OFFSET, "negative OFFSET")
+        return limit, offset
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        limit, offset = self.bounds(ctx)
+        if limit == 0:
+            return
+        skipped = 0
+        produced = 0
+        for batch in self.child.batches(ctx):
+            if skipped < offset:
+                drop = min(offset - skipped, len(batch))
+                skipped += drop
+                batch = batch[drop:]
+                if not batch:
+                    continue
+            if limit is not None and produced + len(batch) >= limit:
+                yield batch[: limit - produced]
+                return
+            produced += len(batch)
+            yield batch
+
+    def children(self) -> list[Node]:
+        return [self.child]
+
+    def describe(self) -> str:
+        return "limit"
+
+
+class SortKey:
+    __slots__ = ("fn", "descending", "nulls_first")
+
+    def __init__(self, fn: Compiled, descending: bool, nulls_first: bool | None) -> None:
+        self.fn = fn
+        self.descending = descending
+        # CockroachDB: NULLs first when ascending, last when descending
+        self.nulls_first = (not descending) if nulls_first is None else nulls_first
+
+
+def _sort_rows(rows: list[tuple], keys: list[SortKey], ctx: ExecCtx) -> list[tuple]:
+    decorated = [(tuple(k.fn(r, ctx) for k in keys), r) for r in rows]
+    for i in range(len(keys) - 1, -1, -1):
+        k = keys[i]
+        # with reverse=True the largest comes first, so flip which flag marks a NULL
+        null_high = k.nulls_first == k.descending
+
+        def keyfn(item: tuple, i: int = i, null_high: bool = null_high) -> tuple:
+            v = item[0][i]
+            if v is None:
+                return (1, 0) if null_high else (0, 0)
+            return (0 if null_high else 1, v)
+        try:
+            decorated.sort(key=keyfn, reverse=k.descending)
+        except TypeError:
+            raise errors.internal_error("values of different types in one sort column") from None
+    return [r for _, r in decorated]
+
+
+class Sort(Node):
+    MAX_ROWS = 10_000_000
+
+    def __init__(self, child: Node, keys: list[SortKey]) -> None:
+        self.child = child
+        self.columns = child.columns
+        self.keys = keys
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        rows: list[tuple] = []
+        for batch in self.child.batches(ctx):
+            rows.extend(batch)
+            if len(rows) > self.MAX_ROWS:
+                raise errors.PgError(errors.OUT_OF_MEMORY,
+                                     f"sort of more than {self.MAX_ROWS} rows exceeds the memory budget")
+        if not rows:
+            return
+        rows = _sort_rows(rows, self.keys, ctx)
+        for i in range(0, len(rows), BATCH):
+            yield rows[i:i + BATCH]
+
+    def children(self) -> list[Node]:
+        return [self.child]
+
+    def describe(self) -> str:
+        return "sort"
+
+
+class TopK(Node):
+    """ORDER BY ... LIMIT k without sorting everything: keep the best k rows."""
+
+    def __init__(self, child: Node, keys: list[SortKey], k: Compiled) -> None:
+        self.child = child
+        self.columns = child.columns
+        self.keys = keys
+        self.k = k
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        k = self.k((), ctx)
+        rows: list[tuple] = []
+        for batch in self.child.batches(ctx):
+            rows.extend(batch)
+            if len(rows) > 4 * k + 1024:
+                rows = _sort_rows(rows, self.keys, ctx)[:k]
+        rows = _sort_rows(rows, self.keys, ctx)[:k]
+        for i in range(0, len(rows), BATCH):
+            yield rows[i:i + BATCH]
+
+    def children(self) -> list[Node]:
+        return [self.child]
+
+
+class Distinct(Node):
+    MAX_ROWS = 10_000_000
+
+    def __init__(self, child: Node, key_positions: list[int] | None = None) -> None:
+        self.child = child
+        self.columns = child.columns
+        self.key_positions = key_positions  # DISTINCT ON: only these columns decide
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        seen: set = set()
+        positions = self.key_positions
+        for batch in self.child.batches(ctx):
+            out = []
+            for r in batch:
+                key = _hashable(r if positions is None else tuple(r[p] for p in positions))
+                if key not in seen:
+                    seen.add(key)
+                    out.append(r)
+            if len(seen) > self.MAX_ROWS:
+                raise errors.PgError(errors.OUT_OF_MEMORY, "DISTINCT exceeds the memory budget")
+            if out:
+                yield out
+
+    def children(self) -> list[Node]:
+        return [self.child]
+
+    def describe(self) -> str:
+        return "distinct"
+
+
+class AggSpec:
+    __slots__ = ("factory", "args", "distinct", "filter", "star")
+
+    def __init__(self, factory: Callable[[], Aggregate], args: list[Compiled], distinct: bool,
+                 filter_fn: Compiled | None, star: bool) -> None:
+        self.factory = factory
+        self.args = args
+        self.distinct = distinct
+        self.filter = filter_fn
+        self.star = star
+
+
+class _GroupState:
+    __slots__ = ("aggs", "seen")
+
+    def __init__(self, specs: list[AggSpec]) -> None:
+        self.aggs = [s.factory() for s in specs]
+        self.seen: list[set | None] = [set() if s.distinct else None for s in specs]
+
+
+class Aggregate_(Node):
+    """GROUP BY: output rows are the group key values followed by the aggregate results."""
+    MAX_GROUPS = 5_000_000
+
+    def __init__(self, child: Node, columns: list, group_fns: list[Compiled], specs: list[AggSpec],
+                 scalar: bool) -> None:
+        self.child = child
+        self.columns = columns
+        self.group_fns = group_fns
+        self.specs = specs
+        self.scalar = scalar  # no GROUP BY: exactly one output row even for empty input
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        groups: dict[tuple, tuple[tuple, _GroupState]] = {}
+        specs = self.specs
+        group_fns = self.group_fns
+        for batch in self.child.batches(ctx):
+            for row in batch:
+                key_values = tuple(f(row, ctx) for f in group_fns)
+                hkey = _hashable(key_values)
+                entry = groups.get(hkey)
+                if entry is None:
+                    if len(groups) >= self.MAX_GROUPS:
+                        raise errors.PgError(errors.OUT_OF_MEMORY, "too many groups for the memory budget")
+                    entry = groups[hkey] = (key_values, _GroupState(specs))
+                state = entry[1]
+                for i, spec in enumerate(specs):
+                    if spec.filter is not None and spec.filter(row, ctx) is not True:
+                        continue
+                    if spec.star:
+                        state.aggs[i].add()
+                        continue
+                    values = [a(row, ctx) for a in spec.args]
+                    if spec.distinct:
+                        dkey = _hashable(tuple(values))
+                        seen = state.seen[i]
+                        if dkey in seen or None in values:
+                            continue
+                        seen.add(dkey)
+                    state.aggs[i].add(*values)
+        if not groups and self.scalar:
+            state = _GroupState(specs)
+            yield [tuple(a.result() for a in state.aggs)]
+            return
+        out = []
+        for key_values, state in groups.values():
+            out.append(key_values + tuple(a.result() for a in state.aggs))
+            if len(out) >= BATCH:
+                yield out
+                out = []
+        if out:
+            yield out
+
+    def children(self) -> list[Node]:
+        return [self.child]
+
+    def describe(self) -> str:
+        return "group" if not self.scalar else "group (scalar)"
+
+
+class NestedLoopJoin(Node):
+    """Any join: the right side is materialized once, then matched against each left row."""
+    MAX_RIGHT = 5_000_000
+
+    def __init__(self, left: Node, right: Node, kind: str, predicate: Compiled | None,
+                 columns: list) -> None:
+        self.left = left
+        self.right = right
+        self.kind = kind  # inner | left | right | full | cross
+        self.predicate = predicate
+        self.columns = columns
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        right_rows = []
+        for batch in self.right.batches(ctx):
+            right_rows.extend(batch)
+            if len(right_rows) > self.MAX_RIGHT:
+                raise errors.PgError(errors.OUT_OF_MEMORY, "join input exceeds the memory budget")
+        pred = self.predicate
+        kind = self.kind
+        right_null = (None,) * len(self.right.columns)
+        left_null = (None,) * len(self.left.columns)
+        matched_right = [False] * len(right_rows) if kind in ("right", "full") else None
+        out = []
+        for batch in self.left.batches(ctx):
+            for lrow in batch:
+                hit = False
+                for j, rrow in enumerate(right_rows):
+                    row = lrow + rrow
+                    if pred is None or pred(row, ctx) is True:
+                        hit = True
+                        out.append(row)
+                        if matched_right is not None:
+                            matched_right[j] = True
+                if not hit and kind in ("left", "full"):
+                    out.append(lrow + right_null)
+                if len(out) >= BATCH:
+                    if ctx.canceled:
+                        raise errors.query_canceled()
+                    yield out
+                    out = []
+        if matched_right is not None:
+            for j, rrow in enumerate(right_rows):
+                if not matched_right[j]:
+                    out.append(left_null + rrow)
+        if out:
+            yield out
+
+    def children(self) -> list[Node]:
+        return [self.left, self.right]
+
+    def describe(self) -> str:
+        return f"{self.kind} join (nested loop)"
+
+
+class HashJoin(Node):
+    MAX_BUILD = 5_000_000
+
+    def __init__(self, left: Node, right: Node, kind: str, left_keys: list[Compiled],
+                 right_keys: list[Compiled], residual: Compiled | None, columns: list) -> None:
+        self.left = left
+        self.right = right
+        self.kind = kind
+        self.left_keys = left_keys
+        self.right_keys = right_keys
+        self.residual = residual
+        self.columns = columns
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        table: dict[tuple, list[int]] = {}
+        right_rows: list[tuple] = []
+        rkeys = self.right_keys
+        for batch in self.right.batches(ctx):
+            for rrow in batch:
+                key = tuple(f(rrow, ctx) for f in rkeys)
+                right_rows.append(rrow)
+                if None in key:
+                    continue  # NULL never equals anything
+                table.setdefault(_hashable(key), []).append(len(right_rows) - 1)
+            if len(right_rows) > self.MAX_BUILD:
+                raise errors.PgError(errors.OUT_OF_MEMORY, "join input exceeds the memory budget")
+        kind = self.kind
+        residual = self.residual
+        lkeys = self.left_keys
+        right_null = (None,) * len(self.right.columns)
+        left_null = (None,) * len(self.left.columns)
+        matched_right = [False] * len(right_rows) if kind in ("right", "full") else None
+        out = []
+        for batch in self.left.batches(ctx):
+            for lrow in batch:
+                key = tuple(f(lrow, ctx) for f in lkeys)
+                hit = False
+                if None not in key:
+                    for j in table.get(_hashable(key), ()):
+                        row = lrow + right_rows[j]
+                        if residual is None or residual(row, ctx) is True:
+                            hit = True
+                            out.append(row)
+                            if matched_right is not None:
+                                matched_right[j] = True
+                if not hit and kind in ("left", "full"):
+                    out.append(lrow + right_null)
+            if len(out) >= BATCH:
+                if ctx.canceled:
+                    raise errors.query_canceled()
+                yield out
+                out = []
+        if matched_right is not None:
+            for j, rrow in enumerate(right_rows):
+                if not matched_right[j]:
+                    out.append(left_null + rrow)
+        if out:
+            yield out
+
+    def children(self) -> list[Node]:
+        return [self.left, self.right]
+
+    def describe(self) -> str:
+        return f"{self.kind} join (hash)"
+
+
+class LookupJoin(Node):
+    """For each left row, read the matching right rows through the right table's index."""
+
+    def __init__(self, left: Node, right_columns: list, codec: TableCodec, index: IndexCodec,
+                 key_fns: list[Compiled], kind: str, residual: Compiled | None, columns: list) -> None:
+        self.left = left
+        self.right_columns = right_columns
+        self.codec = codec
+        self.index = index
+        self.key_fns = key_fns
+        self.kind = kind
+        self.residual = residual
+        self.columns = columns
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        from pillbug.util.encoding import prefix_end
+        txn = ctx.txn
+        codec = self.codec
+        index = self.index
+        is_primary = index.index.is_primary
+        full_unique = index.is_unique and len(self.key_fns) == len(index.positions)
+        decode = codec.decode_row
+        residual = self.residual
+        right_null = (None,) * len(self.right_columns)
+        out = []
+        for batch in self.left.batches(ctx):
+            for lrow in batch:
+                values = [f(lrow, ctx) for f in self.key_fns]
+                matches: list[tuple] = []
+                if None not in values:
+                    prefix = index.prefix + index.encode_values(values)
+                    if is_primary and full_unique:
+                        raw = txn.get(prefix)
+                        if raw is not None:
+                            matches.append(decode(raw))
+                    else:
+                        for _, raw in txn.scan(prefix, prefix_end(prefix)):
+                            if is_primary:
+                                matches.append(decode(raw))
+                            else:
+                                pk_suffix, _ = TableCodec.decode_index_value(raw)
+                                row_raw = txn.get(codec.pk_prefix + pk_suffix)
+                                if row_raw is not None:
+                                    matches.append(decode(row_raw))
+                hit = False
+                for rrow in matches:
+                    row = lrow + rrow
+                    if residual is None or residual(row, ctx) is True:
+                        hit = True
+                        out.append(row)
+                if not hit and self.kind == "left":
+                    out.append(lrow + right_null)
+            if len(out) >= BATCH:
+                if ctx.canceled:
+                    raise errors.query_canceled()
+                yield out
+                out = []
+        if out:
+            yield out
+
+    def children(self) -> list[Node]:
+        return [self.left]
+
+    def describe(self) -> str:
+        return f"{self.kind} lookup join on {self.codec.table.name}@{self.index.index.name}"
+
+
+class SetOp(Node):
+    def __init__(self, kind: str, all_rows: bool, left: Node, right: Node, columns: list,
+                 left_conv: list | None = None, right_conv: list | None = None) -> None:
+        self.kind = kind  # union | intersect | except
+        self.all = all_rows
+        self.left = left
+        self.right = right
+        self.columns = columns
+        self.left_conv = left_conv
+        self.right_conv = right_conv
+
+    @staticmethod
+    def _convert(rows: Iterator[tuple], conv: list | None, ctx: ExecCtx) -> Iterator[tuple]:
+        if conv is None:
+            yield from rows
+            return
+        for r in rows:
+            yield tuple(v if f is None or v is None else f(v, ctx) for f, v in zip(conv, r))
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        left = self._convert(self.left.rows(ctx), self.left_conv, ctx)
+        right = self._convert(self.right.rows(ctx), self.right_conv, ctx)
+        if self.kind == "union":
+            if self.all:
+                for chunk in _chunks(itertools.chain(left, right)):
+                    yield chunk
+                return
+            seen: set = set()
+            out = []
+            for r in itertools.chain(left, right):
+                k = _hashable(r)
+                if k not in seen:
+                    seen.add(k)
+                    out.append(r)
+            yield from _chunks(iter(out))
+            return
+        counts: dict[tuple, int] = {}
+        for r in right:
+            k = _hashable(r)
+            counts[k] = counts.get(k, 0) + 1
+        out = []
+        emitted: set = set()
+        for r in left:
+            k = _hashable(r)
+            n = counts.get(k, 0)
+            if self.kind == "intersect":
+                if n > 0:
+                    if self.all:
+                        counts[k] = n - 1
+                        out.append(r)
+                    elif k not in emitted:
+                        emitted.add(k)
+                        out.append(r)
+            else:
+                if self.all:
+                    if n > 0:
+                        counts[k] = n - 1
+                    else:
+                        out.append(r)
+                elif n == 0 and k not in emitted:
+                    emitted.add(k)
+                    out.append(r)
+        yield from _chunks(iter(out))
+
+    def children(self) -> list[Node]:
+        return [self.left, self.right]
+
+    def describe(self) -> str:
+        return f"{self.kind}{' all' if self.all else ''}"
+
+
+def _chunks(rows: Iterator[tuple]) -> Iterator[Batch]:
+    while True:
+        chunk = list(itertools.islice(rows, BATCH))
+        if not chunk:
+            return
+        yield chunk
+
+
+class Generate(Node):
+    """Rows produced by a Python function of the execution context (virtual tables, SRFs)."""
+
+    def __init__(self, columns: list, produce: Callable[[ExecCtx], Any], label: str = "") -> None:
+        self.columns = columns
+        self.produce = produce
+        self.label = label
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        yield from _chunks(iter(self.produce(ctx)))
+
+    def describe(self) -> str:
+        return self.label or "virtual table"
+
+
+class Materialized(Node):
+    """A subtree computed once per execution and replayed (WITH queries)."""
+
+    def __init__(self, child: Node) -> None:
+        self.child = child
+        self.columns = child.columns
+        self.slot = object()
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        cache = ctx.subquery_cache
+        rows = cache.get(self.slot)
+        if rows is None:
+            rows = cache[self.slot] = list(self.child.rows(ctx))
+        yield from _chunks(iter(rows))
+
+    def children(self) -> list[Node]:
+        return [self.child]
+
+
+class Rename(Node):
+    """The same rows under new column names (a subquery in FROM with an alias)."""
+
+    def __init__(self, child: Node, columns: list) -> None:
+        self.child = child
+        self.columns = columns
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        return self.child.batches(ctx)
+
+    def children(self) -> list[Node]:
+        return [self.child]
+
+    def describe(self) -> str:
+        return "subquery"
+

@@ -1,0 +1,927 @@
+"""Queries -> physical plans.
+
+plan_query() turns a SELECT (or VALUES, or a set operation, with its WITH clause) into a tree of
+exec nodes and the list of result columns. The steps, in order, are those of SQL's logical
+evaluation: FROM (tables, joins, subqueries; WHERE conjuncts that touch one table are pushed into
+its scan, where index selection turns them into key spans), WHERE, GROUP BY and aggregates,
+HAVING, the target list, DISTINCT, ORDER BY, LIMIT/OFFSET.
+
+Join methods: a lookup join when the right side is a table whose index prefix is pinned by
+equalities with left columns; a hash join on other equalities; a nested loop otherwise.
+This module knows nothing of the wire protocol or of sessions; it reads a PlanEnv.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pillbug.sql import types as T
+from pillbug.sql.catalog.descriptors import TableDesc
+from pillbug.sql.catalog.system import Catalog
+from pillbug.sql.exec import nodes as N
+from pillbug.sql.exec.context import ExecCtx
+from pillbug.sql.opt import index_select
+from pillbug.sql.rowenc import TableCodec
+from pillbug.sql.sem import builtins
+from pillbug.sql.sem.build import (
+    BuildContext,
+    ExprBuilder,
+    GroupingHook,
+    NotCacheable,
+    ParamTypes,
+    Scope,
+    ScopeColumn,
+    coerce,
+    node_key,
+)
+from pillbug.sql.sem.casts import cast_fn
+from pillbug.sql.sem.expr import ColRef, Compare, Const, Expr, Subquery, conjuncts, make_and
+from pillbug.util import errors
+
+
+class VirtualTable(Protocol):
+    name: str
+    columns: list[tuple[str, T.SQLType]]
+
+    def rows(self, ctx: ExecCtx) -> Any: ...
+
+
+class PlanEnv(Protocol):
+    catalog: Catalog
+    database: str
+    user: str
+
+    def codec(self, table: TableDesc) -> TableCodec: ...
+
+    def check_privilege(self, desc: Any, privilege: str) -> None: ...
+
+    def virtual_table(self, schema: str, name: str) -> VirtualTable | None: ...
+
+    def resolve_table_name(self, names: list[str]) -> tuple[str, Any]: ...
+
+
+@dataclass(slots=True)
+class Source:
+    """One FROM item after planning: its node, columns, and (for a base table) its descriptor."""
+    node: N.Node | None
+    columns: list[ScopeColumn]
+    table: TableDesc | None = None
+    codec: TableCodec | None = None
+    alias: str = ""
+    hint: str | None = None
+    nullable: bool = False  # on the outer side of an outer join: no pushdown into it
+    pushed: list[Expr] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class QueryPlan:
+    node: N.Node
+    columns: list[ScopeColumn]
+
+
+def target_name(node: dict) -> str:
+    """The column name PostgreSQL/CockroachDB give an unnamed target expression."""
+    (kind, body), = node.items()
+    if kind == "ColumnRef":
+        last = body["fields"][-1]
+        return "*" if "A_Star" in last else last["String"]["sval"]
+    if kind == "FuncCall":
+        return body["funcname"][-1]["String"]["sval"]
+    if kind == "TypeCast":
+        inner = target_name(body["arg"])
+        if inner != "?column?":
+            return inner
+        names = [n["String"]["sval"] for n in body["typeName"]["names"]]
+        return names[-1]
+    if kind == "SQLValueFunction":
+        return {"SVFOP_CURRENT_DATE": "current_date", "SVFOP_CURRENT_TIMESTAMP": "current_timestamp",
+                "SVFOP_CURRENT_USER": "current_user", "SVFOP_SESSION_USER": "session_user",
+                "SVFOP_CURRENT_CATALOG": "current_catalog", "SVFOP_CURRENT_SCHEMA": "current_schema",
+                "SVFOP_LOCALTIMESTAMP": "localtimestamp", "SVFOP_USER": "current_user",
+                "SVFOP_CURRENT_ROLE": "current_role"}.get(body["op"], "?column?")
+    if kind == "A_Indirection":
+        ind = body["indirection"][-1]
+        if "String" in ind:
+            return ind["String"]["sval"]
+        return target_name(body["arg"])
+    if kind == "CaseExpr":
+        return "case"
+    if kind == "CoalesceExpr":
+        return "coalesce"
+    if kind == "MinMaxExpr":
+        return "greatest" if body["op"] == "IS_GREATEST" else "least"
+    if kind == "SubLink":
+        if body["subLinkType"] == "EXISTS_SUBLINK":
+            return "exists"
+        if body["subLinkType"] == "ARRAY_SUBLINK":
+            return "array"
+        sub = body["subselect"].get("SelectStmt", {})
+        tl = sub.get("targetList") or []
+        if body["subLinkType"] == "EXPR_SUBLINK" and len(tl) == 1:
+            rt = tl[0]["ResTarget"]
+            return rt.get("name") or target_name(rt["val"])
+    if kind == "A_ArrayExpr":
+        return "array"
+    if kind == "CollateClause":
+        return target_name(body["arg"])
+    return "?column?"
+
+
+class AggHook(GroupingHook):
+    """Expressions after GROUP BY: group keys and aggregate calls become output columns."""
+
+    def __init__(self, input_scope: Scope, group_exprs: list[Expr], group_nodes: list[dict],
+                 bctx: BuildContext) -> None:
+        self.input_scope = input_scope
+        self.bctx = bctx
+        self.group_exprs = group_exprs
+        self.by_key = {node_key(n): i for i, n in enumerate(group_nodes)}
+        self.by_column = {e.index: i for i, e in enumerate(group_exprs) if isinstance(e, ColRef)}
+        self.aggs: list[tuple[str, list[Expr], bool, Expr | None, bool, T.SQLType, Callable]] = []
+        self.agg_keys: dict[str, int] = {}
+
+    def lookup(self, node: dict, builder: ExprBuilder) -> Expr | None:
+        (kind, body), = node.items()
+        key = node_key(node)
+        i = self.by_key.get(key)
+        if i is not None:
+            e = self.group_exprs[i]
+            return ColRef(i, e.type if e.type.family != "unknown" else T.STRING, getattr(e, "name", ""))
+        if kind == "ColumnRef" and "A_Star" not in body["fields"][-1]:
+            names = [f["String"]["sval"] for f in body["fields"]]
+            depth, index, col = self.input_scope.resolve(names)
+            if depth == 0:
+                gi = self.by_column.get(index)
+                if gi is not None:
+                    return ColRef(gi, col.type, col.name)
+                raise errors.PgError(
+                    errors.GROUPING_ERROR,
+                    f'column "{col.name}" must appear in the GROUP BY clause or be used in an aggregate function')
+            return None
+        if kind == "FuncCall":
+            name = body["funcname"][-1]["String"]["sval"].lower()
+            if name in builtins.AGGREGATES and not body.get("over"):
+                return self._aggregate(name, body, key)
+        return None
+
+    def _aggregate(self, name: str, body: dict, key: str) -> Expr:
+        existing = self.agg_keys.get(key)
+        if existing is not None:
+            return ColRef(len(self.group_exprs) + existing, self.aggs[existing][5], name)
+        inner = ExprBuilder(self.bctx, self.input_scope, clause="aggregate arguments")
+        star = bool(body.get("agg_star"))
+        args = [] if star else [inner.build(a) for a in body.get("args", [])]
+        args = [coerce(a, T.STRING, self.bctx.params) if a.type.family == "unknown" else a for a in args]
+        agg = builtins.AGGREGATES[name]
+        if star:
+            if name != "count":
+                raise errors.syntax_error(f"{name}(*) is not valid")
+            factory: Callable = builtins.CountStar
+            typ = T.INT8
+        else:
+            if len(args) not in agg.arity:
+                raise errors.undefined_function(
+                    f"unknown signature: {name}({', '.join(a.type.crdb_name.lower() for a in args)})")
+            arg_types = [a.type for a in args]
+            typ = agg.result_type(arg_types)
+            factory = agg.factory(arg_types)
+        filter_expr = None
+        if body.get("agg_filter"):
+            filter_expr = inner.build_predicate(body["agg_filter"])
+        if body.get("agg_order"):
+            pass  # ORDER BY inside an aggregate: accepted, input order is used
+        self.aggs.append((name, args, bool(body.get("agg_distinct")), filter_expr, star, typ, factory))
+        self.agg_keys[key] = len(self.aggs) - 1
+        return ColRef(len(self.group_exprs) + len(self.aggs) - 1, typ, name)
+
+
+def has_aggregates(node: Any) -> bool:
+    """Whether an expression tree calls an aggregate (outside subqueries)."""
+    if isinstance(node, dict):
+        for kind, body in node.items():
+            if kind == "FuncCall" and isinstance(body, dict):
+                name = body["funcname"][-1]["String"]["sval"].lower()
+                if (name in builtins.AGGREGATES or body.get("agg_star")) and not body.get("over"):
+                    return True
+            if kind == "SubLink":
+                continue
+            if has_aggregates(body):
+                return True
+    elif isinstance(node, list):
+        return any(has_aggregates(x) for x in node)
+    return False
+
+
+class Planner:
+    def __init__(self, env: PlanEnv, params: ParamTypes, index_hints: dict[int, str] | None = None) -> None:
+        self.env = env
+        self.params = params
+        self.index_hints = index_hints or {}
+        self.bctx = BuildContext(params, plan_subquery=self._plan_subquery)
+        self.ctes: list[dict[str, QueryPlan]] = []
+
+    # ---- entry ---------------------------------------------------------------------------
+
+    def plan_query(self, node: dict, outer: Scope | None = None) -> QueryPlan:
+        """node: {"SelectStmt": {...}} (also VALUES and set operations)."""
+        (kind, body), = node.items()
+        if kind != "SelectStmt":
+            raise errors.feature_not_supported(f"{kind} is not supported as a query")
+        with_clause = body.get("withClause")
+        if with_clause:
+            if with_clause.get("recursive"):
+                raise errors.feature_not_supported("WITH RECURSIVE is not supported")
+            scope_ctes: dict[str, QueryPlan] = {}
+            self.ctes.append(scope_ctes)
+            try:
+                for cte_node in with_clause["ctes"]:
+                    cte = cte_node["CommonTableExpr"]
+                    q = cte["ctequery"]
+                    if "SelectStmt" not in q:
+                        raise errors.feature_not_supported("only SELECT is supported in WITH")
+                    plan = self.plan_query(q, outer)
+                    cols = plan.columns
+                    if cte.get("aliascolnames"):
+                        names = [n["String"]["sval"] for n in cte["aliascolnames"]]
+                        cols = [ScopeColumn(n, c.type) for n, c in zip(names, cols)]
+                    scope_ctes[cte["ctename"]] = QueryPlan(N.Materialized(plan.node), cols)
+                return self._plan_select_body(body, outer)
+            finally:
+                self.ctes.pop()
+        return self._plan_select_body(body, outer)
+
+    def _plan_select_body(self, body: dict, outer: Scope | None) -> QueryPlan:
+        op = body.get("op", "SETOP_NONE")
+        if op != "SETOP_NONE":
+            return self._plan_setop(body, outer)
+        if body.get("valuesLists"):
+            plan = self._plan_values(body["valuesLists"], outer)
+        else:
+            plan = self._plan_simple_select(body, outer)
+        return plan
+
+    # ---- VALUES --------------------------------------------------------------------------
+
+    def _plan_values(self, lists: list, outer: Scope | None, target_types: list[T.SQLType] | None = None) -> QueryPlan:
+        builder = ExprBuilder(self.bctx, Scope([], outer), clause="VALUES")
+        rows = [[builder.build(v) for v in lst["List"]["items"]] for lst in lists]
+        width = len(rows[0])
+        if any(len(r) != width for r in rows):
+            raise errors.syntax_error("VALUES lists must all be the same length")
+        types = []
+        for i in range(width):
+            col_exprs = [r[i] for r in rows]
+            if target_types is not None:
+                types.append(target_types[i])
+                continue
+            known = [e.type for e in col_exprs if e.type.family != "unknown"]
+            typ = known[0] if known else T.STRING
+            for t in known[1:]:
+                if t.is_numeric and typ.is_numeric:
+                    typ = T.common_numeric(typ, t)
+                elif t.family != typ.family:
+                    raise errors.datatype_mismatch(
+                        f"VALUES types {t.crdb_name.lower()} and {typ.crdb_name.lower()} cannot be matched")
+            types.append(typ)
+        compiled = []
+        for r in rows:
+            out = []
+            for i, e in enumerate(r):
+                e = coerce(e, types[i], self.params) if e.type.family != types[i].family or \
+                    (isinstance(e, Const) and e.untyped) else e
+                out.append(e.compile())
+            compiled.append(out)
+        columns = [ScopeColumn(f"column{i + 1}", t) for i, t in enumerate(types)]
+        return QueryPlan(N.Values(columns, compiled), columns)
+
+    # ---- set operations ------------------------------------------------------------------
+
+    def _plan_setop(self, body: dict, outer: Scope | None) -> QueryPlan:
+        left = self.plan_query({"SelectStmt": body["larg"]}, outer)
+        right = self.plan_query({"SelectStmt": body["rarg"]}, outer)
+        if len(left.columns) != len(right.columns):
+            raise errors.syntax_error(
+                f"each {body['op'][6:]} query must have the same number of columns: "
+                f"{len(left.columns)} vs {len(right.columns)}")
+        columns = []
+        left_conv: list = []
+        right_conv: list = []
+        for lc, rc in zip(left.columns, right.columns):
+            typ = lc.type
+            if lc.type.family != rc.type.family:
+                if lc.type.family == "unknown":
+                    typ = rc.type
+                elif rc.type.family == "unknown":
+                    typ = lc.type
+                elif lc.type.is_numeric and rc.type.is_numeric:
+                    typ = T.common_numeric(lc.type, rc.type)
+                else:
+                    raise errors.datatype_mismatch(
+                        f"{body['op'][6:]} types {lc.type.crdb_name.lower()} and "
+                        f"{rc.type.crdb_name.lower()} cannot be matched")
+            left_conv.append(None if lc.type.family == typ.family else cast_fn(lc.type, typ))
+            right_conv.append(None if rc.type.family == typ.family else cast_fn(rc.type, typ))
+            columns.append(ScopeColumn(lc.name, typ))
+        kind = {"SETOP_UNION": "union", "SETOP_INTERSECT": "intersect", "SETOP_EXCEPT": "except"}[body["op"]]
+        node: N.Node = N.SetOp(kind, bool(body.get("all")), left.node, right.node, columns,
+                               left_conv if any(left_conv) else None,
+                               right_conv if any(right_conv) else None)
+        scope = Scope(columns, outer)
+        node = self._order_and_limit(body, node, scope, columns, outer_for_exprs=scope)
+        return QueryPlan(node, columns)
+
+    # ---- SELECT --------------------------------------------------------------------------
+
+    def _plan_simple_select(self, body: dict, outer: Scope | None) -> QueryPlan:
+        sources = [self._plan_from_item(item, outer) for item in body.get("fromClause") or []]
+        # Lay the FROM items side by side: a row of the whole FROM is their concatenation.
+        from_columns: list[ScopeColumn] = []
+        offsets = []
+        for s in sources:
+            offsets.append(len(from_columns))
+            from_columns.extend(s.columns)
+        scope = Scope(from_columns, outer)
+        where = None
+        if body.get("whereClause"):
+            if has_aggregates(body["whereClause"]):
+                raise errors.PgError(errors.GROUPING_ERROR, "aggregate functions are not allowed in WHERE")
+            where = ExprBuilder(self.bctx, scope, clause="WHERE").build_predicate(body["whereClause"])
+        node, residual = self._join_sources(sources, offsets, conjuncts(where), from_columns)
+        if residual:
+            node = N.Filter(node, make_and(residual).compile())
+        target_list = body.get("targetList") or []
+        group_clause = body.get("groupClause") or []
+        having = body.get("havingClause")
+        sort_clause = body.get("sortClause") or []
+        aggregating = bool(group_clause) or having is not None or has_aggregates(target_list) or \
+            has_aggregates([s["SortBy"]["node"] for s in sort_clause])
+        if aggregating:
+            return self._plan_aggregate(body, node, scope, outer)
+        return self._finish_select(body, node, scope, ExprBuilder(self.bctx, scope, clause="SELECT"), outer)
+
+    def _finish_select(self, body: dict, node: N.Node, scope: Scope, builder: ExprBuilder,
+                       outer: Scope | None) -> QueryPlan:
+        """Target list, DISTINCT, ORDER BY, LIMIT over rows laid out as `scope` says."""
+        exprs, names = self._targets(body.get("targetList") or [], scope, builder)
+        columns = [ScopeColumn(n, _output_type(e.type)) for e, n in zip(exprs, names)]
+        for c, e in zip(columns, exprs):
+            if isinstance(e, ColRef) and 0 <= e.index < len(scope.columns):
+                src = scope.columns[e.index]
+                c.table_id, c.column_id = src.table_id, src.column_id
+        exprs = [coerce(e, T.STRING, self.params) if e.type.family == "unknown" else e for e in exprs]
+        distinct = body.get("distinctClause")
+        sort_clause = body.get("sortClause") or []
+        # ORDER BY keys: an output column (by position or name) or an expression over the input.
+        sort_refs: list[tuple[int, bool, bool | None]] = []
+        extra: list[Expr] = []
+        for item in sort_clause:
+            sb = item["SortBy"]
+            pos = self._output_ref(sb["node"], names, exprs)
+            if pos is None:
+                e = builder.build(sb["node"])
+                if distinct is not None:
+                    match = next((i for i, x in enumerate(exprs) if node_key_expr(x) == node_key_expr(e)), None)
+                    if match is None:
+                        raise errors.PgError(errors.INVALID_COLUMN_REFERENCE,
+                                             "for SELECT DISTINCT, ORDER BY expressions must appear in select list")
+                    pos = match
+                else:
+                    extra.append(e)
+                    pos = len(exprs) + len(extra) - 1
+            desc, nulls = _sort_direction(sb)
+            sort_refs.append((pos, desc, nulls))
+        all_exprs = exprs + extra
+        fns = [e.compile() for e in all_exprs]
+        positions = [e.index for e in all_exprs] if all(isinstance(e, ColRef) for e in all_exprs) else None
+        out_cols = columns + [ScopeColumn(f"?sort{i}", e.type, hidden=True) for i, e in enumerate(extra)]
+        if positions is not None and positions == list(range(len(scope.columns))) and len(positions) == len(node.columns):
+            projected = node
+        else:
+            projected = N.Project(node, out_cols, fns, positions)
+        if distinct is not None:
+            on = [d for d in distinct if d]
+            if on:
+                key_positions = []
+                for d in on:
+                    p = self._output_ref(d, names, exprs)
+                    if p is None:
+                        e = builder.build(d)
+                        p = next((i for i, x in enumerate(exprs) if node_key_expr(x) == node_key_expr(e)), None)
+                        if p is None:
+                            raise errors.PgError(errors.INVALID_COLUMN_REFERENCE,
+                                                 "DISTINCT ON expressions must match initial ORDER BY expressions")
+                    key_positions.append(p)
+                if sort_refs:
+                    projected = N.Sort(projected, [N.SortKey(_pos_fn(p), d, nl) for p, d, nl in sort_refs])
+                    sort_refs = []
+                projected = N.Distinct(projected, key_positions)
+            else:
+                projected = N.Distinct(projected)
+        result = self._apply_order_limit(body, projected, sort_refs, scope)
+        if extra:
+            result = N.Project(result, columns, [], list(range(len(columns))))
+        return QueryPlan(result, columns)
+
+    def _output_ref(self, node: dict, names: list[str], exprs: list[Expr]) -> int | None:
+        """ORDER BY 2 or ORDER BY alias: the output column it names."""
+        (kind, body), = node.items()
+        if kind == "A_Const" and "ival" in body:
+            n = body["ival"].get("ival", 0)
+            if not 1 <= n <= len(names):
+                raise errors.PgError(errors.INVALID_COLUMN_REFERENCE,
+                                     f"ORDER BY position {n} is not in select list")
+            return n - 1
+        if kind == "ParamRef" and (body.get("number", 0) - 1) in self.params.lifted:
+            raise NotCacheable()
+        if kind == "ColumnRef" and len(body["fields"]) == 1 and "String" in body["fields"][0]:
+            name = body["fields"][0]["String"]["sval"]
+            hits = [i for i, n in enumerate(names) if n == name]
+            if len(hits) == 1:
+                return hits[0]
+        return None
+
+    def _apply_order_limit(self, body: dict, node: N.Node, sort_refs: list, scope: Scope) -> N.Node:
+        limit_fn = offset_fn = None
+        empty = Scope([], scope.outer)
+        lb = ExprBuilder(self.bctx, empty, clause="LIMIT")
+        lc = body.get("limitCount")
+        if lc is not None and not ("A_Const" in lc and lc["A_Const"].get("isnull")):
+            limit_fn = coerce(lb.build(lc), T.INT8, self.params).compile()
+        if body.get("limitOffset"):
+            offset_fn = coerce(lb.build(body["limitOffset"]), T.INT8, self.params).compile()
+        if sort_refs:
+            keys = [N.SortKey(_pos_fn(p), d, nl) for p, d, nl in sort_refs]
+            if limit_fn is not None and offset_fn is None:
+                node = N.TopK(node, keys, limit_fn)
+            else:
+                node = N.Sort(node, keys)
+        if limit_fn is not None or offset_fn is not None:
+            node = N.Limit(node, limit_fn, offset_fn)
+            _hint_limit(node)
+        return node
+
+    def _order_and_limit(self, body: dict, node: N.Node, scope: Scope, columns: list[ScopeColumn],
+                         outer_for_exprs: Scope) -> N.Node:
+        names = [c.name for c in columns]
+        exprs: list[Expr] = [ColRef(i, c.type, c.name) for i, c in enumerate(columns)]
+        sort_refs = []
+        for item in body.get("sortClause") or []:
+            sb = item["SortBy"]
+            pos = self._output_ref(sb["node"], names, exprs)
+            if pos is None:
+                e = ExprBuilder(self.bctx, outer_for_exprs).build(sb["node"])
+                if not isinstance(e, ColRef):
+                    raise errors.feature_not_supported("ORDER BY on a set operation must name an output column")
+                pos = e.index
+            desc, nulls = _sort_direction(sb)
+            sort_refs.append((pos, desc, nulls))
+        return self._apply_order_limit(body, node, sort_refs, scope)
+
+    def _targets(self, target_list: list, scope: Scope, builder: ExprBuilder) -> tuple[list[Expr], list[str]]:
+        exprs: list[Expr] = []
+        names: list[str] = []
+        for t in target_list:
+            rt = t["ResTarget"]
+            val = rt["val"]
+            if "ColumnRef" in val and "A_Star" in val["ColumnRef"]["fields"][-1]:
+                fields = val["ColumnRef"]["fields"]
+                table = fields[-2]["String"]["sval"] if len(fields) >= 2 else None
+                if not scope.columns and table is None:
+                    raise errors.PgError(errors.INVALID_COLUMN_REFERENCE,
+                                         "SELECT * with no tables specified is not valid")
+                if builder.grouping is not None:
+                    for i, c in scope.star(table):
+                        exprs.append(builder.build({"ColumnRef": {"fields": [{"String": {"sval": c.name}}]}}) if table is None
+                                     else builder.build({"ColumnRef": {"fields": [{"String": {"sval": table}}, {"String": {"sval": c.name}}]}}))
+                        names.append(c.name)
+                    continue
+                for i, c in scope.star(table):
+                    exprs.append(ColRef(i, c.type, c.name))
+                    names.append(c.name)
+                continue
+            exprs.append(builder.build(val))
+            names.append(rt.get("name") or target_name(val))
+        return exprs, names
+
+    # ---- aggregation ---------------------------------------------------------------------
+
+    def _plan_aggregate(self, body: dict, node: N.Node, scope: Scope, outer: Scope | None) -> QueryPlan:
+        in_builder = ExprBuilder(self.bctx, scope, clause="GROUP BY")
+        group_nodes = []
+        group_exprs: list[Expr] = []
+        target_list = body.get("targetList") or []
+        for g in body.get("groupClause") or []:
+            if "A_Const" in g and "ival" in g["A_Const"]:
+                n = g["A_Const"]["ival"].get("ival", 0)
+                if not 1 <= n <= len(target_list):
+                    raise errors.PgError(errors.INVALID_COLUMN_REFERENCE, f"GROUP BY position {n} is not in select list")
+                g = target_list[n - 1]["ResTarget"]["val"]
+            elif "ParamRef" in g and (g["ParamRef"].get("number", 0) - 1) in self.params.lifted:
+                raise NotCacheable()
+            elif "ColumnRef" in g and len(g["ColumnRef"]["fields"]) == 1:
+                # GROUP BY an output alias
+                name = g["ColumnRef"]["fields"][0].get("String", {}).get("sval")
+                if name is not None and not any(c.name == name for c in scope.columns):
+                    for t in target_list:
+                        if t["ResTarget"].get("name") == name:
+                            g = t["ResTarget"]["val"]
+                            break
+            if has_aggregates(g):
+                raise errors.PgError(errors.GROUPING_ERROR, "aggregate functions are not allowed in GROUP BY")
+            group_nodes.append(g)
+            e = in_builder.build(g)
+            if e.type.family == "unknown":
+                e = coerce(e, T.STRING, self.params)
+            group_exprs.append(e)
+        hook = AggHook(scope, group_exprs, group_nodes, self.bctx)
+        # The row after aggregation: group keys, then aggregate results. Expressions over it are
+        # built through the hook; its scope has no columns of its own, only the outer query's.
+        agg_scope = Scope([], outer)
+        post = ExprBuilder(self.bctx, agg_scope, grouping=hook, allow_aggregates=True, clause="SELECT")
+        # Build everything that can mention aggregates first, so that the hook knows them all.
+        exprs, names = self._targets(target_list, scope, post)
+        having = None
+        if body.get("havingClause"):
+            having = ExprBuilder(self.bctx, agg_scope, grouping=hook, allow_aggregates=True,
+                                 clause="HAVING").build_predicate(body["havingClause"])
+        sort_exprs = []
+        for item in body.get("sortClause") or []:
+            sb = item["SortBy"]
+            if self._output_ref(sb["node"], names, exprs) is None:
+                sort_exprs.append(post.build(sb["node"]))
+        agg_columns = [ScopeColumn(f"?group{i}", e.type) for i, e in enumerate(group_exprs)] + \
+                      [ScopeColumn(a[0], a[5]) for a in hook.aggs]
+        specs = [N.AggSpec(a[6], [x.compile() for x in a[1]], a[2],
+                           a[3].compile() if a[3] is not None else None, a[4]) for a in hook.aggs]
+        agg_node: N.Node = N.Aggregate_(node, agg_columns, [e.compile() for e in group_exprs], specs,
+                                        scalar=not group_exprs)
+        if having is not None:
+            agg_node = N.Filter(agg_node, having.compile())
+        agg_scope.columns = agg_columns
+        return self._finish_select(body, agg_node, agg_scope, post, outer)
+
+    # ---- FROM ----------------------------------------------------------------------------
+
+    def _plan_from_item(self, item: dict, outer: Scope | None) -> Source:
+        (kind, body), = item.items()
+        if kind == "RangeVar":
+            return self._plan_range_var(body)
+        if kind == "RangeSubselect":
+            if body.get("lateral"):
+                raise errors.feature_not_supported("LATERAL is not supported")
+            plan = self.plan_query(body["subquery"], outer)
+            alias = body.get("alias", {}).get("aliasname", "")
+            cols = _rename(plan.columns, body.get("alias"), alias)
+            return Source(N.Rename(plan.node, cols), cols, alias=alias)
+        if kind == "JoinExpr":
+            return self._plan_join_expr(body, outer)
+        if kind == "RangeFunction":
+            return self._plan_range_function(body, outer)
+        raise errors.feature_not_supported(f"FROM item {kind} is not supported")
+
+    def _plan_range_var(self, body: dict) -> Source:
+        names = [n for n in (body.get("catalogname"), body.get("schemaname"), body["relname"]) if n]
+        alias_node = body.get("alias")
+        alias = alias_node["aliasname"] if alias_node else body["relname"]
+        if len(names) == 1:
+            for scope_ctes in reversed(self.ctes):
+                cte = scope_ctes.get(names[0])
+                if cte is not None:
+                    cols = _rename(cte.columns, alias_node, alias)
+                    return Source(N.Rename(cte.node, cols), cols, alias=alias)
+        kind, obj = self.env.resolve_table_name(names)
+        if kind == "virtual":
+            cols = [ScopeColumn(n, t, alias) for n, t in obj.columns]
+            cols = _rename(cols, alias_node, alias)
+            return Source(N.Generate(cols, obj.rows, f"virtual table {'.'.join(names)}"), cols, alias=alias)
+        table: TableDesc = obj
+        if table.is_view:
+            from pillbug.sql.parser.front import parse
+            stmt = parse(table.view_query)[0]
+            plan = self.plan_query({"SelectStmt": stmt.node}, None)
+            cols = _rename([ScopeColumn(c.name, c.type, alias) for c in plan.columns], alias_node, alias)
+            self.env.check_privilege(table, "SELECT")
+            return Source(N.Rename(plan.node, cols), cols, alias=alias)
+        self.env.check_privilege(table, "SELECT")
+        cols = [ScopeColumn(c.name, c.type, alias, c.hidden, table.id, c.id) for c in table.columns]
+        cols = _rename(cols, alias_node, alias)
+        hint = self.index_hints.get(body.get("location", -2))
+        return Source(None, cols, table, self.env.codec(table), alias, hint)
+
+    def _plan_range_function(self, body: dict, outer: Scope | None) -> Source:
+        if body.get("lateral") or body.get("ordinality") or len(body["functions"]) != 1:
+            raise errors.feature_not_supported("this form of function in FROM is not supported")
+        call = body["functions"][0]["List"]["items"][0]
+        if "FuncCall" not in call:
+            raise errors.feature_not_supported("only function calls are supported in FROM")
+        fc = call["FuncCall"]
+        name = fc["funcname"][-1]["String"]["sval"].lower()
+        builder = ExprBuilder(self.bctx, Scope([], outer), clause="FROM")
+        args = [builder.build(a) for a in fc.get("args", [])]
+        fdef = builtins.FUNCTIONS.get(name)
+        if fdef is None:
+            raise errors.undefined_function(f"unknown function: {name}()")
+        from pillbug.sql.sem.build import resolve_overload
+        overload, args = resolve_overload(fdef, args, self.params)
+        alias_node = body.get("alias")
+        alias = alias_node["aliasname"] if alias_node else name
+        fns = [a.compile() for a in args]
+        if fdef.is_srf:
+            typ = overload.result_type([a.type for a in args])
+            col_names = fdef.srf_columns or [name]
+            types = [typ] if len(col_names) == 1 else [T.STRING, typ][:len(col_names)]
+            if name in ("jsonb_each", "json_each"):
+                types = [T.STRING, T.JSONB]
+            cols = [ScopeColumn(n if len(col_names) > 1 or n != name else alias if alias_node else n, t, alias)
+                    for n, t in zip(col_names, types)]
+            impl = overload.impl
+
+            def produce(ctx: ExecCtx) -> Any:
+                vals = [f((), ctx) for f in fns]
+                if None in vals:
+                    return []
+                return impl(*vals)
+        else:
+            typ = overload.result_type([a.type for a in args])
+            cols = [ScopeColumn(alias if alias_node else name, typ, alias)]
+            impl = overload.impl
+            needs_ctx = overload.needs_ctx
+
+            def produce(ctx: ExecCtx) -> Any:
+                vals = [f((), ctx) for f in fns]
+                return [(impl(ctx, *vals) if needs_ctx else impl(*vals),)]
+        cols = _rename(cols, alias_node, alias)
+        return Source(N.Generate(cols, produce, f"function {name}"), cols, alias=alias)
+
+    def _plan_join_expr(self, body: dict, outer: Scope | None) -> Source:
+        left = self._plan_from_item(body["larg"], outer)
+        right = self._plan_from_item(body["rarg"], outer)
+        jointype = body.get("jointype", "JOIN_INNER")
+        kind = {"JOIN_INNER": "inner", "JOIN_LEFT": "left", "JOIN_RIGHT": "right",
+                "JOIN_FULL": "full"}.get(jointype)
+        if kind is None:
+            raise errors.feature_not_supported(f"{jointype} is not supported")
+        columns = left.columns + right.columns
+        scope = Scope(columns, outer)
+        cond: list[Expr] = []
+        using = body.get("usingClause")
+        natural = body.get("isNatural")
+        if natural:
+            lnames = {c.name for c in left.columns if not c.hidden}
+            using_names = [c.name for c in right.columns if c.name in lnames and not c.hidden]
+        elif using:
+            using_names = [u["String"]["sval"] for u in using]
+        else:
+            using_names = []
+        builder = ExprBuilder(self.bctx, scope, clause="ON")
+        for name in using_names:
+            li = next((i for i, c in enumerate(left.columns) if c.name == name), None)
+            ri = next((i for i, c in enumerate(right.columns) if c.name == name), None)
+            if li is None or ri is None:
+                raise errors.undefined_column(name)
+            cond.append(builder.compare("=", ColRef(li, left.columns[li].type, name),
+                                        ColRef(len(left.columns) + ri, right.columns[ri].type, name)))
+        if body.get("quals"):
+            cond.extend(conjuncts(builder.build_predicate(body["quals"])))
+        if kind in ("left", "full"):
+            right.nullable = True
+        if kind in ("right", "full"):
+            left.nullable = True
+        if kind == "right":
+            # plan as a left join with the sides swapped, then restore the column order
+            swapped_cols = right.columns + left.columns
+            nl, nr = len(left.columns), len(right.columns)
+            mapping = {i: i + nr for i in range(nl)}
+            mapping.update({nl + j: j for j in range(nr)})
+            for c in cond:
+                for e in c.walk():
+                    if isinstance(e, ColRef):
+                        e.index = mapping[e.index]
+            right.nullable = False
+            left.nullable = True
+            node = self._join_two(right, left, "left", cond, swapped_cols)
+            node = N.Project(node, columns, [], [nr + i for i in range(nl)] + list(range(nr)))
+        else:
+            node = self._join_two(left, right, kind, cond, columns)
+        if using_names and kind == "inner":
+            pass
+        return Source(node, columns, alias="")
+
+    def _materialize(self, source: Source, pushed: list[Expr]) -> N.Node:
+        """A FROM item's node, reading a base table through the best index for `pushed`."""
+        if source.node is not None:
+            if pushed:
+                return N.Filter(source.node, make_and(pushed).compile())
+            return source.node
+        table, codec = source.table, source.codec
+        assert table is not None and codec is not None
+        cons = index_select.choose(table, codec, pushed, source.hint)
+        if source.hint is not None and cons is None and source.hint != table.primary_index.name:
+            if table.find_index(source.hint) is None:
+                raise errors.PgError(errors.UNDEFINED_OBJECT, f'index "{source.hint}" not found')
+        residual = list(pushed)
+        if cons is None:
+            node: N.Node = N.Scan(source.columns, codec, lambda ctx, s=codec.primary_span: [s])
+        else:
+            for e in cons.eq_exprs:
+                residual.remove(e)
+            if cons.is_point and cons.index.is_primary:
+                node = N.PointGet(source.columns, codec, index_select.point_key_function(cons))
+            elif cons.index.is_primary:
+                node = N.Scan(source.columns, codec, index_select.span_function(cons))
+            else:
+                node = N.IndexScan(source.columns, codec, cons.codec, index_select.span_function(cons))
+        if residual:
+            node = N.Filter(node, make_and(residual).compile())
+        return node
+
+    def _join_sources(self, sources: list[Source], offsets: list[int], where: list[Expr],
+                      all_columns: list[ScopeColumn]) -> tuple[N.Node, list[Expr]]:
+        """Join comma-separated FROM items left to right, pushing WHERE conjuncts down."""
+        if not sources:
+            return N.OneRow(), where
+        # Which FROM item each column belongs to.
+        owner = []
+        for i, s in enumerate(sources):
+            owner.extend([i] * len(s.columns))
+        per_source: list[list[Expr]] = [[] for _ in sources]
+        rest: list[Expr] = []
+        for conj in where:
+            used = {e.index for e in conj.walk() if isinstance(e, ColRef)}
+            has_sub = any(isinstance(e, Subquery) for e in conj.walk())
+            items = {owner[i] for i in used}
+            if len(items) == 1 and not has_sub:
+                (i,) = items
+                if not sources[i].nullable:
+                    per_source[i].append(_shift(conj, -offsets[i]))
+                    continue
+            rest.append(conj)
+        if len(sources) == 1:
+            return self._materialize(sources[0], per_source[0]), rest
+        # Join left to right; a WHERE conjunct joins in as soon as all its columns are present.
+        left = Source(self._materialize(sources[0], per_source[0]), list(sources[0].columns))
+        width = len(sources[0].columns)
+        remaining = rest
+        for i in range(1, len(sources)):
+            right = sources[i]
+            width_after = width + len(right.columns)
+            conds = []
+            later = []
+            for conj in remaining:
+                used = {e.index for e in conj.walk() if isinstance(e, ColRef)}
+                has_sub = any(isinstance(e, Subquery) for e in conj.walk())
+                if not has_sub and used and max(used) < width_after:
+                    conds.append(conj)
+                else:
+                    later.append(conj)
+            remaining = later
+            right_src = Source(right.node, right.columns, right.table, right.codec, right.alias,
+                               right.hint, pushed=per_source[i])
+            cols = left.columns + right.columns
+            node = self._join_two(left, right_src, "inner", conds, cols)
+            left = Source(node, cols)
+            width = width_after
+        return left.node, remaining
+
+    def _join_two(self, left: Source, right: Source, kind: str, cond: list[Expr],
+                  columns: list[ScopeColumn]) -> N.Node:
+        nl = len(left.columns)
+        left_node = left.node if left.node is not None else self._materialize(left, left.pushed)
+        # Conjuncts over the right side alone can be pushed into it for inner and left joins.
+        right_only = []
+        both = []
+        for c in cond:
+            used = {e.index for e in c.walk() if isinstance(e, ColRef)}
+            has_sub = any(isinstance(e, Subquery) for e in c.walk())
+            if used and min(used) >= nl and kind in ("inner", "left") and not has_sub:
+                right_only.append(_shift(c, -nl))
+            else:
+                both.append(c)
+        pushed = right.pushed + right_only
+        # Equalities between a left expression and a right column.
+        equalities = []
+        for c in both:
+            if isinstance(c, Compare) and c.op == "=":
+                lu = {e.index for e in c.left.walk() if isinstance(e, ColRef)}
+                ru = {e.index for e in c.right.walk() if isinstance(e, ColRef)}
+                if lu and ru and max(lu) < nl and min(ru) >= nl:
+                    equalities.append((c, c.left, c.right))
+                elif lu and ru and max(ru) < nl and min(lu) >= nl:
+                    equalities.append((c, c.right, c.left))
+        if kind in ("inner", "left") and right.table is not None and equalities:
+            lookup = self._lookup_join(left_node, right, kind, equalities, both, pushed, columns, nl)
+            if lookup is not None:
+                return lookup
+        right_node = right.node if right.node is not None else self._materialize(right, pushed)
+        if right.node is not None and right_only:
+            right_node = N.Filter(right.node, make_and(right_only).compile())
+        if equalities:
+            residual = [c for c in both if all(c is not eq[0] for eq in equalities)]
+            lkeys = [eq[1].compile() for eq in equalities]
+            rkeys = [_shift(eq[2], -nl).compile() for eq in equalities]
+            return N.HashJoin(left_node, right_node, kind, lkeys, rkeys,
+                              make_and(residual).compile() if residual else None, columns)
+        pred = make_and(both)
+        return N.NestedLoopJoin(left_node, right_node, kind if cond or kind != "inner" else "cross",
+                                pred.compile() if pred is not None else None, columns)
+
+    def _lookup_join(self, left_node: N.Node, right: Source, kind: str, equalities: list,
+                     cond: list[Expr], pushed: list[Expr], columns: list[ScopeColumn], nl: int) -> N.Node | None:
+        table, codec = right.table, right.codec
+        assert table is not None and codec is not None
+        best = None
+        for ic in [codec.primary, *codec.secondaries]:
+            key_fns = []
+            used = []
+            for pos in ic.positions:
+                hit = None
+                for eq in equalities:
+                    r = eq[2]
+                    if isinstance(r, ColRef) and r.index - nl == pos and eq[1].type.family == r.type.family:
+                        hit = eq
+                        break
+                if hit is None:
+                    break
+                key_fns.append(hit[1].compile())
+                used.append(hit[0])
+            if key_fns and (best is None or len(key_fns) > len(best[1])):
+                best = (ic, key_fns, used)
+        if best is None:
+            return None
+        ic, key_fns, used = best
+        residual = [c for c in cond if all(c is not u for u in used)]
+        residual += [_shift(p, nl) for p in pushed]
+        return N.LookupJoin(left_node, right.columns, codec, ic, key_fns, kind,
+                            make_and(residual).compile() if residual else None, columns)
+
+    # ---- subqueries ----------------------------------------------------------------------
+
+    def _plan_subquery(self, node: dict, scope: Scope, bctx: BuildContext) -> tuple[Callable, list[ScopeColumn], bool]:
+        chain = []
+        s: Scope | None = scope
+        while s is not None:
+            chain.append(s)
+            s = s.outer
+        before = sum(x.inner_refs for x in chain)
+        plan = self.plan_query(node, scope)
+        # Correlated when the subquery read a column of this query or of an enclosing one.
+        correlated = sum(x.inner_refs for x in chain) != before
+        root = plan.node
+
+        def run(ctx: ExecCtx) -> list[tuple]:
+            return list(root.rows(ctx))
+        return run, plan.columns, correlated
+
+
+def node_key_expr(e: Expr) -> str:
+    if isinstance(e, ColRef):
+        return f"col{e.index}"
+    return repr(e)
+
+
+def _pos_fn(p: int) -> Callable:
+    return lambda row, ctx: row[p]
+
+
+def _sort_direction(sb: dict) -> tuple[bool, bool | None]:
+    desc = sb.get("sortby_dir") == "SORTBY_DESC"
+    nulls = sb.get("sortby_nulls", "SORTBY_NULLS_DEFAULT")
+    nulls_first = None if nulls == "SORTBY_NULLS_DEFAULT" else nulls == "SORTBY_NULLS_FIRST"
+    return desc, nulls_first
+
+
+def _output_type(t: T.SQLType) -> T.SQLType:
+    return T.STRING if t.family == "unknown" else t
+
+
+def _rename(cols: list[ScopeColumn], alias_node: dict | None, alias: str) -> list[ScopeColumn]:
+    names = [n["String"]["sval"] for n in (alias_node or {}).get("colnames", [])] if alias_node else []
+    out = []
+    for i, c in enumerate(cols):
+        out.append(ScopeColumn(names[i] if i < len(names) else c.name, c.type, alias, c.hidden,
+                               c.table_id, c.column_id))
+    return out
+
+
+def _shift(e: Expr, delta: int) -> Expr:
+    for x in e.walk():
+        if isinstance(x, ColRef):
+            x.index += delta
+    return e
+
+
+def _hint_limit(node: N.Limit) -> None:
+    """LIMIT n directly over a scan: read at most offset + n keys."""
+    child = node.child
+    if isinstance(child, (N.Scan, N.IndexScan)) and child.limit_hint is None:
+        limit, offset = node.limit, node.offset
+
+        def hint(ctx: ExecCtx) -> int:
+            n = limit((), ctx) if limit is not None else None
+            o = offset((), ctx) if offset is not None else 0
+            if n is None:
+                return 0
+            return max(n + (o or 0), 0) or 1
+        child.limit_hint = hint
+

@@ -1,0 +1,534 @@
+"""SQL text -> statements: pglast (the PostgreSQL grammar) plus CockroachDB's additions.
+
+pglast parses what PostgreSQL parses. CockroachDB adds syntax PostgreSQL rejects; this front end
+finds it in pglast's token stream (never with regular expressions over raw SQL) and either
+ - rewrites the statement text in place, without moving any other character, so that pglast
+   can parse it and error positions stay right, recording what it removed:
+     UPSERT INTO ...             -> INSERT INTO ...           (Statement.upsert)
+     FROM t@idx                  -> FROM t                    (Statement.index_hints)
+     ... AS OF SYSTEM TIME expr  -> removed                   (Statement.as_of)
+     CREATE TABLE (..., INDEX i (a), UNIQUE INDEX (b), FAMILY f (a))
+                                 -> removed                   (Statement.inline_indexes)
+     CREATE INDEX ... STORING (c)-> INCLUDE (c)
+     CREATE USER IF NOT EXISTS u -> CREATE USER u             (Statement.if_not_exists)
+     BEGIN PRIORITY HIGH         -> BEGIN
+ - or parses a CockroachDB-only statement itself (SHOW TABLES/COLUMNS/INDEXES/CREATE/GRANTS/
+   USERS/ROLES/DATABASES/CLUSTER SETTING, SET/RESET CLUSTER SETTING, USE, DROP DATABASE ...
+   CASCADE), producing a node shaped like pglast's (a dict of fields) under its own kind name.
+
+The result is a list of Statement: the node kind (e.g. "SelectStmt", "ShowTables"), the node
+(pglast's JSON fields, as dicts), and the statement's own text. This module knows nothing of
+catalogs or plans.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pglast import parser as pg
+
+from pillbug.util import errors
+
+MAX_STATEMENT_BYTES = 16 << 20  # larger statements are refused with 54000
+
+
+@dataclass(slots=True)
+class Statement:
+    kind: str
+    node: dict[str, Any]
+    text: str
+    upsert: bool = False
+    index_hints: dict[int, str] = field(default_factory=dict)  # RangeVar location -> index name
+    as_of: dict | None = None  # AS OF SYSTEM TIME expression (a pglast expression node)
+    inline_indexes: list[dict] = field(default_factory=list)  # IndexStmt nodes for CREATE TABLE
+    if_not_exists: bool = False
+    num_params: int = 0  # the highest $n the statement uses
+    parse_text: str = ""  # the text pglast parsed (after the rewrites above)
+
+    @property
+    def is_query(self) -> bool:
+        return self.kind in ("SelectStmt", "ExplainStmt") or self.kind.startswith("Show") \
+            or self.kind == "VariableShowStmt"
+
+
+class _Tokens:
+    """The token list of one statement with its text, for the CockroachDB front end."""
+
+    def __init__(self, text: str, tokens: list) -> None:
+        self.text = text
+        self.toks = tokens
+        self.i = 0
+
+    def word(self, k: int) -> str:
+        """The upper-case text of token k (keywords and identifiers alike)."""
+        if k >= len(self.toks):
+            return ""
+        t = self.toks[k]
+        return self.text[t.start:t.end + 1].upper()
+
+    def raw(self, k: int) -> str:
+        t = self.toks[k]
+        return self.text[t.start:t.end + 1]
+
+    def name(self, k: int) -> str:
+        return self.toks[k].name if k < len(self.toks) else ""
+
+
+def parse(sql: str) -> list[Statement]:
+    """Parse a string of one or more statements."""
+    if len(sql) > MAX_STATEMENT_BYTES:
+        raise errors.program_limit_exceeded(
+            f"statement of {len(sql)} bytes is larger than the maximum of {MAX_STATEMENT_BYTES} bytes")
+    try:
+        tokens = pg.scan(sql)
+    except pg.ParseError as exc:
+        raise _syntax_error(exc, sql, 0) from None
+    statements: list[Statement] = []
+    start_tok = 0
+    for k, tok in enumerate(tokens + [None]):
+        if tok is None or tok.name == "ASCII_59":
+            stmt_toks = [t for t in tokens[start_tok:k] if t.name not in ("SQL_COMMENT", "C_COMMENT")]
+            if stmt_toks:
+                begin = stmt_toks[0].start
+                end = stmt_toks[-1].end + 1
+                statements.append(_parse_one(sql[begin:end], begin, sql, _shift(stmt_toks, begin)))
+            start_tok = k + 1
+    return statements
+
+
+def _shift(tokens: list, offset: int) -> list:
+    return [t._replace(start=t.start - offset, end=t.end - offset) for t in tokens]
+
+
+def _parse_one(text: str, offset: int, full: str, tokens: list) -> Statement:
+    toks = _Tokens(text, tokens)
+    first = toks.word(0)
+    second = toks.word(1)
+    if first == "SHOW" and second not in ("TRANSACTION",) or first == "USE":
+        own = _OwnParser(toks).statement()
+        if own is not None:
+            return own
+    if first in ("SET", "RESET") and second == "CLUSTER":
+        return _OwnParser(toks).statement()
+    if first == "DROP" and second == "DATABASE":
+        return _OwnParser(toks).statement()
+    edits: list[tuple[int, int, str]] = []  # (start, end exclusive, replacement of equal length)
+    stmt = Statement("", {}, text)
+    _find_additions(toks, stmt, edits)
+    rewritten = text
+    for s, e, rep in edits:
+        assert len(rep) == e - s
+        rewritten = rewritten[:s] + rep + rewritten[e:]
+    try:
+        tree = json.loads(pg.parse_sql_json(rewritten))
+    except pg.ParseError as exc:
+        raise _syntax_error(exc, full, offset) from None
+    raw = tree.get("stmts", [])
+    if not raw:
+        return Statement("EmptyStmt", {}, text)
+    node = raw[0]["stmt"]
+    (kind, fields), = node.items()
+    stmt.kind = kind
+    stmt.node = fields
+    stmt.parse_text = rewritten
+    stmt.num_params = max((int(toks.raw(k)[1:]) for k, t in enumerate(toks.toks) if t.name == "PARAM"),
+                          default=0)
+    return stmt
+
+
+def _blank(text: str, start: int, end: int) -> tuple[int, int, str]:
+    return start, end, " " * (end - start)
+
+
+def _find_additions(toks: _Tokens, stmt: Statement, edits: list) -> None:
+    t = toks.toks
+    text = toks.text
+    n = len(t)
+    first = toks.word(0)
+    if first == "UPSERT":
+        stmt.upsert = True
+        edits.append((t[0].start, t[0].end + 1, "INSERT"))
+    if first == "BEGIN" or (first == "START" and toks.word(1) == "TRANSACTION") or \
+            (first == "SET" and toks.word(1) == "TRANSACTION"):
+        for k in range(n):
+            if toks.word(k) == "PRIORITY" and k + 1 < n:
+                end = t[k + 1].end + 1
+                # also drop a comma before the clause: BEGIN ISOLATION LEVEL ..., PRIORITY HIGH
+                start = t[k].start
+                if k > 0 and t[k - 1].name == "ASCII_44":
+                    start = t[k - 1].start
+                edits.append(_blank(text, start, end))
+    if first == "CREATE" and toks.word(1) in ("USER", "ROLE", "DATABASE") and toks.word(2) == "IF":
+        stmt.if_not_exists = True
+        edits.append(_blank(text, t[2].start, t[4].end + 1))
+    if first == "CREATE" and (toks.word(1) == "TABLE" or toks.word(2) == "TABLE"):
+        _inline_indexes(toks, stmt, edits)
+    k = 0
+    while k < n:
+        tok = t[k]
+        if tok.name == "Op" and toks.raw(k) == "@" and k > 0 and k + 1 < n and \
+                t[k - 1].name not in ("Op",) and _is_name(t[k + 1]):
+            # table@index: remember the hint by the table name's location
+            name_tok = k - 1
+            while name_tok >= 2 and t[name_tok - 1].name == "ASCII_46":
+                name_tok -= 2
+            stmt.index_hints[t[name_tok].start] = _ident(toks.raw(k + 1))
+            if first == "DROP" and toks.word(1) == "INDEX":
+                # DROP INDEX t@i: keep the index name, remember the table
+                stmt.index_hints[-1] = text[t[name_tok].start:t[k - 1].end + 1]
+                edits.append(_blank(text, t[name_tok].start, tok.end + 1))
+            else:
+                edits.append(_blank(text, tok.start, t[k + 1].end + 1))
+            k += 2
+            continue
+        if toks.word(k) == "AS" and toks.word(k + 1) == "OF" and toks.word(k + 2) == "SYSTEM" and \
+                toks.word(k + 3) == "TIME":
+            end_k = k + 4
+            depth = 0
+            while end_k < n:
+                w = toks.word(end_k)
+                if t[end_k].name == "ASCII_40":
+                    depth += 1
+                elif t[end_k].name == "ASCII_41":
+                    if depth == 0:
+                        break
+                    depth -= 1
+                elif depth == 0 and w in _CLAUSE_WORDS:
+                    break
+                end_k += 1
+            expr_text = text[t[k + 4].start:t[end_k - 1].end + 1] if end_k > k + 4 else ""
+            if not expr_text:
+                raise errors.syntax_error("AS OF SYSTEM TIME: missing expression")
+            stmt.as_of = _parse_expr(expr_text)
+            edits.append(_blank(text, tok.start, t[end_k - 1].end + 1))
+            k = end_k
+            continue
+        if toks.word(k) == "STORING" and first == "CREATE" and "INDEX" in (toks.word(1), toks.word(2)):
+            edits.append((tok.start, tok.end + 1, "INCLUDE"))
+        k += 1
+
+
+_CLAUSE_WORDS = frozenset({"WHERE", "GROUP", "ORDER", "LIMIT", "OFFSET", "HAVING", "WINDOW", "FOR",
+                           "UNION", "INTERSECT", "EXCEPT", "FETCH", "RETURNING", "ON", "JOIN",
+                           "INNER", "LEFT", "RIGHT", "FULL", "CROSS", "NATURAL"})
+
+
+def _is_name(tok: Any) -> bool:
+    return tok.name == "IDENT" or tok.kind != "RESERVED_KEYWORD" and tok.name not in (
+        "Op", "SCONST", "ICONST", "FCONST", "PARAM") and not tok.name.startswith("ASCII_")
+
+
+def _ident(raw: str) -> str:
+    if raw.startswith('"'):
+        return raw[1:-1].replace('""', '"')
+    return raw.lower()
+
+
+def _inline_indexes(toks: _Tokens, stmt: Statement, edits: list) -> None:
+    """Lift INDEX / UNIQUE INDEX / INVERTED INDEX / FAMILY elements out of CREATE TABLE."""
+    t = toks.toks
+    text = toks.text
+    n = len(t)
+    k = 0
+    while k < n and t[k].name != "ASCII_40":
+        k += 1
+    if k >= n:
+        return
+    table_text = text[t[2].start:t[k - 1].end + 1] if toks.word(1) == "TABLE" else ""
+    depth = 0
+    elem_start = None
+    prev_sep = None
+    k_open = k
+    for j in range(k_open, n):
+        name = t[j].name
+        if name == "ASCII_40":
+            depth += 1
+            if depth == 1:
+                elem_start = j + 1
+                prev_sep = j
+            continue
+        if name == "ASCII_41":
+            depth -= 1
+            if depth == 0:
+                _maybe_lift(toks, stmt, edits, elem_start, j, prev_sep, table_text)
+                return
+            continue
+        if name == "ASCII_44" and depth == 1:
+            _maybe_lift(toks, stmt, edits, elem_start, j, prev_sep, table_text)
+            elem_start = j + 1
+            prev_sep = j
+
+
+def _maybe_lift(toks: _Tokens, stmt: Statement, edits: list, start: int | None, stop: int,
+                sep: int | None, table_text: str) -> None:
+    if start is None or start >= stop:
+        return
+    w0, w1 = toks.word(start), toks.word(start + 1)
+    is_index = w0 == "INDEX" or (w0 in ("UNIQUE", "INVERTED") and w1 == "INDEX")
+    is_family = w0 == "FAMILY"
+    if not (is_index or is_family):
+        return
+    t = toks.toks
+    text = toks.text
+    elem_text = text[t[start].start:t[stop - 1].end + 1]
+    if is_index:
+        unique = w0 == "UNIQUE"
+        if w0 == "INVERTED":
+            raise errors.feature_not_supported("inverted indexes are not supported")
+        body = elem_text.split(None, 2 if unique else 1)
+        rest = body[-1] if len(body) > (2 if unique else 1) else ""
+        if rest.lstrip().startswith("("):
+            name_part, cols = "", rest
+        else:
+            name_part, _, cols = rest.partition("(")
+            cols = "(" + cols
+        cols = _replace_word(cols, "STORING", "INCLUDE")
+        sql = f"CREATE {'UNIQUE ' if unique else ''}INDEX {name_part} ON {table_text or '_'} {cols}"
+        try:
+            tree = json.loads(pg.parse_sql_json(sql))
+        except pg.ParseError as exc:
+            raise errors.syntax_error(f"at or near \"{elem_text}\": syntax error: {exc.args[0]}") from None
+        stmt.inline_indexes.append(tree["stmts"][0]["stmt"]["IndexStmt"])
+    # Blank the element together with the comma that separates it from the one before
+    # (or after, when it is the first element).
+    begin = t[sep].start if sep is not None and t[sep].name == "ASCII_44" else t[start].start
+    end = t[stop - 1].end + 1
+    if t[sep].name != "ASCII_44" and stop < len(t) and t[stop].name == "ASCII_44":
+        end = t[stop].end + 1
+    edits.append(_blank(text, begin, end))
+
+
+def _replace_word(text: str, word: str, replacement: str) -> str:
+    try:
+        toks = pg.scan(text)
+    except pg.ParseError:
+        return text
+    for tok in reversed(toks):
+        if text[tok.start:tok.end + 1].upper() == word:
+            text = text[:tok.start] + replacement + text[tok.end + 1:]
+    return text
+
+
+def parse_expression(expr_text: str) -> dict:
+    """One scalar expression (a stored DEFAULT or CHECK, an AS OF SYSTEM TIME) as a parser node."""
+    return _parse_expr(expr_text)
+
+
+def _parse_expr(expr_text: str) -> dict:
+    try:
+        tree = json.loads(pg.parse_sql_json(f"SELECT {expr_text}"))
+    except pg.ParseError as exc:
+        raise errors.syntax_error(f"at or near \"{expr_text}\": syntax error: {exc.args[0]}") from None
+    return tree["stmts"][0]["stmt"]["SelectStmt"]["targetList"][0]["ResTarget"]["val"]
+
+
+def _syntax_error(exc: pg.ParseError, sql: str, offset: int) -> errors.PgError:
+    message, pos = (exc.args + (None,))[:2] if exc.args else ("syntax error", None)
+    position = (pos + offset + 1) if isinstance(pos, int) else None
+    if "at end of input" in message:
+        return errors.syntax_error('at or near "EOF": syntax error', position)
+    if "unterminated" in message:
+        return errors.syntax_error(f"lexical error: {message}", position)
+    near = ""
+    if isinstance(pos, int):
+        rest = sql[offset + pos:].split(None, 1)
+        near = rest[0] if rest else "EOF"
+    if near:
+        return errors.syntax_error(f'at or near "{near.lower() if near != "EOF" else "EOF"}": syntax error', position)
+    return errors.syntax_error(message, position)
+
+
+class _OwnParser:
+    """A recursive-descent parser for the CockroachDB statements PostgreSQL lacks."""
+
+    def __init__(self, toks: _Tokens) -> None:
+        self.t = toks
+        self.k = 0
+
+    # -- helpers --
+    def peek(self, off: int = 0) -> str:
+        return self.t.word(self.k + off)
+
+    def at_end(self) -> bool:
+        return self.k >= len(self.t.toks)
+
+    def accept(self, *words: str) -> bool:
+        for i, w in enumerate(words):
+            if self.peek(i) != w:
+                return False
+        self.k += len(words)
+        return True
+
+    def expect(self, word: str) -> None:
+        if not self.accept(word):
+            self.fail()
+
+    def fail(self) -> None:
+        if self.at_end():
+            raise errors.syntax_error("at or near \"EOF\": syntax error")
+        tok = self.t.toks[self.k]
+        raise errors.syntax_error(f'at or near "{self.t.raw(self.k).lower()}": syntax error',
+                                  tok.start + 1)
+
+    def name(self) -> str:
+        if self.at_end():
+            self.fail()
+        tok = self.t.toks[self.k]
+        if not _is_name(tok) and tok.name != "SCONST":
+            self.fail()
+        self.k += 1
+        raw = self.t.raw(self.k - 1)
+        if tok.name == "SCONST":
+            return raw[1:-1].replace("''", "'")
+        return _ident(raw)
+
+    def qualified_name(self) -> list[str]:
+        parts = [self.name()]
+        while not self.at_end() and self.t.name(self.k) == "ASCII_46":
+            self.k += 1
+            if self.t.name(self.k) == "ASCII_42":  # db.* in SHOW GRANTS ON
+                self.k += 1
+                parts.append("*")
+            else:
+                parts.append(self.name())
+        return parts
+
+    def name_list(self) -> list[list[str]]:
+        names = [self.qualified_name()]
+        while not self.at_end() and self.t.name(self.k) == "ASCII_44":
+            self.k += 1
+            names.append(self.qualified_name())
+        return names
+
+    def rest_text(self) -> str:
+        if self.at_end():
+            return ""
+        return self.t.text[self.t.toks[self.k].start:]
+
+    def done(self, stmt: Statement) -> Statement:
+        if not self.at_end():
+            self.fail()
+        return stmt
+
+    def mk(self, kind: str, **fields: Any) -> Statement:
+        return Statement(kind, fields, self.t.text)
+
+    # -- statements --
+    def statement(self) -> Statement | None:
+        if self.accept("USE"):
+            return self.done(self.mk("UseStmt", database=self.name()))
+        if self.accept("SET", "CLUSTER", "SETTING"):
+            setting = ".".join(self.qualified_name())
+            if not (self.accept("=") or self.accept("TO")):
+                self.fail()
+            if self.accept("DEFAULT"):
+                return self.done(self.mk("SetClusterSetting", name=setting, value=None))
+            value = _parse_expr(self.rest_text())
+            return self.mk("SetClusterSetting", name=setting, value=value)
+        if self.accept("RESET", "CLUSTER", "SETTING"):
+            return self.done(self.mk("SetClusterSetting", name=".".join(self.qualified_name()), value=None))
+        if self.accept("DROP", "DATABASE"):
+            if_exists = self.accept("IF", "EXISTS")
+            db = self.name()
+            behavior = "restrict"
+            if self.accept("CASCADE"):
+                behavior = "cascade"
+            elif self.accept("RESTRICT"):
+                behavior = "restrict"
+            return self.done(self.mk("DropDatabase", name=db, if_exists=if_exists, behavior=behavior))
+        if self.accept("SHOW"):
+            return self.show()
+        return None
+
+    def show(self) -> Statement | None:
+        if self.accept("DATABASES"):
+            return self.done(self.mk("ShowDatabases"))
+        if self.accept("TABLES"):
+            source = self.qualified_name() if self.accept("FROM") else None
+            return self.done(self.mk("ShowTables", source=source))
+        if self.accept("SCHEMAS"):
+            source = self.name() if self.accept("FROM") else None
+            return self.done(self.mk("ShowSchemas", database=source))
+        if self.accept("COLUMNS", "FROM"):
+            return self.done(self.mk("ShowColumns", table=self.qualified_name()))
+        if self.peek() in ("INDEX", "INDEXES", "KEYS") and self.peek(1) == "FROM":
+            self.k += 2
+            if self.accept("DATABASE"):
+                return self.done(self.mk("ShowIndexes", database=self.name(), table=None))
+            return self.done(self.mk("ShowIndexes", table=self.qualified_name(), database=None))
+        if self.peek() in ("CONSTRAINT", "CONSTRAINTS") and self.peek(1) == "FROM":
+            self.k += 2
+            return self.done(self.mk("ShowConstraints", table=self.qualified_name()))
+        if self.accept("CREATE"):
+            kind = "table"
+            if self.accept("TABLE"):
+                kind = "table"
+            elif self.accept("VIEW"):
+                kind = "view"
+            elif self.accept("SEQUENCE"):
+                kind = "sequence"
+            elif self.accept("DATABASE"):
+                return self.done(self.mk("ShowCreateDatabase", database=self.name()))
+            return self.done(self.mk("ShowCreate", table=self.qualified_name(), object_kind=kind))
+        if self.accept("USERS"):
+            return self.done(self.mk("ShowUsers"))
+        if self.accept("ROLES"):
+            return self.done(self.mk("ShowRoles"))
+        if self.accept("GRANTS"):
+            return self.show_grants()
+        if self.accept("CLUSTER", "SETTING"):
+            return self.done(self.mk("ShowClusterSetting", name=".".join(self.qualified_name())))
+        if self.peek() in ("ALL", "PUBLIC") and self.peek(1) == "CLUSTER":
+            self.k += 2
+            self.expect("SETTINGS")
+            return self.done(self.mk("ShowClusterSettings"))
+        if self.accept("CLUSTER", "SETTINGS"):
+            return self.done(self.mk("ShowClusterSettings"))
+        if self.accept("SESSION", "USER") or self.accept("CURRENT_USER"):
+            return self.done(self.mk("ShowSessionUser"))
+        if self.accept("SEQUENCES"):
+            return self.done(self.mk("ShowSequences"))
+        if self.accept("JOBS"):
+            return self.done(self.mk("ShowJobs"))
+        if self.accept("SESSIONS") or self.accept("CLUSTER", "SESSIONS") or self.accept("LOCAL", "SESSIONS"):
+            return self.done(self.mk("ShowSessions"))
+        if self.accept("QUERIES") or self.accept("CLUSTER", "QUERIES") or self.accept("LOCAL", "QUERIES"):
+            return self.done(self.mk("ShowQueries"))
+        if self.accept("RANGES"):
+            return self.done(self.mk("ShowRanges"))
+        if self.accept("REGIONS"):
+            return self.done(self.mk("ShowRegions"))
+        if self.accept("SAVEPOINT", "STATUS"):
+            return self.done(self.mk("ShowSavepointStatus"))
+        if self.accept("SYNTAX"):
+            return self.done(self.mk("ShowSyntax", text=self.name()))
+        return None  # SHOW <variable>: PostgreSQL's grammar handles it
+
+    def show_grants(self) -> Statement:
+        on_kind = on_names = None
+        if self.accept("ON"):
+            if self.accept("ROLE"):
+                on_kind = "role"
+                on_names = [[n] for n in self._names_until("FOR")] if not self.at_end() and self.peek() != "FOR" else None
+            elif self.accept("DATABASE"):
+                on_kind = "database"
+                on_names = self.name_list()
+            elif self.accept("SCHEMA"):
+                on_kind = "schema"
+                on_names = self.name_list()
+            else:
+                self.accept("TABLE")
+                on_kind = "table"
+                on_names = self.name_list()
+        grantees = None
+        if self.accept("FOR"):
+            grantees = [n[0] for n in self.name_list()]
+        return self.done(self.mk("ShowGrants", on_kind=on_kind, on_names=on_names, grantees=grantees))
+
+    def _names_until(self, stop: str) -> list[str]:
+        names = [self.name()]
+        while not self.at_end() and self.t.name(self.k) == "ASCII_44":
+            self.k += 1
+            names.append(self.name())
+        return names

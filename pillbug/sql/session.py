@@ -1,0 +1,899 @@
+"""A SQL session: connection state, session variables and the transaction state machine.
+
+States (CockroachDB's, which extend PostgreSQL's):
+  NO_TXN       no transaction; each statement (or simple-query batch) runs in an implicit one
+  OPEN         inside BEGIN ... COMMIT
+  ABORTED      a statement failed: only ROLLBACK [TO SAVEPOINT] is accepted (25P02 otherwise)
+  COMMIT_WAIT  RELEASE SAVEPOINT cockroach_restart committed: only COMMIT/ROLLBACK remain
+
+SAVEPOINT cockroach_restart marks the retry point of CockroachDB's client-side retry protocol:
+RELEASE of it commits (40001 on conflict), ROLLBACK TO it starts the transaction over at a fresh
+snapshot, so the client's retry loop makes progress. Ordinary savepoints keep the snapshot and
+undo the writes made after them.
+
+Implicit transactions are committed when their batch ends and, on 40001, re-run by the session
+itself when none of their results has left the node yet (the sink can rewind to its mark).
+The session talks to the client through a ResultSink; it knows nothing of the wire format.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import random
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from pillbug.kv.txn import Txn
+from pillbug.sql import access, vars as session_vars
+from pillbug.sql import types as T
+from pillbug.sql.catalog import system
+from pillbug.sql.catalog.descriptors import PUBLIC_SCHEMA, TableDesc
+from pillbug.sql.catalog.system import Catalog
+from pillbug.sql.exec.context import ExecCtx
+from pillbug.sql.opt import mutations
+from pillbug.sql.opt.planner import Planner, QueryPlan
+from pillbug.sql.parser import front
+from pillbug.sql.parser.front import Statement
+from pillbug.sql.parser.lift import cache_key, lift_literals
+from pillbug.sql.rowenc import TableCodec
+from pillbug.sql.sem import builtins
+from pillbug.sql.sem.build import NotCacheable, ParamTypes, ScopeColumn
+from pillbug.util import errors, hlc
+
+NO_TXN, OPEN, ABORTED, COMMIT_WAIT = "NoTxn", "Open", "Aborted", "CommitWait"
+RESTART_SAVEPOINT = "cockroach_restart"
+MAX_IMPLICIT_RETRIES = 100
+PLANNED_KINDS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"})
+RETRY_SAFE_KINDS = PLANNED_KINDS | {"CreateStmt", "IndexStmt", "DropStmt", "CreatedbStmt",
+                                    "DropDatabase", "TruncateStmt", "AlterTableStmt", "ViewStmt",
+                                    "CreateSeqStmt", "RenameStmt", "CreateRoleStmt", "AlterRoleStmt",
+                                    "DropRoleStmt", "GrantStmt", "GrantRoleStmt", "EmptyStmt",
+                                    "CreateSchemaStmt", "CommentStmt"}
+
+
+class ResultSink(Protocol):
+    """Where a session writes results (pgwire implements it)."""
+
+    def row_description(self, columns: list[ScopeColumn]) -> None: ...
+
+    def data_rows(self, batch: list[tuple], columns: list[ScopeColumn]) -> None: ...
+
+    def command_complete(self, tag: str) -> None: ...
+
+    def portal_suspended(self) -> None: ...
+
+    def notice(self, message: str) -> None: ...
+
+    def mark(self) -> int: ...
+
+    def rewind(self, mark: int) -> bool: ...
+
+    async def drain(self) -> None: ...
+
+
+@dataclass(slots=True)
+class CachedPlan:
+    plan: QueryPlan
+    param_types: list[T.SQLType]
+    n_explicit: int
+    tag: str
+    literal_converters: list[tuple[int, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A parsed (and, for queries and DML, planned) statement ready to execute."""
+    sql: str
+    statement: Statement | None
+    param_types: list[T.SQLType]
+    columns: list[ScopeColumn] | None
+    literals: list[tuple[str, str]] = field(default_factory=list)
+    cached: CachedPlan | None = None
+    catalog_version: int = -1
+    lifted_text: str | None = None
+
+
+@dataclass(slots=True)
+class Portal:
+    prepared: Prepared
+    params: list
+    rows: Iterator[list[tuple]] | None = None
+    pending: list[tuple] = field(default_factory=list)
+    rows_sent: int = 0
+    ctx: ExecCtx | None = None
+    implicit: bool = False
+    done: bool = False
+    tag: str = ""
+
+
+class StatementOutcome:
+    """What executing one statement produced, before it is written to the sink."""
+    __slots__ = ("columns", "rows", "tag", "ctx")
+
+    def __init__(self, columns: list[ScopeColumn] | None, rows: Iterator[list[tuple]] | None,
+                 tag: str, ctx: ExecCtx | None = None) -> None:
+        self.columns = columns
+        self.rows = rows
+        self.tag = tag
+        self.ctx = ctx
+
+
+def _literal_converter(kind: str, typ: T.SQLType) -> Any:
+    from pillbug.sql import datum
+    fam = typ.family
+    if kind == "i":
+        if fam == "float":
+            return lambda text, tz: float(int(text))
+        if fam == "decimal":
+            return lambda text, tz: datum.round_decimal(Decimal(text), typ)
+        return lambda text, tz: datum.check_int_range(int(text), typ) if fam == "int" else int(text)
+    if kind == "n":
+        if fam == "float":
+            return lambda text, tz: float(text)
+        return lambda text, tz: datum.round_decimal(Decimal(text), typ)
+    if fam in ("string", "unknown"):
+        if typ.width:
+            return lambda text, tz: datum.check_string_width(text, typ)
+        return lambda text, tz: text
+    return lambda text, tz: datum.parse_text(text, typ, tz)
+
+
+class Session:
+    def __init__(self, engine: Any, user: str, database: str, *, application_name: str = "",
+                 client_addr: str = "", options: dict[str, str] | None = None) -> None:
+        self.engine = engine
+        self.user = user
+        self.database = database
+        self.client_addr = client_addr
+        self.backend_pid = engine.next_backend_pid()
+        self.secret_key = secrets.randbits(31)
+        self.vars: dict[str, str] = {n: d for n, (d, _) in session_vars.DEFINITIONS.items()}
+        self.vars["application_name"] = application_name
+        self.vars["database"] = database
+        self.vars["session_user"] = user
+        self.vars["crdb_version"] = engine.version_string
+        for name, value in (options or {}).items():
+            self.set_var(name, value)
+        self.timezone: datetime.tzinfo = datetime.timezone.utc
+        self.server_version_string = engine.version_string
+        self.node_start_time = engine.start_time
+        self.state = NO_TXN
+        self.txn: Txn | None = None
+        self.implicit = False
+        self.savepoints: list[tuple[str, Any]] = []
+        self.restart_savepoint = False
+        self.txn_time = datetime.datetime.now(datetime.timezone.utc)
+        self._txn_catalog: Catalog | None = None
+        self._ddl_in_txn = False
+        self.sql_prepared: dict[str, Prepared] = {}
+        self.running_ctx: ExecCtx | None = None
+        self.reported_changes: list[tuple[str, str]] = []
+        self.as_of_revision: int | None = None
+        self.active_query = ""
+        self.pending_notices: list[str] = []
+        self.sequence_values: dict[int, int] = {}
+        self.deallocated: list[str] = []
+        self.deallocate_all = False
+        self.discarded = False
+
+    # ---- session variables ---------------------------------------------------------------
+
+    def show_var(self, name: str) -> str:
+        n = session_vars.canonical(name)
+        if n == "database":
+            return self.database
+        if n == "transaction_status":
+            return self.state
+        if n == "is_superuser":
+            return "on" if self.catalog_or_latest().is_admin(self.user) else "off"
+        if n in ("session_user", "session_authorization"):
+            return self.user
+        if n not in self.vars:
+            raise errors.PgError(errors.UNDEFINED_OBJECT, f'unrecognized configuration parameter "{name}"')
+        return self.vars[n]
+
+    def set_var(self, name: str, value: str) -> None:
+        n = session_vars.canonical(name)
+        if n == "database":
+            self.use_database(value)
+            return
+        value = session_vars.validate(n, value)
+        self.vars[n] = value
+        if n == "timezone":
+            self.timezone = builtins.resolve_zone(value)
+        display = session_vars.DISPLAY_NAMES.get(n, n)
+        if display in session_vars.REPORTED:
+            self.reported_changes.append((display, value))
+
+    def reset_var(self, name: str) -> None:
+        n = session_vars.canonical(name)
+        if n not in session_vars.DEFINITIONS:
+            raise errors.PgError(errors.UNDEFINED_OBJECT, f'unrecognized configuration parameter "{name}"')
+        self.set_var(n, session_vars.DEFINITIONS[n][0])
+
+    def use_database(self, name: str) -> None:
+        catalog = self.catalog_or_latest()
+        if catalog.database(name) is None:
+            raise errors.undefined_database(name)
+        self.database = name
+        self.vars["database"] = name
+
+    # ---- catalogs and name resolution (PlanEnv) --------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._txn_catalog is None:
+            assert self.txn is not None
+            if self._ddl_in_txn:
+                self._txn_catalog = system.load_catalog_in_txn(self.txn, system.read_version(self.txn))
+            else:
+                self._txn_catalog = self.engine.catalog_for(self.txn)
+        return self._txn_catalog
+
+    def catalog_or_latest(self) -> Catalog:
+        if self.txn is not None:
+            return self.catalog
+        return self.engine.latest_catalog()
+
+    def catalog_changed(self) -> None:
+        """Called after a DDL statement wrote system keys in the current transaction."""
+        self._ddl_in_txn = True
+        self._txn_catalog = None
+
+    def codec(self, table: TableDesc) -> TableCodec:
+        codecs = self.catalog.codecs
+        codec = codecs.get(table.id)
+        if codec is None or codec.table is not table:  # type: ignore[attr-defined]
+            codec = codecs[table.id] = TableCodec(table)
+        return codec  # type: ignore[return-value]
+
+    def check_privilege(self, desc: Any, privilege: str) -> None:
+        access.check_privilege(self.catalog, self.user, desc, privilege)
+
+    def virtual_table(self, schema: str, name: str) -> Any:
+        from pillbug.sql.catalog import virtual
+        return virtual.lookup(schema, name)
+
+    def current_db(self) -> Any:
+        db = self.catalog.database(self.database)
+        if db is None:
+            raise errors.undefined_database(self.database)
+        return db
+
+    def resolve_table_name(self, names: list[str], missing_ok: bool = False) -> tuple[str, Any]:
+        """[db.][schema.]name -> ("table", TableDesc) or ("virtual", VirtualTable)."""
+        from pillbug.sql.catalog import virtual
+        catalog = self.catalog
+        name = names[-1]
+        if len(names) == 3:
+            db_name, schema, _ = names
+        elif len(names) == 2:
+            first = names[0]
+            if first in virtual.SCHEMAS or first == PUBLIC_SCHEMA or \
+                    (catalog.database(self.database) is not None and
+                     first in catalog.database(self.database).schemas):
+                db_name, schema = self.database, first
+            else:
+                db_name, schema = first, PUBLIC_SCHEMA
+        else:
+            db_name, schema = self.database, None
+        if schema in virtual.SCHEMAS:
+            vt = virtual.lookup(schema, name)
+            if vt is None:
+                if missing_ok:
+                    return "missing", None
+                raise errors.undefined_table(".".join(names))
+            return "virtual", vt
+        db = catalog.database(db_name)
+        if db is None:
+            if len(names) > 1:
+                raise errors.undefined_table(".".join(names))
+            raise errors.undefined_database(db_name)
+        if schema is None:
+            vt = virtual.lookup("pg_catalog", name)
+            table = catalog.table(db, PUBLIC_SCHEMA, name)
+            if table is None and vt is not None:
+                return "virtual", vt
+            schema = PUBLIC_SCHEMA
+        else:
+            table = catalog.table(db, schema, name)
+        if table is None:
+            if missing_ok:
+                return "missing", None
+            raise errors.undefined_table(".".join(names))
+        return "table", table
+
+    def user_by_oid(self, oid: int) -> str:
+        from pillbug.sql.catalog.virtual import user_oid
+        for name in self.catalog_or_latest().users:
+            if user_oid(name) == oid:
+                return name
+        return f"unknown (OID={oid})"
+
+    def resolve_reg(self, typ: T.SQLType, name: str) -> int:
+        from pillbug.sql.catalog import virtual
+        return virtual.resolve_reg(self, typ, name)
+
+    def sequence_next(self, name: str) -> int:
+        from pillbug.sql import ddl
+        return ddl.sequence_next(self, name)
+
+    def sequence_current(self, name: str) -> int:
+        from pillbug.sql import ddl
+        return ddl.sequence_current(self, name)
+
+    def sequence_set(self, name: str, value: int) -> int:
+        from pillbug.sql import ddl
+        return ddl.sequence_set(self, name, value)
+
+    def cluster_logical_timestamp(self) -> Decimal:
+        assert self.txn is not None
+        return hlc.to_decimal(self.txn.timestamp)
+
+    # ---- transactions ---------------------------------------------------------------------
+
+    def _begin(self, implicit: bool) -> None:
+        store = self.engine.store
+        if self.as_of_revision is not None:
+            self.txn = Txn(store, self.as_of_revision, is_read_only_snapshot=True)
+        else:
+            self.txn = Txn(store)
+        self.implicit = implicit
+        self.txn_time = datetime.datetime.fromtimestamp(hlc.wall_ns(self.txn.timestamp) / 1e9,
+                                                        datetime.timezone.utc)
+        self._txn_catalog = None
+        self._ddl_in_txn = False
+        self.savepoints = []
+        self.restart_savepoint = False
+        self.state = OPEN if not implicit else NO_TXN
+
+    def _end(self) -> None:
+        if self.txn is not None:
+            self.txn.abandon()
+        self.txn = None
+        self.implicit = False
+        self._txn_catalog = None
+        self._ddl_in_txn = False
+        self.savepoints = []
+        self.restart_savepoint = False
+        self.as_of_revision = None
+        self.state = NO_TXN
+
+    def _restart(self) -> None:
+        """Start the transaction over at a fresh snapshot (ROLLBACK TO SAVEPOINT cockroach_restart)."""
+        assert self.txn is not None
+        self.txn.abandon()
+        self.txn = Txn(self.engine.store)
+        self.txn_time = datetime.datetime.fromtimestamp(hlc.wall_ns(self.txn.timestamp) / 1e9,
+                                                        datetime.timezone.utc)
+        self._txn_catalog = None
+        self._ddl_in_txn = False
+        self.savepoints = [(RESTART_SAVEPOINT, None)]
+        self.state = OPEN
+
+    async def _commit(self) -> None:
+        txn = self.txn
+        assert txn is not None
+        try:
+            await txn.commit()
+        finally:
+            self.txn = None
+
+    @property
+    def ready_status(self) -> str:
+        if self.state == ABORTED:
+            return "E"
+        if self.state in (OPEN, COMMIT_WAIT):
+            return "T"
+        return "I"
+
+    def fail(self, exc: errors.PgError) -> None:
+        """A statement failed: an implicit transaction ends, an explicit one is aborted."""
+        if self.state in (OPEN,) and not self.implicit:
+            self.state = ABORTED
+        elif self.state == COMMIT_WAIT:
+            pass
+        else:
+            self._end()
+
+    # ---- parsing and planning -------------------------------------------------------------
+
+    def parse(self, sql: str) -> list[Statement]:
+        cached = self.engine.cached_parse(sql)
+        if cached is not None:
+            return cached
+        statements = front.parse(sql)
+        if len(statements) != 1 or statements[0].kind not in PLANNED_KINDS:
+            self.engine.cache_parse(sql, statements)
+        return statements
+
+    def prepare(self, sql: str, param_types: list[T.SQLType | None]) -> Prepared:
+        """Parse and plan one statement for the extended protocol (Parse)."""
+        statements = front.parse(sql)
+        if len(statements) > 1:
+            raise errors.syntax_error("cannot insert multiple commands into a prepared statement")
+        if not statements:
+            return Prepared(sql, None, [], None)
+        stmt = statements[0]
+        n = max(stmt.num_params, len(param_types))
+        if stmt.kind in PLANNED_KINDS or stmt.kind == "ExplainStmt":
+            prepared = self._with_txn_for_planning(lambda: self._plan_prepared(sql, stmt, param_types, n))
+            return prepared
+        types = [t if t is not None else T.STRING for t in param_types] + [T.STRING] * (n - len(param_types))
+        return Prepared(sql, stmt, types, _static_columns(stmt))
+
+    def _with_txn_for_planning(self, fn: Any) -> Any:
+        if self.txn is not None:
+            if self.state == ABORTED:
+                raise errors.in_failed_transaction()
+            return fn()
+        self._begin(implicit=True)
+        try:
+            return fn()
+        finally:
+            self._end()
+
+    def _plan_prepared(self, sql: str, stmt: Statement, param_types: list[T.SQLType | None],
+                       n: int) -> Prepared:
+        params = ParamTypes(list(param_types) + [None] * (n - len(param_types)))
+        cached = self._plan(stmt, params, 0)
+        return Prepared(sql, stmt, cached.param_types, cached.plan.columns if _returns_rows(stmt) else None,
+                        cached=cached, catalog_version=self.catalog.version)
+
+    def _plan(self, stmt: Statement, params: ParamTypes, n_explicit: int) -> CachedPlan:
+        planner = Planner(self, params, stmt.index_hints)
+        if stmt.kind == "SelectStmt":
+            plan = planner.plan_query({"SelectStmt": stmt.node})
+            tag = "SELECT"
+        elif stmt.kind == "InsertStmt":
+            plan = mutations.plan_insert(planner, stmt)
+            tag = "INSERT"
+        elif stmt.kind == "UpdateStmt":
+            plan = mutations.plan_update(planner, stmt)
+            tag = "UPDATE"
+        elif stmt.kind == "DeleteStmt":
+            plan = mutations.plan_delete(planner, stmt)
+            tag = "DELETE"
+        elif stmt.kind == "ExplainStmt":
+            inner = front.Statement(*_inner_statement(stmt))
+            inner_plan = self._plan(inner, params, n_explicit).plan
+            lines = inner_plan.node.explain()
+            from pillbug.sql.exec.nodes import Generate
+            cols = [ScopeColumn("info", T.STRING)]
+            plan = QueryPlan(Generate(cols, lambda ctx, lines=lines: [(line,) for line in lines]), cols)
+            tag = "EXPLAIN"
+        else:
+            raise errors.internal_error(f"cannot plan {stmt.kind}")
+        types = params.final_types()
+        converters = [(i, _literal_converter(kind, types[i])) for i, (kind, _) in sorted(params.lifted.items())]
+        return CachedPlan(plan, types, n_explicit, tag, converters)
+
+    def _plan_for_text(self, sql: str, stmt: Statement) -> tuple[CachedPlan, list]:
+        """The plan for a DML statement sent as text, from the cache when its shape was seen."""
+        catalog = self.catalog
+        lifted = lift_literals(sql) if not self._ddl_in_txn else None
+        if lifted is not None and lifted[1] and not stmt.as_of:
+            text, literals, n_explicit = lifted
+            key = (catalog.version, self.database, self.user, cache_key(text, literals))
+            cached = self.engine.cached_plan(key) if not self._ddl_in_txn else None
+            if cached is None:
+                lifted_stmts = front.parse(text)
+                if len(lifted_stmts) == 1:
+                    params = ParamTypes([None] * (n_explicit + len(literals)),
+                                        {n_explicit + i: lit for i, lit in enumerate(literals)})
+                    try:
+                        cached = self._plan(lifted_stmts[0], params, n_explicit)
+                    except NotCacheable:
+                        cached = False
+                    except errors.PgError:
+                        cached = False  # plan the original text, so that errors show it
+                    if cached is not False and not self._ddl_in_txn:
+                        self.engine.cache_plan(key, cached)
+                if cached is False or cached is None:
+                    self.engine.cache_plan(key, False)
+            if cached:
+                return cached, [lit for _, lit in literals]
+        key = (catalog.version, self.database, self.user, sql)
+        cached = self.engine.cached_plan(key) if not self._ddl_in_txn else None
+        if not cached:
+            cached = self._plan(stmt, ParamTypes(), 0)
+            if not self._ddl_in_txn and not stmt.as_of:
+                self.engine.cache_plan(key, cached)
+        return cached, []
+
+    # ---- execution -----------------------------------------------------------------------
+
+    def _ctx(self, values: list) -> ExecCtx:
+        assert self.txn is not None
+        return ExecCtx(self, self.txn, values, self.catalog)
+
+    def _bind_literals(self, cached: CachedPlan, explicit: list, literals: list) -> list:
+        if not cached.literal_converters:
+            return explicit
+        values = list(explicit) + [None] * len(cached.literal_converters)
+        tz = self.timezone
+        for (i, conv), text in zip(cached.literal_converters, literals):
+            values[i] = conv(text, tz)
+        return values
+
+    def run_plan(self, cached: CachedPlan, values: list) -> StatementOutcome:
+        ctx = self._ctx(values)
+        plan = cached.plan
+        rows = plan.node.batches(ctx)
+        columns = plan.columns if cached.tag in ("SELECT", "EXPLAIN") or plan.columns else None
+        return StatementOutcome(columns, rows, cached.tag, ctx)
+
+    def _check_statement_allowed(self, stmt: Statement) -> None:
+        if self.state == ABORTED:
+            if stmt.kind == "TransactionStmt" and stmt.node["kind"] in (
+                    "TRANS_STMT_ROLLBACK", "TRANS_STMT_ROLLBACK_TO", "TRANS_STMT_COMMIT"):
+                return
+            raise errors.in_failed_transaction()
+        if self.state == COMMIT_WAIT:
+            if stmt.kind == "TransactionStmt" and stmt.node["kind"] in (
+                    "TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK"):
+                return
+            raise errors.PgError(errors.INVALID_TRANSACTION_STATE,
+                                 "current transaction is committed, commands ignored until end of transaction block")
+
+    def execute_statement(self, stmt: Statement, sql: str, params: list,
+                          prepared: Prepared | None = None) -> StatementOutcome:
+        """Run one statement inside the current transaction (begun by the caller)."""
+        self._check_statement_allowed(stmt)
+        kind = stmt.kind
+        if kind == "TransactionStmt":
+            raise errors.internal_error("transaction statements are handled by the caller")
+        if kind in PLANNED_KINDS or kind == "ExplainStmt":
+            if prepared is not None and prepared.cached is not None:
+                if prepared.catalog_version != self.catalog.version or self._ddl_in_txn:
+                    fresh = self._plan_prepared(prepared.sql, stmt, list(prepared.param_types),
+                                                len(prepared.param_types))
+                    prepared.cached = fresh.cached
+                    prepared.catalog_version = fresh.catalog_version
+                cached = prepared.cached
+                assert cached is not None
+                values = self._bind_literals(cached, params, prepared.literals)
+            elif kind == "ExplainStmt":
+                cached = self._plan(stmt, ParamTypes(), 0)
+                values = []
+            else:
+                cached, literals = self._plan_for_text(sql, stmt)
+                values = self._bind_literals(cached, params, literals)
+            return self.run_plan(cached, values)
+        from pillbug.sql import statements
+        return statements.execute(self, stmt, params)
+
+    async def _finish_implicit(self) -> None:
+        if self.txn is not None and self.implicit:
+            try:
+                await self._commit()
+            finally:
+                self._end()
+
+    # The driver for the simple query protocol: one implicit transaction per Query message.
+    async def run_simple(self, sql: str, sink: ResultSink) -> None:
+        self.active_query = sql
+        try:
+            statements = self.parse(sql)
+        except errors.PgError as exc:
+            self.fail(exc)
+            raise
+        if not statements:
+            raise _EmptyQuery()
+        retry_safe = all(s.kind in RETRY_SAFE_KINDS for s in statements)
+        attempt = 0
+        while True:
+            mark = sink.mark()
+            try:
+                await self._run_batch(statements, sink)
+                return
+            except errors.PgError as exc:
+                if exc.code == errors.SERIALIZATION_FAILURE and retry_safe and self.state == NO_TXN \
+                        and attempt < MAX_IMPLICIT_RETRIES and sink.rewind(mark):
+                    attempt += 1
+                    await _backoff(attempt)
+                    continue
+                raise
+
+    async def _run_batch(self, statements: list[Statement], sink: ResultSink) -> None:
+        for stmt in statements:
+            try:
+                await self._run_one(stmt, stmt.text, [], sink)
+            except errors.PgError as exc:
+                self.fail(exc)
+                raise
+        await self._finish_implicit()
+
+    async def _run_one(self, stmt: Statement, sql: str, params: list, sink: ResultSink,
+                       prepared: Prepared | None = None) -> None:
+        if stmt.kind == "TransactionStmt":
+            if self.implicit:
+                await self._finish_implicit()
+            tag = await self.transaction_statement(stmt)
+            sink.command_complete(tag)
+            return
+        if stmt.kind == "EmptyStmt":
+            return
+        if self.txn is None:
+            self._check_statement_allowed(stmt)
+            if stmt.as_of is not None:
+                self.as_of_revision = self._as_of_revision(stmt.as_of)
+            self._begin(implicit=True)
+        outcome = self.execute_statement(stmt, sql, params, prepared)
+        await self.write_outcome(outcome, sink, describe=True)
+
+    async def write_outcome(self, outcome: StatementOutcome, sink: ResultSink, describe: bool,
+                            max_rows: int = 0, portal: Portal | None = None) -> bool:
+        """Send an outcome's rows and tag. Returns False if the portal was suspended."""
+        self.running_ctx = outcome.ctx
+        try:
+            count = portal.rows_sent if portal is not None else 0
+            columns = outcome.columns
+            if columns is not None and describe:
+                sink.row_description(columns)
+            if outcome.rows is not None:
+                rows = outcome.rows
+                pending = portal.pending if portal is not None else []
+                if columns is None:
+                    for _ in rows:
+                        pass  # a mutation without RETURNING: run it to completion
+                else:
+                    while True:
+                        if pending:
+                            batch = pending
+                            pending = []
+                        else:
+                            batch = next(rows, None)
+                            if batch is None:
+                                break
+                        if max_rows and count + len(batch) > max_rows:
+                            take = max_rows - count
+                            sink.data_rows(batch[:take], columns)
+                            assert portal is not None
+                            portal.pending = batch[take:]
+                            portal.rows_sent = max_rows
+                            sink.portal_suspended()
+                            return False
+                        sink.data_rows(batch, columns)
+                        count += len(batch)
+                        await sink.drain()
+                        if max_rows and count == max_rows:
+                            assert portal is not None
+                            portal.rows_sent = count
+                            portal.pending = []
+                            if _peek_done(portal, rows):
+                                break
+                            sink.portal_suspended()
+                            return False
+            for message in self.pending_notices:
+                sink.notice(message)
+            self.pending_notices.clear()
+            tag = outcome.tag
+            if tag == "SELECT":
+                tag = f"SELECT {count}"
+            elif tag == "INSERT":
+                tag = f"INSERT 0 {outcome.ctx.rows_affected if outcome.ctx else 0}"
+            elif tag in ("UPDATE", "DELETE"):
+                tag = f"{tag} {outcome.ctx.rows_affected if outcome.ctx else 0}"
+            elif tag in ("SHOW",):
+                tag = f"SHOW {count}"
+            if tag:
+                sink.command_complete(tag)
+            return True
+        finally:
+            self.running_ctx = None
+
+    # ---- the extended protocol ------------------------------------------------------------
+
+    async def execute_portal(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:
+        prepared = portal.prepared
+        stmt = prepared.statement
+        if stmt is None:
+            raise _EmptyQuery()
+        if stmt.kind == "TransactionStmt":
+            if self.implicit:
+                await self._finish_implicit()
+            sink.command_complete(await self.transaction_statement(stmt))
+            return
+        retry_safe = stmt.kind in RETRY_SAFE_KINDS
+        attempt = 0
+        while True:
+            mark = sink.mark()
+            try:
+                await self._execute_portal_once(portal, sink, max_rows)
+                return
+            except errors.PgError as exc:
+                self.fail(exc)
+                portal.rows = None
+                portal.done = True
+                if exc.code == errors.SERIALIZATION_FAILURE and retry_safe and portal.implicit \
+                        and attempt < MAX_IMPLICIT_RETRIES and portal.rows_sent == 0 and sink.rewind(mark):
+                    attempt += 1
+                    portal.done = False
+                    await _backoff(attempt)
+                    continue
+                raise
+
+    async def _execute_portal_once(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:
+        prepared = portal.prepared
+        stmt = prepared.statement
+        assert stmt is not None
+        if portal.done:
+            raise errors.PgError(errors.INVALID_CURSOR_STATE, "portal has already been run to completion")
+        if portal.rows is None:
+            if self.txn is None:
+                self._check_statement_allowed(stmt)
+                if stmt.as_of is not None:
+                    self.as_of_revision = self._as_of_revision(stmt.as_of)
+                self._begin(implicit=True)
+                portal.implicit = True
+            outcome = self.execute_statement(stmt, prepared.sql, portal.params, prepared)
+            portal.rows = outcome.rows if outcome.rows is not None else iter(())
+            portal.ctx = outcome.ctx
+            portal.tag = outcome.tag
+            if outcome.columns is None and outcome.rows is None:
+                portal.done = True
+                sink.command_complete(outcome.tag)
+                if portal.implicit:
+                    await self._finish_implicit()
+                return
+            portal_columns = outcome.columns
+        else:
+            portal_columns = prepared.columns
+        outcome = StatementOutcome(portal_columns, portal.rows, portal.tag, portal.ctx)
+        finished = await self.write_outcome(outcome, sink, describe=False, max_rows=max_rows, portal=portal)
+        if finished:
+            portal.done = True
+            if portal.implicit:
+                await self._finish_implicit()
+
+    async def sync(self) -> None:
+        """Sync: an implicit transaction left open by a suspended portal ends here."""
+        if self.implicit and self.txn is not None:
+            await self._finish_implicit()
+
+    # ---- transaction control --------------------------------------------------------------
+
+    async def transaction_statement(self, stmt: Statement) -> str:
+        kind = stmt.node["kind"]
+        if self.state == ABORTED and kind not in ("TRANS_STMT_ROLLBACK", "TRANS_STMT_ROLLBACK_TO",
+                                                  "TRANS_STMT_COMMIT"):
+            raise errors.in_failed_transaction()
+        if kind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START"):
+            if self.state != NO_TXN:
+                raise errors.PgError(errors.ACTIVE_SQL_TRANSACTION, "there is already a transaction in progress")
+            self._apply_txn_options(stmt.node.get("options") or [])
+            if stmt.as_of is not None:
+                self.as_of_revision = self._as_of_revision(stmt.as_of)
+            self._begin(implicit=False)
+            return "BEGIN"
+        if kind == "TRANS_STMT_COMMIT":
+            if self.state == NO_TXN:
+                return "COMMIT"  # PostgreSQL warns and succeeds
+            if self.state == ABORTED:
+                self._end()
+                return "ROLLBACK"
+            if self.state == COMMIT_WAIT:
+                self._end()
+                return "COMMIT"
+            try:
+                await self._commit()
+            finally:
+                self._end()
+            return "COMMIT"
+        if kind == "TRANS_STMT_ROLLBACK":
+            self._end()
+            return "ROLLBACK"
+        name = stmt.node.get("savepoint_name", "")
+        if kind == "TRANS_STMT_SAVEPOINT":
+            if self.state == NO_TXN:
+                raise errors.PgError(errors.NO_ACTIVE_SQL_TRANSACTION,
+                                     "there is no transaction in progress")
+            assert self.txn is not None
+            if name == RESTART_SAVEPOINT:
+                self.restart_savepoint = True
+            self.savepoints.append((name, self.txn.savepoint()))
+            return "SAVEPOINT"
+        if kind == "TRANS_STMT_RELEASE":
+            self._find_savepoint(name)
+            if name == RESTART_SAVEPOINT and self.restart_savepoint:
+                try:
+                    await self._commit()
+                except errors.PgError as exc:
+                    if exc.code == errors.SERIALIZATION_FAILURE:
+                        # The client is expected to ROLLBACK TO SAVEPOINT cockroach_restart.
+                        self.txn = Txn(self.engine.store)
+                        self.state = ABORTED
+                    raise
+                self.state = COMMIT_WAIT
+                return "RELEASE"
+            index = self._find_savepoint(name)
+            del self.savepoints[index:]
+            return "RELEASE"
+        if kind == "TRANS_STMT_ROLLBACK_TO":
+            index = self._find_savepoint(name)
+            if name == RESTART_SAVEPOINT and self.restart_savepoint:
+                self._restart()
+                self.restart_savepoint = True
+                return "ROLLBACK"
+            assert self.txn is not None
+            token = self.savepoints[index][1]
+            self.txn.rollback_to(token)
+            del self.savepoints[index + 1:]
+            self._txn_catalog = None
+            self.state = OPEN
+            return "ROLLBACK"
+        if kind in ("TRANS_STMT_PREPARE", "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"):
+            raise errors.feature_not_supported("two-phase commit is not supported")
+        raise errors.feature_not_supported(f"{kind} is not supported")
+
+    def _find_savepoint(self, name: str) -> int:
+        if self.state == NO_TXN:
+            raise errors.PgError(errors.NO_ACTIVE_SQL_TRANSACTION, "there is no transaction in progress")
+        for i in range(len(self.savepoints) - 1, -1, -1):
+            if self.savepoints[i][0] == name:
+                return i
+        raise errors.PgError(errors.INVALID_SAVEPOINT_SPECIFICATION, f"savepoint \"{name}\" does not exist")
+
+    def _apply_txn_options(self, options: list) -> None:
+        for opt in options:
+            d = opt.get("DefElem", {})
+            if d.get("defname") == "transaction_isolation":
+                level = d["arg"]["A_Const"]["sval"]["sval"]
+                session_vars.validate("transaction_isolation", level)
+            elif d.get("defname") == "transaction_read_only":
+                pass
+
+    def _as_of_revision(self, node: dict) -> int:
+        from pillbug.sql import statements
+        return statements.as_of_revision(self, node)
+
+    def cancel(self) -> None:
+        ctx = self.running_ctx
+        if ctx is not None:
+            ctx.canceled = True
+
+    def close(self) -> None:
+        if self.txn is not None:
+            self.txn.abandon()
+        self.txn = None
+        self.engine.close_session(self)
+
+
+class _EmptyQuery(Exception):
+    """The query string held no statement (EmptyQueryResponse)."""
+
+
+EmptyQuery = _EmptyQuery
+
+
+def _peek_done(portal: Portal, rows: Iterator[list[tuple]]) -> bool:
+    nxt = next(rows, None)
+    if nxt is None:
+        return True
+    portal.pending = nxt
+    return False
+
+
+async def _backoff(attempt: int) -> None:
+    await asyncio.sleep(min(0.001 * (2 ** min(attempt, 8)), 0.2) * random.random())
+
+
+def _returns_rows(stmt: Statement) -> bool:
+    if stmt.kind in ("SelectStmt", "ExplainStmt"):
+        return True
+    return bool((stmt.node.get("returningClause") or {}).get("exprs"))
+
+
+def _inner_statement(stmt: Statement) -> tuple:
+    (kind, node), = stmt.node["query"].items()
+    return kind, node, stmt.text, stmt.upsert, stmt.index_hints, stmt.as_of
+
+
+def _static_columns(stmt: Statement) -> list[ScopeColumn] | None:
+    from pillbug.sql import statements
+    return statements.result_columns(stmt)
+

@@ -1,0 +1,275 @@
+"""Statements that are not planned queries: SET/SHOW/RESET, USE, DDL, users and grants, cluster
+settings, SHOW ..., COPY targets, and the small ones (VACUUM, DISCARD, DEALLOCATE).
+
+execute() dispatches on the statement kind and returns a StatementOutcome; result_columns()
+tells the columns a statement will return without running it (for Describe).
+"""
+from __future__ import annotations
+
+import datetime
+from decimal import Decimal
+from typing import Any
+
+from pillbug.sql import access, ddl, settings, show, users
+from pillbug.sql import types as T
+from pillbug.sql.catalog import system
+from pillbug.sql.exec.context import ExecCtx
+from pillbug.sql.parser.front import Statement
+from pillbug.sql.sem.build import BuildContext, ExprBuilder, ParamTypes, Scope, ScopeColumn
+from pillbug.util import errors, hlc
+
+
+def _outcome(columns: list[ScopeColumn] | None, rows: list[tuple] | None, tag: str) -> Any:
+    from pillbug.sql.session import StatementOutcome
+    batches = iter([rows]) if rows else iter(())
+    return StatementOutcome(columns, batches if columns is not None else None, tag)
+
+
+def result_columns(stmt: Statement) -> list[ScopeColumn] | None:
+    kind = stmt.kind
+    if kind.startswith("Show"):
+        return show.columns_of(kind, stmt)
+    if kind == "VariableShowStmt":
+        name = stmt.node["name"]
+        if name == "all":
+            return [ScopeColumn("variable", T.STRING), ScopeColumn("value", T.STRING)]
+        return [ScopeColumn(_show_name(name), T.STRING)]
+    return None
+
+
+def _show_name(name: str) -> str:
+    return {"timezone": "timezone", "transaction_isolation": "transaction_isolation"}.get(name, name)
+
+
+def _eval_constant(session: Any, node: dict) -> Any:
+    builder = ExprBuilder(BuildContext(ParamTypes()), Scope([]), clause="SET")
+    expr = builder.build(node)
+    ctx = ExecCtx(session, session.txn, [], None) if session.txn is not None else ExecCtx(session, None, [], None)
+    return expr.compile()((), ctx), expr.type
+
+
+def _setting_value(session: Any, args: list) -> str:
+    parts = []
+    for a in args:
+        if "A_Const" in a:
+            c = a["A_Const"]
+            if "sval" in c:
+                parts.append(c["sval"].get("sval", ""))
+            elif "ival" in c:
+                parts.append(str(c["ival"].get("ival", 0)))
+            elif "fval" in c:
+                parts.append(c["fval"]["fval"])
+            elif "boolval" in c:
+                parts.append("true" if c["boolval"].get("boolval") else "false")
+            else:
+                parts.append("")
+        elif "TypeCast" in a:
+            value, _ = _eval_constant(session, a)
+            parts.append(str(value))
+        else:
+            value, typ = _eval_constant(session, a)
+            parts.append(str(value))
+    return ", ".join(parts)
+
+
+def execute(session: Any, stmt: Statement, params: list) -> Any:
+    kind = stmt.kind
+    session.pending_notices = getattr(session, "pending_notices", [])
+    if kind == "VariableSetStmt":
+        return _outcome(None, None, _set(session, stmt.node))
+    if kind == "VariableShowStmt":
+        return _show_var(session, stmt)
+    if kind == "UseStmt":
+        session.use_database(stmt.node["database"])
+        return _outcome(None, None, "SET")
+    if kind.startswith("Show"):
+        columns, rows = show.run(session, stmt)
+        return _outcome(columns, rows, "SHOW")
+    handler = _HANDLERS.get(kind)
+    if handler is None:
+        raise errors.feature_not_supported(f"statement {kind} is not supported")
+    tag = handler(session, stmt)
+    return _outcome(None, None, tag)
+
+
+def _set(session: Any, node: dict) -> str:
+    kind = node["kind"]
+    name = node.get("name", "")
+    if kind == "VAR_SET_MULTI":
+        if name in ("TRANSACTION", "SESSION CHARACTERISTICS"):
+            for opt in node.get("args") or []:
+                d = opt.get("DefElem", {})
+                if d.get("defname") == "transaction_isolation":
+                    level = d["arg"]["A_Const"]["sval"]["sval"]
+                    from pillbug.sql import vars as session_vars
+                    session_vars.validate("transaction_isolation", level)
+            return "SET"
+        if name == "TIME ZONE":
+            name = "timezone"
+        else:
+            raise errors.feature_not_supported(f"SET {name} is not supported")
+    if kind in ("VAR_RESET", "VAR_SET_DEFAULT"):
+        session.reset_var(name)
+        return "RESET" if kind == "VAR_RESET" else "SET"
+    if kind == "VAR_RESET_ALL":
+        from pillbug.sql import vars as session_vars
+        for n in list(session.vars):
+            if n not in session_vars.READ_ONLY and n not in ("database", "application_name"):
+                session.vars[n] = session_vars.DEFINITIONS[n][0]
+        return "RESET"
+    if kind == "VAR_SET_CURRENT":
+        return "SET"
+    value = _setting_value(session, node.get("args") or [])
+    if name == "timezone" and node.get("args") and "TypeCast" in node["args"][0]:
+        value = value
+    session.set_var(name, value)
+    return "SET"
+
+
+def _show_var(session: Any, stmt: Statement) -> Any:
+    name = stmt.node["name"]
+    if name == "all":
+        from pillbug.sql import vars as session_vars
+        rows = [(session_vars.DISPLAY_NAMES.get(n, n), session.show_var(n)) for n in sorted(session.vars)]
+        return _outcome(result_columns(stmt), rows, "SHOW")
+    return _outcome(result_columns(stmt), [(session.show_var(name),)], "SHOW")
+
+
+def _set_cluster_setting(session: Any, stmt: Statement) -> str:
+    node = stmt.node
+    catalog = session.catalog
+    rec = catalog.users.get(session.user)
+    if not catalog.is_admin(session.user) and not (rec and rec.options.get("modifyclustersetting")):
+        raise errors.insufficient_privilege(
+            "only users with the MODIFYCLUSTERSETTING privilege are allowed to set cluster settings")
+    name = node["name"]
+    txn = session.txn
+    if node["value"] is None:
+        settings.validate(name, settings.SETTINGS.get(name, settings.Setting(name, "s", "", "")).default) \
+            if name in settings.SETTINGS else settings.validate(name, "")
+        txn.delete(system.setting_key(name))
+    else:
+        value, _ = _eval_constant(session, node["value"])
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        txn.put(system.setting_key(name), settings.validate(name, text).encode())
+    system.bump_version(txn)
+    session.catalog_changed()
+    return "SET CLUSTER SETTING"
+
+
+def _noop(tag: str) -> Any:
+    def handler(session: Any, stmt: Statement) -> str:
+        return tag
+    return handler
+
+
+def _vacuum(session: Any, stmt: Statement) -> str:
+    # CockroachDB needs no VACUUM (old versions are garbage-collected by the store); accepted so
+    # that PostgreSQL tools that issue it (pgbench -i) work. The named tables must exist.
+    for rel in stmt.node.get("rels") or []:
+        rv = rel["VacuumRelation"]["relation"]
+        names = [n for n in (rv.get("catalogname"), rv.get("schemaname"), rv["relname"]) if n]
+        session.resolve_table_name(names)
+    return "VACUUM"
+
+
+def _discard(session: Any, stmt: Statement) -> str:
+    if session.state != "NoTxn":
+        raise errors.PgError(errors.ACTIVE_SQL_TRANSACTION, "DISCARD ALL cannot run inside a transaction block")
+    session.sql_prepared.clear()
+    from pillbug.sql import vars as session_vars
+    for n in list(session.vars):
+        if n not in session_vars.READ_ONLY and n not in ("database", "application_name"):
+            session.vars[n] = session_vars.DEFINITIONS[n][0]
+    session.discarded = True
+    return "DISCARD ALL"
+
+
+def _deallocate(session: Any, stmt: Statement) -> str:
+    name = stmt.node.get("name")
+    if name is None:
+        session.sql_prepared.clear()
+        session.deallocate_all = True
+        return "DEALLOCATE ALL"
+    if name not in session.sql_prepared and name not in getattr(session, "protocol_statements", {}):
+        raise errors.PgError(errors.UNDEFINED_PREPARED_STATEMENT, f"prepared statement \"{name}\" does not exist")
+    session.sql_prepared.pop(name, None)
+    session.deallocated.append(name)
+    return "DEALLOCATE"
+
+
+def _comment(session: Any, stmt: Statement) -> str:
+    raise errors.feature_not_supported("COMMENT ON is not supported yet")
+
+
+_HANDLERS = {
+    "CreateStmt": ddl.create_table,
+    "DropStmt": ddl.drop_objects,
+    "IndexStmt": ddl.create_index,
+    "TruncateStmt": ddl.truncate,
+    "AlterTableStmt": ddl.alter_table,
+    "RenameStmt": ddl.rename,
+    "ViewStmt": ddl.create_view,
+    "CreateSeqStmt": ddl.create_sequence,
+    "CreatedbStmt": ddl.create_database,
+    "DropDatabase": ddl.drop_database,
+    "CreateSchemaStmt": ddl.create_schema,
+    "CreateRoleStmt": users.create_role,
+    "AlterRoleStmt": users.alter_role,
+    "DropRoleStmt": users.drop_role,
+    "GrantStmt": users.grant,
+    "GrantRoleStmt": users.grant_role,
+    "SetClusterSetting": _set_cluster_setting,
+    "VacuumStmt": _vacuum,
+    "DiscardStmt": _discard,
+    "DeallocateStmt": _deallocate,
+    "CommentStmt": _comment,
+    "CheckPointStmt": _noop("CHECKPOINT"),
+}
+
+
+def as_of_revision(session: Any, node: dict) -> int:
+    """The revision an AS OF SYSTEM TIME expression names."""
+    store = session.engine.store
+    now_ts = store.now()
+    value, typ = _eval_constant(session, node)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            ts = hlc.from_decimal(Decimal(text))
+        except Exception:
+            from pillbug.sql import datum
+            if text.startswith("-"):
+                iv = datum.parse_interval(text)
+                ts = now_ts + (iv._span() * 1000 << hlc.LOGICAL_BITS)
+            else:
+                moment = datum.parse_timestamptz(text)
+                ts = hlc.pack(datum.micros_since_epoch(moment) * 1000)
+    elif isinstance(value, Decimal):
+        ts = hlc.from_decimal(value)
+    elif isinstance(value, datetime.datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+        from pillbug.sql import datum
+        ts = hlc.pack(datum.micros_since_epoch(moment) * 1000)
+    elif isinstance(value, int):
+        ts = hlc.pack(value)
+    else:
+        raise errors.invalid_parameter_value(f"AS OF SYSTEM TIME: unsupported value {value!r}")
+    if ts > now_ts:
+        raise errors.invalid_parameter_value("AS OF SYSTEM TIME: cannot specify timestamp in the future")
+    revision = store.revision_at(ts)
+    if revision < store.compacted_revision():
+        raise errors.invalid_parameter_value(
+            "AS OF SYSTEM TIME: timestamp is older than the garbage collection threshold")
+    return revision
+
+
+def check_connect(session: Any, database: str) -> None:
+    """A user may connect to a database they have CONNECT on (or any, as admin)."""
+    catalog = session.catalog_or_latest()
+    db = catalog.database(database)
+    if db is None:
+        raise errors.undefined_database(database)
+    if not access.has_privilege(catalog, session.user, db, "CONNECT"):
+        raise errors.insufficient_privilege(
+            f"user {session.user} does not have CONNECT privilege on database {database}")

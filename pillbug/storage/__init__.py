@@ -1,0 +1,7 @@
+"""Storage: the Store contract (store.py) and its engines.
+
+A Store keeps versioned bytes under byte keys, shaped like etcd's v3 data model: one global
+revision counter, per-key mod_revision, snapshot reads at a revision, and one atomic conditional
+commit. It knows nothing of rows, tables or SQL. Engines:
+  lmdb_store.LMDBStore   embedded, one node, in-process, group-committed and synced.
+"""

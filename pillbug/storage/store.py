@@ -1,0 +1,119 @@
+"""The Store contract that the kv layer is written against.
+
+Every committed write gets a revision (one global, increasing counter); each key remembers the
+revision of its last change (mod_revision); old versions stay readable until compacted. Deletes are
+tombstone versions, so a range compare still sees that a key went away. See
+docs/architecture.md ("The Store contract") for why this shape lets one node become a cluster.
+"""
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCompare:
+    """Holds if `key` still has mod_revision `mod_revision` (0: the key is still absent)."""
+    key: bytes
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class RangeCompare:
+    """Holds if no key in [start, end) changed after `revision`."""
+    start: bytes
+    end: bytes
+    revision: int
+
+
+Compare = KeyCompare | RangeCompare
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """The outcome of a conditional commit: a new revision, or the compare that failed."""
+    revision: int  # 0 when a compare failed
+    failed: Compare | None = None
+    conflict_key: bytes | None = None  # the key whose change made `failed` fail
+
+    @property
+    def succeeded(self) -> bool:
+        return self.failed is None
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    revision: int
+    key: bytes
+    value: bytes | None  # None: deleted
+
+
+class CompactedError(Exception):
+    """A read asked for a revision older than the compaction horizon."""
+
+    def __init__(self, revision: int, compacted: int) -> None:
+        super().__init__(f"revision {revision} is older than the compacted revision {compacted}")
+        self.revision = revision
+        self.compacted = compacted
+
+
+class Store(abc.ABC):
+    """Versioned bytes with snapshot reads and one atomic conditional commit."""
+
+    @abc.abstractmethod
+    def current_revision(self) -> int:
+        """The newest committed revision (its writes are durable and visible)."""
+
+    @abc.abstractmethod
+    def get(self, key: bytes, at: int) -> tuple[bytes | None, int]:
+        """The value of key as of revision `at` and the revision that wrote it.
+
+        Returns (None, 0) for a key that never existed (or whose history was compacted away)
+        and (None, mod_revision) for a key whose version at `at` is a tombstone.
+        """
+
+    @abc.abstractmethod
+    def scan(self, start: bytes, end: bytes, at: int, limit: int = 0,
+             reverse: bool = False) -> list[tuple[bytes, bytes, int]]:
+        """Live (key, value, mod_revision) in [start, end) as of `at`, in key order (or reverse).
+
+        limit 0 means no limit.
+        """
+
+    @abc.abstractmethod
+    async def commit(self, compares: Sequence[Compare],
+                     writes: Sequence[tuple[bytes, bytes | None]]) -> CommitResult:
+        """Apply writes atomically and durably iff every compare holds.
+
+        A write with value None is a delete (a tombstone version). The returned revision is the
+        new revision of every written key. Durable means synced before this returns.
+        """
+
+    @abc.abstractmethod
+    def revision_timestamp(self, revision: int) -> int:
+        """The HLC timestamp stamped on a revision when it was committed."""
+
+    @abc.abstractmethod
+    def revision_at(self, timestamp: int) -> int:
+        """The newest revision whose timestamp is at or before `timestamp`."""
+
+    @abc.abstractmethod
+    def compacted_revision(self) -> int:
+        """Reads at revisions below this fail with CompactedError."""
+
+    @abc.abstractmethod
+    async def compact(self, revision: int) -> None:
+        """Drop versions and tombstones that no read at or after `revision` can see."""
+
+    @abc.abstractmethod
+    def watch(self, prefix: bytes, from_revision: int) -> AsyncIterator[WatchEvent]:
+        """Changes under prefix from `from_revision` on, in revision order, then as they commit."""
+
+    @abc.abstractmethod
+    def now(self) -> int:
+        """An HLC timestamp from the store's clock (used for transaction timestamps)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish pending commits and release the engine."""
