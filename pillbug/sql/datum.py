@@ -36,7 +36,7 @@ DECIMAL_CONTEXT = decimal.Context(prec=1000, Emax=100000, Emin=-100000,
                                   traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow])
 decimal.setcontext(DECIMAL_CONTEXT)
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 EPOCH = datetime.datetime(1970, 1, 1)
 EPOCH_TZ = datetime.datetime(1970, 1, 1, tzinfo=UTC)
 EPOCH_DATE = datetime.date(1970, 1, 1)
@@ -357,7 +357,7 @@ def check_int_range(v: int, typ: SQLType) -> int:
     lo, hi = INT_RANGES.get(typ.width or 64, INT_RANGES[64])
     if not lo <= v <= hi:
         if typ.width == 64 or not typ.width:
-            raise errors.out_of_range(f"integer out of range")
+            raise errors.out_of_range("integer out of range")
         raise errors.out_of_range(f"integer out of range for type {typ.crdb_name.lower()}")
     return v
 

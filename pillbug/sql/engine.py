@@ -30,7 +30,7 @@ class Engine:
         self.store = store
         self.node_id = node_id
         self.cluster_name = cluster_name
-        self.start_time = datetime.datetime.now(datetime.timezone.utc)
+        self.start_time = datetime.datetime.now(datetime.UTC)
         self._catalogs: OrderedDict[int, Catalog] = OrderedDict()
         self.plan_cache: OrderedDict[tuple, Any] = OrderedDict()
         self.parse_cache: OrderedDict[str, list] = OrderedDict()

@@ -27,8 +27,9 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from pillbug.kv.txn import Txn
-from pillbug.sql import access, vars as session_vars
+from pillbug.sql import access
 from pillbug.sql import types as T
+from pillbug.sql import vars as session_vars
 from pillbug.sql.catalog import system
 from pillbug.sql.catalog.descriptors import PUBLIC_SCHEMA, TableDesc
 from pillbug.sql.catalog.system import Catalog
@@ -157,7 +158,7 @@ class Session:
         self.vars["crdb_version"] = engine.version_string
         for name, value in (options or {}).items():
             self.set_var(name, value)
-        self.timezone: datetime.tzinfo = datetime.timezone.utc
+        self.timezone: datetime.tzinfo = datetime.UTC
         self.server_version_string = engine.version_string
         self.node_start_time = engine.start_time
         self.state = NO_TXN
@@ -165,7 +166,7 @@ class Session:
         self.implicit = False
         self.savepoints: list[tuple[str, Any]] = []
         self.restart_savepoint = False
-        self.txn_time = datetime.datetime.now(datetime.timezone.utc)
+        self.txn_time = datetime.datetime.now(datetime.UTC)
         self._txn_catalog: Catalog | None = None
         self._ddl_in_txn = False
         self.sql_prepared: dict[str, Prepared] = {}
@@ -343,7 +344,7 @@ class Session:
             self.txn = Txn(store)
         self.implicit = implicit
         self.txn_time = datetime.datetime.fromtimestamp(hlc.wall_ns(self.txn.timestamp) / 1e9,
-                                                        datetime.timezone.utc)
+                                                        datetime.UTC)
         self._txn_catalog = None
         self._ddl_in_txn = False
         self.savepoints = []
@@ -368,7 +369,7 @@ class Session:
         self.txn.abandon()
         self.txn = Txn(self.engine.store)
         self.txn_time = datetime.datetime.fromtimestamp(hlc.wall_ns(self.txn.timestamp) / 1e9,
-                                                        datetime.timezone.utc)
+                                                        datetime.UTC)
         self._txn_catalog = None
         self._ddl_in_txn = False
         self.savepoints = [(RESTART_SAVEPOINT, None)]

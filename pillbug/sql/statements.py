@@ -248,7 +248,7 @@ def as_of_revision(session: Any, node: dict) -> int:
     elif isinstance(value, Decimal):
         ts = hlc.from_decimal(value)
     elif isinstance(value, datetime.datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+        moment = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
         from pillbug.sql import datum
         ts = hlc.pack(datum.micros_since_epoch(moment) * 1000)
     elif isinstance(value, int):

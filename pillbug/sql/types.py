@@ -116,7 +116,7 @@ def decimal(precision: int = 0, scale: int = 0) -> SQLType:
         return DECIMAL
     if not 1 <= precision <= 1000:
         raise errors.PgError(errors.INVALID_PARAMETER_VALUE,
-                             f"precision for type DECIMAL must be between 1 and 1000")
+                             "precision for type DECIMAL must be between 1 and 1000")
     if not 0 <= scale <= precision:
         raise errors.PgError(errors.INVALID_PARAMETER_VALUE,
                              f"scale ({scale}) must be between 0 and precision ({precision})")

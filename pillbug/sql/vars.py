@@ -24,7 +24,7 @@ def _bool(value: str) -> str:
         return "on"
     if v in ("off", "false", "no", "0", "f"):
         return "off"
-    raise errors.invalid_parameter_value(f"parameter requires a Boolean value")
+    raise errors.invalid_parameter_value("parameter requires a Boolean value")
 
 
 def _timezone(value: str) -> str:

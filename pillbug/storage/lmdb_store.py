@@ -38,8 +38,8 @@ import lmdb
 
 from pillbug.storage.store import (
     CommitResult,
-    Compare,
     CompactedError,
+    Compare,
     KeyCompare,
     RangeCompare,
     Store,

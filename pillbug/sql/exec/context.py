@@ -31,7 +31,7 @@ class ExecCtx:
         self.ticks = 0
         if session is not None:
             self.txn_time = session.txn_time
-            self.statement_time = datetime.datetime.now(datetime.timezone.utc)
+            self.statement_time = datetime.datetime.now(datetime.UTC)
             self.timezone = session.timezone
             self.database = session.database
             self.user = session.user

@@ -97,6 +97,29 @@ def parse(sql: str) -> list[Statement]:
     return statements
 
 
+def split_statements(sql: str) -> list[str]:
+    """The statements of a string, as texts (for clients that send them one at a time)."""
+    try:
+        tokens = pg.scan(sql)
+    except pg.ParseError as exc:
+        raise _syntax_error(exc, sql, 0) from None
+    out = []
+    begin = None
+    end = 0
+    for tok in tokens + [None]:
+        if tok is None or tok.name == "ASCII_59":
+            if begin is not None:
+                out.append(sql[begin:end])
+            begin = None
+            continue
+        if tok.name in ("SQL_COMMENT", "C_COMMENT"):
+            continue
+        if begin is None:
+            begin = tok.start
+        end = tok.end + 1
+    return out
+
+
 def _shift(tokens: list, offset: int) -> list:
     return [t._replace(start=t.start - offset, end=t.end - offset) for t in tokens]
 

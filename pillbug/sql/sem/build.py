@@ -329,7 +329,7 @@ class ExprBuilder:
                 arr = coerce(arr, T.array_of(arg.type if arg.type.family != "unknown" else T.STRING),
                              self.ctx.params)
             if arr.type.family != "array":
-                raise errors.datatype_mismatch(f"op ANY/ALL requires array on right side")
+                raise errors.datatype_mismatch("op ANY/ALL requires array on right side")
             elem = arr.type.elem or T.STRING
             arg = coerce(arg, elem, self.ctx.params) if arg.type.family == "unknown" else arg
             cmp = ops_compare_fn(name)
@@ -681,7 +681,7 @@ class ExprBuilder:
             return Subquery("scalar", run, columns[0].type, correlated)
         if kind in ("ANY_SUBLINK", "ALL_SUBLINK"):
             if len(columns) != 1:
-                raise errors.syntax_error(f"subquery has too many columns")
+                raise errors.syntax_error("subquery has too many columns")
             arg = self.build(body["testexpr"])
             if arg.type.family == "unknown":
                 arg = coerce(arg, columns[0].type, self.ctx.params)

@@ -1,0 +1,793 @@
+"""One client connection: protocol 3.0 over an asyncio.Protocol.
+
+Lifecycle: STARTUP (SSLRequest -> TLS, CancelRequest, StartupMessage) -> AUTH (see auth.py) ->
+READY (simple and extended query, COPY FROM STDIN) -> CLOSED.
+
+Bytes go into a messages.Reader; complete messages are handled in order. Handling a message is
+a coroutine that usually finishes without suspending (a point read never waits), so it is
+driven by hand (_run) instead of as a Task: a Task per query would cost more than the query.
+When it does suspend (a commit waiting for its fsync), later messages wait in the reader, and
+reading pauses if they pile up. Output goes to one buffer, flushed when there is no more input
+to process, at the protocol's sync points, or when it grows past a threshold.
+
+The connection is the session's ResultSink. It can rewind its output to a mark as long as none of
+it has been flushed since, which is what lets the session retry an implicit transaction on 40001
+without the client noticing.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import struct
+from collections.abc import Coroutine
+from typing import Any
+
+from pillbug.pgwire import codecs
+from pillbug.pgwire import messages as M
+from pillbug.pgwire.auth import Authenticator
+from pillbug.sql import statements as sql_statements
+from pillbug.sql import types as T
+from pillbug.sql import vars as session_vars
+from pillbug.sql.copy import CopyIn
+from pillbug.sql.parser import front
+from pillbug.sql.sem.build import ScopeColumn
+from pillbug.sql.session import EmptyQuery, Portal, Prepared, Session
+from pillbug.util import errors
+
+log = logging.getLogger(__name__)
+
+FLUSH_THRESHOLD = 64 << 10  # flush the output buffer when it grows past this
+MAX_PENDING_INPUT = 32 << 20  # pause reading when this much unprocessed input is buffered
+MAX_PREPARED = 10_000  # named statements and portals per connection
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_NULL = b"\xff\xff\xff\xff"
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.reader = M.Reader()
+        self.out = bytearray()
+        self.flushes = 0
+        self.state = "startup"
+        self.session: Session | None = None
+        self.is_tls = False
+        self.tls_upgrading = False
+        self.early_data = bytearray()
+        self.busy = False
+        self._coro: Coroutine | None = None
+        self.statements: dict[str, Prepared] = {}
+        self.portals: dict[str, tuple[Portal, list]] = {}
+        self.skip_until_sync = False
+        self.authenticator: Authenticator | None = None
+        self.write_paused = False
+        self._drain_waiter: asyncio.Future | None = None
+        self.copy: CopyIn | None = None
+        self.copy_error: errors.PgError | None = None
+        self.peer: str | None = None
+        self.cert_user: str | None = None
+        self.startup_params: dict[str, str] = {}
+        self.closed = False
+        self.reading_paused = False
+        self._encoders: list = []
+
+    # ---- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else None
+        self.server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tls_upgrading:
+            # Decrypted bytes can arrive before start_tls() returns: keep them until it has.
+            self.early_data += data
+            return
+        try:
+            self.reader.feed(data)
+        except errors.PgError as exc:
+            self._fatal(exc)
+            return
+        if self.busy:
+            if len(self.reader.buf) > MAX_PENDING_INPUT and not self.reading_paused and self.transport:
+                self.transport.pause_reading()
+                self.reading_paused = True
+            return
+        self._process()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        if self._coro is not None:
+            self._coro.close()
+            self._coro = None
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.cancel()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ---- driving handlers ----------------------------------------------------------------
+
+    def _process(self) -> None:
+        while not self.busy and not self.closed:
+            try:
+                msg = self.reader.next_message()
+            except errors.PgError as exc:
+                self._fatal(exc)
+                return
+            if msg is None:
+                break
+            coro = self._dispatch(*msg)
+            if coro is not None:
+                self._run(coro)
+        if not self.busy:
+            self.flush()
+            if self.reading_paused and self.transport is not None and not self.closed:
+                self.reading_paused = False
+                self.transport.resume_reading()
+
+    def _run(self, coro: Coroutine) -> None:
+        self._coro = coro
+        self._step(None)
+
+    def _step(self, _fut: Any) -> None:
+        coro = self._coro
+        if coro is None:
+            return
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            self._coro = None
+            if self.busy:
+                self.busy = False
+                self._process()
+            return
+        except Exception as exc:  # a bug in a handler: do not take the node down with it
+            self._coro = None
+            self.busy = False
+            log.exception("connection handler failed")
+            self._fatal(errors.internal_error(f"{type(exc).__name__}: {exc}"))
+            return
+        self.busy = True
+        if yielded is None:
+            asyncio.get_running_loop().call_soon(self._step, None)
+        else:
+            yielded.add_done_callback(self._step)
+
+    def _dispatch(self, msg_type: bytes, body: bytes) -> Coroutine | None:
+        state = self.state
+        if state == "ready":
+            handler = _READY_HANDLERS.get(msg_type)
+            if msg_type == M.OVERSIZED:
+                size = M.Body(body[1:]).int32()
+                self._error(errors.program_limit_exceeded(
+                    f"message size {size} bytes is bigger than the maximum allowed message size "
+                    f"of {M.MAX_MESSAGE} bytes"))
+                if body[:1] in (b"P", b"B", b"E", b"D", b"C"):
+                    self.skip_until_sync = True
+                elif body[:1] == b"Q":
+                    self._ready()
+                return None
+            if self.skip_until_sync and msg_type not in (b"S", b"X"):
+                return None
+            if handler is None:
+                self._fatal(errors.protocol_violation(f"unknown message type {msg_type!r}"))
+                return None
+            return handler(self, body)
+        if state == "copy":
+            return self._copy_message(msg_type, body)
+        if state == "startup":
+            return self._startup(body)
+        if state == "auth":
+            if msg_type != b"p":
+                self._fatal(errors.protocol_violation(f"expected a password message, got {msg_type!r}"))
+                return None
+            return self._auth_message(body)
+        return None
+
+    # ---- output --------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        if self.out and self.transport is not None and not self.closed:
+            self.transport.write(bytes(self.out))
+            self.out.clear()
+            self.flushes += 1
+
+    def _error(self, exc: errors.PgError) -> None:
+        self.out += M.error_response(exc)
+
+    def _fatal(self, exc: errors.PgError) -> None:
+        exc.severity = "FATAL" if exc.severity == "ERROR" else exc.severity
+        self.out += M.error_response(exc)
+        self.flush()
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def _ready(self) -> None:
+        status = self.session.ready_status if self.session is not None else "I"
+        self._report_parameter_changes()
+        self.out += M.ready_for_query(status)
+
+    def _report_parameter_changes(self) -> None:
+        session = self.session
+        if session is not None and session.reported_changes:
+            for name, value in session.reported_changes:
+                self.out += M.parameter_status(name, value)
+            session.reported_changes.clear()
+
+    # ---- ResultSink ----------------------------------------------------------------------
+
+    def row_description(self, columns: list[ScopeColumn]) -> None:
+        self.out += M.row_description(_fields(columns, [codecs.TEXT] * len(columns)))
+        self._encoders = [codecs.text_encoder(c.type, self.session.timezone) for c in columns]
+
+    def data_rows(self, batch: list[tuple], columns: list[ScopeColumn]) -> None:
+        encoders = self._encoders
+        out = self.out
+        count = _I16.pack(len(encoders))
+        pack = _I32.pack
+        for row in batch:
+            parts = []
+            for value, enc in zip(row, encoders):
+                if value is None:
+                    parts.append(_NULL)
+                else:
+                    data = enc(value)
+                    parts.append(pack(len(data)))
+                    parts.append(data)
+            payload = b"".join(parts)
+            out += b"D"
+            out += pack(len(payload) + 6)
+            out += count
+            out += payload
+        if len(out) > FLUSH_THRESHOLD:
+            self.flush()
+
+    def command_complete(self, tag: str) -> None:
+        self.out += M.command_complete(tag)
+
+    def portal_suspended(self) -> None:
+        self.out += M.PORTAL_SUSPENDED
+
+    def notice(self, message: str) -> None:
+        self.out += M.notice_response(message)
+
+    def mark(self) -> int:
+        self._mark_len = len(self.out)
+        return self.flushes
+
+    def rewind(self, mark: int) -> bool:
+        if self.flushes != mark:
+            return False
+        del self.out[self._mark_len:]
+        return True
+
+    async def drain(self) -> None:
+        if self.write_paused and not self.closed:
+            self.flush()
+            loop = asyncio.get_running_loop()
+            self._drain_waiter = loop.create_future()
+            await self._drain_waiter
+            self._drain_waiter = None
+        if self.session is not None and self.session.running_ctx is not None and self.closed:
+            raise errors.query_canceled()
+
+    # ---- startup and authentication ------------------------------------------------------
+
+    def _startup(self, body: bytes) -> Coroutine | None:
+        reader = M.Body(body)
+        code = reader.int32()
+        if code == M.SSL_REQUEST:
+            if self.is_tls:
+                self._fatal(errors.protocol_violation("duplicate SSLRequest"))
+                return None
+            if self.server.ssl_context is None:
+                self.transport.write(b"N")
+                return None
+            self.transport.write(b"S")
+            self.tls_upgrading = True
+            return self._upgrade_tls()
+        if code == M.GSSENC_REQUEST:
+            self.transport.write(b"N")
+            return None
+        if code == M.CANCEL_REQUEST:
+            pid = reader.int32()
+            secret = reader.int32()
+            self.server.cancel(pid, secret)
+            self.close()
+            return None
+        if code != M.PROTOCOL_3:
+            self._fatal(errors.protocol_violation(
+                f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}: server supports 3.0"))
+            return None
+        params: dict[str, str] = {}
+        while not reader.done():
+            key = reader.cstring()
+            if not key:
+                break
+            params[key] = reader.cstring()
+        self.startup_params = params
+        self.reader.startup = False
+        if self.server.ssl_context is not None and not self.is_tls:
+            self._fatal(errors.PgError(errors.INVALID_AUTHORIZATION_SPECIFICATION,
+                                       "node is running secure mode, SSL connection required"))
+            return None
+        user = params.get("user", "").strip()
+        if not user:
+            self._fatal(errors.PgError(errors.INVALID_AUTHORIZATION_SPECIFICATION,
+                                       "no username specified"))
+            return None
+        # CockroachDB folds unquoted user names to lower case.
+        self.startup_params["user"] = user.lower() if user.lower() != user and user.isascii() else user
+        self.startup_params.setdefault("database", "")
+        try:
+            catalog = self.server.engine.latest_catalog()
+            self.authenticator = Authenticator(catalog, self.startup_params["user"], self._database(),
+                                               self.peer, self.is_tls, self.cert_user, self.server.insecure)
+            reply, done = self.authenticator.start()
+        except errors.PgError as exc:
+            self._fatal(exc)
+            return None
+        self.out += reply
+        if done:
+            return self._authenticated()
+        self.state = "auth"
+        self.flush()
+        return None
+
+    def _database(self) -> str:
+        return self.startup_params.get("database") or "defaultdb"
+
+    async def _upgrade_tls(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(self.transport, self, self.server.ssl_context, server_side=True,
+                                             ssl_handshake_timeout=15)
+        except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as exc:
+            log.info("TLS handshake with %s failed: %s", self.peer, exc)
+            self.tls_upgrading = False
+            self.close()
+            return
+        if transport is None:
+            self.close()
+            return
+        self.transport = transport
+        self.is_tls = True
+        self.tls_upgrading = False
+        ssl_object = transport.get_extra_info("ssl_object")
+        cert = ssl_object.getpeercert() if ssl_object is not None else None
+        if cert:
+            for rdn in cert.get("subject", ()):
+                for key, value in rdn:
+                    if key == "commonName":
+                        self.cert_user = value
+        data = bytes(self.early_data)
+        self.early_data.clear()
+        if data:
+            self.reader.feed(data)
+
+    def _auth_message(self, body: bytes) -> Coroutine | None:
+        assert self.authenticator is not None
+        try:
+            reply, done = self.authenticator.receive(body)
+        except errors.PgError as exc:
+            self._fatal(exc)
+            return None
+        self.out += reply
+        if done:
+            return self._authenticated()
+        self.flush()
+        return None
+
+    async def _authenticated(self) -> None:
+        params = self.startup_params
+        engine = self.server.engine
+        options = _startup_options(params)
+        try:
+            session = engine.new_session(params["user"], self._database(),
+                                         application_name=params.get("application_name", ""),
+                                         client_addr=self.peer or "", options=options)
+        except errors.PgError as exc:
+            self._fatal(exc)
+            return
+        self.session = session
+        try:
+            sql_statements.check_connect(session, session.database)
+        except errors.PgError as exc:
+            self._fatal(exc)
+            return
+        self.state = "ready"
+        session.reported_changes.clear()
+        catalog = engine.latest_catalog()
+        for name in session_vars.REPORTED:
+            if name == "is_superuser":
+                value = "on" if catalog.is_admin(session.user) else "off"
+            elif name == "session_authorization":
+                value = session.user
+            else:
+                value = session.show_var(name)
+            self.out += M.parameter_status(name, value)
+        self.out += M.backend_key_data(session.backend_pid, session.secret_key)
+        self._ready()
+
+    # ---- simple query --------------------------------------------------------------------
+
+    def _query(self, body: bytes) -> Coroutine | None:
+        try:
+            sql = M.Body(body).cstring()
+        except errors.PgError as exc:
+            self._error(exc)
+            self._ready()
+            return None
+        return self._simple_query(sql)
+
+    async def _simple_query(self, sql: str) -> None:
+        session = self.session
+        assert session is not None
+        try:
+            if _looks_like_copy(sql):
+                statements = session.parse(sql)
+                if len(statements) == 1 and statements[0].kind == "CopyStmt":
+                    self._start_copy(statements[0])
+                    return
+            await session.run_simple(sql, self)
+        except EmptyQuery:
+            self.out += M.EMPTY_QUERY
+        except errors.PgError as exc:
+            self._error(exc)
+        except RecursionError:
+            session.fail(errors.program_limit_exceeded("statement is too deeply nested"))
+            self._error(errors.PgError("54001", "statement is too complex (too deeply nested)"))
+        self._ready()
+
+    # ---- COPY FROM STDIN -----------------------------------------------------------------
+
+    def _start_copy(self, stmt: front.Statement) -> None:
+        session = self.session
+        assert session is not None
+        try:
+            session._check_statement_allowed(stmt)
+            if session.txn is None:
+                session._begin(implicit=True)
+            self.copy = CopyIn(session, stmt)
+        except errors.PgError as exc:
+            session.fail(exc)
+            self._error(exc)
+            self._ready()
+            return
+        self.state = "copy"
+        self.copy_error = None
+        self.out += M.copy_in_response(len(self.copy.columns))
+        self.flush()
+
+    def _copy_message(self, msg_type: bytes, body: bytes) -> Coroutine | None:
+        copy = self.copy
+        assert copy is not None
+        if msg_type == b"d":
+            if self.copy_error is None:
+                try:
+                    copy.feed(body)
+                except errors.PgError as exc:
+                    self.copy_error = exc
+            return None
+        if msg_type in (b"H", b"S"):
+            return None
+        self.state = "ready"
+        self.copy = None
+        if msg_type == b"c":
+            return self._finish_copy(copy)
+        if msg_type == b"f":
+            reason = M.Body(body).cstring() if body else ""
+            exc = errors.PgError(errors.QUERY_CANCELED, f"COPY from stdin failed: {reason}")
+        else:
+            exc = errors.protocol_violation(f"unexpected message type {msg_type!r} during COPY")
+        assert self.session is not None
+        self.session.fail(exc)
+        self._error(exc)
+        self._ready()
+        return None
+
+    async def _finish_copy(self, copy: CopyIn) -> None:
+        session = self.session
+        assert session is not None
+        try:
+            if self.copy_error is not None:
+                raise self.copy_error
+            rows = copy.finish()
+            await session._finish_implicit()
+            self.command_complete(f"COPY {rows}")
+        except errors.PgError as exc:
+            session.fail(exc)
+            self._error(exc)
+        self._ready()
+
+    # ---- extended query ------------------------------------------------------------------
+
+    def _extended_error(self, exc: errors.PgError) -> None:
+        if self.session is not None:
+            self.session.fail(exc)
+        self._error(exc)
+        self.skip_until_sync = True
+
+    def _parse(self, body: bytes) -> None:
+        session = self.session
+        assert session is not None
+        try:
+            reader = M.Body(body)
+            name = reader.cstring()
+            sql = reader.cstring()
+            n = reader.int16()
+            oids = [reader.int32() & 0xFFFFFFFF for _ in range(max(n, 0))]
+            if name and name in self.statements:
+                raise errors.PgError(errors.DUPLICATE_PREPARED_STATEMENT,
+                                     f'prepared statement "{name}" already exists')
+            if len(self.statements) >= MAX_PREPARED and name:
+                raise errors.program_limit_exceeded("too many prepared statements on this connection")
+            types = [T.by_oid(o) if o else None for o in oids]
+            prepared = session.prepare(sql, types)
+        except errors.PgError as exc:
+            self._extended_error(exc)
+            return
+        except RecursionError:
+            self._extended_error(errors.PgError("54001", "statement is too complex (too deeply nested)"))
+            return
+        self.statements[name] = prepared
+        self.out += M.PARSE_COMPLETE
+
+    def _bind(self, body: bytes) -> None:
+        session = self.session
+        assert session is not None
+        try:
+            reader = M.Body(body)
+            portal_name = reader.cstring()
+            stmt_name = reader.cstring()
+            prepared = self.statements.get(stmt_name)
+            if prepared is None:
+                raise errors.PgError(errors.UNDEFINED_PREPARED_STATEMENT,
+                                     f'unknown prepared statement "{stmt_name}"')
+            n_formats = reader.int16()
+            formats = [reader.int16() for _ in range(max(n_formats, 0))]
+            n_params = reader.int16()
+            if n_params != len(prepared.param_types):
+                raise errors.protocol_violation(
+                    f"bind message supplies {n_params} parameters, but prepared statement "
+                    f'"{stmt_name}" requires {len(prepared.param_types)}')
+            if n_formats not in (0, 1, n_params):
+                raise errors.protocol_violation(f"wrong number of parameter format codes: {n_formats}")
+            values = []
+            tz = session.timezone
+            for i, typ in enumerate(prepared.param_types):
+                length = reader.int32()
+                if length == -1:
+                    values.append(None)
+                    continue
+                raw = reader.bytes(length)
+                fmt = formats[i] if n_formats > 1 else (formats[0] if n_formats == 1 else 0)
+                if fmt not in (0, 1):
+                    raise errors.protocol_violation(f"unsupported format code {fmt}")
+                try:
+                    values.append(codecs.decoder(typ, fmt, tz)(raw))
+                except errors.PgError as exc:
+                    exc.message = f"error in argument for ${i + 1}: {exc.message}"
+                    raise
+            n_results = reader.int16()
+            result_formats = [reader.int16() for _ in range(max(n_results, 0))]
+            if any(f not in (0, 1) for f in result_formats):
+                raise errors.protocol_violation("unsupported result format code")
+            if portal_name and portal_name in self.portals:
+                raise errors.PgError(errors.DUPLICATE_CURSOR, f'portal "{portal_name}" already exists')
+            if len(self.portals) >= MAX_PREPARED:
+                raise errors.program_limit_exceeded("too many portals on this connection")
+        except errors.PgError as exc:
+            self._extended_error(exc)
+            return
+        self.portals[portal_name] = (Portal(prepared, values), result_formats)
+        self.out += M.BIND_COMPLETE
+
+    def _describe(self, body: bytes) -> None:
+        try:
+            reader = M.Body(body)
+            kind = reader.byte()
+            name = reader.cstring()
+            if kind == b"S":
+                prepared = self.statements.get(name)
+                if prepared is None:
+                    raise errors.PgError(errors.UNDEFINED_PREPARED_STATEMENT,
+                                         f'unknown prepared statement "{name}"')
+                self.out += M.parameter_description([t.oid for t in prepared.param_types])
+                columns = prepared.columns
+                if columns is None:
+                    self.out += M.NO_DATA
+                else:
+                    self.out += M.row_description(_fields(columns, [0] * len(columns)))
+            elif kind == b"P":
+                entry = self.portals.get(name)
+                if entry is None:
+                    raise errors.PgError(errors.INVALID_CURSOR_STATE, f'unknown portal "{name}"')
+                portal, formats = entry
+                columns = portal.prepared.columns
+                if columns is None:
+                    self.out += M.NO_DATA
+                else:
+                    self.out += M.row_description(_fields(columns, _expand(formats, len(columns))))
+            else:
+                raise errors.protocol_violation(f"invalid DESCRIBE message subtype {kind!r}")
+        except errors.PgError as exc:
+            self._extended_error(exc)
+
+    def _execute(self, body: bytes) -> Coroutine | None:
+        try:
+            reader = M.Body(body)
+            name = reader.cstring()
+            max_rows = reader.int32()
+            entry = self.portals.get(name)
+            if entry is None:
+                raise errors.PgError(errors.INVALID_CURSOR_STATE, f'unknown portal "{name}"')
+        except errors.PgError as exc:
+            self._extended_error(exc)
+            return None
+        return self._execute_portal(name, entry, max(max_rows, 0))
+
+    async def _execute_portal(self, name: str, entry: tuple[Portal, list], max_rows: int) -> None:
+        portal, formats = entry
+        session = self.session
+        assert session is not None
+        columns = portal.prepared.columns
+        if columns is not None:
+            fmts = _expand(formats, len(columns))
+            tz = session.timezone
+            self._encoders = [codecs.encoder(c.type, f, tz) for c, f in zip(columns, fmts)]
+        try:
+            await session.execute_portal(portal, self, max_rows)
+        except EmptyQuery:
+            self.out += M.EMPTY_QUERY
+        except errors.PgError as exc:
+            self._extended_error(exc)
+        except RecursionError:
+            self._extended_error(errors.PgError("54001", "statement is too complex (too deeply nested)"))
+        if not name and portal.done:
+            self.portals.pop("", None)
+
+    def _sync(self, body: bytes) -> Coroutine | None:
+        self.skip_until_sync = False
+        return self._sync_async()
+
+    async def _sync_async(self) -> None:
+        session = self.session
+        assert session is not None
+        try:
+            await session.sync()
+        except errors.PgError as exc:
+            self._error(exc)
+        self.portals.pop("", None)
+        if session.implicit is False and session.state == "NoTxn":
+            # portals do not outlive their transaction
+            self.portals.clear()
+        self._apply_deallocations()
+        self._ready()
+        self.flush()
+
+    def _apply_deallocations(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        if session.deallocate_all or session.discarded:
+            self.statements.clear()
+            self.portals.clear()
+            session.deallocate_all = session.discarded = False
+        for name in session.deallocated:
+            self.statements.pop(name, None)
+        session.deallocated.clear()
+
+    def _close_message(self, body: bytes) -> None:
+        try:
+            reader = M.Body(body)
+            kind = reader.byte()
+            name = reader.cstring()
+        except errors.PgError as exc:
+            self._extended_error(exc)
+            return
+        if kind == b"S":
+            self.statements.pop(name, None)
+        elif kind == b"P":
+            self.portals.pop(name, None)
+        else:
+            self._extended_error(errors.protocol_violation(f"invalid CLOSE message subtype {kind!r}"))
+            return
+        self.out += M.CLOSE_COMPLETE
+
+    def _flush_message(self, body: bytes) -> None:
+        self.flush()
+
+    def _terminate(self, body: bytes) -> None:
+        self.flush()
+        self.close()
+
+    def _function_call(self, body: bytes) -> None:
+        self._error(errors.feature_not_supported("the fastpath function call protocol is not supported"))
+        self._ready()
+
+    def _unexpected_copy(self, body: bytes) -> None:
+        # CopyData/CopyDone/CopyFail outside of COPY are ignored, as PostgreSQL does.
+        return None
+
+
+_READY_HANDLERS = {
+    b"Q": Connection._query,
+    b"P": Connection._parse,
+    b"B": Connection._bind,
+    b"D": Connection._describe,
+    b"E": Connection._execute,
+    b"S": Connection._sync,
+    b"H": Connection._flush_message,
+    b"C": Connection._close_message,
+    b"X": Connection._terminate,
+    b"F": Connection._function_call,
+    b"d": Connection._unexpected_copy,
+    b"c": Connection._unexpected_copy,
+    b"f": Connection._unexpected_copy,
+}
+
+
+def _expand(formats: list[int], n: int) -> list[int]:
+    if not formats:
+        return [0] * n
+    if len(formats) == 1:
+        return formats * n
+    if len(formats) != n:
+        raise errors.protocol_violation(f"wrong number of result format codes: {len(formats)} for {n} columns")
+    return formats
+
+
+def _fields(columns: list[ScopeColumn], formats: list[int]) -> list[tuple]:
+    return [(c.name, c.table_id, c.column_id, c.type.oid, c.type.typlen if c.type.typlen > 0 else -1,
+             c.type.typmod, f) for c, f in zip(columns, formats)]
+
+
+def _startup_options(params: dict[str, str]) -> dict[str, str]:
+    """Session variables from the startup packet: known keys and `options=-c key=value`."""
+    options: dict[str, str] = {}
+    for key, value in params.items():
+        if key in ("user", "database", "options", "application_name", "replication", "crdb:remote_addr"):
+            continue
+        if session_vars.canonical(key) in session_vars.DEFINITIONS and \
+                session_vars.canonical(key) not in session_vars.READ_ONLY:
+            options[key] = value
+    raw = params.get("options", "")
+    tokens = raw.replace("--", "-c ").split()
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok == "-c" and i + 1 < len(tokens):
+            tok = tokens[i + 1]
+            i += 1
+        elif tok.startswith("-c"):
+            tok = tok[2:]
+        if "=" in tok:
+            k, _, v = tok.partition("=")
+            if k not in ("cluster",) and session_vars.canonical(k) in session_vars.DEFINITIONS:
+                options[k] = v
+        i += 1
+    return options
+
+
+def _looks_like_copy(sql: str) -> bool:
+    return sql.lstrip()[:4].upper() == "COPY"

@@ -1,0 +1,45 @@
+"""The SQL listener: accepts connections and hands each to a Connection; routes cancel requests.
+
+It knows the engine (to create sessions), the TLS context (None with --insecure) and the live
+connections, so that a CancelRequest, which arrives on a connection of its own, can find the
+session it is for. It knows nothing of HTTP or of the node's other parts.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import ssl
+from typing import Any
+
+from pillbug.pgwire.connection import Connection
+
+log = logging.getLogger(__name__)
+
+
+class PgServer:
+    def __init__(self, engine: Any, ssl_context: ssl.SSLContext | None) -> None:
+        self.engine = engine
+        self.ssl_context = ssl_context
+        self.insecure = ssl_context is None
+        self.connections: set[Connection] = set()
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: Connection(self), host, port,
+                                                reuse_address=True, backlog=1024)
+        return self._server.sockets[0].getsockname()[1]
+
+    def cancel(self, pid: int, secret: int) -> None:
+        session = self.engine.sessions.get(pid)
+        if session is not None and hmac.compare_digest(
+                session.secret_key.to_bytes(4, "big"), (secret & 0xFFFFFFFF).to_bytes(4, "big")):
+            session.cancel()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for conn in list(self.connections):
+            conn.close()

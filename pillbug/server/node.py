@@ -1,0 +1,218 @@
+"""One node process: opens the store, bootstraps it, and runs the SQL and HTTP listeners.
+
+Lifecycle: start() opens the LMDB store under --store, bootstraps an empty one (system data,
+defaultdb, postgres, root and the admin role), seeds the allowlist and the first admin user if
+asked, then starts listening; from then on /health?ready=1 answers 200. stop() (SIGTERM/SIGINT)
+turns readiness off, stops accepting, closes client connections, and closes the store after its
+pending commits are durable. A background task compacts MVCC history older than gc.ttlseconds.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pillbug import CRDB_COMPAT_VERSION, __version__
+from pillbug.kv.txn import Txn
+from pillbug.pgwire.server import PgServer
+from pillbug.server import tls
+from pillbug.server.http import HttpServer
+from pillbug.sql.catalog import system
+from pillbug.sql.engine import Engine
+from pillbug.sql.settings import HBA_SETTING
+from pillbug.storage.lmdb_store import LMDBStore
+from pillbug.util import errors, hba, hlc, passwords
+
+log = logging.getLogger("pillbug")
+COMPACTION_INTERVAL = 600.0
+
+
+@dataclass
+class NodeConfig:
+    store: str = "pillbug-data"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 26257
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    certs_dir: str | None = "certs"
+    insecure: bool = False
+    allowlist: list[str] | None = None
+    init_admin: str | None = None
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.store: LMDBStore | None = None
+        self.engine: Engine | None = None
+        self.pg: PgServer | None = None
+        self.http: HttpServer | None = None
+        self.ready = False
+        self.sql_port = 0
+        self.http_port = 0
+        self.started_at = 0.0
+        self.first_start = False
+        self.admin_password: str | None = None
+        self._compactor: asyncio.Task | None = None
+        self.queries = 0
+
+    async def start(self) -> None:
+        began = time.monotonic()
+        cfg = self.config
+        ssl_context = None if cfg.insecure else tls.server_context(cfg.certs_dir or "certs")
+        self.store = LMDBStore(cfg.store)
+        self.engine = Engine(self.store)
+        self.first_start = await self.engine.start()
+        if cfg.allowlist:
+            await self._seed_allowlist(cfg.allowlist)
+        if cfg.init_admin:
+            await self._init_admin(cfg.init_admin)
+        self.pg = PgServer(self.engine, ssl_context)
+        self.sql_port = await self.pg.start(cfg.listen_host, cfg.listen_port)
+        self.http = HttpServer(self._status, self._metrics, ssl_context)
+        self.http_port = await self.http.start(cfg.http_host, cfg.http_port)
+        self.started_at = time.time()
+        self.ready = True
+        self._compactor = asyncio.create_task(self._compact_loop())
+        self._announce(time.monotonic() - began)
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._compactor is not None:
+            self._compactor.cancel()
+        if self.http is not None:
+            await self.http.stop()
+        if self.pg is not None:
+            await self.pg.stop()
+        if self.store is not None:
+            await self.store.close()
+        log.info("node shut down cleanly")
+
+    async def _write_system(self, fn: Any) -> None:
+        """Run fn(txn) in its own transaction, retrying on conflict."""
+        assert self.store is not None
+        for _ in range(100):
+            txn = Txn(self.store)
+            fn(txn)
+            try:
+                await txn.commit()
+                return
+            except errors.PgError as exc:
+                if exc.code != errors.SERIALIZATION_FAILURE:
+                    raise
+
+    async def _seed_allowlist(self, cidrs: list[str]) -> None:
+        config = hba.allowlist_config(cidrs)
+        hba.parse(config)
+
+        def seed(txn: Txn) -> None:
+            if txn.get(system.setting_key(HBA_SETTING)) is None:
+                txn.put(system.setting_key(HBA_SETTING), config.encode())
+                system.bump_version(txn)
+        await self._write_system(seed)
+
+    async def _init_admin(self, name: str) -> None:
+        password = secrets.token_urlsafe(18)
+        created = []
+
+        def create(txn: Txn) -> None:
+            created.clear()
+            if txn.get(system.user_key(name)) is not None:
+                return
+            system.write_user(txn, system.UserRecord(name, passwords.make_verifier(password)))
+            txn.put(system.member_key(system.ADMIN_ROLE, name), b'{"admin": true}')
+            system.bump_version(txn)
+            created.append(True)
+        await self._write_system(create)
+        if created:
+            self.admin_password = password
+
+    async def _compact_loop(self) -> None:
+        assert self.store is not None and self.engine is not None
+        while True:
+            await asyncio.sleep(COMPACTION_INTERVAL)
+            try:
+                ttl = int(self.engine.latest_catalog().settings.get("gc.ttlseconds", "90000"))
+                horizon = self.store.now() - (ttl * 1_000_000_000 << hlc.LOGICAL_BITS)
+                revision = self.store.revision_at(horizon)
+                if revision > self.store.compacted_revision():
+                    await self.store.compact(revision)
+            except Exception:
+                log.exception("compaction failed")
+
+    def _status(self) -> dict[str, Any]:
+        return {"nodeId": 1, "ready": self.ready,
+                "address": {"networkField": "tcp", "addressField": f"{self.config.listen_host}:{self.sql_port}"},
+                "buildTag": CRDB_COMPAT_VERSION, "pillbug": __version__,
+                "startedAt": int(self.started_at * 1e9)}
+
+    def _metrics(self) -> dict[str, float]:
+        engine = self.engine
+        store = self.store
+        return {"sql_conns": float(len(engine.sessions)) if engine else 0.0,
+                "sys_uptime": time.time() - self.started_at if self.started_at else 0.0,
+                "storage_revision": float(store.current_revision()) if store else 0.0,
+                "liveness_livenodes": 1.0}
+
+    def sql_url(self, user: str, password: str | None = None, database: str = "defaultdb") -> str:
+        cfg = self.config
+        host = cfg.listen_host if cfg.listen_host not in ("", "0.0.0.0", "::") else "localhost"
+        cred = f"{user}:{password}" if password else user
+        base = f"postgresql://{cred}@{host}:{self.sql_port}/{database}"
+        if cfg.insecure:
+            return base + "?sslmode=disable"
+        ca = os.path.abspath(os.path.join(cfg.certs_dir or "certs", "ca.crt"))
+        return f"{base}?sslmode=verify-full&sslrootcert={ca}"
+
+    def _announce(self, took: float) -> None:
+        cfg = self.config
+        scheme = "http" if cfg.insecure else "https"
+        root_url = self.sql_url("root")
+        if not cfg.insecure:
+            certs = os.path.abspath(cfg.certs_dir or "certs")
+            root_url = root_url.replace("sslmode=verify-full",
+                                        f"sslcert={certs}/client.root.crt&sslkey={certs}/client.root.key"
+                                        f"&sslmode=verify-full")
+        lines = [
+            f"CockroachDB node starting at {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M:%S} "
+            f"(took {took:.1f}s)",
+            f"build:               CCL {CRDB_COMPAT_VERSION} (Pillbug {__version__})",
+            f"webui:               {scheme}://{cfg.http_host}:{self.http_port}",
+            f"sql:                 {root_url}",
+            f"RPC client flags:    pillbug <client cmd> --host={cfg.listen_host}:{self.sql_port} "
+            + ("--insecure" if cfg.insecure else f"--certs-dir={cfg.certs_dir}"),
+            f"store[0]:            path={os.path.abspath(cfg.store)}",
+            "storage engine:      lmdb",
+            f"status:              {'initialized new cluster' if self.first_start else 'restarted pre-existing node'}",
+            "nodeID:              1",
+        ]
+        print("\n".join(lines), flush=True)
+        if self.config.init_admin:
+            if self.admin_password is not None:
+                self._print_connection_details(self.config.init_admin, self.admin_password)
+            else:
+                print(f"\nadmin user {self.config.init_admin} already exists; its password was shown when it was "
+                      f"created.", flush=True)
+
+    def _print_connection_details(self, user: str, password: str) -> None:
+        cfg = self.config
+        ca = os.path.abspath(os.path.join(cfg.certs_dir or "certs", "ca.crt"))
+        url = self.sql_url(user, password).replace(f"sslrootcert={ca}", "sslrootcert=certs/ca.crt")
+        print("\n".join([
+            "",
+            "Your cluster is ready. Connection details:",
+            f"  CA certificate:  {ca}",
+            f"  user:            {user}",
+            f"  password:        {password}",
+            f"  global host:     {cfg.listen_host if cfg.listen_host not in ('', '0.0.0.0') else 'localhost'}",
+            f"  port:            {self.sql_port}",
+            f"  connection URL:  {url}",
+            "  (put ca.crt in a certs/ folder next to your client, as the URL's sslrootcert expects)",
+            f"  SQL shell:       pillbug sql --url '{url}'",
+            "",
+        ]), flush=True)

@@ -1,0 +1,214 @@
+"""COPY ... FROM STDIN: rows arriving as text (PostgreSQL's text or CSV format) into a table.
+
+A CopyIn is fed the raw bytes of CopyData messages as they come, splits them into complete
+records (a partial record waits for the next chunk), converts each field with its column's input
+function and inserts the row through the same TableWriter and constraint checks as INSERT.
+Memory stays bounded by one record plus the transaction's write buffer.
+"""
+from __future__ import annotations
+
+import csv
+from typing import Any
+
+from pillbug.sql import datum
+from pillbug.sql.exec.context import ExecCtx
+from pillbug.sql.exec.mutations import TableWriter
+from pillbug.sql.opt.mutations import default_fns, row_checks
+from pillbug.sql.opt.planner import Planner
+from pillbug.sql.parser.front import Statement
+from pillbug.sql.sem.build import ParamTypes
+from pillbug.util import errors
+
+MAX_RECORD = 16 << 20
+_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
+
+
+def _unescape_text(field: str) -> str:
+    if "\\" not in field:
+        return field
+    out = []
+    i = 0
+    n = len(field)
+    while i < n:
+        c = field[i]
+        if c != "\\" or i + 1 >= n:
+            out.append(c)
+            i += 1
+            continue
+        nxt = field[i + 1]
+        if nxt in _ESCAPES:
+            out.append(_ESCAPES[nxt])
+            i += 2
+        elif nxt in "01234567":
+            j = i + 1
+            while j < n and j < i + 4 and field[j] in "01234567":
+                j += 1
+            out.append(chr(int(field[i + 1:j], 8)))
+            i = j
+        elif nxt == "x" and i + 2 < n and field[i + 2] in "0123456789abcdefABCDEF":
+            j = i + 2
+            while j < n and j < i + 4 and field[j] in "0123456789abcdefABCDEF":
+                j += 1
+            out.append(chr(int(field[i + 2:j], 16)))
+            i = j
+        else:
+            out.append(nxt)
+            i += 2
+    return "".join(out)
+
+
+class CopyIn:
+    def __init__(self, session: Any, stmt: Statement) -> None:
+        node = stmt.node
+        if not node.get("is_from"):
+            raise errors.feature_not_supported("COPY TO is not supported")
+        if node.get("filename") is not None or node.get("is_program"):
+            raise errors.feature_not_supported("COPY from a file or program is not supported; use FROM STDIN")
+        if node.get("query") is not None:
+            raise errors.feature_not_supported("COPY (query) is not supported")
+        rel = node["relation"]
+        names = [n for n in (rel.get("catalogname"), rel.get("schemaname"), rel["relname"]) if n]
+        kind, table = session.resolve_table_name(names)
+        if kind != "table" or table.is_view or table.is_sequence:
+            raise errors.PgError(errors.WRONG_OBJECT_TYPE, f'"{rel["relname"]}" is not a table')
+        session.check_privilege(table, "INSERT")
+        self.session = session
+        self.table = table
+        if node.get("attlist"):
+            self.columns = [table.column(a["String"]["sval"]) for a in node["attlist"]]
+        else:
+            self.columns = [c for c in table.columns if not c.hidden]
+        self.format = "text"
+        self.delimiter: str | None = None
+        self.null: str | None = None
+        self.header = False
+        self.quote = '"'
+        self.escape: str | None = None
+        for opt in node.get("options") or []:
+            d = opt["DefElem"]
+            name = d["defname"]
+            arg = d.get("arg")
+            value = None
+            if arg is not None:
+                value = arg.get("String", {}).get("sval") if "String" in arg else \
+                    str(arg.get("Boolean", {}).get("boolval", True)) if "Boolean" in arg else None
+            if name == "format":
+                if value not in ("text", "csv"):
+                    raise errors.feature_not_supported(f"COPY format {value} is not supported")
+                self.format = value
+            elif name == "delimiter":
+                self.delimiter = value
+            elif name == "null":
+                self.null = value
+            elif name == "header":
+                self.header = value in (None, "true", "True", "on", "1")
+            elif name == "quote":
+                self.quote = value or '"'
+            elif name == "escape":
+                self.escape = value
+            elif name == "freeze":
+                pass  # an optimisation hint in PostgreSQL; nothing to do here
+            else:
+                raise errors.feature_not_supported(f"COPY option {name} is not supported")
+        if self.delimiter is None:
+            self.delimiter = "," if self.format == "csv" else "\t"
+        if self.null is None:
+            self.null = "" if self.format == "csv" else "\\N"
+        planner = Planner(session, ParamTypes())
+        codec = session.codec(table)
+        self.writer = TableWriter(codec)
+        self.checks = row_checks(planner, table)
+        defaults = default_fns(planner, table)
+        given = {c.id: i for i, c in enumerate(self.columns)}
+        self.slots = [(given.get(c.id), defaults[i] if c.id not in given else None)
+                      for i, c in enumerate(table.columns)]
+        self.types = [c.type for c in self.columns]
+        self.ctx = ExecCtx(session, session.txn, [], session.catalog)
+        self.pending = ""
+        self.rows = 0
+        self.skip_header = self.header
+        self.done = False
+
+    def feed(self, data: bytes) -> None:
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            raise errors.PgError(errors.CHARACTER_NOT_IN_REPERTOIRE, 'invalid byte sequence for encoding "UTF8"') from None
+        self.pending += text
+        if len(self.pending) > MAX_RECORD and "\n" not in self.pending:
+            raise errors.program_limit_exceeded("COPY record longer than 16 MiB")
+        self._drain(final=False)
+
+    def finish(self) -> int:
+        self._drain(final=True)
+        return self.rows
+
+    def _drain(self, final: bool) -> None:
+        buf = self.pending
+        start = 0
+        while not self.done:
+            end = buf.find("\n", start)
+            if end < 0:
+                break
+            record = buf[start:end]
+            if self.format == "csv":
+                while record.count(self.quote) % 2 == 1:  # a quoted field spans lines
+                    nxt = buf.find("\n", end + 1)
+                    if nxt < 0:
+                        self.pending = buf[start:]
+                        return
+                    end = nxt
+                    record = buf[start:end]
+            start = end + 1
+            self._record(record.rstrip("\r"))
+        rest = buf[start:]
+        self.pending = rest
+        if final and rest.strip() and not self.done:
+            self.pending = ""
+            self._record(rest.rstrip("\r"))
+
+    def _record(self, record: str) -> None:
+        if self.skip_header:
+            self.skip_header = False
+            return
+        if record == "\\.":
+            self.done = True
+            return
+        if self.format == "csv":
+            fields_raw = next(csv.reader([record], delimiter=self.delimiter, quotechar=self.quote,
+                                         escapechar=self.escape if self.escape != self.quote else None,
+                                         doublequote=True, strict=True))
+            quoted = _quoted_flags(record, self.delimiter, self.quote)
+            fields = [None if (f == self.null and not q) else f for f, q in zip(fields_raw, quoted)]
+        else:
+            fields = [None if f == self.null else _unescape_text(f) for f in record.split(self.delimiter)]
+        if len(fields) != len(self.columns):
+            raise errors.PgError(errors.BAD_COPY_FILE_FORMAT,
+                                 f"expected {len(self.columns)} values, got {len(fields)}")
+        tz = self.session.timezone
+        values = [None if f is None else datum.parse_text(f, t, tz) for f, t in zip(fields, self.types)]
+        ctx = self.ctx
+        row = tuple([values[i] if i is not None else (d((), ctx) if d is not None else None)
+                     for i, d in self.slots])
+        self.checks.validate(row, ctx)
+        self.writer.insert(ctx, row)
+        self.rows += 1
+
+
+def _quoted_flags(record: str, delimiter: str, quote: str) -> list[bool]:
+    flags = []
+    in_quotes = False
+    field_quoted = False
+    at_start = True
+    for c in record:
+        if at_start:
+            field_quoted = c == quote
+            at_start = False
+        if c == quote:
+            in_quotes = not in_quotes
+        elif c == delimiter and not in_quotes:
+            flags.append(field_quoted)
+            at_start = True
+            field_quoted = False
+    flags.append(field_quoted)
+    return flags
