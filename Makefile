@@ -36,7 +36,7 @@ start: install
 		--listen-addr=$(ADDR) --http-addr=$(HTTP) --init-admin=admin
 
 test: install
-	$(BIN)/ruff check pillbug tests bench
+	$(BIN)/ruff check pillbug tests
 	$(BIN)/pytest -p no:cacheprovider tests
 
 bench: install

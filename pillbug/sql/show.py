@@ -23,7 +23,7 @@ def _cols(*spec: tuple[str, T.SQLType]) -> list[ScopeColumn]:
     return [ScopeColumn(n, t) for n, t in spec]
 
 
-S, B, I, SA = T.STRING, T.BOOL, T.INT8, T.STRING_ARRAY
+S, B, INT, SA = T.STRING, T.BOOL, T.INT8, T.STRING_ARRAY
 
 
 def columns_of(kind: str, stmt: Statement) -> list[ScopeColumn] | None:
@@ -40,11 +40,11 @@ _COLUMNS: dict[str, Any] = {
     "ShowDatabases": (("database_name", S), ("owner", S), ("primary_region", S), ("secondary_region", S),
                       ("regions", SA), ("survival_goal", S)),
     "ShowTables": (("schema_name", S), ("table_name", S), ("type", S), ("owner", S),
-                   ("estimated_row_count", I), ("locality", S)),
+                   ("estimated_row_count", INT), ("locality", S)),
     "ShowSchemas": (("schema_name", S), ("owner", S)),
     "ShowColumns": (("column_name", S), ("data_type", S), ("is_nullable", B), ("column_default", S),
                     ("generation_expression", S), ("indices", SA), ("is_hidden", B)),
-    "ShowIndexes": (("table_name", S), ("index_name", S), ("non_unique", B), ("seq_in_index", I),
+    "ShowIndexes": (("table_name", S), ("index_name", S), ("non_unique", B), ("seq_in_index", INT),
                     ("column_name", S), ("definition", S), ("direction", S), ("storing", B),
                     ("implicit", B), ("visible", B)),
     "ShowConstraints": (("table_name", S), ("constraint_name", S), ("constraint_type", S),
@@ -57,13 +57,13 @@ _COLUMNS: dict[str, Any] = {
                             ("description", S)),
     "ShowSessionUser": (("session_user", S),),
     "ShowSequences": (("sequence_schema", S), ("sequence_name", S)),
-    "ShowJobs": (("job_id", I), ("job_type", S), ("description", S), ("status", S), ("created", T.TIMESTAMPTZ)),
-    "ShowSessions": (("node_id", I), ("session_id", S), ("user_name", S), ("client_address", S),
+    "ShowJobs": (("job_id", INT), ("job_type", S), ("description", S), ("status", S), ("created", T.TIMESTAMPTZ)),
+    "ShowSessions": (("node_id", INT), ("session_id", S), ("user_name", S), ("client_address", S),
                      ("application_name", S), ("active_queries", S), ("session_start", T.TIMESTAMPTZ)),
-    "ShowQueries": (("query_id", S), ("node_id", I), ("session_id", S), ("user_name", S), ("query", S),
+    "ShowQueries": (("query_id", S), ("node_id", INT), ("session_id", S), ("user_name", S), ("query", S),
                     ("application_name", S)),
-    "ShowRanges": (("start_key", S), ("end_key", S), ("range_id", I), ("replicas", T.INT_ARRAY),
-                   ("lease_holder", I)),
+    "ShowRanges": (("start_key", S), ("end_key", S), ("range_id", INT), ("replicas", T.INT_ARRAY),
+                   ("lease_holder", INT)),
     "ShowRegions": (("region", S), ("zones", SA), ("database_names", SA), ("primary_region_of", SA)),
     "ShowSavepointStatus": (("savepoint_name", S), ("is_initial_savepoint", B)),
     "ShowClusterSetting": lambda stmt: _cols((stmt.node["name"], S)),

@@ -158,14 +158,19 @@ def decode_decimal(buf: bytes, pos: int) -> tuple[Decimal, int]:
         e, pos = decode_int(buf, pos + 1)
         end = buf.index(b"\x00", pos)
         digits = buf[pos:end].decode()
-        return Decimal(f"0.{digits}E{e}").normalize(), end + 1
+        return _decimal(0, digits, e), end + 1
     # negative: the exponent and digits were inverted
     n = _int_width(invert(buf[pos + 1:pos + 2])[0])
     e, _ = decode_int(invert(buf[pos + 1:pos + 1 + n]), 0)
     pos += 1 + n
     end = buf.index(b"\xff", pos)
     digits = invert(buf[pos:end]).decode()
-    return -Decimal(f"0.{digits}E{e}").normalize(), end + 1
+    return _decimal(1, digits, e), end + 1
+
+
+def _decimal(sign: int, digits: str, e: int) -> Decimal:
+    # 0.d1d2...dn x 10^e, built exactly (no arithmetic, so no context rounding)
+    return Decimal((sign, tuple(int(c) for c in digits), e - len(digits)))
 
 
 def _int_width(marker: int) -> int:
@@ -185,10 +190,13 @@ def decode_uuid(buf: bytes, pos: int) -> tuple[uuid.UUID, int]:
 
 
 def prefix_end(prefix: bytes) -> bytes:
-    """The smallest key greater than every key that starts with prefix."""
+    """The smallest key greater than every key that starts with prefix.
+
+    Every key Pillbug builds starts with a table id (marker at most 0xfd), so a prefix is never
+    all 0xff bytes and always has such an end.
+    """
     stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return b"\xff" * (len(prefix) + 1)
+    assert stripped, "a key prefix of only 0xff bytes has no end"
     return stripped[:-1] + bytes((stripped[-1] + 1,))
 
 

@@ -677,8 +677,7 @@ class SetOp(Node):
         right = self._convert(self.right.rows(ctx), self.right_conv, ctx)
         if self.kind == "union":
             if self.all:
-                for chunk in _chunks(itertools.chain(left, right)):
-                    yield chunk
+                yield from _chunks(itertools.chain(left, right))
                 return
             seen: set = set()
             out = []

@@ -139,7 +139,6 @@ def plan_insert(planner: Planner, stmt: Statement) -> QueryPlan:
         privileges = ("INSERT", "UPDATE", "SELECT")
     table, alias = _resolve_target(planner, body["relation"], privileges)
     codec = planner.env.codec(table)
-    params = planner.params
     if body.get("cols"):
         target = []
         for c in body["cols"]:

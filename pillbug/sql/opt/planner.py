@@ -491,7 +491,7 @@ class Planner:
                     raise errors.PgError(errors.INVALID_COLUMN_REFERENCE,
                                          "SELECT * with no tables specified is not valid")
                 if builder.grouping is not None:
-                    for i, c in scope.star(table):
+                    for _, c in scope.star(table):
                         exprs.append(builder.build({"ColumnRef": {"fields": [{"String": {"sval": c.name}}]}}) if table is None
                                      else builder.build({"ColumnRef": {"fields": [{"String": {"sval": table}}, {"String": {"sval": c.name}}]}}))
                         names.append(c.name)

@@ -1,0 +1,227 @@
+"""Shared fixtures: real certificates, real server processes, real clients over real sockets.
+
+`certs` makes a CA, a node certificate for localhost/127.0.0.1 and a root client certificate with
+the `pillbug cert` CLI. `node` starts `pillbug start-single-node` (one per test module) on free
+ports with its own store, creates an admin-role user with a password, and stops the process when
+the module is done. Tests connect with psycopg2/psycopg/asyncpg/psql exactly as users do.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+PILLBUG = os.path.join(BIN, "pillbug")
+ADMIN_USER = "dbadmin"
+ADMIN_PASSWORD = "Adm1n-secret-pw"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    proc = subprocess.run([PILLBUG, *args], capture_output=True, text=True, timeout=120, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pillbug {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def make_certs(directory: str, users: tuple[str, ...] = ("root",)) -> str:
+    certs = os.path.join(directory, "certs")
+    ca_key = os.path.join(directory, "safe", "ca.key")
+    run_cli("cert", "create-ca", f"--certs-dir={certs}", f"--ca-key={ca_key}")
+    run_cli("cert", "create-node", "localhost", "127.0.0.1", f"--certs-dir={certs}", f"--ca-key={ca_key}")
+    for user in users:
+        run_cli("cert", "create-client", user, f"--certs-dir={certs}", f"--ca-key={ca_key}")
+    return certs
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return make_certs(str(tmp_path_factory.mktemp("pki")), ("root", "testuser"))
+
+
+@dataclass
+class Node:
+    """A running `pillbug start-single-node` process."""
+    certs_dir: str | None
+    store: str
+    port: int = 0
+    http_port: int = 0
+    host: str = "localhost"
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    log_path: str = ""
+
+    @property
+    def insecure(self) -> bool:
+        return self.certs_dir is None
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.port = self.port or free_port()
+        self.http_port = self.http_port or free_port()
+        args = [PILLBUG, "start-single-node", f"--store={self.store}",
+                f"--listen-addr=127.0.0.1:{self.port}", f"--http-addr=127.0.0.1:{self.http_port}"]
+        args += ["--insecure"] if self.insecure else [f"--certs-dir={self.certs_dir}"]
+        args += self.extra_args
+        self.log_path = self.store.rstrip("/") + ".log"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=os.path.dirname(self.store))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"node exited with {self.proc.returncode}:\n{self.log()}")
+            if self.is_ready():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"node did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-8000:]
+        except OSError:
+            return ""
+
+    def health(self, ready: bool = False) -> tuple[int, bytes]:
+        scheme = "http" if self.insecure else "https"
+        url = f"{scheme}://127.0.0.1:{self.http_port}/health" + ("?ready=1" if ready else "")
+        ctx = None
+        if not self.insecure:
+            ctx = ssl.create_default_context(cafile=os.path.join(self.certs_dir, "ca.crt"))
+            ctx.check_hostname = False
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def is_ready(self) -> bool:
+        try:
+            return self.health(ready=True)[0] == 200
+        except (OSError, ssl.SSLError):
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    # ---- connecting --------------------------------------------------------------------
+
+    def params(self, user: str = "root", password: str | None = None, database: str = "defaultdb",
+               use_cert: bool | None = None) -> dict[str, str]:
+        params = {"host": self.host, "port": str(self.port), "user": user, "dbname": database}
+        if self.insecure:
+            params["sslmode"] = "disable"
+            return params
+        params["sslmode"] = "verify-full"
+        params["sslrootcert"] = os.path.join(self.certs_dir, "ca.crt")
+        if use_cert is None:
+            use_cert = password is None
+        crt = os.path.join(self.certs_dir, f"client.{user}.crt")
+        if use_cert and os.path.exists(crt):
+            params["sslcert"] = crt
+            params["sslkey"] = os.path.join(self.certs_dir, f"client.{user}.key")
+        if password is not None:
+            params["password"] = password
+        return params
+
+    def url(self, user: str = "root", password: str | None = None, database: str = "defaultdb") -> str:
+        p = self.params(user, password, database)
+        cred = user if password is None else f"{user}:{password}"
+        query = "&".join(f"{k}={v}" for k, v in p.items() if k not in ("host", "port", "user", "dbname", "password"))
+        return f"postgresql://{cred}@{self.host}:{self.port}/{database}?{query}"
+
+    def connect(self, user: str = "root", password: str | None = None, database: str = "defaultdb",
+                autocommit: bool = True, **kwargs):
+        import psycopg2
+        conn = psycopg2.connect(**self.params(user, password, database), **kwargs)
+        conn.autocommit = autocommit
+        return conn
+
+    def sql(self, *statements: str, user: str = "root", database: str = "defaultdb") -> list:
+        """Run statements as root and return the rows of the last one that returns rows."""
+        conn = self.connect(user=user, database=database)
+        try:
+            rows: list = []
+            with conn.cursor() as cur:
+                for stmt in statements:
+                    cur.execute(stmt)
+                    if cur.description is not None:
+                        rows = cur.fetchall()
+            return rows
+        finally:
+            conn.close()
+
+
+def start_node(tmp: str, certs_dir: str | None, extra_args: list[str] | None = None,
+               admin: bool = True) -> Node:
+    store = os.path.join(tmp, "store")
+    node = Node(certs_dir=certs_dir, store=store, extra_args=extra_args or [])
+    node.start()
+    if admin and certs_dir is not None:
+        node.sql(f"CREATE USER IF NOT EXISTS {ADMIN_USER} WITH PASSWORD '{ADMIN_PASSWORD}'",
+                 f"GRANT admin TO {ADMIN_USER}")
+    return node
+
+
+@pytest.fixture(scope="module")
+def node(certs: str) -> Iterator[Node]:
+    tmp = tempfile.mkdtemp(prefix="pillbug-node-")
+    n = start_node(tmp, certs)
+    try:
+        yield n
+    finally:
+        n.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_node(certs: str, tmp_path) -> Iterator[Node]:
+    """A node of the test's own, for tests that restart, kill or reconfigure it."""
+    n = start_node(str(tmp_path), certs)
+    try:
+        yield n
+    finally:
+        n.stop()
+
+
+@pytest.fixture
+def db(node: Node, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database for one test, dropped afterwards."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    node.sql(f"DROP DATABASE IF EXISTS {name} CASCADE", f"CREATE DATABASE {name}")
+    yield name
+    try:
+        node.sql(f"DROP DATABASE IF EXISTS {name} CASCADE")
+    except Exception:
+        pass
