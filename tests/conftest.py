@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("PILLBUG_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
 BIN = os.path.dirname(sys.executable)
 PILLBUG = os.path.join(BIN, "pillbug")
 ADMIN_USER = "dbadmin"

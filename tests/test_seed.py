@@ -8,9 +8,9 @@ import os
 import subprocess
 import sys
 
-from conftest import ADMIN_PASSWORD, ADMIN_USER, PILLBUG, ROOT
+from conftest import ADMIN_PASSWORD, ADMIN_USER, PILLBUG, SHARED
 
-SEED_RUN = os.path.join(ROOT, "..", "shared", "acceptance", "seed", "run.py")
+SEED_RUN = os.path.join(SHARED, "acceptance", "seed", "run.py")
 
 
 def test_seed_examples_pass(node):
