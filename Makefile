@@ -6,11 +6,15 @@ STORE ?= pillbug-data
 CERTS ?= certs
 ADDR ?= 127.0.0.1:26257
 HTTP ?= 127.0.0.1:8080
+# The CA key signs every certificate: it stays outside certs/, which is what clients are given.
+CA_KEY ?= pillbug-ca/ca.key
+# The admin-role user created (with a generated password, printed once) on the first start.
+ADMIN_USER ?= dbadmin
 # Debian packages the tests and the benchmark use: psql and pgbench (the real clients),
 # and a PostgreSQL server that bench/ starts to compare against.
 DEB_PACKAGES := postgresql-client postgresql openssl
 
-.PHONY: install deps start test lint bench clean
+.PHONY: install deps start certs test lint bench clean
 
 install: $(VENV)/.installed deps
 
@@ -31,9 +35,17 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-start: install
+start: install certs
 	$(BIN)/pillbug start-single-node --certs-dir=$(CERTS) --store=$(STORE) \
-		--listen-addr=$(ADDR) --http-addr=$(HTTP) --init-admin=admin
+		--listen-addr=$(ADDR) --http-addr=$(HTTP) --init-admin=$(ADMIN_USER)
+
+# The CA, a node certificate for the listen address and root's client certificate, each made once.
+certs:
+	@test -f $(CERTS)/ca.crt || $(BIN)/pillbug cert create-ca --certs-dir=$(CERTS) --ca-key=$(CA_KEY)
+	@test -f $(CERTS)/node.crt || $(BIN)/pillbug cert create-node localhost 127.0.0.1 \
+		$(firstword $(subst :, ,$(ADDR))) --certs-dir=$(CERTS) --ca-key=$(CA_KEY)
+	@test -f $(CERTS)/client.root.crt || $(BIN)/pillbug cert create-client root \
+		--certs-dir=$(CERTS) --ca-key=$(CA_KEY)
 
 test: install
 	$(BIN)/ruff check pillbug tests

@@ -114,7 +114,7 @@ def create_node(args: argparse.Namespace) -> None:
     ca_cert, ca_key = _load_ca(args.certs_dir, args.ca_key)
     key = _new_key(args.key_size)
     sans: list[x509.GeneralName] = []
-    for host in args.hosts:
+    for host in dict.fromkeys(args.hosts):  # each name once, in the order given
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:

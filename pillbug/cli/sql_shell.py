@@ -32,11 +32,10 @@ FORMATS = ("table", "csv", "tsv", "records", "raw", "sql", "html")
 
 def _raw_text_casts() -> None:
     """Make psycopg2 hand over each value as the server's text, for exact rendering."""
+    # Arrays included: the shell prints an array as the server's text ({a,b}), as cockroach sql does.
     oids = tuple(sorted(set(T.BY_OID) | {0}))
     raw = psycopg2.extensions.new_type(oids, "PILLBUG_RAW", lambda value, cur: value)
     psycopg2.extensions.register_type(raw)
-    array_raw = psycopg2.extensions.new_array_type(tuple(o for o in oids if o >= 1000 and o < 1300), "PILLBUG_RAW_ARRAY", raw)
-    psycopg2.extensions.register_type(array_raw)
 
 
 def dsn_from_args(args: argparse.Namespace) -> tuple[str, dict[str, str]]:

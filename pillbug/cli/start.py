@@ -48,8 +48,7 @@ async def _serve(config: NodeConfig) -> int:
         await node.start()
     except (errors.PgError, OSError) as exc:
         print(f"ERROR: {getattr(exc, 'message', exc)}", file=sys.stderr)
-        if node.store is not None:
-            await node.store.close()
+        await node.stop()
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -54,18 +54,24 @@ class Authenticator:
             return M.AUTH_OK, True
         rules = hba.rules_for(self.catalog.settings.get(HBA_SETTING, ""))
         rule = hba.match(rules, "host", self.database, self.user, self.address, self.is_tls)
-        if rule is None or rule.method == "reject":
+        if rule is None:
             raise errors.PgError(
                 errors.INVALID_AUTHORIZATION_SPECIFICATION,
-                f'no hba.conf entry for host "{self.address}", user "{self.user}", database "{self.database}"'
-                + (f" (rejected by rule: {rule.text})" if rule is not None else ""),
-                hint="the client's address is not in the cluster's IP allowlist "
-                     "(server.host_based_authentication.configuration)")
+                f'no {HBA_SETTING} entry for host "{self.address}", user "{self.user}", '
+                f'database "{self.database}"',
+                hint="the client's address is not in the cluster's IP allowlist")
+        if rule.method == "reject":
+            raise errors.PgError(
+                errors.INVALID_AUTHORIZATION_SPECIFICATION,
+                f'authentication rejected by configuration for host "{self.address}", user "{self.user}", '
+                f'database "{self.database}"')
         method = rule.method
         if method == "trust":
             self._check_exists()
             return M.AUTH_OK, True
-        if method == "cert" or (method in ("cert-password", "cert-scram-sha-256") and self.cert_user == self.user):
+        # As in CockroachDB, a client that presents a certificate under cert-password is judged by
+        # that certificate alone: one issued to another user is refused, not retried as a password.
+        if method == "cert" or (method in ("cert-password", "cert-scram-sha-256") and self.cert_user is not None):
             if self.cert_user is None:
                 raise errors.PgError(errors.INVALID_AUTHORIZATION_SPECIFICATION,
                                      "no TLS peer certificates, but required for auth")

@@ -22,14 +22,16 @@ from pillbug.kv.txn import Txn
 from pillbug.pgwire.server import PgServer
 from pillbug.server import tls
 from pillbug.server.http import HttpServer
+from pillbug.sql import settings
 from pillbug.sql.catalog import system
 from pillbug.sql.engine import Engine
-from pillbug.sql.settings import HBA_SETTING
+from pillbug.sql.settings import HBA_SETTING, SHUTDOWN_WAIT_SETTING
 from pillbug.storage.lmdb_store import LMDBStore
 from pillbug.util import errors, hba, hlc, passwords
 
 log = logging.getLogger("pillbug")
 COMPACTION_INTERVAL = 600.0
+RESERVED_NAMES = frozenset({system.ROOT_USER, system.ADMIN_ROLE, system.PUBLIC_ROLE, "none"})
 
 
 @dataclass
@@ -65,6 +67,13 @@ class Node:
         began = time.monotonic()
         cfg = self.config
         ssl_context = None if cfg.insecure else tls.server_context(cfg.certs_dir or "certs")
+        if cfg.init_admin is not None and cfg.init_admin in RESERVED_NAMES:
+            raise errors.invalid_parameter_value(
+                f"--init-admin: {cfg.init_admin!r} is a reserved role name; choose another user name")
+        # HTTP first, so that /health?ready=1 answers 503 (not "connection refused") while the store
+        # opens and bootstraps.
+        self.http = HttpServer(self._status, self._metrics, ssl_context)
+        self.http_port = await self.http.start(cfg.http_host, cfg.http_port)
         self.store = LMDBStore(cfg.store)
         self.engine = Engine(self.store)
         self.first_start = await self.engine.start()
@@ -74,15 +83,21 @@ class Node:
             await self._init_admin(cfg.init_admin)
         self.pg = PgServer(self.engine, ssl_context)
         self.sql_port = await self.pg.start(cfg.listen_host, cfg.listen_port)
-        self.http = HttpServer(self._status, self._metrics, ssl_context)
-        self.http_port = await self.http.start(cfg.http_host, cfg.http_port)
         self.started_at = time.time()
         self.ready = True
         self._compactor = asyncio.create_task(self._compact_loop())
         self._announce(time.monotonic() - began)
 
     async def stop(self) -> None:
+        """Drain and stop: unready first (for server.shutdown.initial_wait, so that load balancers
+        stop sending new connections), then close the listeners, the connections and the store."""
+        was_ready = self.ready
         self.ready = False
+        if was_ready and self.engine is not None:
+            wait = self._shutdown_wait()
+            if wait > 0:
+                log.info("draining: unready for %.1fs before shutting down (%s)", wait, SHUTDOWN_WAIT_SETTING)
+                await asyncio.sleep(wait)
         if self._compactor is not None:
             self._compactor.cancel()
         if self.http is not None:
@@ -92,6 +107,14 @@ class Node:
         if self.store is not None:
             await self.store.close()
         log.info("node shut down cleanly")
+
+    def _shutdown_wait(self) -> float:
+        assert self.engine is not None
+        try:
+            text = settings.current(self.engine.latest_catalog().settings, SHUTDOWN_WAIT_SETTING)
+            return min(settings.parse_duration(text), settings.MAX_SHUTDOWN_WAIT)
+        except (ValueError, errors.PgError):
+            return 0.0
 
     async def _write_system(self, fn: Any) -> None:
         """Run fn(txn) in its own transaction, retrying on conflict."""
@@ -107,8 +130,10 @@ class Node:
                     raise
 
     async def _seed_allowlist(self, cidrs: list[str]) -> None:
-        config = hba.allowlist_config(cidrs)
-        hba.parse(config)
+        try:
+            config = hba.allowlist_config(cidrs)
+        except ValueError as exc:
+            raise errors.invalid_parameter_value(f"--allowlist: {exc}") from None
 
         def seed(txn: Txn) -> None:
             if txn.get(system.setting_key(HBA_SETTING)) is None:

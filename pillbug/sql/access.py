@@ -41,10 +41,16 @@ def object_kind(desc: Descriptor) -> str:
     return "object"
 
 
+def message_kind(desc: Descriptor) -> str:
+    """The object's kind as CockroachDB's privilege errors name it (tables, views and sequences
+    are all "relation")."""
+    return "relation" if isinstance(desc, TableDesc) else object_kind(desc)
+
+
 def check_privilege(catalog: Catalog, user: str, desc: Descriptor, privilege: str) -> None:
     if not has_privilege(catalog, user, desc, privilege):
         raise errors.insufficient_privilege(
-            f"user {user} does not have {privilege} privilege on {object_kind(desc)} {desc.name}")
+            f"user {user} does not have {privilege} privilege on {message_kind(desc)} {desc.name}")
 
 
 def check_admin(catalog: Catalog, user: str, action: str) -> None:

@@ -5,12 +5,36 @@ cluster, replicated; the Catalog snapshot carries them. This module knows nothin
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pillbug import CRDB_COMPAT_VERSION
 from pillbug.util import errors, hba
 
 HBA_SETTING = "server.host_based_authentication.configuration"
+SHUTDOWN_WAIT_SETTING = "server.shutdown.initial_wait"
+MAX_SHUTDOWN_WAIT = 600.0  # seconds; a node is never kept from stopping for longer
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """A Go-style duration ("0s", "1.5s", "2m30s", "168h0m0s") in seconds; ValueError if malformed."""
+    text = text.strip()
+    if text in ("0", ""):
+        if text == "":
+            raise ValueError("empty duration")
+        return 0.0
+    pos = 0
+    total = 0.0
+    while pos < len(text):
+        m = _DURATION_PART.match(text, pos)
+        if m is None:
+            raise ValueError(f"invalid duration {text!r}")
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    return total
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +62,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     _s("server.web_session_timeout", "d", "168h0m0s", "the duration that a newly created web session will be valid"),
     _s("sql.defaults.distsql", "e", "auto", "default distributed SQL execution mode"),
     _s("sql.stats.automatic_collection.enabled", "b", "true", "automatic statistics collection mode"),
+    _s(SHUTDOWN_WAIT_SETTING, "d", "0s", "the amount of time a server waits in an unready state before proceeding "
+       "with the rest of the shutdown process (load balancers see /health?ready=1 fail meanwhile)"),
     _s("gc.ttlseconds", "i", "90000", "how long old versions are kept for AS OF SYSTEM TIME (seconds)"),
     _s("version", "m", CRDB_COMPAT_VERSION.lstrip("v").rsplit(".", 1)[0], "set the active cluster version", read_only=True),
 )}
@@ -59,6 +85,13 @@ def validate(name: str, value: str) -> str:
             return str(int(value))
         except ValueError:
             raise errors.invalid_parameter_value(f"setting '{name}' requires an int value: {value}") from None
+    if setting.type == "d":
+        try:
+            parse_duration(value)
+        except ValueError:
+            raise errors.invalid_parameter_value(
+                f"setting '{name}' requires a duration value (e.g. 2s, 1m30s): {value}") from None
+        return value.strip()
     if name == HBA_SETTING:
         try:
             hba.parse(value)

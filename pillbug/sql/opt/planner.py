@@ -220,6 +220,9 @@ class Planner:
         self.index_hints = index_hints or {}
         self.bctx = BuildContext(params, plan_subquery=self._plan_subquery)
         self.ctes: list[dict[str, QueryPlan]] = []
+        # Inside a view's query only the view's own SELECT privilege counts (as in CockroachDB):
+        # a view exists to expose part of a table to users who may not read the table itself.
+        self.view_depth = 0
 
     # ---- entry ---------------------------------------------------------------------------
 
@@ -599,11 +602,17 @@ class Planner:
         if table.is_view:
             from pillbug.sql.parser.front import parse
             stmt = parse(table.view_query)[0]
-            plan = self.plan_query({"SelectStmt": stmt.node}, None)
+            if not self.view_depth:
+                self.env.check_privilege(table, "SELECT")
+            self.view_depth += 1
+            try:
+                plan = self.plan_query({"SelectStmt": stmt.node}, None)
+            finally:
+                self.view_depth -= 1
             cols = _rename([ScopeColumn(c.name, c.type, alias) for c in plan.columns], alias_node, alias)
-            self.env.check_privilege(table, "SELECT")
             return Source(N.Rename(plan.node, cols), cols, alias=alias)
-        self.env.check_privilege(table, "SELECT")
+        if not self.view_depth:
+            self.env.check_privilege(table, "SELECT")
         cols = [ScopeColumn(c.name, c.type, alias, c.hidden, table.id, c.id) for c in table.columns]
         cols = _rename(cols, alias_node, alias)
         hint = self.index_hints.get(body.get("location", -2))
