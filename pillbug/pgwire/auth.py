@@ -39,7 +39,7 @@ class Authenticator:
         record = catalog.users.get(user)
         self.record = record
         verifier = record.verifier if record is not None else None
-        self._verifier = verifier or passwords.DECOY_VERIFIER
+        self._verifier = verifier or passwords.decoy_verifier(user)
         self._user_ok = record is not None and verifier is not None
 
     def start(self) -> tuple[bytes, bool]:

@@ -46,6 +46,18 @@ def check_password(verifier: str, password: str) -> bool:
     return hmac.compare_digest(got_stored, stored_key) and hmac.compare_digest(got_server, server_key)
 
 
-# A verifier for a password nobody knows: unknown users go through the same work as known ones,
-# so that neither the answer nor its timing tells whether a user exists.
-DECOY_VERIFIER = make_verifier(base64.b64encode(os.urandom(24)).decode())
+_DECOY_SECRET = os.urandom(32)
+
+
+def decoy_verifier(user: str) -> str:
+    """A verifier for a password nobody knows, for a user that does not exist (or has no password).
+
+    Such a user goes through the same exchange and the same work as a real one, and, as a real
+    user's salt does, its salt stays the same from one attempt to the next and differs between
+    names; so neither the answer, nor its timing, nor the salt tells whether a user exists.
+    """
+    def part(label: bytes, size: int) -> bytes:
+        return hmac.new(_DECOY_SECRET, label + b"\0" + user.encode(), "sha256").digest()[:size]
+    b64 = base64.b64encode
+    return (f"{PREFIX}{ITERATIONS}:{b64(part(b'salt', 16)).decode()}$"
+            f"{b64(part(b'stored', 32)).decode()}:{b64(part(b'server', 32)).decode()}")
