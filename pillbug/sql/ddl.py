@@ -803,7 +803,7 @@ def create_schema(session: Any, stmt: Statement) -> str:
     if body.get("schemaElts"):
         raise errors.feature_not_supported("CREATE SCHEMA with elements is not supported")
     db = session.current_db()
-    _check_create(session, db, db.schemas.get(PUBLIC_SCHEMA, 0))
+    _check_create(session, db, 0)  # CREATE on the database itself, as in CockroachDB
     if name in db.schemas or name in ("pg_catalog", "information_schema", "crdb_internal"):
         if body.get("if_not_exists"):
             _notice(session, f'schema "{name}" already exists, skipping')

@@ -103,7 +103,7 @@ def alter_role(session: Any, stmt: Statement) -> str:
         name = session.user
     user = session.catalog.users.get(name)
     if user is None:
-        if body.get("missing_ok"):
+        if stmt.if_exists:
             return "ALTER ROLE"
         raise errors.undefined_object(f'role/user "{name}" does not exist')
     options = body.get("options") or []

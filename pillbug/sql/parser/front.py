@@ -11,6 +11,7 @@ finds it in pglast's token stream (never with regular expressions over raw SQL) 
                                  -> removed                   (Statement.inline_indexes)
      CREATE INDEX ... STORING (c)-> INCLUDE (c)
      CREATE USER IF NOT EXISTS u -> CREATE USER u             (Statement.if_not_exists)
+     ALTER USER IF EXISTS u ...  -> ALTER USER u ...          (Statement.if_exists)
      BEGIN PRIORITY HIGH         -> BEGIN
  - or parses a CockroachDB-only statement itself (SHOW TABLES/COLUMNS/INDEXES/CREATE/GRANTS/
    USERS/ROLES/DATABASES/CLUSTER SETTING, SET/RESET CLUSTER SETTING, USE, DROP DATABASE ...
@@ -43,6 +44,7 @@ class Statement:
     as_of: dict | None = None  # AS OF SYSTEM TIME expression (a pglast expression node)
     inline_indexes: list[dict] = field(default_factory=list)  # IndexStmt nodes for CREATE TABLE
     if_not_exists: bool = False
+    if_exists: bool = False  # ALTER USER|ROLE IF EXISTS (CockroachDB's; PostgreSQL has no such clause)
     num_params: int = 0  # the highest $n the statement uses
     parse_text: str = ""  # the text pglast parsed (after the rewrites above)
 
@@ -185,6 +187,9 @@ def _find_additions(toks: _Tokens, stmt: Statement, edits: list) -> None:
     if first == "CREATE" and toks.word(1) in ("USER", "ROLE", "DATABASE") and toks.word(2) == "IF":
         stmt.if_not_exists = True
         edits.append(_blank(text, t[2].start, t[4].end + 1))
+    if first == "ALTER" and toks.word(1) in ("USER", "ROLE") and toks.word(2) == "IF" and toks.word(3) == "EXISTS":
+        stmt.if_exists = True
+        edits.append(_blank(text, t[2].start, t[3].end + 1))
     if first == "CREATE" and (toks.word(1) == "TABLE" or toks.word(2) == "TABLE"):
         _inline_indexes(toks, stmt, edits)
     k = 0
