@@ -814,8 +814,8 @@ class Planner:
             if lookup is not None:
                 return lookup
         right_node = right.node if right.node is not None else self._materialize(right, pushed)
-        if right.node is not None and right_only:
-            right_node = N.Filter(right.node, make_and(right_only).compile())
+        if right.node is not None and pushed:
+            right_node = N.Filter(right.node, make_and(pushed).compile())
         if equalities:
             residual = [c for c in both if all(c is not eq[0] for eq in equalities)]
             lkeys = [eq[1].compile() for eq in equalities]

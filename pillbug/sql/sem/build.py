@@ -17,7 +17,7 @@ from typing import Any
 
 from pillbug.sql import datum
 from pillbug.sql import types as T
-from pillbug.sql.sem import builtins, casts, ops
+from pillbug.sql.sem import builtins, casts, ops, pg_builtins  # noqa: F401  (registers its functions)
 from pillbug.sql.sem.expr import (
     And,
     ArrayCtor,
@@ -825,6 +825,10 @@ def coerce(e: Expr, typ: SQLType, params: ParamTypes) -> Expr:
 def cast_expr(arg: Expr, typ: SQLType, params: ParamTypes) -> Expr:
     """An explicit CAST / ::."""
     if isinstance(arg, Param) and (arg.type.family == "unknown" or arg.lifted_kind == "s"):
+        if typ.family == "oid" and typ.oid != T.OID.oid:
+            # 'accounts'::regclass: the text is a name to resolve against the catalog at run time.
+            params.set(arg.index, T.STRING)
+            return Cast(Param(arg.index, T.STRING, arg.lifted_kind), typ, casts.cast_fn(T.STRING, typ))
         params.set(arg.index, typ)
         p = Param(arg.index, typ, arg.lifted_kind)
         if typ.width or typ.precision:
