@@ -35,7 +35,7 @@ PG_CATALOG_OIDS = {
     "pg_collation": 3456, "pg_constraint": 2606, "pg_database": 1262, "pg_depend": 2608,
     "pg_description": 2609, "pg_enum": 3501, "pg_event_trigger": 3466, "pg_extension": 3079,
     "pg_foreign_server": 1417, "pg_foreign_table": 3118, "pg_index": 2610, "pg_inherits": 2611,
-    "pg_language": 2612, "pg_namespace": 2615, "pg_operator": 2617, "pg_partitioned_table": 3350,
+    "pg_language": 2612, "pg_namespace": 2615, "pg_opclass": 2616, "pg_operator": 2617, "pg_partitioned_table": 3350,
     "pg_policy": 3256, "pg_proc": 1255, "pg_publication": 6104, "pg_publication_namespace": 6237,
     "pg_publication_rel": 6106, "pg_rewrite": 2618, "pg_sequence": 2224, "pg_shdescription": 2396,
     "pg_statistic_ext": 3381, "pg_tablespace": 1213, "pg_trigger": 2620, "pg_type": 1247,
@@ -425,7 +425,7 @@ def _pg_class(ctx: Any) -> Iterable[tuple]:
         if kind != "r":
             continue
         for idx in t.all_indexes():
-            yield (index_oid(t, idx.id), idx.name, t.schema_id, 0, 0, owner, 2631, 0, 0, 0,
+            yield (index_oid(t, idx.id), idx.name, t.schema_id, 0, 0, owner, PREFIX_AM, 0, 0, 0,
                    0.0, 0, 0, False, False, "p", False, "i", len(idx.column_ids) + len(idx.storing_ids), 0,
                    False, False, False, False, False, 0, None, None, False, False, True, "n", 0, False,
                    None, 0)
@@ -442,7 +442,7 @@ def _virtual_tables() -> list[VirtualTable]:
 
 @virtual("pg_catalog", "pg_am", "oid oid, amname name, amhandler oid, amtype char")
 def _pg_am(ctx: Any) -> Iterable[tuple]:
-    yield (2631, "prefix", 0, "i")
+    yield (PREFIX_AM, "prefix", 0, "i")
     yield (2632, "inverted", 0, "i")
 
 
@@ -531,9 +531,10 @@ def _pg_index(ctx: Any) -> Iterable[tuple]:
             keys = [t.position(c) + 1 for c in idx.column_ids]
             stored = [t.position(c) + 1 for c in idx.storing_ids]
             options = [1 if d == "desc" else 0 for d in idx.directions]
+            opclasses = [opclass_oid(t.column_by_id(c).type) for c in idx.column_ids]
             yield (index_oid(t, idx.id), t.id, len(keys) + len(stored), len(keys), idx.unique,
                    idx.is_primary, False, True, False, True, False, True, True, False, keys + stored,
-                   [0] * len(keys), [0] * len(keys), options, None, None, False)
+                   [0] * len(keys), opclasses, options, None, None, False)
 
 
 @virtual("pg_catalog", "pg_constraint",
@@ -680,6 +681,34 @@ def _pg_proc(ctx: Any) -> Iterable[tuple]:
 
 def _empty(schema: str, name: str, columns: str) -> None:
     virtual(schema, name, columns)(lambda ctx: [])
+
+
+# The default operator class of each indexable type (PostgreSQL's btree OIDs and names);
+# pg_index.indclass names one per index column.
+OPCLASSES = {
+    16: (424, "bool_ops"), 17: (428, "bytea_ops"), 18: (429, "char_ops"), 19: (1986, "name_ops"),
+    20: (3124, "int8_ops"), 21: (1979, "int2_ops"), 23: (1978, "int4_ops"), 25: (3126, "text_ops"),
+    26: (1989, "oid_ops"), 700: (1970, "float4_ops"), 701: (1971, "float8_ops"), 869: (3123, "inet_ops"),
+    1042: (426, "bpchar_ops"), 1043: (3126, "text_ops"), 1082: (3122, "date_ops"),
+    1083: (1991, "time_ops"), 1114: (3128, "timestamp_ops"), 1184: (3127, "timestamptz_ops"),
+    1186: (3129, "interval_ops"), 1700: (3125, "numeric_ops"), 2950: (2968, "uuid_ops"),
+}
+PREFIX_AM = 2631  # CockroachDB's access method for ordinary (forward) indexes
+
+
+def opclass_oid(typ: T.SQLType) -> int:
+    return OPCLASSES.get(typ.oid, (0, ""))[0]
+
+
+@virtual("pg_catalog", "pg_opclass",
+         "oid oid, opcmethod oid, opcname name, opcnamespace oid, opcowner oid, opcfamily oid, "
+         "opcintype oid, opcdefault bool, opckeytype oid")
+def _pg_opclass(ctx: Any) -> Iterable[tuple]:
+    seen = set()
+    for type_oid, (oid, name) in sorted(OPCLASSES.items()):
+        if oid not in seen:
+            seen.add(oid)
+            yield (oid, PREFIX_AM, name, SCHEMA_OIDS["pg_catalog"], user_oid(NODE_USER), oid, type_oid, True, 0)
 
 
 _empty("pg_catalog", "pg_inherits", "inhrelid oid, inhparent oid, inhseqno int4, inhdetachpending bool")

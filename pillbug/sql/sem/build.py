@@ -197,6 +197,9 @@ class ExprBuilder:
         self.grouping = grouping
         self.allow_aggregates = allow_aggregates
         self.clause = clause
+        # Set-returning functions met in a select list (planner-provided list, else refused): each
+        # becomes a column after the scope's, filled by the planner's ProjectSet node.
+        self.srfs: list[tuple[builtins.Overload, list[Expr]]] | None = None
 
     # ---- entry points --------------------------------------------------------------------
 
@@ -563,11 +566,16 @@ class ExprBuilder:
         fdef = builtins.FUNCTIONS.get(name)
         if fdef is None:
             raise errors.undefined_function(f"unknown function: {name}()")
-        if fdef.is_srf:
+        if fdef.is_srf and self.srfs is None:
             raise errors.feature_not_supported(
-                f"set-returning function {name}() is only supported in the FROM clause")
+                f"set-returning function {name}() is only supported in the FROM clause and the select list")
         overload, coerced = resolve_overload(fdef, args, self.ctx.params)
         typ = overload.result_type([a.type for a in coerced])
+        if fdef.is_srf:
+            if len(fdef.srf_columns or [name]) != 1:
+                raise errors.feature_not_supported(f"{name}() returns records; use it in the FROM clause")
+            self.srfs.append((overload, coerced))
+            return ColRef(len(self.scope.columns) + len(self.srfs) - 1, typ, name)
         impl = overload.impl
         if overload.needs_ctx:
             if overload.strict:

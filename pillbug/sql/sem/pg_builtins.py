@@ -52,6 +52,21 @@ def format_type(typ: T.SQLType, typmod: int) -> str:
     return typ.pg_name.split("(")[0] if typ.family in ("string", "decimal") else typ.pg_name
 
 
+# ---- arrays ---------------------------------------------------------------------------------
+
+
+@fn("generate_subscripts", ("array", "int"), T.INT8, srf=True, srf_columns=["generate_subscripts"])
+def _generate_subscripts(array: list, dim: int) -> list[tuple]:
+    """The valid subscripts of an array's dimension (arrays here are one-dimensional, from 1)."""
+    return [(i,) for i in range(1, len(array) + 1)] if dim == 1 else []
+
+
+@fn("generate_subscripts", ("array", "int", "bool"), T.INT8, srf=True, srf_columns=["generate_subscripts"])
+def _generate_subscripts_rev(array: list, dim: int, reverse: bool) -> list[tuple]:
+    subscripts = _generate_subscripts(array, dim)
+    return subscripts[::-1] if reverse else subscripts
+
+
 # ---- relations, indexes, constraints ------------------------------------------------------------
 
 
