@@ -117,6 +117,15 @@ def test_describe_verbose_index_view_and_sequence(node: Node, accounts_db: str) 
         ["bigint", "10", "1", "9223372036854775807", "5", "no", "1"]]
 
 
+def test_describe_system_catalogs(node: Node, db: str) -> None:
+    out = psql(node, db, "\\d pg_class\n\\dvS pg_catalog.pg_nam*\n\\d information_schema.columns\n").stdout
+    columns = table_rows(out, 'View "pg_catalog.pg_class"')
+    assert columns[:3] == [["oid", "oid", "", "", ""], ["relname", "name", "", "", ""],
+                           ["relnamespace", "oid", "", "", ""]]
+    assert table_rows(out, "List of relations") == [["pg_catalog", "pg_namespace", "view", "node"]]
+    assert ["table_name", "text", "", "", ""] in table_rows(out, 'View "information_schema.columns"')
+
+
 def test_list_tables_indexes_and_relations(node: Node, accounts_db: str) -> None:
     node.sql("CREATE TABLE notes (id INT PRIMARY KEY, body STRING)", "CREATE VIEW v AS SELECT 1 AS one",
              "CREATE SCHEMA archive", "CREATE TABLE archive.old_notes (id INT PRIMARY KEY)",

@@ -57,6 +57,7 @@ class VirtualTable:
 
 
 TABLES: dict[tuple[str, str], VirtualTable] = {}
+_BY_OID: dict[int, VirtualTable] = {}
 
 
 def virtual(schema: str, name: str, columns: str) -> Callable:
@@ -85,6 +86,10 @@ def lookup(schema: str, name: str) -> VirtualTable | None:
     if schema not in SCHEMAS:
         return None
     return TABLES.get((schema, name))
+
+
+def table_by_oid(oid: int) -> VirtualTable | None:
+    return _BY_OID.get(oid)
 
 
 def user_oid(name: str) -> int:
@@ -226,6 +231,23 @@ def search_path(session: Any) -> list[str]:
         if name and name not in out:
             out.append(name)
     return out
+
+
+# The default operator class of each indexable type (PostgreSQL's btree OIDs and names);
+# pg_index.indclass names one per index column.
+OPCLASSES = {
+    16: (424, "bool_ops"), 17: (428, "bytea_ops"), 18: (429, "char_ops"), 19: (1986, "name_ops"),
+    20: (3124, "int8_ops"), 21: (1979, "int2_ops"), 23: (1978, "int4_ops"), 25: (3126, "text_ops"),
+    26: (1989, "oid_ops"), 700: (1970, "float4_ops"), 701: (1971, "float8_ops"), 869: (3123, "inet_ops"),
+    1042: (426, "bpchar_ops"), 1043: (3126, "text_ops"), 1082: (3122, "date_ops"),
+    1083: (1991, "time_ops"), 1114: (3128, "timestamp_ops"), 1184: (3127, "timestamptz_ops"),
+    1186: (3129, "interval_ops"), 1700: (3125, "numeric_ops"), 2950: (2968, "uuid_ops"),
+}
+PREFIX_AM = 2631  # CockroachDB's access method for ordinary (forward) indexes
+
+
+def opclass_oid(typ: T.SQLType) -> int:
+    return OPCLASSES.get(typ.oid, (0, ""))[0]
 
 
 def relkind(table: TableDesc) -> str:
@@ -683,23 +705,6 @@ def _empty(schema: str, name: str, columns: str) -> None:
     virtual(schema, name, columns)(lambda ctx: [])
 
 
-# The default operator class of each indexable type (PostgreSQL's btree OIDs and names);
-# pg_index.indclass names one per index column.
-OPCLASSES = {
-    16: (424, "bool_ops"), 17: (428, "bytea_ops"), 18: (429, "char_ops"), 19: (1986, "name_ops"),
-    20: (3124, "int8_ops"), 21: (1979, "int2_ops"), 23: (1978, "int4_ops"), 25: (3126, "text_ops"),
-    26: (1989, "oid_ops"), 700: (1970, "float4_ops"), 701: (1971, "float8_ops"), 869: (3123, "inet_ops"),
-    1042: (426, "bpchar_ops"), 1043: (3126, "text_ops"), 1082: (3122, "date_ops"),
-    1083: (1991, "time_ops"), 1114: (3128, "timestamp_ops"), 1184: (3127, "timestamptz_ops"),
-    1186: (3129, "interval_ops"), 1700: (3125, "numeric_ops"), 2950: (2968, "uuid_ops"),
-}
-PREFIX_AM = 2631  # CockroachDB's access method for ordinary (forward) indexes
-
-
-def opclass_oid(typ: T.SQLType) -> int:
-    return OPCLASSES.get(typ.oid, (0, ""))[0]
-
-
 @virtual("pg_catalog", "pg_opclass",
          "oid oid, opcmethod oid, opcname name, opcnamespace oid, opcowner oid, opcfamily oid, "
          "opcintype oid, opcdefault bool, opckeytype oid")
@@ -833,6 +838,7 @@ def _assign_oids() -> None:
         else:
             vt.oid = top
             top -= 1
+        _BY_OID[vt.oid] = vt
 
 
 _assign_oids()

@@ -201,7 +201,8 @@ def _pg_table_is_visible(ctx: Any, oid: int) -> bool | None:
     catalog = _catalog(ctx)
     found = virtual.relation_by_oid(catalog, oid)
     if found is None:
-        return None
+        vt = virtual.table_by_oid(oid)
+        return None if vt is None else vt.schema in virtual.search_path(ctx.session)
     table, idx = found
     name = idx.name if idx is not None else table.name
     schema = virtual.schema_name_of(catalog, table)
