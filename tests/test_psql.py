@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 
 import psycopg2
 import pytest
@@ -264,6 +265,63 @@ def test_catalog_oids_are_consistent(node: Node, accounts_db: str) -> None:
         WHERE c.oid = %s""", (table_oid,))
     assert cur.fetchone() == ("root", "public", "numeric(12,2)")
     conn.close()
+
+
+# (catalog, OID column, referenced catalog, its key, which rows must have a referent)
+CATALOG_REFERENCES = [
+    ("pg_class", "relnamespace", "pg_namespace", "oid", "true"),
+    ("pg_class", "relowner", "pg_roles", "oid", "c.relnamespace IN (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'public')"),
+    ("pg_class", "relam", "pg_am", "oid", "c.relam <> 0"),
+    ("pg_attribute", "attrelid", "pg_class", "oid", "true"),
+    ("pg_attribute", "atttypid", "pg_type", "oid", "true"),
+    ("pg_attribute", "attcollation", "pg_collation", "oid", "c.attcollation <> 0"),
+    ("pg_index", "indexrelid", "pg_class", "oid", "true"),
+    ("pg_index", "indrelid", "pg_class", "oid", "true"),
+    ("pg_constraint", "conrelid", "pg_class", "oid", "true"),
+    ("pg_constraint", "connamespace", "pg_namespace", "oid", "true"),
+    ("pg_constraint", "conindid", "pg_class", "oid", "c.conindid <> 0"),
+    ("pg_attrdef", "adrelid", "pg_class", "oid", "true"),
+    ("pg_type", "typnamespace", "pg_namespace", "oid", "true"),
+    ("pg_type", "typarray", "pg_type", "oid", "c.typarray <> 0"),
+    ("pg_type", "typelem", "pg_type", "oid", "c.typelem <> 0"),
+    ("pg_auth_members", "roleid", "pg_roles", "oid", "true"),
+    ("pg_auth_members", "member", "pg_roles", "oid", "true"),
+    ("pg_database", "datdba", "pg_roles", "oid", "true"),
+    ("pg_sequence", "seqrelid", "pg_class", "oid", "true"),
+    ("pg_opclass", "opcmethod", "pg_am", "oid", "true"),
+    ("pg_opclass", "opcintype", "pg_type", "oid", "true"),
+]
+
+
+@pytest.fixture(scope="module")
+def catalog_db(node: Node) -> Iterator[str]:
+    """One database with a table of every kind of object, shared by the catalog checks."""
+    node.sql("DROP DATABASE IF EXISTS psql_catalogs CASCADE", "CREATE DATABASE psql_catalogs")
+    node.sql(ACCOUNTS, "CREATE INDEX accounts_created_idx ON accounts (created_at DESC) STORING (status)",
+             "CREATE VIEW rich AS SELECT id FROM accounts WHERE balance > 100", "CREATE SEQUENCE seq",
+             "CREATE USER IF NOT EXISTS psql_carol", "GRANT admin TO psql_carol", database="psql_catalogs")
+    yield "psql_catalogs"
+    node.sql("DROP DATABASE IF EXISTS psql_catalogs CASCADE")
+
+
+@pytest.mark.parametrize("child,column,parent,key,which", CATALOG_REFERENCES,
+                         ids=[f"{c}.{col}" for c, col, *_ in CATALOG_REFERENCES])
+def test_catalog_references_resolve(node: Node, catalog_db: str, child: str, column: str, parent: str,
+                                    key: str, which: str) -> None:
+    rows, orphans = node.sql(f"""
+        SELECT count(*), count(*) FILTER (WHERE p.{key} IS NULL)
+        FROM pg_catalog.{child} c LEFT JOIN pg_catalog.{parent} p ON p.{key} = c.{column}
+        WHERE {which}""", database=catalog_db)[0]
+    assert rows > 0 and orphans == 0, (rows, orphans)
+
+
+def test_index_columns_resolve(node: Node, catalog_db: str) -> None:
+    keys = node.sql("""
+        SELECT k.indexrelid, k.attnum,
+               EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = k.indrelid AND a.attnum = k.attnum)
+        FROM (SELECT indexrelid, indrelid, unnest(indkey) AS attnum FROM pg_catalog.pg_index) AS k""",
+                    database=catalog_db)
+    assert len(keys) == 5 and all(found for _, _, found in keys), keys
 
 
 def test_virtual_tables_have_oids(node: Node, db: str) -> None:
