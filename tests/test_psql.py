@@ -338,6 +338,47 @@ def test_virtual_tables_have_oids(node: Node, db: str) -> None:
     conn.close()
 
 
+# (expression, expected value) in the catalog_db database: the catalog functions of pg_builtins.py
+CATALOG_FUNCTIONS = [
+    ("format_type(1042, NULL)", "character"),
+    ("format_type(1042, -1)", "bpchar"),
+    ("format_type(1043, 104)", "character varying(100)"),
+    ("format_type(1015, 14)", "character varying(10)[]"),
+    ("format_type(1700, (12 << 16 | 2) + 4)", "numeric(12,2)"),
+    ("format_type('int8'::regtype, NULL)", "bigint"),
+    ("format_type(1184, -1)", "timestamp with time zone"),
+    ("format_type(123456, -1)", "???"),
+    ("format_type(NULL, 1)", None),
+    ("to_regtype('int')::oid", 20),
+    ("to_regtype('no_such_type')", None),
+    ("to_regclass('rich')::oid = 'public.rich'::regclass::oid", True),
+    ("to_regnamespace('public')::oid = (SELECT oid FROM pg_namespace WHERE nspname = 'public')", True),
+    ("pg_get_viewdef('rich'::regclass)", "SELECT id FROM accounts WHERE balance > 100"),
+    ("pg_get_viewdef('accounts'::regclass)", None),
+    ("pg_table_is_visible('accounts'::regclass)", True),
+    ("pg_table_is_visible('pg_catalog.pg_class'::regclass)", True),
+    ("pg_table_is_visible('crdb_internal.tables'::regclass)", False),
+    ("pg_table_is_visible(123456)", None),
+    ("pg_get_indexdef('accounts'::regclass)", None),
+    ("pg_get_indexdef((SELECT indexrelid FROM pg_index WHERE indrelid = 'accounts'::regclass "
+     "AND NOT indisprimary AND indnatts = 2), 2, true)", "status"),
+    ("pg_get_constraintdef(0)", None),
+    ("pg_get_serial_sequence('accounts', 'id')", None),
+    ("obj_description('accounts'::regclass, 'pg_class')", None),
+    ("col_description('accounts'::regclass, 1)", None),
+    ("pg_get_userbyid((SELECT datdba FROM pg_database WHERE datname = current_database()))", "root"),
+    ("pg_get_userbyid(1)", "unknown (OID=1)"),
+    ("pg_encoding_to_char(6)", "UTF8"),
+    ("(SELECT array_agg(x ORDER BY x DESC) FROM unnest(ARRAY[2, 3, 1]) AS u(x))", [3, 2, 1]),
+    ("(SELECT array_agg(s) FROM (SELECT generate_subscripts(ARRAY['a', 'b'], 1) AS s) AS g)", [1, 2]),
+]
+
+
+@pytest.mark.parametrize("expression,expected", CATALOG_FUNCTIONS, ids=[e for e, _ in CATALOG_FUNCTIONS])
+def test_catalog_functions(node: Node, catalog_db: str, expression: str, expected: object) -> None:
+    assert node.sql(f"SELECT {expression}", database=catalog_db) == [(expected,)]
+
+
 def test_privilege_functions(node: Node, accounts_db: str) -> None:
     node.sql("CREATE USER IF NOT EXISTS psql_bob", "GRANT SELECT ON accounts TO psql_bob", database=accounts_db)
     conn = node.connect(database=accounts_db)

@@ -32,6 +32,8 @@ def _format_type(oid: int | None, typmod: int | None) -> str | None:
     typ = T.BY_OID.get(oid)
     if typ is None:
         return "???"
+    if typmod is None and typ.oid == 1042:
+        return "character"
     return format_type(typ, typmod if typmod is not None else -1)
 
 
@@ -48,7 +50,7 @@ def format_type(typ: T.SQLType, typmod: int) -> str:
             precision, scale = (typmod - 4) >> 16, (typmod - 4) & 0xFFFF
             return f"numeric({precision},{scale})"
     if typ.oid == 1042:
-        return "character"  # bpchar without a length (the modifier makes it character(1))
+        return "bpchar"  # no length: not CHARACTER, which would mean CHARACTER(1)
     return typ.pg_name.split("(")[0] if typ.family in ("string", "decimal") else typ.pg_name
 
 
