@@ -393,7 +393,7 @@ class Session:
 
     def fail(self, exc: errors.PgError) -> None:
         """A statement failed: an implicit transaction ends, an explicit one is aborted."""
-        if self.state in (OPEN,) and not self.implicit:
+        if self.state in (OPEN, ABORTED) and not self.implicit:
             self.state = ABORTED
         elif self.state == COMMIT_WAIT:
             pass
@@ -527,10 +527,19 @@ class Session:
         columns = plan.columns if cached.tag in ("SELECT", "EXPLAIN") or plan.columns else None
         return StatementOutcome(columns, rows, cached.tag, ctx)
 
+    def _is_retry_intent(self, stmt: Statement) -> bool:
+        """SAVEPOINT cockroach_restart in an aborted transaction: CockroachDB takes it, like
+        ROLLBACK TO SAVEPOINT cockroach_restart, as the client's intent to retry."""
+        return (self.state == ABORTED and self.restart_savepoint and stmt.kind == "TransactionStmt"
+                and stmt.node["kind"] == "TRANS_STMT_SAVEPOINT"
+                and stmt.node.get("savepoint_name") == RESTART_SAVEPOINT)
+
     def _check_statement_allowed(self, stmt: Statement) -> None:
         if self.state == ABORTED:
             if stmt.kind == "TransactionStmt" and stmt.node["kind"] in (
                     "TRANS_STMT_ROLLBACK", "TRANS_STMT_ROLLBACK_TO", "TRANS_STMT_COMMIT"):
+                return
+            if self._is_retry_intent(stmt):
                 return
             raise errors.in_failed_transaction()
         if self.state == COMMIT_WAIT:
@@ -760,6 +769,10 @@ class Session:
 
     async def transaction_statement(self, stmt: Statement) -> str:
         kind = stmt.node["kind"]
+        if self._is_retry_intent(stmt):
+            self._restart()
+            self.restart_savepoint = True
+            return "SAVEPOINT"
         if self.state == ABORTED and kind not in ("TRANS_STMT_ROLLBACK", "TRANS_STMT_ROLLBACK_TO",
                                                   "TRANS_STMT_COMMIT"):
             raise errors.in_failed_transaction()

@@ -1,9 +1,13 @@
 """Virtual schemas: pg_catalog, information_schema and crdb_internal, computed from the catalog.
 
 Each virtual table is a list of columns and a function from the execution context to rows; the
-planner reads them like any table (without indexes). OIDs follow CockroachDB's scheme loosely:
-a table's or schema's OID is its descriptor id, a type's OID is PostgreSQL's, and a role's OID is
-a stable hash of its name.
+planner reads them like any table (without indexes). OIDs follow CockroachDB's scheme: a table's
+or schema's OID is its descriptor id, a type's OID is PostgreSQL's, a role's OID is a stable hash
+of its name; indexes, constraints and column defaults get OIDs computed from their table's id (see
+index_oid and friends), and the virtual tables themselves have OIDs too (PostgreSQL's own for its
+system catalogs), so that every OID one catalog table shows can be joined with another's and
+handed to the functions of sem/pg_builtins.py.
+This module knows nothing of plans or of the wire protocol.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pillbug.sql import types as T
-from pillbug.sql.catalog.descriptors import DatabaseDesc, TableDesc
+from pillbug.sql.catalog.descriptors import DatabaseDesc, IndexDesc, TableDesc
 from pillbug.sql.catalog.system import Catalog
 from pillbug.util import errors
 
@@ -23,18 +27,37 @@ SCHEMA_OIDS = {"pg_catalog": 11, "information_schema": 4294967294, "crdb_interna
                "pg_extension": 4294967293}
 
 
+# PostgreSQL's OIDs for its system catalogs: tools compare classoid with them (and with
+# 'pg_class'::regclass). Other virtual tables count down from VIRTUAL_OID_TOP.
+PG_CATALOG_OIDS = {
+    "pg_aggregate": 2600, "pg_am": 2601, "pg_attrdef": 2604, "pg_attribute": 1249,
+    "pg_auth_members": 1261, "pg_authid": 1260, "pg_cast": 2605, "pg_class": 1259,
+    "pg_collation": 3456, "pg_constraint": 2606, "pg_database": 1262, "pg_depend": 2608,
+    "pg_description": 2609, "pg_enum": 3501, "pg_event_trigger": 3466, "pg_extension": 3079,
+    "pg_foreign_server": 1417, "pg_foreign_table": 3118, "pg_index": 2610, "pg_inherits": 2611,
+    "pg_language": 2612, "pg_namespace": 2615, "pg_opclass": 2616, "pg_operator": 2617, "pg_partitioned_table": 3350,
+    "pg_policy": 3256, "pg_proc": 1255, "pg_publication": 6104, "pg_publication_namespace": 6237,
+    "pg_publication_rel": 6106, "pg_rewrite": 2618, "pg_sequence": 2224, "pg_shdescription": 2396,
+    "pg_statistic_ext": 3381, "pg_tablespace": 1213, "pg_trigger": 2620, "pg_type": 1247,
+}
+VIRTUAL_OID_TOP = 4_294_967_000
+NODE_USER = "node"  # CockroachDB's internal user: owns the virtual schemas and tables
+
+
 @dataclass(slots=True)
 class VirtualTable:
     schema: str
     name: str
     columns: list[tuple[str, T.SQLType]]
     produce: Callable[[Any], Iterable[tuple]]
+    oid: int = 0  # assigned once every table is registered (_assign_oids)
 
     def rows(self, ctx: Any) -> Iterable[tuple]:
         return self.produce(ctx)
 
 
 TABLES: dict[tuple[str, str], VirtualTable] = {}
+_BY_OID: dict[int, VirtualTable] = {}
 
 
 def virtual(schema: str, name: str, columns: str) -> Callable:
@@ -63,6 +86,10 @@ def lookup(schema: str, name: str) -> VirtualTable | None:
     if schema not in SCHEMAS:
         return None
     return TABLES.get((schema, name))
+
+
+def table_by_oid(oid: int) -> VirtualTable | None:
+    return _BY_OID.get(oid)
 
 
 def user_oid(name: str) -> int:
@@ -96,13 +123,131 @@ def _visible(ctx: Any, desc: Any) -> bool:
     return desc.privileges.owner in roles or any(r in desc.privileges.grants for r in roles)
 
 
+# OIDs. A table's (or view's, or sequence's) OID is its descriptor id, as in CockroachDB. Indexes,
+# constraints and column defaults get OIDs of their own, computed from the table's id so that they
+# can be mapped back to the object without a lookup table; each kind has its own range below 2^32.
+INDEX_OID_BASE = 2_000_000_000
+CONSTRAINT_OID_BASE = 3_000_000_000
+ATTRDEF_OID_BASE = 4_000_000_000
+_PER_TABLE = 1000  # index ids, constraint numbers or column positions per table
+# (so the scheme holds for descriptor ids below 294,967, which keeps every OID below 2^32)
+
+
 def index_oid(table: TableDesc, index_id: int) -> int:
-    # CockroachDB gives indexes their own OIDs; this keeps them apart from descriptor ids.
-    return 2_000_000_000 + table.id * 1000 + index_id
+    return INDEX_OID_BASE + table.id * _PER_TABLE + index_id
 
 
 def constraint_oid(table: TableDesc, n: int) -> int:
-    return 3_000_000_000 + table.id * 1000 + n
+    return CONSTRAINT_OID_BASE + table.id * _PER_TABLE + n
+
+
+def attrdef_oid(table: TableDesc, attnum: int) -> int:
+    return ATTRDEF_OID_BASE + table.id * _PER_TABLE + attnum
+
+
+def relation_by_oid(catalog: Catalog, oid: int) -> tuple[TableDesc, IndexDesc | None] | None:
+    """The table (index None) or the index (with its table) whose pg_class OID this is."""
+    desc = catalog.by_id.get(oid)
+    if isinstance(desc, TableDesc):
+        return desc, None
+    if INDEX_OID_BASE <= oid < CONSTRAINT_OID_BASE:
+        table_id, index_id = divmod(oid - INDEX_OID_BASE, _PER_TABLE)
+        table = catalog.by_id.get(table_id)
+        if isinstance(table, TableDesc):
+            for idx in table.all_indexes():
+                if idx.id == index_id:
+                    return table, idx
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """One row of pg_constraint: a table's primary key, a unique index, or a CHECK."""
+    oid: int
+    name: str
+    contype: str  # 'p', 'u' or 'c'
+    attnums: list[int]
+    index: IndexDesc | None
+    check_expr: str | None
+
+    @property
+    def definition(self) -> str:
+        """pg_get_constraintdef(): what the constraint says, as CockroachDB prints it."""
+        if self.check_expr is not None:
+            return f"CHECK (({self.check_expr}))"
+        return f"{'PRIMARY KEY' if self.contype == 'p' else 'UNIQUE'} ({self.columns_text})"
+
+    columns_text: str = ""
+
+
+def table_constraints(table: TableDesc) -> list[Constraint]:
+    """The constraints of a table in a stable order (their OIDs depend on it)."""
+    if table.is_view or table.is_sequence:
+        return []
+    out = []
+    n = 0
+    for idx in table.all_indexes():
+        if not idx.unique:
+            continue
+        n += 1
+        cols = ", ".join(table.column_by_id(c).name for c in idx.column_ids)
+        out.append(Constraint(constraint_oid(table, n), idx.name, "p" if idx.is_primary else "u",
+                              [table.position(c) + 1 for c in idx.column_ids], idx, None, cols))
+    for chk in table.checks:
+        n += 1
+        out.append(Constraint(constraint_oid(table, n), chk.name, "c",
+                              [table.position(c) + 1 for c in chk.column_ids], None, chk.expr))
+    return out
+
+
+def constraint_by_oid(catalog: Catalog, oid: int) -> tuple[TableDesc, Constraint] | None:
+    if not CONSTRAINT_OID_BASE <= oid < ATTRDEF_OID_BASE:
+        return None
+    table = catalog.by_id.get((oid - CONSTRAINT_OID_BASE) // _PER_TABLE)
+    if not isinstance(table, TableDesc):
+        return None
+    for con in table_constraints(table):
+        if con.oid == oid:
+            return table, con
+    return None
+
+
+def schema_name_of(catalog: Catalog, table: TableDesc) -> str:
+    db = catalog.by_id.get(table.parent_id)
+    if isinstance(db, DatabaseDesc):
+        for name, sid in db.schemas.items():
+            if sid == table.schema_id:
+                return name
+    return "public"
+
+
+def search_path(session: Any) -> list[str]:
+    """The schemas unqualified names are looked up in, in order (pg_catalog first, implicitly)."""
+    out = ["pg_catalog"]
+    for part in session.show_var("search_path").split(","):
+        name = part.strip().strip('"')
+        if name == "$user":
+            name = session.user
+        if name and name not in out:
+            out.append(name)
+    return out
+
+
+# The default operator class of each indexable type (PostgreSQL's btree OIDs and names);
+# pg_index.indclass names one per index column.
+OPCLASSES = {
+    16: (424, "bool_ops"), 17: (428, "bytea_ops"), 18: (429, "char_ops"), 19: (1986, "name_ops"),
+    20: (3124, "int8_ops"), 21: (1979, "int2_ops"), 23: (1978, "int4_ops"), 25: (3126, "text_ops"),
+    26: (1989, "oid_ops"), 700: (1970, "float4_ops"), 701: (1971, "float8_ops"), 869: (3123, "inet_ops"),
+    1042: (426, "bpchar_ops"), 1043: (3126, "text_ops"), 1082: (3122, "date_ops"),
+    1083: (1991, "time_ops"), 1114: (3128, "timestamp_ops"), 1184: (3127, "timestamptz_ops"),
+    1186: (3129, "interval_ops"), 1700: (3125, "numeric_ops"), 2950: (2968, "uuid_ops"),
+}
+PREFIX_AM = 2631  # CockroachDB's access method for ordinary (forward) indexes
+
+
+def opclass_oid(typ: T.SQLType) -> int:
+    return OPCLASSES.get(typ.oid, (0, ""))[0]
 
 
 def relkind(table: TableDesc) -> str:
@@ -238,10 +383,14 @@ def _info_sequences(ctx: Any) -> Iterable[tuple]:
 @virtual("pg_catalog", "pg_namespace", "oid oid, nspname name, nspowner oid, nspacl text[]")
 def _pg_namespace(ctx: Any) -> Iterable[tuple]:
     db = _db(ctx)
+    catalog = _catalog(ctx)
     for name, sid in sorted(db.schemas.items()):
-        yield (sid, name, user_oid("admin"), None)
+        desc = catalog.schemas.get(sid)
+        if desc is None:
+            continue
+        yield (sid, name, user_oid(desc.privileges.owner), _acl(desc.privileges, _SCHEMA_ACL))
     for name, oid in SCHEMA_OIDS.items():
-        yield (oid, name, user_oid("node"), None)
+        yield (oid, name, user_oid(NODE_USER), None)
 
 
 @virtual("pg_catalog", "pg_database",
@@ -250,18 +399,33 @@ def _pg_namespace(ctx: Any) -> Iterable[tuple]:
          "datfrozenxid int8, datminmxid int8, dattablespace oid, datacl text[]")
 def _pg_database(ctx: Any) -> Iterable[tuple]:
     for db in sorted(_catalog(ctx).databases.values(), key=lambda d: d.name):
-        acl = [f"{g}={''.join(_acl_letters(p))}/{db.privileges.owner}"
-               for g, p in sorted(db.privileges.grants.items())]
         yield (db.id, db.name, user_oid(db.privileges.owner), 6, "C.UTF-8", "C.UTF-8", False, True, -1, 0,
-               0, 0, 0, acl)
+               0, 0, 0, _acl(db.privileges, _DATABASE_ACL))
 
 
-def _acl_letters(privs: set[str]) -> list[str]:
-    if "ALL" in privs:
-        return ["C", "T", "c", "r", "a", "w", "d"]
-    m = {"CONNECT": "c", "CREATE": "C", "SELECT": "r", "INSERT": "a", "UPDATE": "w", "DELETE": "d",
-         "USAGE": "U", "DROP": "D"}
-    return [m.get(p, "") for p in sorted(privs)]
+# aclitem letters (PostgreSQL's) for the privileges that have one; "ALL" grants all of them.
+_DATABASE_ACL = {"CREATE": "C", "TEMPORARY": "T", "CONNECT": "c"}
+_TABLE_ACL = {"INSERT": "a", "SELECT": "r", "UPDATE": "w", "DELETE": "d", "TRUNCATE": "D",
+              "REFERENCES": "x", "TRIGGER": "t"}
+_SCHEMA_ACL = {"USAGE": "U", "CREATE": "C"}
+
+
+def _acl(privileges: Any, letters: dict[str, str]) -> list[str]:
+    """Grants as aclitem texts, e.g. ['root=arwdDxt/root', '=U/root'] (PUBLIC has no name).
+
+    The owner, who holds every privilege without a grant, comes first, as in PostgreSQL."""
+    owner = privileges.owner
+    out = [f"{owner}={''.join(letters.values())}/{owner}"]
+    for grantee, privs in sorted(privileges.grants.items()):
+        if grantee == owner:
+            continue
+        if "ALL" in privs:
+            granted = "".join(letters.values())
+        else:
+            granted = "".join(letter for p, letter in letters.items() if p in privs)
+        if granted:
+            out.append(f"{'' if grantee == 'public' else grantee}={granted}/{privileges.owner}")
+    return out
 
 
 @virtual("pg_catalog", "pg_class",
@@ -278,19 +442,29 @@ def _pg_class(ctx: Any) -> Iterable[tuple]:
         kind = relkind(t)
         yield (t.id, t.name, t.schema_id, 0, 0, owner, 0, 0, 0, 0, 0.0, 0, 0,
                bool(t.indexes) or kind == "r", False, "p", False, kind, len(t.columns), len(t.checks),
-               False, kind == "r", False, False, False, 0, None, None, False, False, True, "d", 0,
-               False, None, 0)
+               False, kind == "r", False, False, False, 0, _acl(t.privileges, _TABLE_ACL), None, False,
+               False, True, "d", 0, False, None, 0)
         if kind != "r":
             continue
         for idx in t.all_indexes():
-            yield (index_oid(t, idx.id), idx.name, t.schema_id, 0, 0, owner, 2631, 0, 0, 0,
-                   0.0, 0, 0, False, False, "p", False, "i", len(idx.column_ids), 0, False, False, False,
-                   False, False, 0, None, None, False, False, True, "n", 0, False, None, 0)
+            yield (index_oid(t, idx.id), idx.name, t.schema_id, 0, 0, owner, PREFIX_AM, 0, 0, 0,
+                   0.0, 0, 0, False, False, "p", False, "i", len(idx.column_ids) + len(idx.storing_ids), 0,
+                   False, False, False, False, False, 0, None, None, False, False, True, "n", 0, False,
+                   None, 0)
+    node = user_oid(NODE_USER)
+    for vt in _virtual_tables():
+        yield (vt.oid, vt.name, SCHEMA_OIDS[vt.schema], 0, 0, node, 0, 0, 0, 0, 0.0, 0, 0, False, False,
+               "p", False, "v", len(vt.columns), 0, False, False, False, False, False, 0, None, None,
+               False, False, True, "d", 0, False, None, 0)
+
+
+def _virtual_tables() -> list[VirtualTable]:
+    return sorted(TABLES.values(), key=lambda vt: vt.oid)
 
 
 @virtual("pg_catalog", "pg_am", "oid oid, amname name, amhandler oid, amtype char")
 def _pg_am(ctx: Any) -> Iterable[tuple]:
-    yield (2631, "prefix", 0, "i")
+    yield (PREFIX_AM, "prefix", 0, "i")
     yield (2632, "inverted", 0, "i")
 
 
@@ -339,18 +513,22 @@ def _pg_type_name(typ: T.SQLType) -> str:
 def _pg_attribute(ctx: Any) -> Iterable[tuple]:
     for t, _ in _tables(ctx):
         for num, col in enumerate(t.columns, start=1):
-            typ = col.type
-            yield (t.id, col.name, typ.oid, -1, typ.typlen, num, 1 if typ.is_array else 0, -1, typ.typmod,
-                   typ.typlen > 0, "x", "i", not col.nullable, col.default is not None, False, "", "",
-                   False, True, 0, 100 if typ.family == "string" else 0, None, None, None, False)
+            yield _attribute(t.id, num, col.name, col.type, not col.nullable, col.default is not None)
         if t.is_view or t.is_sequence:
             continue
         for idx in t.all_indexes():
-            for num, cid in enumerate(idx.column_ids, start=1):
+            for num, cid in enumerate(idx.column_ids + idx.storing_ids, start=1):
                 col = t.column_by_id(cid)
-                yield (index_oid(t, idx.id), col.name, col.type.oid, -1, col.type.typlen, num, 0, -1,
-                       col.type.typmod, col.type.typlen > 0, "x", "i", not col.nullable, False, False, "",
-                       "", False, True, 0, 0, None, None, None, False)
+                yield _attribute(index_oid(t, idx.id), num, col.name, col.type, not col.nullable, False)
+    for vt in _virtual_tables():
+        for num, (name, typ) in enumerate(vt.columns, start=1):
+            yield _attribute(vt.oid, num, name, typ, False, False)
+
+
+def _attribute(relid: int, num: int, name: str, typ: T.SQLType, notnull: bool, hasdef: bool) -> tuple:
+    return (relid, name, typ.oid, -1, typ.typlen, num, 1 if typ.is_array else 0, -1, typ.typmod,
+            typ.typlen > 0, "p" if typ.typlen > 0 else "x", "i", notnull, hasdef, False, "", "",
+            False, True, 0, 100 if typ.family == "string" else 0, None, None, None, False)
 
 
 @virtual("pg_catalog", "pg_attrdef", "oid oid, adrelid oid, adnum int2, adbin text, adsrc text")
@@ -358,7 +536,7 @@ def _pg_attrdef(ctx: Any) -> Iterable[tuple]:
     for t, _ in _tables(ctx):
         for num, col in enumerate(t.columns, start=1):
             if col.default is not None:
-                yield (4_000_000_000 + t.id * 100 + num, t.id, num, col.default, col.default)
+                yield (attrdef_oid(t, num), t.id, num, col.default, col.default)
 
 
 @virtual("pg_catalog", "pg_index",
@@ -375,9 +553,10 @@ def _pg_index(ctx: Any) -> Iterable[tuple]:
             keys = [t.position(c) + 1 for c in idx.column_ids]
             stored = [t.position(c) + 1 for c in idx.storing_ids]
             options = [1 if d == "desc" else 0 for d in idx.directions]
+            opclasses = [opclass_oid(t.column_by_id(c).type) for c in idx.column_ids]
             yield (index_oid(t, idx.id), t.id, len(keys) + len(stored), len(keys), idx.unique,
                    idx.is_primary, False, True, False, True, False, True, True, False, keys + stored,
-                   [0] * len(keys), [0] * len(keys), options, None, None, False)
+                   [0] * len(keys), opclasses, options, None, None, False)
 
 
 @virtual("pg_catalog", "pg_constraint",
@@ -388,26 +567,11 @@ def _pg_index(ctx: Any) -> Iterable[tuple]:
          "conexclop oid[], conbin text, consrc text, condef text, conparentid oid")
 def _pg_constraint(ctx: Any) -> Iterable[tuple]:
     for t, _ in _tables(ctx):
-        if t.is_view or t.is_sequence:
-            continue
-        n = 0
-        for idx in t.all_indexes():
-            if not idx.unique:
-                continue
-            n += 1
-            keys = [t.position(c) + 1 for c in idx.column_ids]
-            ctype = "p" if idx.is_primary else "u"
-            cols = ", ".join(t.column_by_id(c).name for c in idx.column_ids)
-            definition = f"{'PRIMARY KEY' if idx.is_primary else 'UNIQUE'} ({cols})"
-            yield (constraint_oid(t, n), idx.name, t.schema_id, ctype, False, False, True, t.id, 0,
-                   index_oid(t, idx.id), 0, " ", " ", " ", True, 0, True, keys, None, None, None, None,
-                   None, None, None, definition, 0)
-        for chk in t.checks:
-            n += 1
-            keys = [t.position(c) + 1 for c in chk.column_ids]
-            yield (constraint_oid(t, n), chk.name, t.schema_id, "c", False, False, True, t.id, 0, 0, 0,
-                   " ", " ", " ", True, 0, True, keys, None, None, None, None, None, chk.expr, chk.expr,
-                   f"CHECK (({chk.expr}))", 0)
+        for con in table_constraints(t):
+            indid = index_oid(t, con.index.id) if con.index is not None else 0
+            yield (con.oid, con.name, t.schema_id, con.contype, False, False, True, t.id, 0, indid, 0,
+                   " ", " ", " ", True, 0, True, con.attnums, None, None, None, None, None,
+                   con.check_expr, con.check_expr, con.definition, 0)
 
 
 @virtual("pg_catalog", "pg_roles",
@@ -541,6 +705,17 @@ def _empty(schema: str, name: str, columns: str) -> None:
     virtual(schema, name, columns)(lambda ctx: [])
 
 
+@virtual("pg_catalog", "pg_opclass",
+         "oid oid, opcmethod oid, opcname name, opcnamespace oid, opcowner oid, opcfamily oid, "
+         "opcintype oid, opcdefault bool, opckeytype oid")
+def _pg_opclass(ctx: Any) -> Iterable[tuple]:
+    seen = set()
+    for type_oid, (oid, name) in sorted(OPCLASSES.items()):
+        if oid not in seen:
+            seen.add(oid)
+            yield (oid, PREFIX_AM, name, SCHEMA_OIDS["pg_catalog"], user_oid(NODE_USER), oid, type_oid, True, 0)
+
+
 _empty("pg_catalog", "pg_inherits", "inhrelid oid, inhparent oid, inhseqno int4, inhdetachpending bool")
 _empty("pg_catalog", "pg_trigger", "oid oid, tgrelid oid, tgparentid oid, tgname name, tgfoid oid, "
        "tgtype int2, tgenabled char, tgisinternal bool, tgconstrrelid oid, tgconstrindid oid, "
@@ -634,9 +809,7 @@ def resolve_reg(session: Any, typ: T.SQLType, name: str) -> int:
     if typ.oid == T.REGCLASS.oid:
         parts = [p.strip('"') for p in text.split(".")]
         kind, obj = session.resolve_table_name(parts)
-        if kind == "table":
-            return obj.id
-        raise errors.undefined_table(text)
+        return obj.id if kind == "table" else obj.oid
     if typ.oid == T.REGTYPE.oid:
         try:
             return T.lookup(text.lower()).oid
@@ -654,3 +827,18 @@ def resolve_reg(session: Any, typ: T.SQLType, name: str) -> int:
             raise errors.undefined_object(f'role "{text}" does not exist')
         return user_oid(text)
     raise errors.feature_not_supported(f"cannot resolve {typ.pg_name} values")
+
+
+def _assign_oids() -> None:
+    top = VIRTUAL_OID_TOP
+    for key in sorted(TABLES):
+        vt = TABLES[key]
+        if vt.schema == "pg_catalog" and vt.name in PG_CATALOG_OIDS:
+            vt.oid = PG_CATALOG_OIDS[vt.name]
+        else:
+            vt.oid = top
+            top -= 1
+        _BY_OID[vt.oid] = vt
+
+
+_assign_oids()

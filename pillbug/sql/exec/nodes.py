@@ -230,6 +230,38 @@ class Project(Node):
         return "render"
 
 
+class ProjectSet(Node):
+    """Set-returning functions of a select list, evaluated per input row in lockstep (as in
+    PostgreSQL 10+): the row is repeated once per value of the longest function's result, with
+    the functions' values appended and NULL where a shorter one has run out."""
+
+    def __init__(self, child: Node, columns: list, srfs: list[Callable[[tuple, ExecCtx], Any]]) -> None:
+        self.child = child
+        self.columns = columns
+        self.srfs = srfs  # each f(row, ctx) -> an iterable of values
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        srfs = self.srfs
+        out = []
+        for batch in self.child.batches(ctx):
+            for row in batch:
+                for values in itertools.zip_longest(*[f(row, ctx) for f in srfs]):
+                    out.append(row + values)
+                    if len(out) >= BATCH:
+                        if ctx.canceled:
+                            raise errors.query_canceled()
+                        yield out
+                        out = []
+        if out:
+            yield out
+
+    def children(self) -> list[Node]:
+        return [self.child]
+
+    def describe(self) -> str:
+        return "project set"
+
+
 class Limit(Node):
     def __init__(self, child: Node, limit: Compiled | None, offset: Compiled | None) -> None:
         self.child = child
@@ -386,23 +418,46 @@ class Distinct(Node):
 
 
 class AggSpec:
-    __slots__ = ("factory", "args", "distinct", "filter", "star")
+    __slots__ = ("factory", "args", "distinct", "filter", "star", "order")
 
     def __init__(self, factory: Callable[[], Aggregate], args: list[Compiled], distinct: bool,
-                 filter_fn: Compiled | None, star: bool) -> None:
+                 filter_fn: Compiled | None, star: bool, order: list[SortKey] | None = None) -> None:
         self.factory = factory
         self.args = args
         self.distinct = distinct
         self.filter = filter_fn
         self.star = star
+        self.order = order  # array_agg(x ORDER BY y): input rows are fed in this order
 
 
 class _GroupState:
-    __slots__ = ("aggs", "seen")
+    __slots__ = ("aggs", "seen", "pending")
 
     def __init__(self, specs: list[AggSpec]) -> None:
         self.aggs = [s.factory() for s in specs]
         self.seen: list[set | None] = [set() if s.distinct else None for s in specs]
+        # Input rows of ordered aggregates, held until the group is complete.
+        self.pending: list[list | None] = [[] if s.order else None for s in specs]
+
+    def feed(self, i: int, spec: AggSpec, row: tuple, ctx: ExecCtx) -> None:
+        if spec.star:
+            self.aggs[i].add()
+            return
+        values = [a(row, ctx) for a in spec.args]
+        if spec.distinct:
+            dkey = _hashable(tuple(values))
+            seen = self.seen[i]
+            if dkey in seen or None in values:
+                return
+            seen.add(dkey)
+        self.aggs[i].add(*values)
+
+    def results(self, specs: list[AggSpec], ctx: ExecCtx) -> tuple:
+        for i, rows in enumerate(self.pending):
+            if rows:
+                for row in _sort_rows(rows, specs[i].order, ctx):
+                    self.feed(i, specs[i], row, ctx)
+        return tuple(a.result() for a in self.aggs)
 
 
 class Aggregate_(Node):
@@ -434,24 +489,17 @@ class Aggregate_(Node):
                 for i, spec in enumerate(specs):
                     if spec.filter is not None and spec.filter(row, ctx) is not True:
                         continue
-                    if spec.star:
-                        state.aggs[i].add()
-                        continue
-                    values = [a(row, ctx) for a in spec.args]
-                    if spec.distinct:
-                        dkey = _hashable(tuple(values))
-                        seen = state.seen[i]
-                        if dkey in seen or None in values:
-                            continue
-                        seen.add(dkey)
-                    state.aggs[i].add(*values)
+                    pending = state.pending[i]
+                    if pending is not None:
+                        pending.append(row)
+                    else:
+                        state.feed(i, spec, row, ctx)
         if not groups and self.scalar:
-            state = _GroupState(specs)
-            yield [tuple(a.result() for a in state.aggs)]
+            yield [_GroupState(specs).results(specs, ctx)]
             return
         out = []
         for key_values, state in groups.values():
-            out.append(key_values + tuple(a.result() for a in state.aggs))
+            out.append(key_values + state.results(specs, ctx))
             if len(out) >= BATCH:
                 yield out
                 out = []

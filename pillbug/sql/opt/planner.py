@@ -138,7 +138,8 @@ class AggHook(GroupingHook):
         self.group_exprs = group_exprs
         self.by_key = {node_key(n): i for i, n in enumerate(group_nodes)}
         self.by_column = {e.index: i for i, e in enumerate(group_exprs) if isinstance(e, ColRef)}
-        self.aggs: list[tuple[str, list[Expr], bool, Expr | None, bool, T.SQLType, Callable]] = []
+        self.aggs: list[tuple[str, list[Expr], bool, Expr | None, bool, T.SQLType, Callable,
+                              list[N.SortKey] | None]] = []
         self.agg_keys: dict[str, int] = {}
 
     def lookup(self, node: dict, builder: ExprBuilder) -> Expr | None:
@@ -189,9 +190,14 @@ class AggHook(GroupingHook):
         filter_expr = None
         if body.get("agg_filter"):
             filter_expr = inner.build_predicate(body["agg_filter"])
+        order = None
         if body.get("agg_order"):
-            pass  # ORDER BY inside an aggregate: accepted, input order is used
-        self.aggs.append((name, args, bool(body.get("agg_distinct")), filter_expr, star, typ, factory))
+            order = []
+            for item in body["agg_order"]:
+                sb = item["SortBy"]
+                desc, nulls = _sort_direction(sb)
+                order.append(N.SortKey(inner.build(sb["node"]).compile(), desc, nulls))
+        self.aggs.append((name, args, bool(body.get("agg_distinct")), filter_expr, star, typ, factory, order))
         self.agg_keys[key] = len(self.aggs) - 1
         return ColRef(len(self.group_exprs) + len(self.aggs) - 1, typ, name)
 
@@ -361,7 +367,9 @@ class Planner:
             has_aggregates([s["SortBy"]["node"] for s in sort_clause])
         if aggregating:
             return self._plan_aggregate(body, node, scope, outer)
-        return self._finish_select(body, node, scope, ExprBuilder(self.bctx, scope, clause="SELECT"), outer)
+        builder = ExprBuilder(self.bctx, scope, clause="SELECT")
+        builder.srfs = []
+        return self._finish_select(body, node, scope, builder, outer)
 
     def _finish_select(self, body: dict, node: N.Node, scope: Scope, builder: ExprBuilder,
                        outer: Scope | None) -> QueryPlan:
@@ -394,6 +402,8 @@ class Planner:
                     pos = len(exprs) + len(extra) - 1
             desc, nulls = _sort_direction(sb)
             sort_refs.append((pos, desc, nulls))
+        if builder.srfs:
+            node = _project_set(node, builder.srfs)
         all_exprs = exprs + extra
         fns = [e.compile() for e in all_exprs]
         positions = [e.index for e in all_exprs] if all(isinstance(e, ColRef) for e in all_exprs) else None
@@ -556,7 +566,7 @@ class Planner:
         agg_columns = [ScopeColumn(f"?group{i}", e.type) for i, e in enumerate(group_exprs)] + \
                       [ScopeColumn(a[0], a[5]) for a in hook.aggs]
         specs = [N.AggSpec(a[6], [x.compile() for x in a[1]], a[2],
-                           a[3].compile() if a[3] is not None else None, a[4]) for a in hook.aggs]
+                           a[3].compile() if a[3] is not None else None, a[4], a[7]) for a in hook.aggs]
         agg_node: N.Node = N.Aggregate_(node, agg_columns, [e.compile() for e in group_exprs], specs,
                                         scalar=not group_exprs)
         if having is not None:
@@ -823,8 +833,8 @@ class Planner:
             if lookup is not None:
                 return lookup
         right_node = right.node if right.node is not None else self._materialize(right, pushed)
-        if right.node is not None and right_only:
-            right_node = N.Filter(right.node, make_and(right_only).compile())
+        if right.node is not None and pushed:
+            right_node = N.Filter(right.node, make_and(pushed).compile())
         if equalities:
             residual = [c for c in both if all(c is not eq[0] for eq in equalities)]
             lkeys = [eq[1].compile() for eq in equalities]
@@ -881,6 +891,28 @@ class Planner:
         def run(ctx: ExecCtx) -> list[tuple]:
             return list(root.rows(ctx))
         return run, plan.columns, correlated
+
+
+def _project_set(node: N.Node, srfs: list) -> N.Node:
+    """Set-returning functions of a select list: their values become columns after node's."""
+    columns = list(node.columns)
+    fns = []
+    for overload, args in srfs:
+        columns.append(ScopeColumn(f"?srf{len(fns)}", overload.result_type([a.type for a in args])))
+        fns.append(_srf_values(overload, [a.compile() for a in args]))
+    return N.ProjectSet(node, columns, fns)
+
+
+def _srf_values(overload: builtins.Overload, args: list[Callable]) -> Callable:
+    impl, needs_ctx = overload.impl, overload.needs_ctx
+
+    def values(row: tuple, ctx: ExecCtx) -> Any:
+        vals = [f(row, ctx) for f in args]
+        if None in vals:  # strict: a NULL argument yields no rows
+            return ()
+        rows = impl(ctx, *vals) if needs_ctx else impl(*vals)
+        return (r[0] for r in rows)
+    return values
 
 
 def node_key_expr(e: Expr) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pillbug.sql import datum
 from pillbug.sql import types as T
-from pillbug.sql.sem import builtins, casts, ops
+from pillbug.sql.sem import builtins, casts, ops, pg_builtins  # noqa: F401  (registers its functions)
 from pillbug.sql.sem.expr import (
     And,
     ArrayCtor,
@@ -197,6 +197,9 @@ class ExprBuilder:
         self.grouping = grouping
         self.allow_aggregates = allow_aggregates
         self.clause = clause
+        # Set-returning functions met in a select list (planner-provided list, else refused): each
+        # becomes a column after the scope's, filled by the planner's ProjectSet node.
+        self.srfs: list[tuple[builtins.Overload, list[Expr]]] | None = None
 
     # ---- entry points --------------------------------------------------------------------
 
@@ -563,11 +566,16 @@ class ExprBuilder:
         fdef = builtins.FUNCTIONS.get(name)
         if fdef is None:
             raise errors.undefined_function(f"unknown function: {name}()")
-        if fdef.is_srf:
+        if fdef.is_srf and self.srfs is None:
             raise errors.feature_not_supported(
-                f"set-returning function {name}() is only supported in the FROM clause")
+                f"set-returning function {name}() is only supported in the FROM clause and the select list")
         overload, coerced = resolve_overload(fdef, args, self.ctx.params)
         typ = overload.result_type([a.type for a in coerced])
+        if fdef.is_srf:
+            if len(fdef.srf_columns or [name]) != 1:
+                raise errors.feature_not_supported(f"{name}() returns records; use it in the FROM clause")
+            self.srfs.append((overload, coerced))
+            return ColRef(len(self.scope.columns) + len(self.srfs) - 1, typ, name)
         impl = overload.impl
         if overload.needs_ctx:
             if overload.strict:
@@ -825,6 +833,10 @@ def coerce(e: Expr, typ: SQLType, params: ParamTypes) -> Expr:
 def cast_expr(arg: Expr, typ: SQLType, params: ParamTypes) -> Expr:
     """An explicit CAST / ::."""
     if isinstance(arg, Param) and (arg.type.family == "unknown" or arg.lifted_kind == "s"):
+        if typ.family == "oid" and typ.oid != T.OID.oid:
+            # 'accounts'::regclass: the text is a name to resolve against the catalog at run time.
+            params.set(arg.index, T.STRING)
+            return Cast(Param(arg.index, T.STRING, arg.lifted_kind), typ, casts.cast_fn(T.STRING, typ))
         params.set(arg.index, typ)
         p = Param(arg.index, typ, arg.lifted_kind)
         if typ.width or typ.precision:

@@ -1268,70 +1268,7 @@ def _generate_series_ts2(start: Any, stop: Any, step: Interval) -> Any:
 
 # ---- catalogs -----------------------------------------------------------------------------
 
-@fn("pg_table_is_visible|pg_type_is_visible|pg_function_is_visible", ("oid",), T.BOOL)
-def _visible(oid: int) -> bool:
-    return True
-
-
-@fn("format_type", ("oid", "int"), T.STRING, strict=False)
-def _format_type(oid: int | None, typmod: int | None) -> str | None:
-    if oid is None:
-        return None
-    typ = T.BY_OID.get(oid)
-    if typ is None:
-        return "???"
-    if typmod is not None and typmod >= 0:
-        if typ.family == "string" and typ.oid in (1042, 1043):
-            return f"{'character varying' if typ.oid == 1043 else 'character'}({typmod - 4})"
-        if typ.family == "decimal":
-            p, s = (typmod - 4) >> 16, (typmod - 4) & 0xFFFF
-            return f"numeric({p},{s})"
-    return typ.pg_name
-
-
-@fn("obj_description|col_description|shobj_description", ("oid",), T.STRING, strict=False)
-def _obj_description1(oid: int) -> None:
-    return None
-
-
-@fn("obj_description|col_description|shobj_description", ("oid", "any"), T.STRING, strict=False)
-def _obj_description2(oid: int, other: Any) -> None:
-    return None
-
-
-@fn("pg_get_userbyid", ("oid",), T.STRING, needs_ctx=True)
-def _pg_get_userbyid(ctx: Any, oid: int) -> str:
-    return ctx.user_by_oid(oid)
-
-
-@fn("pg_encoding_to_char", ("int",), T.STRING)
-def _pg_encoding_to_char(n: int) -> str:
-    return "UTF8" if n == 6 else ""
-
-
-@fn("pg_get_expr", ("string", "oid"), T.STRING)
-def _pg_get_expr(expr: str, rel: int) -> str:
-    return expr
-
-
-@fn("pg_get_expr", ("string", "oid", "bool"), T.STRING)
-def _pg_get_expr3(expr: str, rel: int, pretty: bool) -> str:
-    return expr
-
-
-@fn("has_table_privilege|has_database_privilege|has_schema_privilege|has_column_privilege|"
-    "has_sequence_privilege|has_function_privilege|pg_has_role",
-    ("any", "any"), T.BOOL, strict=False)
-def _has_privilege2(a: Any, b: Any) -> bool:
-    return True
-
-
-@fn("has_table_privilege|has_database_privilege|has_schema_privilege|has_sequence_privilege|"
-    "has_function_privilege|pg_has_role",
-    ("any", "any", "any"), T.BOOL, strict=False)
-def _has_privilege3(a: Any, b: Any, c: Any) -> bool:
-    return True
-
+# Functions that read the catalog (format_type, pg_get_indexdef, ...) are in pg_builtins.py.
 
 @fn("pg_postmaster_start_time", (), T.TIMESTAMPTZ, strict=False, needs_ctx=True)
 def _start_time(ctx: Any) -> datetime.datetime:
