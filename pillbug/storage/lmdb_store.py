@@ -128,7 +128,8 @@ class _Closing(Exception):
 
 
 class LMDBStore(Store):
-    def __init__(self, path: str, map_size: int = 1 << 36) -> None:
+    def __init__(self, path: str, map_size: int = 1 << 36,
+                 wall_clock: Callable[[], int] | None = None) -> None:
         os.makedirs(path, exist_ok=True)
         self.path = path
         self._env = lmdb.open(path, map_size=map_size, max_dbs=8, sync=True, metasync=True,
@@ -137,7 +138,7 @@ class LMDBStore(Store):
         self._history = self._env.open_db(b"history")
         self._revlog = self._env.open_db(b"revlog")
         self._meta = self._env.open_db(b"meta")
-        self._clock = hlc.Clock()
+        self._clock = hlc.Clock() if wall_clock is None else hlc.Clock(wall_clock)
         self._clock_lock = threading.Lock()
         with self._env.begin() as txn:
             cursor = txn.cursor(db=self._revlog)
@@ -263,7 +264,7 @@ class LMDBStore(Store):
         if revision == 0:
             return 0
         raw = self._snapshot().get(_U64.pack(revision), db=self._revlog)
-        if raw is None:
+        if raw is None or revision < self._compacted:
             raise CompactedError(revision, self._compacted)
         return _stamp(raw)
 
