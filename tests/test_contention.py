@@ -185,3 +185,47 @@ def test_explicit_transactions_across_round_trips_see_only_40001(node, db):
     assert node.sql("SELECT k, v FROM ledger ORDER BY k", database=db) == [(1, n), (2, -n)]
     assert time.monotonic() - started < 120
 
+
+
+def test_retry_turns_are_first_come_first_served_and_never_lost():
+    """The turns server-side retries take on a contended key (Engine.retry_turns)."""
+    import asyncio
+
+    from pillbug.sql.engine import RetryTurns
+
+    async def scenario():
+        turns = RetryTurns()
+        order = []
+
+        async def retry(name, key=b"k"):
+            await turns.take(key)
+            order.append(name)
+            await asyncio.sleep(0)
+            turns.give_back(key)
+
+        await turns.take(b"k")  # held by someone running
+        tasks = [asyncio.ensure_future(retry(n)) for n in ("a", "b", "c")]
+        gone = asyncio.ensure_future(retry("cancelled"))
+        await asyncio.sleep(0)
+        gone.cancel()  # a session that goes away while waiting
+        late = asyncio.ensure_future(retry("d"))
+        await asyncio.sleep(0)
+        await turns.take(b"other")  # other keys are independent
+        turns.give_back(b"other")
+        turns.give_back(b"k")
+        await asyncio.gather(*tasks, late)
+        assert order == ["a", "b", "c", "d"]
+
+        # A waiter handed the turn but closed before it resumed (its connection dropped) passes it on.
+        await turns.take(b"k")
+        closing = retry("closed")
+        first_wait = closing.send(None)  # runs up to waiting for its turn
+        follower = asyncio.ensure_future(retry("after"))
+        await asyncio.sleep(0)
+        turns.give_back(b"k")  # handed to `closing`...
+        assert first_wait.done()
+        closing.close()  # ...which never runs again
+        await follower
+        assert order[-1] == "after"
+        assert not turns._queues  # nothing left behind
+    asyncio.run(scenario())

@@ -66,9 +66,10 @@ class Txn:
         self._sorted_write_keys: list[bytes] | None = None
         # AS OF SYSTEM TIME: reads at an old revision, records no reads, refuses writes.
         self.is_read_only_snapshot = is_read_only_snapshot
+        if writes_refused is None and is_read_only_snapshot:
+            writes_refused = "AS OF SYSTEM TIME"
         # Why writes are refused (a READ ONLY or AS OF SYSTEM TIME transaction), or None.
-        self.writes_refused = writes_refused if writes_refused is not None or not is_read_only_snapshot \
-            else "AS OF SYSTEM TIME"
+        self.writes_refused = writes_refused
         self.committed_revision = 0
         self.conflict_key: bytes | None = None  # set when commit fails a compare
         self._undo: list[tuple[bytes, object]] | None = None

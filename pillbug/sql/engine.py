@@ -67,9 +67,6 @@ class RetryTurns:
                 return
         del self._queues[key]
 
-    def is_held(self, key: bytes) -> bool:
-        return key in self._queues
-
 
 class Engine:
     def __init__(self, store: Store, node_id: int = 1, cluster_name: str = "") -> None:

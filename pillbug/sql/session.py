@@ -53,7 +53,6 @@ from pillbug.sql.sem.build import NotCacheable, ParamTypes, ScopeColumn
 from pillbug.util import errors, hlc
 
 NO_TXN, OPEN, ABORTED, COMMIT_WAIT = "NoTxn", "Open", "Aborted", "CommitWait"
-RESTART_SAVEPOINT = "cockroach_restart"
 MAX_IMPLICIT_RETRIES = 100
 COMMIT_ON_RELEASE_PREFIX = "cockroach_restart"
 BATCH_TXN_KINDS = frozenset({"TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT"})
@@ -954,7 +953,8 @@ class Session:
 
     def _check_as_of_in_txn(self, node: dict) -> None:
         """Inside a transaction, AS OF SYSTEM TIME may only repeat the transaction's own."""
-        self._check_statement_allowed_in_txn()
+        if self.state == ABORTED:
+            raise errors.in_failed_transaction()
         assert self.txn is not None
         revision = self._as_of_revision(node)
         if not self.txn.is_read_only_snapshot or revision != self.txn.read_revision:
@@ -962,10 +962,6 @@ class Session:
                 errors.FEATURE_NOT_SUPPORTED,
                 f"inconsistent AS OF SYSTEM TIME timestamp; expected: revision {self.txn.read_revision}, "
                 f"got: revision {revision}", hint="try BEGIN AS OF SYSTEM TIME")
-
-    def _check_statement_allowed_in_txn(self) -> None:
-        if self.state == ABORTED:
-            raise errors.in_failed_transaction()
 
     def cancel(self) -> None:
         ctx = self.running_ctx
