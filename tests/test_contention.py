@@ -229,3 +229,41 @@ def test_retry_turns_are_first_come_first_served_and_never_lost():
         assert order[-1] == "after"
         assert not turns._queues  # nothing left behind
     asyncio.run(scenario())
+
+
+def _status_vars(node) -> dict[str, float]:
+    import ssl
+    import urllib.request
+    ctx = None
+    if not node.insecure:
+        ctx = ssl.create_default_context(cafile=os.path.join(node.certs_dir, "ca.crt"))
+        ctx.check_hostname = False
+    scheme = "http" if node.insecure else "https"
+    with urllib.request.urlopen(f"{scheme}://127.0.0.1:{node.http_port}/_status/vars", timeout=5,
+                                context=ctx) as resp:
+        lines = resp.read().decode().splitlines()
+    return {name: float(value) for name, value in (line.split() for line in lines if line and line[0] != "#")}
+
+
+def test_concurrent_sessions_share_fsyncs(node, db):
+    """Group commit end to end: many sessions' commits ride in fewer synced LMDB transactions."""
+    clients, inserts = 16, 30
+    node.sql("CREATE TABLE events (id INT PRIMARY KEY, client INT)", database=db)
+    before = _status_vars(node)
+
+    def client(i):
+        conn = node.connect(database=db)
+        try:
+            with conn.cursor() as cur:
+                for j in range(inserts):
+                    cur.execute("INSERT INTO events VALUES (%s, %s)", (i * 1000 + j, i))
+        finally:
+            conn.close()
+
+    _run_threads(clients, client)
+    after = _status_vars(node)
+    commits = after["storage_commits"] - before["storage_commits"]
+    batches = after["storage_commit_batches"] - before["storage_commit_batches"]
+    assert commits >= clients * inserts
+    assert batches < 0.8 * commits, (batches, commits)
+    assert node.sql("SELECT count(*) FROM events", database=db) == [(clients * inserts,)]
