@@ -12,8 +12,11 @@ import os
 import subprocess
 import sys
 import time
+from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from kvscript import run_script
 
 from pillbug.kv.txn import Txn
@@ -276,3 +279,30 @@ def test_reads_below_the_horizon_fail_in_transactions(harness):
     with pytest.raises(PgError) as info:
         txn.get(b"a")
     assert info.value.code == "22023" and "GC threshold" in info.value.message
+
+
+# ---- the hybrid logical clock ----------------------------------------------------------------------
+
+@given(st.integers(0, 2**63), st.integers(0, hlc.LOGICAL_MASK))
+def test_hlc_decimal_round_trip(wall, logical):
+    ts = hlc.pack(wall, logical)
+    assert hlc.from_decimal(hlc.to_decimal(ts)) == ts
+    assert hlc.to_decimal(ts) == Decimal(f"{wall}.{logical:010d}")
+
+
+@given(st.lists(st.one_of(st.tuples(st.just("tick"), st.integers(-10**9, 10**9)),
+                          st.tuples(st.just("seen"), st.integers(0, 10**12))), max_size=50))
+def test_hlc_never_goes_backwards(steps):
+    wall = [10**12]
+    clock = hlc.Clock(lambda: wall[0])
+    last = clock.now()
+    for kind, n in steps:
+        if kind == "tick":  # the wall clock moves, forwards or backwards
+            wall[0] = max(0, wall[0] + n)
+        else:  # a timestamp from elsewhere
+            clock.update(hlc.pack(n))
+            last = max(last, hlc.pack(n))
+        ts = clock.now()
+        assert ts > last
+        assert hlc.wall_ns(ts) >= wall[0]  # and never lags the wall clock
+        last = ts
