@@ -624,7 +624,7 @@ class Session:
             raise _EmptyQuery()
         retry_safe = self.state == NO_TXN and all(_is_retry_safe(s) for s in statements)
         attempt = 0
-        turn: bytes | None = None
+        turn: _RetryTurn | None = None
         try:
             while True:
                 mark = sink.mark()
@@ -640,28 +640,15 @@ class Session:
                             and attempt < MAX_IMPLICIT_RETRIES and sink.rewind(mark)):
                         raise
                 attempt += 1
-                turn = await self._next_retry_turn(attempt, turn)
+                turn = turn or _RetryTurn(self.engine.retry_turns)
+                await turn.wait(self._pop_conflict_key(), attempt)
         finally:
             if turn is not None:
-                self.engine.retry_turns.give_back(turn)
+                turn.give_back()
 
-    async def _next_retry_turn(self, attempt: int, held: bytes | None) -> bytes | None:
-        """Before a server-side retry: wait for this session's turn on the key it lost on.
-
-        Returns the key whose turn is now held (the caller gives it back when done). A session
-        holds at most one turn, so turns cannot deadlock.
-        """
+    def _pop_conflict_key(self) -> bytes | None:
         key = self.last_conflict_key
         self.last_conflict_key = None
-        if key is None:
-            await _backoff(attempt)
-            return held
-        if key == held:
-            return held  # lost to a first attempt; still first in line, so go again
-        turns = self.engine.retry_turns
-        if held is not None:
-            turns.give_back(held)
-        await turns.take(key)
         return key
 
     async def _run_batch(self, statements: list[Statement], sink: ResultSink) -> None:
@@ -768,7 +755,7 @@ class Session:
             return
         retry_safe = stmt.kind in RETRY_SAFE_KINDS
         attempt = 0
-        turn: bytes | None = None
+        turn: _RetryTurn | None = None
         try:
             while True:
                 mark = sink.mark()
@@ -785,10 +772,11 @@ class Session:
                         raise
                 attempt += 1
                 portal.done = False
-                turn = await self._next_retry_turn(attempt, turn)
+                turn = turn or _RetryTurn(self.engine.retry_turns)
+                await turn.wait(self._pop_conflict_key(), attempt)
         finally:
             if turn is not None:
-                self.engine.retry_turns.give_back(turn)
+                turn.give_back()
 
     async def _execute_portal_once(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:
         prepared = portal.prepared
@@ -978,6 +966,33 @@ class Session:
 def _committed_error() -> errors.PgError:
     return errors.PgError(errors.INVALID_TRANSACTION_STATE,
                           "current transaction is committed, commands ignored until end of transaction block")
+
+
+class _RetryTurn:
+    """The turn a statement being retried by the server holds on a contended key (at most one,
+    so turns cannot deadlock), given back when the statement is done."""
+
+    __slots__ = ("turns", "key")
+
+    def __init__(self, turns: Any) -> None:
+        self.turns = turns
+        self.key: bytes | None = None
+
+    async def wait(self, conflict_key: bytes | None, attempt: int) -> None:
+        """Before the next attempt: wait for the turn on the key the last one lost on."""
+        if conflict_key is None:
+            await _backoff(attempt)
+            return
+        if conflict_key == self.key:
+            return  # lost to a first attempt while holding the turn: still first in line
+        self.give_back()
+        await self.turns.take(conflict_key)
+        self.key = conflict_key
+
+    def give_back(self) -> None:
+        if self.key is not None:
+            key, self.key = self.key, None
+            self.turns.give_back(key)
 
 
 class _EmptyQuery(Exception):
