@@ -358,6 +358,18 @@ def test_savepoint_names_are_case_folded_and_reused(conn):
     cur.execute("COMMIT")
 
 
+def test_show_savepoint_status(conn):
+    cur = conn.cursor()
+    cur.execute("BEGIN")
+    cur.execute("SAVEPOINT cockroach_restart")
+    cur.execute("SAVEPOINT early")
+    cur.execute("SELECT * FROM kv")
+    cur.execute("SAVEPOINT later")
+    assert _rows(cur, "SHOW SAVEPOINT STATUS") == [
+        ("cockroach_restart", True), ("early", True), ("later", False)]
+    cur.execute("ROLLBACK")
+
+
 def test_savepoint_outside_transaction(conn):
     cur = conn.cursor()
     _fails(cur, "SAVEPOINT x", "25P01")
