@@ -177,6 +177,16 @@ def test_a_commit_that_cannot_fit_fails_cleanly(tmp_path, monkeypatch):
         assert h.store.current_revision() == before
         assert h.store.scan(b"big/", b"big0", before) == []
         assert h.commit([(b"small", b"2")]) == before + 1  # the store still works
+
+        async def big_among_small():  # in one batch: only the one that cannot fit fails
+            big = Txn(h.store)
+            for i in range(200):
+                big.put(b"big/%d" % i, os.urandom(4000))
+            return await asyncio.gather(big.commit(), *(h.store.commit([], [(b"s/%d" % i, b"v")])
+                                                        for i in range(5)), return_exceptions=True)
+        outcomes = h.run(big_among_small())
+        assert isinstance(outcomes[0], PgError) and outcomes[0].code == "58030"
+        assert all(r.succeeded for r in outcomes[1:])
     finally:
         h.close()
 

@@ -396,7 +396,11 @@ class LMDBStore(Store):
             results, applied, written, revision = self._in_write_txn(
                 lambda txn: self._apply(txn, batch), batch[0].loop)
         except Exception as exc:  # an I/O error or a full disk: nobody in the batch committed
-            log.exception("commit batch failed")
+            if len(batch) > 1:  # one commit too big to fit must not fail the others with it
+                for request in batch:
+                    self._run_batch([request])
+                return
+            log.exception("commit failed")
             failure = CommitFailedError(f"the store could not commit: {exc}")
             for request in batch:
                 _post(request.loop, _fail, request.future, failure)
