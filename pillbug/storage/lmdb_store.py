@@ -73,7 +73,7 @@ _MAX_BATCH = 512  # commits taken into one synced LMDB transaction
 _RECENT_REVISIONS = 8192  # revisions whose written keys stay in memory for range compares
 _WATCH_QUEUE = 10000  # events buffered for a watcher before it is cut off
 _COMPACT_CHUNK = 2000  # latest keys (or revlog entries) visited per compaction transaction
-_MAX_MAP_GROWS = 40  # doublings tried for one transaction before giving up
+_MAX_MAP_GROWS = 8  # doublings tried for one transaction before giving up
 
 _STAMP_BYTES = 16  # an HLC timestamp (wall ns << 16 | logical) needs 80 bits
 
@@ -367,7 +367,13 @@ class LMDBStore(Store):
         raise lmdb.MapFullError("the store's map could not be grown enough for one transaction")
 
     def _grow_map(self, loop: asyncio.AbstractEventLoop) -> None:
-        new_size = self._env.info()["map_size"] * 2
+        size = self._env.info()["map_size"]
+        disk = os.statvfs(self.path)
+        if size >= disk.f_blocks * disk.f_frsize:
+            # A map as big as the disk is all the disk can hold. (Never ask LMDB for an absurd
+            # size either: a failed remap leaves the environment without a map.)
+            raise lmdb.MapFullError(f"the store is full: its map is {size} bytes, as big as its disk")
+        new_size = size * 2
         done = threading.Event()
         failure: list[BaseException] = []
 
