@@ -17,6 +17,10 @@ Picture (revisions left to right; T1 and T2 both read x at r5, both write y):
   r6  x=2 (T2 commits first)
   T1 commits: compare "x still at r5" fails -> 40001; T1 restarts at r6 and sees x=2.
 
+Savepoints: savepoint() returns a position in an undo log of the writes made since the first
+savepoint was taken; rollback_to() undoes the writes after it. Reads stay recorded: the undone
+work may have influenced what the client did next, and keeping them can only add conflicts.
+
 This module knows nothing of SQL; it deals in keys and values.
 """
 from __future__ import annotations
@@ -24,24 +28,35 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator
 
-from pillbug.storage.store import CommitResult, CompactedError, KeyCompare, RangeCompare, Store
+from pillbug.storage.store import (
+    CommitFailedError,
+    CommitResult,
+    CompactedError,
+    KeyCompare,
+    RangeCompare,
+    Store,
+)
 from pillbug.util import errors
 from pillbug.util.encoding import pretty_key
 
 _SCAN_BATCH = 1024
 # Bounds on what one transaction may accumulate; a client can grow these with one statement.
 MAX_TXN_WRITES = 2_000_000
+MAX_UNDO_ENTRIES = 2 * MAX_TXN_WRITES
 MAX_READ_SPANS = 100_000
+
+_ABSENT = object()  # undo log: the key had no buffered write before
 
 
 class Txn:
     """One transaction. Not shared between sessions; lives on the event loop's thread."""
 
     __slots__ = ("store", "read_revision", "timestamp", "reads", "spans", "writes",
-                 "_sorted_write_keys", "is_read_only_snapshot", "committed_revision", "_done")
+                 "_sorted_write_keys", "is_read_only_snapshot", "writes_refused", "committed_revision",
+                 "conflict_key", "_undo", "_done")
 
     def __init__(self, store: Store, read_revision: int | None = None,
-                 is_read_only_snapshot: bool = False) -> None:
+                 is_read_only_snapshot: bool = False, writes_refused: str | None = None) -> None:
         self.store = store
         self.read_revision = store.current_revision() if read_revision is None else read_revision
         self.timestamp = store.now()
@@ -49,9 +64,15 @@ class Txn:
         self.spans: list[tuple[bytes, bytes]] = []
         self.writes: dict[bytes, bytes | None] = {}
         self._sorted_write_keys: list[bytes] | None = None
-        # AS OF SYSTEM TIME: reads at an old revision; writes are refused.
+        # AS OF SYSTEM TIME: reads at an old revision, records no reads, refuses writes.
         self.is_read_only_snapshot = is_read_only_snapshot
+        if writes_refused is None and is_read_only_snapshot:
+            writes_refused = "AS OF SYSTEM TIME"
+        # Why writes are refused (a READ ONLY or AS OF SYSTEM TIME transaction), or None.
+        self.writes_refused = writes_refused
         self.committed_revision = 0
+        self.conflict_key: bytes | None = None  # set when commit fails a compare
+        self._undo: list[tuple[bytes, object]] | None = None
         self._done = False
 
     # ---- reads ---------------------------------------------------------------------------
@@ -73,12 +94,14 @@ class Txn:
         """Live (key, value) pairs in [start, end), merged with this transaction's writes.
 
         Reads in batches so that a scan whose consumer stops early (LIMIT) reads little; the
-        span recorded for conflict checks is what was actually read.
+        span recorded for conflict checks is what was actually read from the store: a batch is
+        recorded before any of its rows is handed out, and a stop before the next batch leaves
+        the rest of the range unrecorded (and unread).
         """
         record = not self.is_read_only_snapshot
         lo, hi = start, end
         produced = 0
-        while True:
+        while lo < hi:
             batch_limit = _SCAN_BATCH if not limit else min(_SCAN_BATCH, limit - produced)
             try:
                 rows = self.store.scan(lo, hi, self.read_revision, batch_limit, reverse)
@@ -93,8 +116,7 @@ class Txn:
                 covered = (lo, rows[-1][0] + b"\x00")
             if record:
                 self._record_span(*covered)
-            merged = self._merge_writes(rows, covered[0], covered[1], reverse)
-            for key, value in merged:
+            for key, value in self._merge_writes(rows, covered[0], covered[1], reverse):
                 yield key, value
                 produced += 1
                 if limit and produced >= limit:
@@ -108,8 +130,12 @@ class Txn:
 
     def _record_span(self, start: bytes, end: bytes) -> None:
         spans = self.spans
+        if spans and spans[-1] == (start, end):  # the same scan again
+            return
         if spans and spans[-1][1] == start:
             spans[-1] = (spans[-1][0], end)
+        elif spans and spans[-1][0] == end:  # the next batch of a reverse scan
+            spans[-1] = (start, spans[-1][1])
         else:
             if len(spans) >= MAX_READ_SPANS:
                 # Collapse into one covering span: still correct, only less precise.
@@ -127,10 +153,9 @@ class Txn:
         j = bisect.bisect_left(keys, end)
         if i == j:
             return [(k, v) for k, v, _ in rows]
-        mine = keys[i:j]
         writes = self.writes
         merged: dict[bytes, bytes | None] = {k: v for k, v, _ in rows}
-        for k in mine:
+        for k in keys[i:j]:
             merged[k] = writes[k]
         out = [(k, v) for k, v in merged.items() if v is not None]
         out.sort(reverse=reverse)
@@ -144,40 +169,71 @@ class Txn:
     # ---- writes --------------------------------------------------------------------------
 
     def put(self, key: bytes, value: bytes) -> None:
-        self._check_writable()
-        if self._sorted_write_keys is not None and key not in self.writes:
-            self._sorted_write_keys = None
-        self.writes[key] = value
+        self._write(key, value)
 
     def delete(self, key: bytes) -> None:
-        self._check_writable()
-        if self._sorted_write_keys is not None and key not in self.writes:
-            self._sorted_write_keys = None
-        self.writes[key] = None
+        self._write(key, None)
 
-    def _check_writable(self) -> None:
-        if self.is_read_only_snapshot:
-            raise errors.PgError(errors.READ_ONLY_SQL_TRANSACTION,
-                                 "cannot execute a write in a read-only transaction (AS OF SYSTEM TIME)")
-        if len(self.writes) >= MAX_TXN_WRITES:
+    def _write(self, key: bytes, value: bytes | None) -> None:
+        writes = self.writes
+        if self.writes_refused is not None or len(writes) >= MAX_TXN_WRITES:
+            self._refuse_write()
+        if key not in writes:
+            self._sorted_write_keys = None
+            if self._undo is not None:
+                self._log_undo(key, _ABSENT)
+        elif self._undo is not None:
+            self._log_undo(key, writes[key])
+        writes[key] = value
+
+    def _log_undo(self, key: bytes, previous: object) -> None:
+        undo = self._undo
+        assert undo is not None
+        if len(undo) >= MAX_UNDO_ENTRIES:
             raise errors.program_limit_exceeded(
-                f"transaction writes more than {MAX_TXN_WRITES} keys; split it into smaller transactions")
+                f"transaction made more than {MAX_UNDO_ENTRIES} writes under savepoints; "
+                f"release savepoints or split the transaction")
+        undo.append((key, previous))
+
+    def _refuse_write(self) -> None:
+        if self.writes_refused is not None:
+            raise errors.PgError(errors.READ_ONLY_SQL_TRANSACTION,
+                                 f"cannot execute a write in a read-only transaction ({self.writes_refused})")
+        raise errors.program_limit_exceeded(
+            f"transaction writes more than {MAX_TXN_WRITES} keys; split it into smaller transactions")
 
     @property
     def has_writes(self) -> bool:
         return bool(self.writes)
 
+    @property
+    def is_active(self) -> bool:
+        """Whether the transaction has read or written anything yet."""
+        return bool(self.reads or self.spans or self.writes)
+
     # ---- savepoints ----------------------------------------------------------------------
 
-    def savepoint(self) -> dict[bytes, bytes | None]:
+    def savepoint(self) -> int:
         """A token that rollback_to() returns this transaction's writes to."""
-        return dict(self.writes)
+        if self._undo is None:
+            self._undo = []
+        return len(self._undo)
 
-    def rollback_to(self, token: dict[bytes, bytes | None]) -> None:
-        # Reads stay recorded: the work that was undone may still have depended on them,
-        # and keeping them can only add conflicts, never hide one.
-        self.writes = dict(token)
+    def rollback_to(self, token: int) -> None:
+        undo = self._undo
+        assert undo is not None and 0 <= token <= len(undo), "unknown savepoint token"
+        writes = self.writes
+        while len(undo) > token:
+            key, previous = undo.pop()
+            if previous is _ABSENT:
+                del writes[key]
+            else:
+                writes[key] = previous  # type: ignore[assignment]
         self._sorted_write_keys = None
+
+    def forget_savepoints(self) -> None:
+        """No savepoint can be rolled back to any more: stop keeping the undo log."""
+        self._undo = None
 
     # ---- commit --------------------------------------------------------------------------
 
@@ -192,15 +248,23 @@ class Txn:
             # A read-only transaction read one consistent snapshot: nothing to check.
             self.committed_revision = self.read_revision
             return self.read_revision
-        compares: list = [KeyCompare(k, m) for k, m in self.reads.items()]
         read_revision = self.read_revision
+        compares: list = [KeyCompare(k, m) for k, m in self.reads.items()]
         compares.extend(RangeCompare(s, e, read_revision) for s, e in self.spans)
-        result: CommitResult = await self.store.commit(compares, list(self.writes.items()))
+        try:
+            result: CommitResult = await self.store.commit(compares, list(self.writes.items()))
+        except CommitFailedError as exc:
+            raise errors.PgError(errors.IO_ERROR, f"commit failed, nothing was written: {exc}") from None
         if not result.succeeded:
+            self.conflict_key = result.conflict_key
+            if isinstance(result.failed, RangeCompare):
+                what = (f"committed value on key {pretty_key(result.conflict_key)} in a span this "
+                        f"transaction scanned")
+            else:
+                what = f"committed value on key {pretty_key(result.conflict_key)}"
             raise errors.serialization_failure(
-                "TransactionRetryWithProtoRefreshError: TransactionRetryError: RETRY_SERIALIZABLE - "
-                f"failed preemptive refresh due to a conflict: committed value on key "
-                f"{pretty_key(result.conflict_key)}")
+                "TransactionRetryWithProtoRefreshError: TransactionRetryError: retry txn "
+                f"(RETRY_SERIALIZABLE - failed preemptive refresh due to a conflict: {what})")
         assert result.revision > read_revision
         self.committed_revision = result.revision
         return result.revision

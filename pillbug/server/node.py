@@ -179,9 +179,13 @@ class Node:
     def _metrics(self) -> dict[str, float]:
         engine = self.engine
         store = self.store
+        stats = store.stats if store else None
         return {"sql_conns": float(len(engine.sessions)) if engine else 0.0,
                 "sys_uptime": time.time() - self.started_at if self.started_at else 0.0,
                 "storage_revision": float(store.current_revision()) if store else 0.0,
+                "storage_commits": float(stats.commits) if stats else 0.0,
+                "storage_commit_batches": float(stats.batches) if stats else 0.0,
+                "storage_commit_conflicts": float(stats.conflicts) if stats else 0.0,
                 "liveness_livenodes": 1.0}
 
     def sql_url(self, user: str, password: str | None = None, database: str = "defaultdb") -> str:

@@ -1,18 +1,20 @@
 """The SQL engine of one node: what all its sessions share.
 
 It owns the Store handle, the cache of Catalog snapshots (by catalog version), the plan cache
-(by catalog version, database, user and statement shape), the unique_rowid() generator, and the
-registry of live sessions (for cancel requests and SHOW SESSIONS). Sessions come from
+(by catalog version, database, user and statement shape), the unique_rowid() generator, the
+registry of live sessions (for cancel requests and SHOW SESSIONS), and the turns that
+server-side retries take on a contended key (RetryTurns). Sessions come from
 new_session(). This module knows nothing of the wire protocol: pgwire creates sessions and
 feeds them statements, and so can an embedded caller or a test.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime
 import itertools
 import platform
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
 from pillbug import CRDB_COMPAT_VERSION, __version__
@@ -23,6 +25,47 @@ from pillbug.storage.store import Store
 
 PLAN_CACHE_SIZE = 4096
 CATALOG_CACHE_SIZE = 8
+
+
+class RetryTurns:
+    """First come, first served turns on a key, for server-side retries that lost a conflict on it.
+
+    Optimistic transactions that all contend on one key would otherwise race again on every
+    retry, and an unlucky statement could lose many times in a row. A retry waits for its turn
+    on the key it lost on and runs while holding it, so that it competes only with first
+    attempts, which then queue up behind it if they lose. The turn is handed straight to the
+    next waiter (no lost wake-ups when a waiting session goes away). Entries exist only while a
+    turn is held, and a session waits for or holds at most one, so this is bounded by the
+    number of sessions.
+    """
+
+    def __init__(self) -> None:
+        self._queues: dict[bytes, deque[asyncio.Future]] = {}  # key -> waiters; present while held
+
+    async def take(self, key: bytes) -> None:
+        waiters = self._queues.get(key)
+        if waiters is None:
+            self._queues[key] = deque()
+            return
+        turn = asyncio.get_running_loop().create_future()
+        waiters.append(turn)
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self.give_back(key)  # handed the turn while going away: pass it on
+            elif turn in waiters:
+                waiters.remove(turn)
+            raise
+
+    def give_back(self, key: bytes) -> None:
+        waiters = self._queues[key]
+        while waiters:
+            turn = waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        del self._queues[key]
 
 
 class Engine:
@@ -37,6 +80,7 @@ class Engine:
         self._rowid_last = 0
         self._pids = itertools.count(1)
         self.sessions: dict[int, Any] = {}
+        self.retry_turns = RetryTurns()
         self.version_string = (
             f"CockroachDB CCL {CRDB_COMPAT_VERSION} ({platform.machine()}-pc-linux-gnu, "
             f"built {time.strftime('%Y/%m/%d')}, Pillbug {__version__}, Python {platform.python_version()})")

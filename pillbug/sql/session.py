@@ -6,13 +6,21 @@ States (CockroachDB's, which extend PostgreSQL's):
   ABORTED      a statement failed: only ROLLBACK [TO SAVEPOINT] is accepted (25P02 otherwise)
   COMMIT_WAIT  RELEASE SAVEPOINT cockroach_restart committed: only COMMIT/ROLLBACK remain
 
-SAVEPOINT cockroach_restart marks the retry point of CockroachDB's client-side retry protocol:
-RELEASE of it commits (40001 on conflict), ROLLBACK TO it starts the transaction over at a fresh
-snapshot, so the client's retry loop makes progress. Ordinary savepoints keep the snapshot and
-undo the writes made after them.
+Savepoints, as in CockroachDB. A savepoint taken before the transaction read or wrote anything
+is "initial": rolling back to it starts the transaction over at a fresh snapshot (a restart).
+Any other savepoint keeps the snapshot and undoes the writes made after it (Txn.rollback_to),
+also from ABORTED, which ROLLBACK TO SAVEPOINT leaves. SAVEPOINT cockroach_restart (any name
+starting so, or every name with force_savepoint_restart) is the retry point of CockroachDB's
+client-side retry protocol: it must come first and cannot be nested; RELEASE of it commits and
+moves to COMMIT_WAIT; if that commit fails with 40001 the savepoint stays and the transaction is
+ABORTED, so ROLLBACK TO SAVEPOINT cockroach_restart restarts it at a fresh snapshot and the
+client's retry loop makes progress.
 
-Implicit transactions are committed when their batch ends and, on 40001, re-run by the session
-itself when none of their results has left the node yet (the sink can rewind to its mark).
+Retries by the server: a batch whose results have not left the node yet (the sink can rewind to
+its mark) is re-run on 40001 when it holds one transaction, implicit, or explicit from BEGIN to
+COMMIT, and nothing else that committed. Retries that lost a conflict on a key take turns on
+that key (Engine.retry_turns), so that under contention every statement finishes rather than
+some losing over and over.
 The session talks to the client through a ResultSink; it knows nothing of the wire format.
 """
 from __future__ import annotations
@@ -45,8 +53,9 @@ from pillbug.sql.sem.build import NotCacheable, ParamTypes, ScopeColumn
 from pillbug.util import errors, hlc
 
 NO_TXN, OPEN, ABORTED, COMMIT_WAIT = "NoTxn", "Open", "Aborted", "CommitWait"
-RESTART_SAVEPOINT = "cockroach_restart"
 MAX_IMPLICIT_RETRIES = 100
+COMMIT_ON_RELEASE_PREFIX = "cockroach_restart"
+BATCH_TXN_KINDS = frozenset({"TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT"})
 PLANNED_KINDS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"})
 RETRY_SAFE_KINDS = PLANNED_KINDS | {"CreateStmt", "IndexStmt", "DropStmt", "CreatedbStmt",
                                     "DropDatabase", "TruncateStmt", "AlterTableStmt", "ViewStmt",
@@ -95,6 +104,13 @@ class Prepared:
     cached: CachedPlan | None = None
     catalog_version: int = -1
     lifted_text: str | None = None
+
+
+@dataclass(slots=True)
+class SavepointMark:
+    """What a savepoint remembers: the undo-log position, or that it is initial (restart)."""
+    token: int | None  # None: initial, rolling back restarts the transaction
+    commit_on_release: bool = False
 
 
 @dataclass(slots=True)
@@ -164,8 +180,10 @@ class Session:
         self.state = NO_TXN
         self.txn: Txn | None = None
         self.implicit = False
-        self.savepoints: list[tuple[str, Any]] = []
-        self.restart_savepoint = False
+        # (name, SavepointMark), innermost last
+        self.savepoints: list[tuple[str, SavepointMark]] = []
+        self.last_conflict_key: bytes | None = None  # of the last commit that failed with 40001
+        self.commits = 0  # transactions this session committed (tells a batch what it did)
         self.txn_time = datetime.datetime.now(datetime.UTC)
         self._txn_catalog: Catalog | None = None
         self._ddl_in_txn = False
@@ -173,6 +191,7 @@ class Session:
         self.running_ctx: ExecCtx | None = None
         self.reported_changes: list[tuple[str, str]] = []
         self.as_of_revision: int | None = None
+        self.read_only_txn = False  # BEGIN READ ONLY
         self.active_query = ""
         self.pending_notices: list[str] = []
         self.sequence_values: dict[int, int] = {}
@@ -336,19 +355,22 @@ class Session:
 
     # ---- transactions ---------------------------------------------------------------------
 
-    def _begin(self, implicit: bool) -> None:
+    def _new_txn(self) -> Txn:
         store = self.engine.store
         if self.as_of_revision is not None:
-            self.txn = Txn(store, self.as_of_revision, is_read_only_snapshot=True)
-        else:
-            self.txn = Txn(store)
+            return Txn(store, self.as_of_revision, is_read_only_snapshot=True)
+        if self.read_only_txn or self.vars["default_transaction_read_only"] == "on":
+            return Txn(store, writes_refused="READ ONLY")
+        return Txn(store)
+
+    def _begin(self, implicit: bool) -> None:
+        self.txn = self._new_txn()
         self.implicit = implicit
         self.txn_time = datetime.datetime.fromtimestamp(hlc.wall_ns(self.txn.timestamp) / 1e9,
                                                         datetime.UTC)
         self._txn_catalog = None
         self._ddl_in_txn = False
         self.savepoints = []
-        self.restart_savepoint = False
         self.state = OPEN if not implicit else NO_TXN
 
     def _end(self) -> None:
@@ -359,20 +381,22 @@ class Session:
         self._txn_catalog = None
         self._ddl_in_txn = False
         self.savepoints = []
-        self.restart_savepoint = False
         self.as_of_revision = None
+        self.read_only_txn = False
         self.state = NO_TXN
 
     def _restart(self) -> None:
-        """Start the transaction over at a fresh snapshot (ROLLBACK TO SAVEPOINT cockroach_restart)."""
-        assert self.txn is not None
-        self.txn.abandon()
-        self.txn = Txn(self.engine.store)
+        """Start the transaction over at a fresh snapshot (ROLLBACK TO an initial savepoint).
+
+        A transaction begun AS OF SYSTEM TIME keeps its revision.
+        """
+        if self.txn is not None:
+            self.txn.abandon()
+        self.txn = self._new_txn()
         self.txn_time = datetime.datetime.fromtimestamp(hlc.wall_ns(self.txn.timestamp) / 1e9,
                                                         datetime.UTC)
         self._txn_catalog = None
         self._ddl_in_txn = False
-        self.savepoints = [(RESTART_SAVEPOINT, None)]
         self.state = OPEN
 
     async def _commit(self) -> None:
@@ -380,8 +404,14 @@ class Session:
         assert txn is not None
         try:
             await txn.commit()
+        except errors.PgError as exc:
+            if exc.code == errors.SERIALIZATION_FAILURE:
+                self.last_conflict_key = txn.conflict_key
+            raise
         finally:
             self.txn = None
+        if txn.has_writes:
+            self.commits += 1
 
     @property
     def ready_status(self) -> str:
@@ -392,12 +422,16 @@ class Session:
         return "I"
 
     def fail(self, exc: errors.PgError) -> None:
-        """A statement failed: an implicit transaction ends, an explicit one is aborted."""
-        if self.state in (OPEN, ABORTED) and not self.implicit:
+        """A statement failed: an implicit transaction ends, an explicit one is aborted.
+
+        ABORTED and COMMIT_WAIT stay as they are: only ROLLBACK [TO SAVEPOINT] (and COMMIT)
+        leave them, so a client that sends one more statement before it notices the error can
+        still roll back to its savepoint.
+        """
+        state = self.state
+        if state == OPEN:
             self.state = ABORTED
-        elif self.state == COMMIT_WAIT:
-            pass
-        else:
+        elif state == NO_TXN:
             self._end()
 
     # ---- parsing and planning -------------------------------------------------------------
@@ -427,15 +461,20 @@ class Session:
         return Prepared(sql, stmt, types, _static_columns(stmt))
 
     def _with_txn_for_planning(self, fn: Any) -> Any:
+        if self.state == ABORTED:
+            raise errors.in_failed_transaction()
         if self.txn is not None:
-            if self.state == ABORTED:
-                raise errors.in_failed_transaction()
             return fn()
-        self._begin(implicit=True)
+        # No transaction (or COMMIT_WAIT, whose transaction is gone): plan against the latest
+        # catalog in a throwaway snapshot, leaving the transaction state alone.
+        self.txn = Txn(self.engine.store, is_read_only_snapshot=True)
+        self._txn_catalog = None
         try:
             return fn()
         finally:
-            self._end()
+            self.txn.abandon()
+            self.txn = None
+            self._txn_catalog = None
 
     def _plan_prepared(self, sql: str, stmt: Statement, param_types: list[T.SQLType | None],
                        n: int) -> Prepared:
@@ -530,9 +569,9 @@ class Session:
     def _is_retry_intent(self, stmt: Statement) -> bool:
         """SAVEPOINT cockroach_restart in an aborted transaction: CockroachDB takes it, like
         ROLLBACK TO SAVEPOINT cockroach_restart, as the client's intent to retry."""
-        return (self.state == ABORTED and self.restart_savepoint and stmt.kind == "TransactionStmt"
-                and stmt.node["kind"] == "TRANS_STMT_SAVEPOINT"
-                and stmt.node.get("savepoint_name") == RESTART_SAVEPOINT)
+        return (self.state == ABORTED and bool(self.savepoints) and self.savepoints[0][1].commit_on_release
+                and stmt.kind == "TransactionStmt" and stmt.node["kind"] == "TRANS_STMT_SAVEPOINT"
+                and self._is_commit_on_release(stmt.node.get("savepoint_name", "")))
 
     def _check_statement_allowed(self, stmt: Statement) -> None:
         if self.state == ABORTED:
@@ -546,8 +585,7 @@ class Session:
             if stmt.kind == "TransactionStmt" and stmt.node["kind"] in (
                     "TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK"):
                 return
-            raise errors.PgError(errors.INVALID_TRANSACTION_STATE,
-                                 "current transaction is committed, commands ignored until end of transaction block")
+            raise _committed_error()
 
     def execute_statement(self, stmt: Statement, sql: str, params: list,
                           prepared: Prepared | None = None) -> StatementOutcome:
@@ -593,20 +631,34 @@ class Session:
             raise
         if not statements:
             raise _EmptyQuery()
-        retry_safe = all(s.kind in RETRY_SAFE_KINDS for s in statements)
+        retry_safe = self.state == NO_TXN and all(_is_retry_safe(s) for s in statements)
         attempt = 0
-        while True:
-            mark = sink.mark()
-            try:
-                await self._run_batch(statements, sink)
-                return
-            except errors.PgError as exc:
-                if exc.code == errors.SERIALIZATION_FAILURE and retry_safe and self.state == NO_TXN \
-                        and attempt < MAX_IMPLICIT_RETRIES and sink.rewind(mark):
-                    attempt += 1
-                    await _backoff(attempt)
-                    continue
-                raise
+        turn: _RetryTurn | None = None
+        try:
+            while True:
+                mark = sink.mark()
+                commits = self.commits
+                try:
+                    await self._run_batch(statements, sink)
+                    return
+                except errors.PgError as exc:
+                    # Re-run only what is wholly undone: the failed transaction ended (state is
+                    # NO_TXN again), nothing earlier in the batch committed, nothing was sent.
+                    if not (exc.code == errors.SERIALIZATION_FAILURE and retry_safe
+                            and self.state == NO_TXN and self.commits == commits
+                            and attempt < MAX_IMPLICIT_RETRIES and sink.rewind(mark)):
+                        raise
+                attempt += 1
+                turn = turn or _RetryTurn(self.engine.retry_turns)
+                await turn.wait(self._pop_conflict_key(), attempt)
+        finally:
+            if turn is not None:
+                turn.give_back()
+
+    def _pop_conflict_key(self) -> bytes | None:
+        key = self.last_conflict_key
+        self.last_conflict_key = None
+        return key
 
     async def _run_batch(self, statements: list[Statement], sink: ResultSink) -> None:
         for stmt in statements:
@@ -632,6 +684,8 @@ class Session:
             if stmt.as_of is not None:
                 self.as_of_revision = self._as_of_revision(stmt.as_of)
             self._begin(implicit=True)
+        elif stmt.as_of is not None:
+            self._check_as_of_in_txn(stmt.as_of)
         outcome = self.execute_statement(stmt, sql, params, prepared)
         await self.write_outcome(outcome, sink, describe=True)
 
@@ -710,22 +764,28 @@ class Session:
             return
         retry_safe = stmt.kind in RETRY_SAFE_KINDS
         attempt = 0
-        while True:
-            mark = sink.mark()
-            try:
-                await self._execute_portal_once(portal, sink, max_rows)
-                return
-            except errors.PgError as exc:
-                self.fail(exc)
-                portal.rows = None
-                portal.done = True
-                if exc.code == errors.SERIALIZATION_FAILURE and retry_safe and portal.implicit \
-                        and attempt < MAX_IMPLICIT_RETRIES and portal.rows_sent == 0 and sink.rewind(mark):
-                    attempt += 1
-                    portal.done = False
-                    await _backoff(attempt)
-                    continue
-                raise
+        turn: _RetryTurn | None = None
+        try:
+            while True:
+                mark = sink.mark()
+                try:
+                    await self._execute_portal_once(portal, sink, max_rows)
+                    return
+                except errors.PgError as exc:
+                    self.fail(exc)
+                    portal.rows = None
+                    portal.done = True
+                    if not (exc.code == errors.SERIALIZATION_FAILURE and retry_safe and portal.implicit
+                            and attempt < MAX_IMPLICIT_RETRIES and portal.rows_sent == 0
+                            and sink.rewind(mark)):
+                        raise
+                attempt += 1
+                portal.done = False
+                turn = turn or _RetryTurn(self.engine.retry_turns)
+                await turn.wait(self._pop_conflict_key(), attempt)
+        finally:
+            if turn is not None:
+                turn.give_back()
 
     async def _execute_portal_once(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:
         prepared = portal.prepared
@@ -740,6 +800,8 @@ class Session:
                     self.as_of_revision = self._as_of_revision(stmt.as_of)
                 self._begin(implicit=True)
                 portal.implicit = True
+            elif stmt.as_of is not None:
+                self._check_as_of_in_txn(stmt.as_of)
             outcome = self.execute_statement(stmt, prepared.sql, portal.params, prepared)
             portal.rows = outcome.rows if outcome.rows is not None else iter(())
             portal.ctx = outcome.ctx
@@ -770,29 +832,29 @@ class Session:
     async def transaction_statement(self, stmt: Statement) -> str:
         kind = stmt.node["kind"]
         if self._is_retry_intent(stmt):
-            self._restart()
-            self.restart_savepoint = True
+            # SQLAlchemy's retry loop declares the savepoint again instead of rolling back to it
+            self._rollback_to(stmt.node.get("savepoint_name", ""))
             return "SAVEPOINT"
-        if self.state == ABORTED and kind not in ("TRANS_STMT_ROLLBACK", "TRANS_STMT_ROLLBACK_TO",
-                                                  "TRANS_STMT_COMMIT"):
+        state = self.state
+        if state == ABORTED and kind not in ("TRANS_STMT_ROLLBACK", "TRANS_STMT_ROLLBACK_TO",
+                                             "TRANS_STMT_COMMIT"):
             raise errors.in_failed_transaction()
+        if state == COMMIT_WAIT and kind not in ("TRANS_STMT_ROLLBACK", "TRANS_STMT_COMMIT"):
+            raise _committed_error()
         if kind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START"):
-            if self.state != NO_TXN:
+            if state != NO_TXN:
                 raise errors.PgError(errors.ACTIVE_SQL_TRANSACTION, "there is already a transaction in progress")
-            self._apply_txn_options(stmt.node.get("options") or [])
+            self.read_only_txn = self._read_only_option(stmt.node.get("options") or [])
             if stmt.as_of is not None:
                 self.as_of_revision = self._as_of_revision(stmt.as_of)
             self._begin(implicit=False)
             return "BEGIN"
         if kind == "TRANS_STMT_COMMIT":
-            if self.state == NO_TXN:
+            if state == NO_TXN:
                 return "COMMIT"  # PostgreSQL warns and succeeds
-            if self.state == ABORTED:
+            if state in (ABORTED, COMMIT_WAIT):
                 self._end()
-                return "ROLLBACK"
-            if self.state == COMMIT_WAIT:
-                self._end()
-                return "COMMIT"
+                return "ROLLBACK" if state == ABORTED else "COMMIT"
             try:
                 await self._commit()
             finally:
@@ -803,46 +865,68 @@ class Session:
             return "ROLLBACK"
         name = stmt.node.get("savepoint_name", "")
         if kind == "TRANS_STMT_SAVEPOINT":
-            if self.state == NO_TXN:
-                raise errors.PgError(errors.NO_ACTIVE_SQL_TRANSACTION,
-                                     "there is no transaction in progress")
-            assert self.txn is not None
-            if name == RESTART_SAVEPOINT:
-                self.restart_savepoint = True
-            self.savepoints.append((name, self.txn.savepoint()))
-            return "SAVEPOINT"
+            return self._savepoint(name)
         if kind == "TRANS_STMT_RELEASE":
-            self._find_savepoint(name)
-            if name == RESTART_SAVEPOINT and self.restart_savepoint:
-                try:
-                    await self._commit()
-                except errors.PgError as exc:
-                    if exc.code == errors.SERIALIZATION_FAILURE:
-                        # The client is expected to ROLLBACK TO SAVEPOINT cockroach_restart.
-                        self.txn = Txn(self.engine.store)
-                        self.state = ABORTED
-                    raise
-                self.state = COMMIT_WAIT
-                return "RELEASE"
-            index = self._find_savepoint(name)
-            del self.savepoints[index:]
-            return "RELEASE"
+            return await self._release(name)
         if kind == "TRANS_STMT_ROLLBACK_TO":
-            index = self._find_savepoint(name)
-            if name == RESTART_SAVEPOINT and self.restart_savepoint:
-                self._restart()
-                self.restart_savepoint = True
-                return "ROLLBACK"
-            assert self.txn is not None
-            token = self.savepoints[index][1]
-            self.txn.rollback_to(token)
-            del self.savepoints[index + 1:]
-            self._txn_catalog = None
-            self.state = OPEN
-            return "ROLLBACK"
+            return self._rollback_to(name)
         if kind in ("TRANS_STMT_PREPARE", "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"):
             raise errors.feature_not_supported("two-phase commit is not supported")
         raise errors.feature_not_supported(f"{kind} is not supported")
+
+    def _is_commit_on_release(self, name: str) -> bool:
+        return name.startswith(COMMIT_ON_RELEASE_PREFIX) or self.vars.get("force_savepoint_restart") == "on"
+
+    def _savepoint(self, name: str) -> str:
+        if self.state == NO_TXN:
+            raise errors.PgError(errors.NO_ACTIVE_SQL_TRANSACTION, "there is no transaction in progress")
+        txn = self.txn
+        assert txn is not None
+        commit_on_release = self._is_commit_on_release(name)
+        if commit_on_release:
+            savepoints = self.savepoints
+            if len(savepoints) == 1 and savepoints[0][1].commit_on_release and not txn.is_active:
+                return "SAVEPOINT"  # declared again at the top of a retry loop: nothing to do
+            if savepoints:
+                raise errors.syntax_error(f'SAVEPOINT "{name}" cannot be nested')
+            if txn.is_active:
+                raise errors.syntax_error(f'SAVEPOINT "{name}" needs to be the first statement in a transaction')
+        token = txn.savepoint() if txn.is_active else None
+        self.savepoints.append((name, SavepointMark(token, commit_on_release)))
+        return "SAVEPOINT"
+
+    async def _release(self, name: str) -> str:
+        index = self._find_savepoint(name)
+        mark = self.savepoints[index][1]
+        del self.savepoints[index:]
+        if not mark.commit_on_release:
+            if all(m.token is None for _, m in self.savepoints) and self.txn is not None:
+                self.txn.forget_savepoints()
+            return "RELEASE"
+        try:
+            await self._commit()
+        except errors.PgError as exc:
+            if exc.code == errors.SERIALIZATION_FAILURE:
+                # Keep the savepoint: the client is expected to ROLLBACK TO it and retry.
+                self.savepoints.append((name, mark))
+            self.txn = self._new_txn()
+            self.state = ABORTED
+            raise
+        self.state = COMMIT_WAIT
+        return "RELEASE"
+
+    def _rollback_to(self, name: str) -> str:
+        index = self._find_savepoint(name)
+        mark = self.savepoints[index][1]
+        del self.savepoints[index + 1:]
+        if mark.token is None:
+            self._restart()
+        else:
+            assert self.txn is not None
+            self.txn.rollback_to(mark.token)
+            self._txn_catalog = None
+            self.state = OPEN
+        return "ROLLBACK"
 
     def _find_savepoint(self, name: str) -> int:
         if self.state == NO_TXN:
@@ -852,18 +936,33 @@ class Session:
                 return i
         raise errors.PgError(errors.INVALID_SAVEPOINT_SPECIFICATION, f"savepoint \"{name}\" does not exist")
 
-    def _apply_txn_options(self, options: list) -> None:
+    @staticmethod
+    def _read_only_option(options: list) -> bool:
+        read_only = False
         for opt in options:
             d = opt.get("DefElem", {})
             if d.get("defname") == "transaction_isolation":
                 level = d["arg"]["A_Const"]["sval"]["sval"]
                 session_vars.validate("transaction_isolation", level)
             elif d.get("defname") == "transaction_read_only":
-                pass
+                read_only = bool(d["arg"]["A_Const"].get("ival", {}).get("ival", 0))
+        return read_only
 
     def _as_of_revision(self, node: dict) -> int:
         from pillbug.sql import statements
         return statements.as_of_revision(self, node)
+
+    def _check_as_of_in_txn(self, node: dict) -> None:
+        """Inside a transaction, AS OF SYSTEM TIME may only repeat the transaction's own."""
+        if self.state == ABORTED:
+            raise errors.in_failed_transaction()
+        assert self.txn is not None
+        revision = self._as_of_revision(node)
+        if not self.txn.is_read_only_snapshot or revision != self.txn.read_revision:
+            raise errors.PgError(
+                errors.FEATURE_NOT_SUPPORTED,
+                f"inconsistent AS OF SYSTEM TIME timestamp; expected: revision {self.txn.read_revision}, "
+                f"got: revision {revision}", hint="try BEGIN AS OF SYSTEM TIME")
 
     def cancel(self) -> None:
         ctx = self.running_ctx
@@ -875,6 +974,38 @@ class Session:
             self.txn.abandon()
         self.txn = None
         self.engine.close_session(self)
+
+
+def _committed_error() -> errors.PgError:
+    return errors.PgError(errors.INVALID_TRANSACTION_STATE,
+                          "current transaction is committed, commands ignored until end of transaction block")
+
+
+class _RetryTurn:
+    """The turn a statement being retried by the server holds on a contended key (at most one,
+    so turns cannot deadlock), given back when the statement is done."""
+
+    __slots__ = ("turns", "key")
+
+    def __init__(self, turns: Any) -> None:
+        self.turns = turns
+        self.key: bytes | None = None
+
+    async def wait(self, conflict_key: bytes | None, attempt: int) -> None:
+        """Before the next attempt: wait for the turn on the key the last one lost on."""
+        if conflict_key is None:
+            await _backoff(attempt)
+            return
+        if conflict_key == self.key:
+            return  # lost to a first attempt while holding the turn: still first in line
+        self.give_back()
+        await self.turns.take(conflict_key)
+        self.key = conflict_key
+
+    def give_back(self) -> None:
+        if self.key is not None:
+            key, self.key = self.key, None
+            self.turns.give_back(key)
 
 
 class _EmptyQuery(Exception):
@@ -894,6 +1025,13 @@ def _peek_done(portal: Portal, rows: Iterator[list[tuple]]) -> bool:
 
 async def _backoff(attempt: int) -> None:
     await asyncio.sleep(min(0.001 * (2 ** min(attempt, 8)), 0.2) * random.random())
+
+
+def _is_retry_safe(stmt: Statement) -> bool:
+    """Whether re-running the statement from scratch after a 40001 is the same as running it once."""
+    if stmt.kind == "TransactionStmt":
+        return stmt.node["kind"] in BATCH_TXN_KINDS
+    return stmt.kind in RETRY_SAFE_KINDS
 
 
 def _returns_rows(stmt: Statement) -> bool:

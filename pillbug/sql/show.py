@@ -441,4 +441,4 @@ def _ShowRegions(session: Any, node: dict) -> list[tuple]:
 
 
 def _ShowSavepointStatus(session: Any, node: dict) -> list[tuple]:
-    return [(name, i == 0 and name == "cockroach_restart") for i, (name, _) in enumerate(session.savepoints)]
+    return [(name, mark.token is None) for name, mark in session.savepoints]

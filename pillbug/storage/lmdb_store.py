@@ -11,15 +11,28 @@ A read at revision R looks at `latest`; when the latest version is newer than R 
 entry at or after escaped(key) + ~R). Escaping makes history keys prefix-free, so a seek never
 lands on a version of another key that merely starts with the same bytes.
 
-Commits: every commit() call is queued to one writer thread. The thread takes all queued
-commits, checks each one's compares against the state left by the ones before it, applies the
-survivors in one LMDB write transaction, syncs it once (sync=True, metasync=True: durable before
-anyone hears of it), and only then publishes the new revision and resolves the callers' futures.
-Many sessions' commits thus share one fsync (group commit). LMDB requires a write transaction
-to begin and end on one thread, which is another reason the writer is a dedicated thread.
+Threads. Reads run on one thread (the event loop's) through one cached read snapshot, renewed
+when the revision moves. Every commit() call is queued to one writer thread, which owns all
+LMDB write transactions (LMDB requires a write transaction to begin and end on one thread).
+
+Group commit: the writer takes all queued commits, checks each one's compares against the state
+left by the ones before it, applies the survivors in one LMDB write transaction, syncs it once
+(sync=True, metasync=True), and only then publishes the new revision and resolves the callers'
+futures: many sessions' commits share one fsync and nobody hears of a commit before it is
+durable. `stats` counts commits and synced batches.
 
 Range compares ("no key in [a, b) changed after R") are checked against an in-memory log of the
-keys each recent revision wrote; when R is older than that log, by scanning `latest` instead.
+keys each recent revision wrote; when R is older than that log (after a restart the log starts
+empty), by scanning `latest` instead, whose tombstones record deletes. Compaction drops
+tombstones, so a range compare older than the compaction horizon fails (the transaction is
+older than the GC horizon, 25 hours by default).
+
+Growing the map: when a write transaction finds the map full, the writer asks the read thread
+to drop its snapshot and grow the map (LMDB remaps, which is only safe with no transaction open
+anywhere in the process), waits for that, and retries.
+
+Compaction runs on the writer thread in chunks of bounded size (an LMDB write transaction must
+hold all its dirty pages in memory), serving queued commits between chunks.
 """
 from __future__ import annotations
 
@@ -32,11 +45,14 @@ import queue
 import struct
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 import lmdb
 
 from pillbug.storage.store import (
+    CommitFailedError,
     CommitResult,
     CompactedError,
     Compare,
@@ -56,9 +72,12 @@ _TOMBSTONE = b"\x01"
 _MAX_BATCH = 512  # commits taken into one synced LMDB transaction
 _RECENT_REVISIONS = 8192  # revisions whose written keys stay in memory for range compares
 _WATCH_QUEUE = 10000  # events buffered for a watcher before it is cut off
-
+_COMPACT_CHUNK = 2000  # latest keys (or revlog entries) visited per compaction transaction
+_MAX_MAP_GROWS = 8  # doublings tried for one transaction before giving up
 
 _STAMP_BYTES = 16  # an HLC timestamp (wall ns << 16 | logical) needs 80 bits
+
+_R = TypeVar("_R")
 
 
 def _stamp(revlog_value: bytes) -> int:
@@ -71,6 +90,17 @@ def _history_key(key: bytes, revision: int) -> bytes:
 
 def _history_prefix(key: bytes) -> bytes:
     return key.replace(b"\x00", b"\x00\xff") + b"\x00\x01"
+
+
+@dataclass
+class StoreStats:
+    """Counters written only by the writer thread (read anywhere, for metrics and tests)."""
+    commits: int = 0  # commits that applied writes
+    conflicts: int = 0  # commits refused because a compare failed
+    batches: int = 0  # synced LMDB write transactions that applied at least one commit
+    largest_batch: int = 0  # most commits applied by one synced transaction
+    map_grows: int = 0
+    compactions: int = 0
 
 
 class _Commit:
@@ -93,8 +123,13 @@ class _Compact:
         self.loop = loop
 
 
+class _Closing(Exception):
+    """close() was called while the writer was between compaction chunks."""
+
+
 class LMDBStore(Store):
-    def __init__(self, path: str, map_size: int = 1 << 36) -> None:
+    def __init__(self, path: str, map_size: int = 1 << 36,
+                 wall_clock: Callable[[], int] | None = None) -> None:
         os.makedirs(path, exist_ok=True)
         self.path = path
         self._env = lmdb.open(path, map_size=map_size, max_dbs=8, sync=True, metasync=True,
@@ -103,7 +138,7 @@ class LMDBStore(Store):
         self._history = self._env.open_db(b"history")
         self._revlog = self._env.open_db(b"revlog")
         self._meta = self._env.open_db(b"meta")
-        self._clock = hlc.Clock()
+        self._clock = hlc.Clock() if wall_clock is None else hlc.Clock(wall_clock)
         self._clock_lock = threading.Lock()
         with self._env.begin() as txn:
             cursor = txn.cursor(db=self._revlog)
@@ -114,17 +149,19 @@ class LMDBStore(Store):
                 self._revision = 0
             raw = txn.get(b"compacted", db=self._meta)
             self._compacted = _U64.unpack(raw)[0] if raw else 0
-        # The loop thread's cached read snapshot, renewed when the revision moves.
+        self.stats = StoreStats()
+        # The read thread's cached snapshot, renewed when the revision moves.
         self._read_txn: lmdb.Transaction | None = None
         self._read_txn_revision = -1
         self._recent: deque[tuple[int, list[bytes]]] = deque(maxlen=_RECENT_REVISIONS)
         self._watchers: list[tuple[bytes, asyncio.Queue]] = []
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._deferred: list[_Compact] = []  # compactions that arrived during a compaction
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="lmdb-writer", daemon=True)
         self._writer.start()
 
-    # ---- reads (event loop thread) -------------------------------------------------------
+    # ---- reads (the read thread) ---------------------------------------------------------
 
     def current_revision(self) -> int:
         return self._revision
@@ -148,10 +185,18 @@ class LMDBStore(Store):
             self._read_txn_revision = revision
         return txn
 
+    def _drop_snapshot(self) -> None:
+        if self._read_txn is not None:
+            self._read_txn.abort()
+            self._read_txn = None
+            self._read_txn_revision = -1
+
     def get(self, key: bytes, at: int) -> tuple[bytes | None, int]:
+        txn = self._snapshot()
+        # Checked after taking the snapshot: compaction raises the horizon before it deletes
+        # anything, so a snapshot that lacks old versions is always caught here.
         if at < self._compacted:
             raise CompactedError(at, self._compacted)
-        txn = self._snapshot()
         raw = txn.get(key, db=self._latest)
         if raw is None:
             return None, 0
@@ -174,11 +219,13 @@ class LMDBStore(Store):
 
     def scan(self, start: bytes, end: bytes, at: int, limit: int = 0,
              reverse: bool = False) -> list[tuple[bytes, bytes, int]]:
+        txn = self._snapshot()
         if at < self._compacted:
             raise CompactedError(at, self._compacted)
-        txn = self._snapshot()
-        cursor = txn.cursor(db=self._latest)
         out: list[tuple[bytes, bytes, int]] = []
+        if start >= end:
+            return out
+        cursor = txn.cursor(db=self._latest)
         if reverse:
             if cursor.set_range(end):
                 found = cursor.prev()
@@ -217,7 +264,7 @@ class LMDBStore(Store):
         if revision == 0:
             return 0
         raw = self._snapshot().get(_U64.pack(revision), db=self._revlog)
-        if raw is None:
+        if raw is None or revision < self._compacted:
             raise CompactedError(revision, self._compacted)
         return _stamp(raw)
 
@@ -250,90 +297,170 @@ class LMDBStore(Store):
         return await future
 
     async def compact(self, revision: int) -> None:
+        if self._closed:
+            raise RuntimeError("store is closed")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._requests.put(_Compact(min(revision, self._revision), future, loop))
         await future
 
     def _write_loop(self) -> None:
-        requests = self._requests
-        while True:
-            first = requests.get()
-            if first is None:
-                return
-            if isinstance(first, _Compact):
-                self._run_compaction(first)
+        try:
+            while True:
+                if self._deferred:
+                    request = self._deferred.pop(0)
+                else:
+                    request = self._requests.get()
+                if request is None:
+                    return
+                if isinstance(request, _Compact):
+                    self._run_compaction(request)
+                else:
+                    self._serve(request)
+        except _Closing:
+            return
+        finally:
+            for request in self._deferred:  # closing: nothing more will be compacted
+                _post(request.loop, _resolve, request.future, None)
+
+    def _serve(self, first: _Commit) -> None:
+        """Run `first` and every commit queued behind it as one batch (one synced transaction)."""
+        batch = [first]
+        stop = False
+        while len(batch) < _MAX_BATCH:
+            try:
+                more = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                stop = True
+                break
+            if isinstance(more, _Compact):
+                self._deferred.append(more)
                 continue
-            batch = [first]
-            stop = False
-            while len(batch) < _MAX_BATCH:
-                try:
-                    more = requests.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                if isinstance(more, _Compact):
-                    requests.put(more)  # run after this batch
-                    break
-                batch.append(more)
-            self._run_batch(batch)
-            if stop:
-                return
+            batch.append(more)
+        self._run_batch(batch)
+        if stop:
+            raise _Closing()
+
+    def _serve_waiting(self) -> None:
+        """Between compaction chunks: run the commits that queued up meanwhile."""
+        try:
+            first = self._requests.get_nowait()
+        except queue.Empty:
+            return
+        if first is None:
+            raise _Closing()
+        if isinstance(first, _Compact):
+            self._deferred.append(first)
+            return
+        self._serve(first)
+
+    def _in_write_txn(self, fn: Callable[[lmdb.Transaction], _R], loop: asyncio.AbstractEventLoop) -> _R:
+        """Run fn in one synced write transaction, growing the map when it is full."""
+        for _ in range(_MAX_MAP_GROWS):
+            try:
+                with self._env.begin(write=True) as txn:
+                    return fn(txn)
+            except lmdb.MapFullError:
+                self._grow_map(loop)
+        raise lmdb.MapFullError("the store's map could not be grown enough for one transaction")
+
+    def _grow_map(self, loop: asyncio.AbstractEventLoop) -> None:
+        size = self._env.info()["map_size"]
+        disk = os.statvfs(self.path)
+        if size >= disk.f_blocks * disk.f_frsize:
+            # A map as big as the disk is all the disk can hold. (Never ask LMDB for an absurd
+            # size either: a failed remap leaves the environment without a map.)
+            raise lmdb.MapFullError(f"the store is full: its map is {size} bytes, as big as its disk")
+        new_size = size * 2
+        done = threading.Event()
+        failure: list[BaseException] = []
+
+        def grow() -> None:
+            # On the read thread, between callbacks: no read transaction or cursor is in use.
+            try:
+                self._drop_snapshot()
+                self._env.set_mapsize(new_size)
+            except BaseException as exc:  # reported to the writer, which fails the batch
+                failure.append(exc)
+            finally:
+                done.set()
+
+        try:
+            loop.call_soon_threadsafe(grow)
+        except RuntimeError:  # the loop is closed: nobody reads, grow here
+            grow()
+        done.wait()
+        if failure:
+            raise failure[0]
+        self.stats.map_grows += 1
+        log.info("store map grown to %d bytes", new_size)
 
     def _run_batch(self, batch: list[_Commit]) -> None:
-        while True:
-            try:
-                results, applied, revision = self._apply(batch)
-                break
-            except lmdb.MapFullError:
-                self._env.set_mapsize(self._env.info()["map_size"] * 2)
-            except Exception as exc:  # an I/O error: nobody in the batch committed
-                log.exception("commit batch failed")
+        try:
+            results, applied, written, revision = self._in_write_txn(
+                lambda txn: self._apply(txn, batch), batch[0].loop)
+        except Exception as exc:  # an I/O error or a full disk: nobody in the batch committed
+            if len(batch) > 1:  # one commit too big to fit must not fail the others with it
                 for request in batch:
-                    request.loop.call_soon_threadsafe(_fail, request.future, exc)
+                    self._run_batch([request])
                 return
+            log.exception("commit failed")
+            failure = CommitFailedError(f"the store could not commit: {exc}")
+            for request in batch:
+                _post(request.loop, _fail, request.future, failure)
+            return
+        stats = self.stats
+        if applied:
+            stats.batches += 1
+            stats.commits += len(applied)
+            stats.largest_batch = max(stats.largest_batch, len(applied))
+        stats.conflicts += sum(1 for r in results if not r.succeeded)
         self._recent.extend(applied)
         self._revision = revision  # published only once durable
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        for request, result in zip(batch, results):
-            by_loop.setdefault(request.loop, []).append((request, result))
+        for request, result, keys in zip(batch, results, written):
+            by_loop.setdefault(request.loop, []).append((request, result, keys))
         for loop, done in by_loop.items():
-            loop.call_soon_threadsafe(self._finish, done)
+            _post(loop, self._finish, done)
 
-    def _apply(self, batch: list[_Commit]) -> tuple[list[CommitResult], list, int]:
+    def _apply(self, txn: lmdb.Transaction, batch: list[_Commit]
+               ) -> tuple[list[CommitResult], list[tuple[int, list[bytes]]], list[list[bytes]], int]:
         revision = self._revision
         results: list[CommitResult] = []
         applied: list[tuple[int, list[bytes]]] = []
+        written: list[list[bytes]] = []
         latest, history, revlog = self._latest, self._history, self._revlog
-        with self._env.begin(write=True) as txn:
-            for request in batch:
-                failed = self._check(txn, request.compares, applied, revision)
-                if failed is not None:
-                    results.append(CommitResult(0, failed[0], failed[1]))
-                    continue
-                if not request.writes:
-                    results.append(CommitResult(revision))
-                    continue
-                revision += 1
-                rev_bytes = _U64.pack(revision)
-                keys = []
-                for key, value in request.writes:
-                    old = txn.get(key, db=latest)
-                    if value is None and (old is None or old[8] == 1):
-                        continue  # deleting what is already absent writes no version
-                    if old is not None:
-                        txn.put(_history_key(key, _U64.unpack_from(old)[0]), old[8:], db=history)
-                    txn.put(key, rev_bytes + (_TOMBSTONE if value is None else _LIVE + value), db=latest)
-                    keys.append(key)
-                keys.sort()
-                with self._clock_lock:
-                    stamp = self._clock.now()
-                txn.put(rev_bytes, stamp.to_bytes(_STAMP_BYTES, "big") + marshal.dumps(keys), db=revlog)
-                applied.append((revision, keys))
+        for request in batch:
+            failed = self._check(txn, request.compares, applied, revision)
+            if failed is not None:
+                results.append(CommitResult(0, failed[0], failed[1]))
+                written.append([])
+                continue
+            if not request.writes:
                 results.append(CommitResult(revision))
-        return results, applied, revision
+                written.append([])
+                continue
+            revision += 1
+            rev_bytes = _U64.pack(revision)
+            keys = []
+            for key, value in request.writes:
+                old = txn.get(key, db=latest)
+                if value is None and (old is None or old[8] == 1):
+                    continue  # deleting what is already absent writes no version
+                if old is not None:
+                    txn.put(_history_key(key, _U64.unpack_from(old)[0]), old[8:], db=history)
+                txn.put(key, rev_bytes + (_TOMBSTONE if value is None else _LIVE + value), db=latest)
+                keys.append(key)
+            keys.sort()
+            with self._clock_lock:
+                stamp = self._clock.now()
+            txn.put(rev_bytes, stamp.to_bytes(_STAMP_BYTES, "big") + marshal.dumps(keys), db=revlog)
+            applied.append((revision, keys))
+            written.append(keys)
+            results.append(CommitResult(revision))
+        return results, applied, written, revision
 
     def _check(self, txn: lmdb.Transaction, compares: Sequence[Compare],
                pending: list[tuple[int, list[bytes]]],
@@ -353,11 +480,14 @@ class LMDBStore(Store):
 
     def _changed_in_range(self, txn: lmdb.Transaction, compare: RangeCompare,
                           pending: list[tuple[int, list[bytes]]], revision: int) -> bytes | None:
+        """A key in [start, end) written after compare.revision (as of `revision`), or None."""
         since = compare.revision
         if since >= revision:
             return None
         recent = self._recent
-        if recent and recent[0][0] <= since + 1 or not recent and since >= self._revision:
+        # The log answers when it holds every revision after `since`: revisions enter it
+        # consecutively, and `pending` holds this batch's (not yet published) ones.
+        if (recent[0][0] <= since + 1) if recent else since >= self._revision:
             for log_part in (pending, recent):
                 for rev, keys in reversed(log_part):
                     if rev <= since:
@@ -366,6 +496,10 @@ class LMDBStore(Store):
                     if i < len(keys) and keys[i] < compare.end:
                         return keys[i]
             return None
+        if since < self._compacted:
+            # Tombstones at or below the horizon are gone: a delete in the range can no longer
+            # be seen, so the compare cannot be proven to hold.
+            return compare.start
         cursor = txn.cursor(db=self._latest)
         if not cursor.set_range(compare.start):
             return None
@@ -376,13 +510,14 @@ class LMDBStore(Store):
                 return key
         return None
 
-    def _finish(self, done: list[tuple[_Commit, CommitResult]]) -> None:
+    def _finish(self, done: list[tuple[_Commit, CommitResult, list[bytes]]]) -> None:
         events: list[WatchEvent] = []
-        for request, result in done:
+        for request, result, keys in done:
             if not request.future.done():
                 request.future.set_result(result)
-            if self._watchers and result.succeeded and request.writes:
-                events.extend(WatchEvent(result.revision, k, v) for k, v in request.writes)
+            if self._watchers and keys:
+                values = dict(request.writes)
+                events.extend(WatchEvent(result.revision, k, values[k]) for k in keys)
         if events:
             self._notify(events)
 
@@ -391,16 +526,35 @@ class LMDBStore(Store):
     def _run_compaction(self, request: _Compact) -> None:
         horizon = request.revision
         try:
-            with self._env.begin(write=True) as txn:
-                self._compact_in(txn, horizon)
-            self._compacted = max(self._compacted, horizon)
-            request.loop.call_soon_threadsafe(_resolve, request.future, None)
+            if horizon > self._compacted:
+                self._compact(horizon, request.loop)
+            self.stats.compactions += 1
+            _post(request.loop, _resolve, request.future, None)
+        except _Closing:
+            _post(request.loop, _resolve, request.future, None)
+            raise
         except Exception as exc:
             log.exception("compaction failed")
-            request.loop.call_soon_threadsafe(_fail, request.future, exc)
+            _post(request.loop, _fail, request.future, exc)
 
-    def _compact_in(self, txn: lmdb.Transaction, horizon: int) -> None:
-        """Delete what no read at or after `horizon` can see.
+    def _compact(self, horizon: int, loop: asyncio.AbstractEventLoop) -> None:
+        # Raise the horizon before anything is deleted, so that no read below it can run on a
+        # snapshot that lacks the versions it needs (reads check the horizon after taking their
+        # snapshot). A crash part-way leaves versions below the horizon: harmless, dropped next time.
+        self._compacted = horizon
+        self._in_write_txn(lambda txn: txn.put(b"compacted", _U64.pack(horizon), db=self._meta), loop)
+        start: bytes | None = b""
+        while start is not None:
+            start = self._in_write_txn(lambda txn, s=start: self._compact_keys(txn, horizon, s), loop)
+            self._serve_waiting()
+        more = True
+        while more:
+            more = self._in_write_txn(lambda txn: self._compact_revlog(txn, horizon), loop)
+            self._serve_waiting()
+
+    def _compact_keys(self, txn: lmdb.Transaction, horizon: int, start: bytes) -> bytes | None:
+        """Delete what no read at or after `horizon` can see, for up to _COMPACT_CHUNK keys from
+        `start`; returns where the next chunk starts (None: done).
 
         A history version is needed by reads in [its revision, the next version's revision);
         once that next revision is at or below the horizon, nobody can read it. A tombstone at
@@ -408,36 +562,50 @@ class LMDBStore(Store):
         """
         latest_cursor = txn.cursor(db=self._latest)
         hist_cursor = txn.cursor(db=self._history)
+        if not latest_cursor.set_range(start):
+            return None
         doomed_latest = []
-        for key, raw in latest_cursor.iternext():
+        doomed_history = []
+        next_start = None
+        for visited, (key, raw) in enumerate(latest_cursor.iternext()):
+            if visited == _COMPACT_CHUNK:
+                next_start = key
+                break
             mod = _U64.unpack_from(raw)[0]
             if raw[8] == 1 and mod <= horizon:
                 doomed_latest.append(key)
             prefix = _history_prefix(key)
-            next_revision = mod
             if not hist_cursor.set_range(prefix):
                 continue
-            doomed_history = []
+            next_revision = mod
             for hkey in hist_cursor.iternext(values=False):
                 if len(hkey) != len(prefix) + 8 or not hkey.startswith(prefix):
                     break
-                rev = _MAX_U64 - _U64.unpack_from(hkey, len(prefix))[0]
                 if next_revision <= horizon:
                     doomed_history.append(hkey)
-                next_revision = rev
-            for hkey in doomed_history:
-                txn.delete(hkey, db=self._history)
+                next_revision = _MAX_U64 - _U64.unpack_from(hkey, len(prefix))[0]
+        for hkey in doomed_history:
+            txn.delete(hkey, db=self._history)
         for key in doomed_latest:
             txn.delete(key, db=self._latest)
-        rev_cursor = txn.cursor(db=self._revlog)
-        doomed_revs = []
-        for rkey in rev_cursor.iternext(values=False):
-            if _U64.unpack(rkey)[0] >= horizon:
-                break
-            doomed_revs.append(rkey)
-        for rkey in doomed_revs:
+        return next_start
+
+    def _compact_revlog(self, txn: lmdb.Transaction, horizon: int) -> bool:
+        """Drop up to _COMPACT_CHUNK revlog entries below the horizon; True if more remain."""
+        cursor = txn.cursor(db=self._revlog)
+        doomed = []
+        more = False
+        if cursor.first():
+            for rkey in cursor.iternext(values=False):
+                if _U64.unpack(rkey)[0] >= horizon:
+                    break
+                if len(doomed) == _COMPACT_CHUNK:
+                    more = True
+                    break
+                doomed.append(rkey)
+        for rkey in doomed:
             txn.delete(rkey, db=self._revlog)
-        txn.put(b"compacted", _U64.pack(max(self._compacted, horizon)), db=self._meta)
+        return more
 
     # ---- watch ---------------------------------------------------------------------------
 
@@ -461,9 +629,9 @@ class LMDBStore(Store):
     def _replay(self, prefix: bytes, from_revision: int, up_to: int) -> list[WatchEvent]:
         if from_revision <= 0 or from_revision > up_to:
             return []
+        txn = self._snapshot()
         if from_revision < self._compacted:
             raise CompactedError(from_revision, self._compacted)
-        txn = self._snapshot()
         out = []
         cursor = txn.cursor(db=self._revlog)
         if not cursor.set_range(_U64.pack(from_revision)):
@@ -498,10 +666,16 @@ class LMDBStore(Store):
         self._closed = True
         self._requests.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
-        if self._read_txn is not None:
-            self._read_txn.abort()
-            self._read_txn = None
+        self._drop_snapshot()
         self._env.close()
+
+
+def _post(loop: asyncio.AbstractEventLoop, fn: Callable, *args: object) -> None:
+    """Run fn(*args) on the loop that waits for it; a closed loop has nobody left to tell."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:
+        pass
 
 
 def _resolve(future: asyncio.Future, value: object) -> None:

@@ -58,6 +58,10 @@ class CompactedError(Exception):
         self.compacted = compacted
 
 
+class CommitFailedError(Exception):
+    """The commit definitely did not apply (an I/O error, a full disk); nothing of it is visible."""
+
+
 class Store(abc.ABC):
     """Versioned bytes with snapshot reads and one atomic conditional commit."""
 
@@ -87,7 +91,8 @@ class Store(abc.ABC):
         """Apply writes atomically and durably iff every compare holds.
 
         A write with value None is a delete (a tombstone version). The returned revision is the
-        new revision of every written key. Durable means synced before this returns.
+        new revision of every written key. Durable means synced before this returns. Raises
+        CommitFailedError when the commit certainly did not apply for another reason.
         """
 
     @abc.abstractmethod

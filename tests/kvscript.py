@@ -1,0 +1,278 @@
+"""A data-driven runner for scripts against the Store contract and kv transactions.
+
+Modelled on CockroachDB's `datadriven` files (pkg/storage/testdata/mvcc_histories): a script is
+a list of commands, each followed by `----` and the output it must produce. Run the tests with
+PILLBUG_REWRITE=1 to rewrite the expected outputs from what the code does now (then read the
+diff before committing it).
+
+Keys and values are written as Python string literals without quotes (`a`, `a\\x00`, `k1`).
+Store commands:
+  commit               input lines: `cmp K MOD`, `rcmp START END REV`, `put K V`, `del K`
+  get K at=R           scan START END at=R [limit=N] [reverse]
+  compact R            revision
+  restart [recent=N]   close and reopen the store on its path (keeping N recent revisions in memory)
+  dump                 every raw entry of the latest, history and revlog databases, decoded
+Transaction commands (T names a transaction):
+  txn T [at=R]         get T K          scan T START END [limit=N] [reverse]
+  put T K V            del T K          savepoint T NAME      rollback-to T NAME
+  commit T [T2 ...]    (several at once: their commits are queued together, one group batch)
+"""
+from __future__ import annotations
+
+import asyncio
+import marshal
+import os
+import shlex
+import struct
+from dataclasses import dataclass, field
+
+from pillbug.kv.txn import Txn
+from pillbug.storage import lmdb_store
+from pillbug.storage.lmdb_store import LMDBStore
+from pillbug.storage.store import CompactedError, KeyCompare, RangeCompare
+from pillbug.util.errors import PgError
+
+REWRITE = os.environ.get("PILLBUG_REWRITE") == "1"
+
+
+def key_bytes(text: str) -> bytes:
+    return text.encode("latin-1").decode("unicode_escape").encode("latin-1")
+
+
+def show(raw: bytes | None) -> str:
+    if raw is None:
+        return "<none>"
+    return repr(raw)[2:-1]
+
+
+@dataclass
+class Case:
+    line: int
+    command: str
+    input: list[str]
+    expected: str
+    actual: str = ""
+
+
+@dataclass
+class Script:
+    path: str
+    preamble: list[str] = field(default_factory=list)
+    cases: list[Case] = field(default_factory=list)
+
+
+def parse(path: str) -> Script:
+    with open(path) as f:
+        lines = f.read().split("\n")
+    script = Script(path)
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip() or line.startswith("#"):
+            if not script.cases:
+                script.preamble.append(line)
+            i += 1
+            continue
+        start = i
+        command = line
+        i += 1
+        body = []
+        while i < len(lines) and lines[i] != "----":
+            body.append(lines[i])
+            i += 1
+        assert i < len(lines), f"{path}:{start + 1}: command without ----"
+        i += 1
+        expected = []
+        while i < len(lines) and lines[i] != "":
+            expected.append(lines[i])
+            i += 1
+        script.cases.append(Case(start + 1, command, body, "\n".join(expected)))
+    return script
+
+
+def write(script: Script) -> None:
+    out = []
+    for case in script.cases:
+        out.append(case.command)
+        out.extend(case.input)
+        out.append("----")
+        if case.actual:
+            out.append(case.actual)
+        out.append("")
+    with open(script.path, "w") as f:
+        f.write("\n".join(script.preamble).rstrip("\n") + ("\n\n" if "".join(script.preamble).strip() else ""))
+        f.write("\n".join(out))
+
+
+class Runner:
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.loop = asyncio.new_event_loop()
+        self.store = LMDBStore(directory)
+        self.txns: dict[str, Txn] = {}
+        self.savepoints: dict[tuple[str, str], int] = {}
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.store.close())
+        self.loop.close()
+
+    def run(self, case: Case) -> str:
+        words = shlex.split(case.command, posix=False)
+        name, args = words[0], words[1:]
+        options = {}
+        positional = []
+        for arg in args:
+            if "=" in arg and arg.split("=", 1)[0] in ("at", "limit", "recent"):
+                k, v = arg.split("=", 1)
+                options[k] = int(v)
+            else:
+                positional.append(arg)
+        try:
+            return getattr(self, "cmd_" + name.replace("-", "_"))(positional, options, case.input)
+        except PgError as exc:
+            return f"error {exc.code}: {exc.message}"
+        except CompactedError as exc:
+            return f"compacted: {exc}"
+
+    # ---- store commands --------------------------------------------------------------------
+
+    def cmd_commit(self, args: list[str], opts: dict, body: list[str]) -> str:
+        if args:
+            return self._commit_txns(args)
+        compares: list = []
+        writes: list = []
+        for line in body:
+            op, *rest = line.split()
+            if op == "cmp":
+                compares.append(KeyCompare(key_bytes(rest[0]), int(rest[1])))
+            elif op == "rcmp":
+                compares.append(RangeCompare(key_bytes(rest[0]), key_bytes(rest[1]), int(rest[2])))
+            elif op == "put":
+                writes.append((key_bytes(rest[0]), key_bytes(rest[1])))
+            elif op == "del":
+                writes.append((key_bytes(rest[0]), None))
+            else:
+                raise AssertionError(f"unknown commit line {line!r}")
+        result = self.loop.run_until_complete(self.store.commit(compares, writes))
+        if result.succeeded:
+            return f"r{result.revision}"
+        return f"failed: {_show_compare(result.failed)} (changed: {show(result.conflict_key)})"
+
+    def cmd_get(self, args: list[str], opts: dict, body: list[str]) -> str:
+        if len(args) == 2:
+            txn = self.txns[args[0]]
+            return show(txn.get(key_bytes(args[1])))
+        value, mod = self.store.get(key_bytes(args[0]), opts["at"])
+        return f"{show(value)} @{mod}"
+
+    def cmd_scan(self, args: list[str], opts: dict, body: list[str]) -> str:
+        reverse = "reverse" in args
+        args = [a for a in args if a != "reverse"]
+        limit = opts.get("limit", 0)
+        if len(args) == 3:
+            txn = self.txns[args[0]]
+            rows = list(txn.scan(key_bytes(args[1]), key_bytes(args[2]), limit=limit, reverse=reverse))
+            spans = " ".join(f"[{show(s)},{show(e)})" for s, e in txn.spans)
+            return "\n".join([f"{show(k)}={show(v)}" for k, v in rows] + [f"spans: {spans}"])
+        rows = self.store.scan(key_bytes(args[0]), key_bytes(args[1]), opts["at"], limit, reverse)
+        return "\n".join(f"{show(k)}={show(v)} @{m}" for k, v, m in rows) or "<empty>"
+
+    def cmd_compact(self, args: list[str], opts: dict, body: list[str]) -> str:
+        self.loop.run_until_complete(self.store.compact(int(args[0])))
+        return f"compacted at r{self.store.compacted_revision()}"
+
+    def cmd_revision(self, args: list[str], opts: dict, body: list[str]) -> str:
+        return f"r{self.store.current_revision()}"
+
+    def cmd_restart(self, args: list[str], opts: dict, body: list[str]) -> str:
+        self.loop.run_until_complete(self.store.close())
+        default = lmdb_store._RECENT_REVISIONS
+        lmdb_store._RECENT_REVISIONS = opts.get("recent", default)
+        try:
+            self.store = LMDBStore(self.directory)
+        finally:
+            lmdb_store._RECENT_REVISIONS = default
+        return f"reopened at r{self.store.current_revision()}, compacted at r{self.store.compacted_revision()}"
+
+    def cmd_dump(self, args: list[str], opts: dict, body: list[str]) -> str:
+        store = self.store
+        out = []
+        u64 = struct.Struct(">Q")
+        with store._env.begin() as txn:
+            for key, raw in txn.cursor(db=store._latest):
+                mod = u64.unpack_from(raw)[0]
+                kind = "tombstone" if raw[8] == 1 else show(raw[9:])
+                out.append(f"latest  {show(key)} @{mod} {kind}")
+            for hkey, raw in txn.cursor(db=store._history):
+                body_, rev = hkey[:-8], lmdb_store._MAX_U64 - u64.unpack_from(hkey, len(hkey) - 8)[0]
+                key = body_[:-2].replace(b"\x00\xff", b"\x00")
+                kind = "tombstone" if raw[0] == 1 else show(raw[1:])
+                out.append(f"history {show(key)} @{rev} {kind}")
+            for rkey, raw in txn.cursor(db=store._revlog):
+                keys = marshal.loads(raw[lmdb_store._STAMP_BYTES:])
+                out.append(f"revlog  r{u64.unpack(rkey)[0]} {' '.join(show(k) for k in keys)}".rstrip())
+        return "\n".join(out) or "<empty>"
+
+    # ---- transaction commands --------------------------------------------------------------
+
+    def cmd_txn(self, args: list[str], opts: dict, body: list[str]) -> str:
+        at = opts.get("at")
+        txn = Txn(self.store, at, is_read_only_snapshot=at is not None)
+        self.txns[args[0]] = txn
+        return f"{args[0]} reads at r{txn.read_revision}"
+
+    def cmd_put(self, args: list[str], opts: dict, body: list[str]) -> str:
+        self.txns[args[0]].put(key_bytes(args[1]), key_bytes(args[2]))
+        return "ok"
+
+    def cmd_del(self, args: list[str], opts: dict, body: list[str]) -> str:
+        self.txns[args[0]].delete(key_bytes(args[1]))
+        return "ok"
+
+    def cmd_savepoint(self, args: list[str], opts: dict, body: list[str]) -> str:
+        self.savepoints[(args[0], args[1])] = self.txns[args[0]].savepoint()
+        return "ok"
+
+    def cmd_rollback_to(self, args: list[str], opts: dict, body: list[str]) -> str:
+        self.txns[args[0]].rollback_to(self.savepoints[(args[0], args[1])])
+        return "ok"
+
+    def _commit_txns(self, names: list[str]) -> str:
+        async def commit_all() -> list:
+            return await asyncio.gather(*(self.txns[n].commit() for n in names), return_exceptions=True)
+        outcomes = self.loop.run_until_complete(commit_all())
+        lines = []
+        for name, outcome in zip(names, outcomes):
+            if isinstance(outcome, PgError):
+                changed = show(self.txns[name].conflict_key)
+                lines.append(f"{name}: error {outcome.code} (changed: {changed})")
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                lines.append(f"{name}: committed at r{outcome}")
+        return "\n".join(lines)
+
+
+def _show_compare(compare: object) -> str:
+    if isinstance(compare, KeyCompare):
+        return f"cmp {show(compare.key)} {compare.mod_revision}"
+    assert isinstance(compare, RangeCompare)
+    return f"rcmp {show(compare.start)} {show(compare.end)} {compare.revision}"
+
+
+def run_script(path: str, directory: str) -> None:
+    script = parse(path)
+    runner = Runner(directory)
+    failures = []
+    try:
+        for case in script.cases:
+            case.actual = runner.run(case)
+            if case.actual != case.expected:
+                failures.append(f"{os.path.basename(path)}:{case.line}: {case.command}\n"
+                                f"expected:\n{case.expected}\nactual:\n{case.actual}\n")
+    finally:
+        runner.close()
+    if REWRITE:
+        write(script)
+        return
+    assert not failures, "\n".join(failures)

@@ -1,0 +1,318 @@
+"""The Store contract on the LMDB engine, and the kv layer's scripts.
+
+Data-driven scripts under testdata/kv (see kvscript.py; PILLBUG_REWRITE=1 rewrites them) pin
+MVCC reads, conditional commits, compaction and transactions step by step. The tests below them
+cover what a script cannot: timestamps, watch, map growth, group commit and its durability.
+"""
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import subprocess
+import sys
+import time
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kvscript import run_script
+
+from pillbug.kv.txn import Txn
+from pillbug.storage import lmdb_store
+from pillbug.storage.lmdb_store import LMDBStore
+from pillbug.storage.store import CompactedError
+from pillbug.util import hlc
+from pillbug.util.errors import PgError
+
+SCRIPTS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "testdata", "kv", "*.txt")))
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=[os.path.basename(p)[:-4] for p in SCRIPTS])
+def test_script(path, tmp_path):
+    run_script(path, str(tmp_path / "store"))
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+class StoreHarness:
+    """An LMDBStore with its own event loop, for tests that drive it step by step."""
+
+    def __init__(self, path: str, **kwargs) -> None:
+        self.path = path
+        self.kwargs = kwargs
+        self.loop = asyncio.new_event_loop()
+        self.store = LMDBStore(path, **kwargs)
+
+    def run(self, coro):
+        return self.loop.run_until_complete(coro)
+
+    def commit(self, writes, compares=()):
+        result = self.run(self.store.commit(list(compares), list(writes)))
+        assert result.succeeded, result
+        return result.revision
+
+    def restart(self, **kwargs) -> None:
+        self.run(self.store.close())
+        self.store = LMDBStore(self.path, **(kwargs or self.kwargs))
+
+    def close(self) -> None:
+        self.run(self.store.close())
+        self.loop.close()
+
+
+@pytest.fixture
+def harness(tmp_path):
+    h = StoreHarness(str(tmp_path / "store"))
+    yield h
+    h.close()
+
+
+# ---- timestamps ---------------------------------------------------------------------------------
+
+def test_revision_timestamps_map_both_ways(harness):
+    store = harness.store
+    assert store.revision_timestamp(0) == 0
+    before = store.now()
+    revisions = [harness.commit([(b"k%d" % i, b"v")]) for i in range(20)]
+    stamps = [store.revision_timestamp(r) for r in revisions]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    assert before < stamps[0] and stamps[-1] < store.now()
+    for r, ts in zip(revisions, stamps):
+        assert store.revision_at(ts) == r
+        assert store.revision_at(ts - 1) == r - 1  # just before its commit: the previous one
+    assert store.revision_at(before) == 0
+    assert store.revision_at(store.now()) == revisions[-1]
+    harness.run(store.compact(revisions[10]))
+    with pytest.raises(CompactedError):
+        store.revision_timestamp(revisions[5])
+    assert store.revision_timestamp(revisions[10]) == stamps[10]
+    assert store.revision_at(stamps[12]) == revisions[12]
+
+
+def test_timestamps_never_go_backwards_across_a_restart(tmp_path):
+    wall = [time.time_ns()]
+    h = StoreHarness(str(tmp_path / "store"), wall_clock=lambda: wall[0])
+    try:
+        r1 = h.commit([(b"a", b"1")])
+        stamp1 = h.store.revision_timestamp(r1)
+        wall[0] -= 3_600_000_000_000  # the wall clock jumps an hour back, and the node restarts
+        h.restart(wall_clock=lambda: wall[0])
+        assert h.store.now() > stamp1
+        r2 = h.commit([(b"a", b"2")])
+        assert h.store.revision_timestamp(r2) > stamp1
+        assert h.store.revision_at(stamp1) == r1
+        assert hlc.wall_ns(h.store.revision_timestamp(r2)) == hlc.wall_ns(stamp1)  # logical tick
+    finally:
+        h.close()
+
+
+# ---- watch -------------------------------------------------------------------------------------
+
+def test_watch_replays_then_follows(harness):
+    store = harness.store
+    r1 = harness.commit([(b"w/a", b"1"), (b"x/a", b"1")])
+    r2 = harness.commit([(b"w/b", b"2")])
+    harness.commit([(b"w/a", None)])
+
+    async def scenario():
+        stream = store.watch(b"w/", r2)
+        seen = [await stream.__anext__() for _ in range(2)]  # replayed: r2 and the delete at r3
+        done = asyncio.ensure_future(asyncio.gather(*(stream.__anext__() for _ in range(1))))
+        await store.commit([], [(b"x/b", b"ignored"), (b"w/c", b"3"), (b"w/zz", None)])  # w/zz: no-op
+        await store.commit([], [(b"w/c", None)])
+        seen += await done
+        seen.append(await stream.__anext__())
+        await stream.aclose()
+        return seen
+
+    events = harness.run(scenario())
+    assert [(e.revision, e.key, e.value) for e in events] == [
+        (r2, b"w/b", b"2"), (r2 + 1, b"w/a", None), (r2 + 2, b"w/c", b"3"), (r2 + 3, b"w/c", None)]
+    harness.run(store.compact(r2))
+    with pytest.raises(CompactedError):
+        harness.run(store.watch(b"w/", r1).__anext__())
+
+
+# ---- growing the map ---------------------------------------------------------------------------
+
+def test_map_grows_while_readers_keep_reading(tmp_path):
+    h = StoreHarness(str(tmp_path / "store"), map_size=1 << 18)  # 256 KiB
+    try:
+        store = h.store
+        value = os.urandom(2000)
+
+        async def load():
+            # Commits in flight while the loop keeps reading through its cached snapshot.
+            for round_ in range(40):
+                pending = [asyncio.ensure_future(store.commit([], [(b"g/%04d/%02d" % (round_, i), value)]))
+                           for i in range(20)]
+                while not all(p.done() for p in pending):
+                    rows = store.scan(b"g/", b"g0", store.current_revision())
+                    assert all(v == value for _, v, _ in rows)
+                    await asyncio.sleep(0)
+                for p in pending:
+                    assert p.result().succeeded
+        h.run(load())
+        assert store.stats.map_grows >= 3
+        assert len(store.scan(b"g/", b"g0", store.current_revision())) == 800
+        h.restart(map_size=1 << 18)  # reopening with the old, smaller size keeps the data
+        assert len(h.store.scan(b"g/", b"g0", h.store.current_revision())) == 800
+    finally:
+        h.close()
+
+
+def test_a_commit_that_cannot_fit_fails_cleanly(tmp_path, monkeypatch):
+    monkeypatch.setattr(lmdb_store, "_MAX_MAP_GROWS", 1)
+    h = StoreHarness(str(tmp_path / "store"), map_size=1 << 17)
+    try:
+        before = h.commit([(b"small", b"1")])
+        txn = Txn(h.store)
+        for i in range(200):
+            txn.put(b"big/%d" % i, os.urandom(4000))
+        with pytest.raises(PgError) as info:
+            h.run(txn.commit())
+        assert info.value.code == "58030"
+        assert h.store.current_revision() == before
+        assert h.store.scan(b"big/", b"big0", before) == []
+        assert h.commit([(b"small", b"2")]) == before + 1  # the store still works
+
+        async def big_among_small():  # in one batch: only the one that cannot fit fails
+            big = Txn(h.store)
+            for i in range(200):
+                big.put(b"big/%d" % i, os.urandom(4000))
+            return await asyncio.gather(big.commit(), *(h.store.commit([], [(b"s/%d" % i, b"v")])
+                                                        for i in range(5)), return_exceptions=True)
+        outcomes = h.run(big_among_small())
+        assert isinstance(outcomes[0], PgError) and outcomes[0].code == "58030"
+        assert all(r.succeeded for r in outcomes[1:])
+    finally:
+        h.close()
+
+
+# ---- group commit --------------------------------------------------------------------------------
+
+def test_concurrent_commits_share_synced_batches(harness):
+    store = harness.store
+    assert store._env.flags()["sync"] and store._env.flags()["metasync"]
+    acked_before_durable = []
+
+    async def one(i):
+        result = await store.commit([], [(b"gc/%03d" % i, b"v")])
+        # The revision is published (and the batch synced) before any caller hears of it.
+        if store.current_revision() < result.revision:
+            acked_before_durable.append(i)
+        return result.revision
+
+    async def many():
+        return await asyncio.gather(*(one(i) for i in range(300)))
+    revisions = harness.run(many())
+    assert sorted(revisions) == list(range(1, 301))
+    assert not acked_before_durable
+    stats = store.stats
+    assert stats.commits == 300
+    assert stats.batches < stats.commits / 4, stats  # commits shared fsyncs
+    assert stats.largest_batch > 1
+
+
+def test_acknowledged_commits_are_in_the_file_for_another_process(harness):
+    revision = 0
+
+    async def commits():
+        return await asyncio.gather(*(harness.store.commit([], [(b"p/%d" % i, b"v")]) for i in range(50)))
+    revision = max(r.revision for r in harness.run(commits()))
+    # Another process opens the same LMDB environment right after the acknowledgements.
+    reader = (
+        "import lmdb, struct, sys\n"
+        "env = lmdb.open(sys.argv[1], readonly=True, max_dbs=8, subdir=True)\n"
+        "db = env.open_db(b'revlog', create=False)\n"
+        "with env.begin() as t:\n"
+        "    c = t.cursor(db=db); c.last(); print(struct.unpack('>Q', c.key())[0])\n")
+    out = subprocess.run([sys.executable, "-c", reader, harness.path], capture_output=True, text=True,
+                         check=True).stdout
+    assert int(out) == revision
+
+
+def test_close_finishes_pending_commits(tmp_path):
+    h = StoreHarness(str(tmp_path / "store"))
+    try:
+        async def commit_and_close():
+            pending = [asyncio.ensure_future(h.store.commit([], [(b"c/%d" % i, b"v")])) for i in range(100)]
+            await asyncio.sleep(0)  # all queued
+            await h.store.close()
+            return [p.result().revision for p in pending]
+        revisions = h.run(commit_and_close())
+        h.store = LMDBStore(h.path)
+        assert h.store.current_revision() == max(revisions) == 100
+    finally:
+        h.close()
+
+
+# ---- compaction ----------------------------------------------------------------------------------
+
+def test_chunked_compaction_serves_commits_and_keeps_what_reads_need(harness, monkeypatch):
+    monkeypatch.setattr(lmdb_store, "_COMPACT_CHUNK", 7)
+    store = harness.store
+    for round_ in range(6):
+        harness.commit([(b"c/%03d" % i, b"%d" % round_) for i in range(60) if (i + round_) % 3])
+        harness.commit([(b"c/%03d" % i, None) for i in range(60) if i % 7 == round_])
+    horizon = store.current_revision() - 3
+    expected = {at: store.scan(b"", b"\xff", at) for at in range(horizon, store.current_revision() + 1)}
+    expected_gets = {(at, i): store.get(b"c/%03d" % i, at)[0] for at in expected for i in range(60)}
+
+    async def compact_while_committing():
+        compaction = asyncio.ensure_future(store.compact(horizon))
+        commits = [asyncio.ensure_future(store.commit([], [(b"late/%d" % i, b"x")])) for i in range(30)]
+        await asyncio.gather(compaction, *commits)
+        return [c.result().revision for c in commits]
+    late = harness.run(compact_while_committing())
+    assert store.compacted_revision() == horizon
+    assert all(r > horizon for r in late)
+    for at, rows in expected.items():
+        assert [r for r in store.scan(b"", b"\xff", at) if not r[0].startswith(b"late/")] == rows
+    for (at, i), value in expected_gets.items():
+        assert store.get(b"c/%03d" % i, at)[0] == value
+    with pytest.raises(CompactedError):
+        store.get(b"c/000", horizon - 1)
+    harness.restart()
+    assert harness.store.compacted_revision() == horizon
+    with pytest.raises(CompactedError):
+        harness.store.scan(b"", b"\xff", horizon - 1)
+
+
+def test_reads_below_the_horizon_fail_in_transactions(harness):
+    r1 = harness.commit([(b"a", b"1")])
+    harness.commit([(b"a", b"2")])
+    txn = Txn(harness.store, r1, is_read_only_snapshot=True)
+    harness.run(harness.store.compact(r1 + 1))
+    with pytest.raises(PgError) as info:
+        txn.get(b"a")
+    assert info.value.code == "22023" and "GC threshold" in info.value.message
+
+
+# ---- the hybrid logical clock ----------------------------------------------------------------------
+
+@given(st.integers(0, 2**63), st.integers(0, hlc.LOGICAL_MASK))
+def test_hlc_decimal_round_trip(wall, logical):
+    ts = hlc.pack(wall, logical)
+    assert hlc.from_decimal(hlc.to_decimal(ts)) == ts
+    assert hlc.to_decimal(ts) == Decimal(f"{wall}.{logical:010d}")
+
+
+@given(st.lists(st.one_of(st.tuples(st.just("tick"), st.integers(-10**9, 10**9)),
+                          st.tuples(st.just("seen"), st.integers(0, 10**12))), max_size=50))
+def test_hlc_never_goes_backwards(steps):
+    wall = [10**12]
+    clock = hlc.Clock(lambda: wall[0])
+    last = clock.now()
+    for kind, n in steps:
+        if kind == "tick":  # the wall clock moves, forwards or backwards
+            wall[0] = max(0, wall[0] + n)
+        else:  # a timestamp from elsewhere
+            clock.update(hlc.pack(n))
+            last = max(last, hlc.pack(n))
+        ts = clock.now()
+        assert ts > last
+        assert hlc.wall_ns(ts) >= wall[0]  # and never lags the wall clock
+        last = ts
