@@ -34,7 +34,7 @@ from pillbug.sql.catalog import system
 from pillbug.sql.catalog.descriptors import PUBLIC_SCHEMA, TableDesc
 from pillbug.sql.catalog.system import Catalog
 from pillbug.sql.exec.context import ExecCtx
-from pillbug.sql.opt import mutations
+from pillbug.sql.opt.plan import plan_statement
 from pillbug.sql.opt.planner import Planner, QueryPlan
 from pillbug.sql.parser import front
 from pillbug.sql.parser.front import Statement
@@ -445,29 +445,7 @@ class Session:
                         cached=cached, catalog_version=self.catalog.version)
 
     def _plan(self, stmt: Statement, params: ParamTypes, n_explicit: int) -> CachedPlan:
-        planner = Planner(self, params, stmt.index_hints)
-        if stmt.kind == "SelectStmt":
-            plan = planner.plan_query({"SelectStmt": stmt.node})
-            tag = "SELECT"
-        elif stmt.kind == "InsertStmt":
-            plan = mutations.plan_insert(planner, stmt)
-            tag = "INSERT"
-        elif stmt.kind == "UpdateStmt":
-            plan = mutations.plan_update(planner, stmt)
-            tag = "UPDATE"
-        elif stmt.kind == "DeleteStmt":
-            plan = mutations.plan_delete(planner, stmt)
-            tag = "DELETE"
-        elif stmt.kind == "ExplainStmt":
-            inner = front.Statement(*_inner_statement(stmt))
-            inner_plan = self._plan(inner, params, n_explicit).plan
-            lines = inner_plan.node.explain()
-            from pillbug.sql.exec.nodes import Generate
-            cols = [ScopeColumn("info", T.STRING)]
-            plan = QueryPlan(Generate(cols, lambda ctx, lines=lines: [(line,) for line in lines]), cols)
-            tag = "EXPLAIN"
-        else:
-            raise errors.internal_error(f"cannot plan {stmt.kind}")
+        plan, tag = plan_statement(Planner(self, params, stmt.index_hints), stmt)
         types = params.final_types()
         converters = [(i, _literal_converter(kind, types[i])) for i, (kind, _) in sorted(params.lifted.items())]
         return CachedPlan(plan, types, n_explicit, tag, converters)
@@ -887,11 +865,6 @@ def _returns_rows(stmt: Statement) -> bool:
     if stmt.kind in ("SelectStmt", "ExplainStmt"):
         return True
     return bool((stmt.node.get("returningClause") or {}).get("exprs"))
-
-
-def _inner_statement(stmt: Statement) -> tuple:
-    (kind, node), = stmt.node["query"].items()
-    return kind, node, stmt.text, stmt.upsert, stmt.index_hints, stmt.as_of
 
 
 def _static_columns(stmt: Statement) -> list[ScopeColumn] | None:

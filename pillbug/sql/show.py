@@ -204,6 +204,7 @@ def index_rows(table: TableDesc) -> list[tuple]:
                 rows.append((table.name, idx.name, not idx.unique, seq, col.name, col.name, "ASC",
                              False, True, True))
                 seq += 1
+    rows.sort(key=lambda r: (r[1], r[3]))
     return rows
 
 

@@ -17,15 +17,27 @@ from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.exec.nodes import BATCH, Batch, Node
 from pillbug.sql.rowenc import IndexCodec, TableCodec
 from pillbug.sql.sem.expr import Compiled
+from pillbug.sql.types import SQLType
 from pillbug.util import errors
 
 MAX_STATEMENT_ROWS = 1_000_000
 
 
+def sql_literal(value: object, typ: SQLType) -> str:
+    """A value as CockroachDB prints it in error details: numbers bare, the rest quoted."""
+    if value is None:
+        return "NULL"
+    if typ.family == "bool":
+        return "true" if value else "false"
+    text = datum.format_text(value, typ)
+    if typ.family in ("int", "float", "decimal", "oid"):
+        return text
+    return "'" + text.replace("'", "''") + "'"
+
+
 def unique_error(table: TableDesc, codec: IndexCodec, row: tuple) -> errors.PgError:
     cols = [table.column_by_id(cid) for cid in codec.index.column_ids]
-    values = ", ".join(
-        "NULL" if row[p] is None else datum.format_text(row[p], c.type) for p, c in zip(codec.positions, cols))
+    values = ", ".join(sql_literal(row[p], c.type) for p, c in zip(codec.positions, cols))
     return errors.PgError(errors.UNIQUE_VIOLATION,
                           f'duplicate key value violates unique constraint "{codec.index.name}"',
                           detail=f"Key ({', '.join(c.name for c in cols)})=({values}) already exists.")
@@ -222,8 +234,14 @@ class Insert(Node):
     def children(self) -> list[Node]:
         return [self.source]
 
-    def describe(self) -> str:
-        return f"insert {self.writer.table.name}"
+    def explain_name(self) -> str:
+        return "upsert" if self.on_conflict == "update" else "insert"
+
+    def explain_attrs(self) -> list[str]:
+        attrs = [f"into: {self.writer.table.name}({', '.join(c.name for c in self.writer.table.columns)})"]
+        if self.arbiter is not None:
+            attrs.append(f"arbiter indexes: {self.arbiter.index.name}")
+        return attrs + list(self.info)
 
 
 class Update(Node):
@@ -255,8 +273,11 @@ class Update(Node):
     def children(self) -> list[Node]:
         return [self.source]
 
-    def describe(self) -> str:
-        return f"update {self.writer.table.name}"
+    def explain_name(self) -> str:
+        return "update"
+
+    def explain_attrs(self) -> list[str]:
+        return [f"table: {self.writer.table.name}", *self.info]
 
 
 class Delete(Node):
@@ -282,6 +303,9 @@ class Delete(Node):
     def children(self) -> list[Node]:
         return [self.source]
 
-    def describe(self) -> str:
-        return f"delete {self.writer.table.name}"
+    def explain_name(self) -> str:
+        return "delete"
+
+    def explain_attrs(self) -> list[str]:
+        return [f"from: {self.writer.table.name}", *self.info]
 

@@ -23,6 +23,9 @@ Batch = list[tuple]
 
 class Node:
     columns: list = []
+    # EXPLAIN lines the planner attaches ("filter: a > 1", "spans: [/1 - /1]"): facts it knows
+    # in SQL terms that the compiled closures no longer show.
+    info: list[str] = []
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         raise NotImplementedError
@@ -31,14 +34,12 @@ class Node:
         for batch in self.batches(ctx):
             yield from batch
 
-    def explain(self, depth: int = 0) -> list[str]:
-        lines = ["  " * depth + self.describe()]
-        for child in self.children():
-            lines.extend(child.explain(depth + 1))
-        return lines
+    def explain_name(self) -> str | None:
+        """The operator's name in EXPLAIN; None for operators EXPLAIN does not show."""
+        return type(self).__name__.lower()
 
-    def describe(self) -> str:
-        return type(self).__name__
+    def explain_attrs(self) -> list[str]:
+        return list(self.info)
 
     def children(self) -> list[Node]:
         return []
@@ -66,8 +67,12 @@ class Values(Node):
         if out:
             yield out
 
-    def describe(self) -> str:
-        return f"values ({len(self.row_fns)} rows)"
+    def explain_name(self) -> str:
+        return "values"
+
+    def explain_attrs(self) -> list[str]:
+        width = len(self.row_fns[0]) if self.row_fns else len(self.columns)
+        return [f"size: {_plural(width, 'column')}, {_plural(len(self.row_fns), 'row')}"]
 
 
 class OneRow(Node):
@@ -77,8 +82,11 @@ class OneRow(Node):
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         yield [()]
 
-    def describe(self) -> str:
-        return "values (1 row)"
+    def explain_name(self) -> str:
+        return "values"
+
+    def explain_attrs(self) -> list[str]:
+        return ["size: 0 columns, 1 row"]
 
 
 SpanFn = Callable[[ExecCtx], list[tuple[bytes, bytes]] | None]
@@ -88,13 +96,12 @@ class Scan(Node):
     """Rows of a table's primary index within key spans computed at run time."""
 
     def __init__(self, columns: list, codec: TableCodec, spans: SpanFn, reverse: bool = False,
-                 limit_hint: Callable[[ExecCtx], int] | None = None, label: str = "") -> None:
+                 limit_hint: Callable[[ExecCtx], int] | None = None) -> None:
         self.columns = columns
         self.codec = codec
         self.spans = spans
         self.reverse = reverse
         self.limit_hint = limit_hint
-        self.label = label
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         spans = self.spans(ctx)
@@ -115,8 +122,15 @@ class Scan(Node):
             if out:
                 yield out
 
-    def describe(self) -> str:
-        return f"scan {self.codec.table.name}@{self.codec.table.primary_index.name}{self.label}"
+    def explain_name(self) -> str:
+        return "scan"
+
+    def explain_attrs(self) -> list[str]:
+        table = self.codec.table
+        attrs = [f"table: {table.name}@{table.primary_index.name}", *self.info]
+        if self.reverse:
+            attrs.append("reverse: true")
+        return attrs
 
 
 class PointGet(Node):
@@ -135,8 +149,12 @@ class PointGet(Node):
         if value is not None:
             yield [self.codec.decode_row(value)]
 
-    def describe(self) -> str:
-        return f"point lookup {self.codec.table.name}@{self.codec.table.primary_index.name}"
+    def explain_name(self) -> str:
+        return "scan"
+
+    def explain_attrs(self) -> list[str]:
+        table = self.codec.table
+        return [f"table: {table.name}@{table.primary_index.name}", *self.info]
 
 
 class IndexScan(Node):
@@ -176,8 +194,18 @@ class IndexScan(Node):
             if out:
                 yield out
 
-    def describe(self) -> str:
-        return f"index scan {self.codec.table.name}@{self.index.index.name} -> index join"
+    def explain_name(self) -> str:
+        return "index join"
+
+    def explain_attrs(self) -> list[str]:
+        return [f"table: {self.codec.table.name}@{self.codec.table.primary_index.name}"]
+
+    def explain_index_attrs(self) -> list[str]:
+        """The index scan half of this operator, shown by EXPLAIN as the index join's child."""
+        attrs = [f"table: {self.codec.table.name}@{self.index.index.name}", *self.info]
+        if self.reverse:
+            attrs.append("reverse: true")
+        return attrs
 
 
 class Filter(Node):
@@ -196,7 +224,7 @@ class Filter(Node):
     def children(self) -> list[Node]:
         return [self.child]
 
-    def describe(self) -> str:
+    def explain_name(self) -> str:
         return "filter"
 
 
@@ -226,8 +254,8 @@ class Project(Node):
     def children(self) -> list[Node]:
         return [self.child]
 
-    def describe(self) -> str:
-        return "render"
+    def explain_name(self) -> str | None:
+        return None
 
 
 class Limit(Node):
@@ -270,7 +298,7 @@ class Limit(Node):
     def children(self) -> list[Node]:
         return [self.child]
 
-    def describe(self) -> str:
+    def explain_name(self) -> str:
         return "limit"
 
 
@@ -327,7 +355,7 @@ class Sort(Node):
     def children(self) -> list[Node]:
         return [self.child]
 
-    def describe(self) -> str:
+    def explain_name(self) -> str:
         return "sort"
 
 
@@ -353,6 +381,9 @@ class TopK(Node):
 
     def children(self) -> list[Node]:
         return [self.child]
+
+    def explain_name(self) -> str:
+        return "top-k"
 
 
 class Distinct(Node):
@@ -381,7 +412,7 @@ class Distinct(Node):
     def children(self) -> list[Node]:
         return [self.child]
 
-    def describe(self) -> str:
+    def explain_name(self) -> str:
         return "distinct"
 
 
@@ -461,8 +492,8 @@ class Aggregate_(Node):
     def children(self) -> list[Node]:
         return [self.child]
 
-    def describe(self) -> str:
-        return "group" if not self.scalar else "group (scalar)"
+    def explain_name(self) -> str:
+        return "group (hash)" if not self.scalar else "group (scalar)"
 
 
 class NestedLoopJoin(Node):
@@ -516,8 +547,10 @@ class NestedLoopJoin(Node):
     def children(self) -> list[Node]:
         return [self.left, self.right]
 
-    def describe(self) -> str:
-        return f"{self.kind} join (nested loop)"
+    def explain_name(self) -> str:
+        if self.kind == "cross":
+            return "cross join"
+        return "cross join" + _JOIN_SUFFIX[self.kind]
 
 
 class HashJoin(Node):
@@ -582,8 +615,8 @@ class HashJoin(Node):
     def children(self) -> list[Node]:
         return [self.left, self.right]
 
-    def describe(self) -> str:
-        return f"{self.kind} join (hash)"
+    def explain_name(self) -> str:
+        return "hash join" + _JOIN_SUFFIX[self.kind]
 
 
 class LookupJoin(Node):
@@ -649,8 +682,14 @@ class LookupJoin(Node):
     def children(self) -> list[Node]:
         return [self.left]
 
-    def describe(self) -> str:
-        return f"{self.kind} lookup join on {self.codec.table.name}@{self.index.index.name}"
+    def explain_name(self) -> str:
+        return "lookup join" + _JOIN_SUFFIX[self.kind]
+
+    def explain_attrs(self) -> list[str]:
+        attrs = [f"table: {self.codec.table.name}@{self.index.index.name}", *self.info]
+        if self.index.is_unique and len(self.key_fns) == len(self.index.positions):
+            attrs.append("equality cols are key")
+        return attrs
 
 
 class SetOp(Node):
@@ -719,8 +758,16 @@ class SetOp(Node):
     def children(self) -> list[Node]:
         return [self.left, self.right]
 
-    def describe(self) -> str:
+    def explain_name(self) -> str:
         return f"{self.kind}{' all' if self.all else ''}"
+
+
+_JOIN_SUFFIX = {"inner": "", "left": " (left outer)", "right": " (right outer)", "full": " (full outer)",
+                "cross": "", "semi": " (semi)", "anti": " (anti)"}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _chunks(rows: Iterator[tuple]) -> Iterator[Batch]:
@@ -742,7 +789,7 @@ class Generate(Node):
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         yield from _chunks(iter(self.produce(ctx)))
 
-    def describe(self) -> str:
+    def explain_name(self) -> str:
         return self.label or "virtual table"
 
 
@@ -764,6 +811,9 @@ class Materialized(Node):
     def children(self) -> list[Node]:
         return [self.child]
 
+    def explain_name(self) -> str | None:
+        return None
+
 
 class Rename(Node):
     """The same rows under new column names (a subquery in FROM with an alias)."""
@@ -778,6 +828,6 @@ class Rename(Node):
     def children(self) -> list[Node]:
         return [self.child]
 
-    def describe(self) -> str:
-        return "subquery"
+    def explain_name(self) -> str | None:
+        return None
 

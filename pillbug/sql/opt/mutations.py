@@ -16,12 +16,12 @@ from pillbug.sql.catalog.descriptors import TableDesc
 from pillbug.sql.exec import mutations as M
 from pillbug.sql.exec import nodes as N
 from pillbug.sql.exec.context import ExecCtx
-from pillbug.sql.opt.planner import Planner, QueryPlan, Source
+from pillbug.sql.opt.planner import Planner, QueryPlan, Source, filter_node
 from pillbug.sql.parser.front import Statement, parse_expression
 from pillbug.sql.rowenc import IndexCodec, TableCodec
 from pillbug.sql.sem import casts
 from pillbug.sql.sem.build import ExprBuilder, Scope, ScopeColumn, coerce
-from pillbug.sql.sem.expr import Cast, Compiled, Const, Expr, Subquery, conjuncts, make_and
+from pillbug.sql.sem.expr import Cast, Compiled, Const, Expr, Subquery, conjuncts
 from pillbug.util import errors
 
 
@@ -302,7 +302,7 @@ def _target_rows(planner: Planner, table: TableDesc, alias: str, where_node: dic
     correlated = [c for c in where if all(c is not s for s in simple)]
     node = planner._materialize(source, simple)
     if correlated:
-        node = N.Filter(node, make_and(correlated).compile())
+        node = filter_node(node, correlated)
     return node, scope
 
 

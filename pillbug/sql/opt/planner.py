@@ -36,7 +36,7 @@ from pillbug.sql.sem.build import (
     node_key,
 )
 from pillbug.sql.sem.casts import cast_fn
-from pillbug.sql.sem.expr import ColRef, Compare, Const, Expr, Subquery, conjuncts, make_and
+from pillbug.sql.sem.expr import ColRef, Compare, Const, Expr, Subquery, conjuncts, format_expr, make_and
 from pillbug.util import errors
 
 
@@ -349,7 +349,7 @@ class Planner:
             where = ExprBuilder(self.bctx, scope, clause="WHERE").build_predicate(body["whereClause"])
         node, residual = self._join_sources(sources, offsets, conjuncts(where), from_columns)
         if residual:
-            node = N.Filter(node, make_and(residual).compile())
+            node = filter_node(node, residual)
         target_list = body.get("targetList") or []
         group_clause = body.get("groupClause") or []
         having = body.get("havingClause")
@@ -446,18 +446,28 @@ class Planner:
         empty = Scope([], scope.outer)
         lb = ExprBuilder(self.bctx, empty, clause="LIMIT")
         lc = body.get("limitCount")
+        info = []
         if lc is not None and not ("A_Const" in lc and lc["A_Const"].get("isnull")):
-            limit_fn = coerce(lb.build(lc), T.INT8, self.params).compile()
+            limit_expr = coerce(lb.build(lc), T.INT8, self.params)
+            limit_fn = limit_expr.compile()
+            info.append(f"count: {format_expr(limit_expr)}")
         if body.get("limitOffset"):
-            offset_fn = coerce(lb.build(body["limitOffset"]), T.INT8, self.params).compile()
+            offset_expr = coerce(lb.build(body["limitOffset"]), T.INT8, self.params)
+            offset_fn = offset_expr.compile()
+            info.append(f"offset: {format_expr(offset_expr)}")
         if sort_refs:
             keys = [N.SortKey(_pos_fn(p), d, nl) for p, d, nl in sort_refs]
+            order = _order_info(node, sort_refs)
             if limit_fn is not None and offset_fn is None:
                 node = N.TopK(node, keys, limit_fn)
+                node.info = [order, f"k: {info[0][len('count: '):]}"]
+                info = []
             else:
                 node = N.Sort(node, keys)
+                node.info = [order]
         if limit_fn is not None or offset_fn is not None:
             node = N.Limit(node, limit_fn, offset_fn)
+            node.info = info
             _hint_limit(node)
         return node
 
@@ -556,8 +566,10 @@ class Planner:
                            a[3].compile() if a[3] is not None else None, a[4]) for a in hook.aggs]
         agg_node: N.Node = N.Aggregate_(node, agg_columns, [e.compile() for e in group_exprs], specs,
                                         scalar=not group_exprs)
+        if group_exprs:
+            agg_node.info = [f"group by: {', '.join(format_expr(e) for e in group_exprs)}"]
         if having is not None:
-            agg_node = N.Filter(agg_node, having.compile())
+            agg_node = filter_node(agg_node, [having])
         agg_scope.columns = agg_columns
         return self._finish_select(body, agg_node, agg_scope, post, outer)
 
@@ -578,7 +590,39 @@ class Planner:
             return self._plan_join_expr(body, outer)
         if kind == "RangeFunction":
             return self._plan_range_function(body, outer)
+        if kind == "StatementSource":
+            return self._plan_statement_source(body)
         raise errors.feature_not_supported(f"FROM item {kind} is not supported")
+
+    def _plan_statement_source(self, body: dict) -> Source:
+        """[SHOW ...], [EXPLAIN ...], [INSERT ... RETURNING ...] used as a table."""
+        stmt = body["statement"]
+        alias_node = body.get("alias")
+        alias = alias_node["aliasname"] if alias_node else ""
+        from pillbug.sql.opt.plan import PLANNED_KINDS, plan_statement
+        if stmt.kind in PLANNED_KINDS:
+            inner = Planner(self.env, self.params, stmt.index_hints)
+            plan, _ = plan_statement(inner, stmt)
+            if not plan.columns:
+                raise errors.syntax_error("statement source must return rows: add RETURNING")
+            node = plan.node
+            # A mutation runs once per execution however often the outer query reads it.
+            if stmt.kind != "SelectStmt":
+                node = N.Materialized(node)
+            cols = _rename([ScopeColumn(c.name, c.type, alias) for c in plan.columns], alias_node, alias)
+            return Source(N.Rename(node, cols), cols, alias=alias)
+        # SHOW statements: run by the statements layer, which this planner sits under, so it
+        # is reached through the session at execution time.
+        from pillbug.sql import statements
+        columns = statements.result_columns(stmt)
+        if columns is None:
+            raise errors.syntax_error(f"{stmt.kind} cannot be used as a data source")
+        cols = _rename([ScopeColumn(c.name, c.type, alias) for c in columns], alias_node, alias)
+
+        def produce(ctx: ExecCtx) -> Any:
+            outcome = statements.execute(ctx.session, stmt, [])
+            return [r for batch in outcome.rows or () for r in batch]
+        return Source(N.Generate(cols, produce, f"show ({stmt.kind})"), cols, alias=alias)
 
     def _plan_range_var(self, body: dict) -> Source:
         names = [n for n in (body.get("catalogname"), body.get("schemaname"), body["relname"]) if n]
@@ -712,7 +756,7 @@ class Planner:
         """A FROM item's node, reading a base table through the best index for `pushed`."""
         if source.node is not None:
             if pushed:
-                return N.Filter(source.node, make_and(pushed).compile())
+                return filter_node(source.node, pushed)
             return source.node
         table, codec = source.table, source.codec
         assert table is not None and codec is not None
@@ -732,8 +776,9 @@ class Planner:
                 node = N.Scan(source.columns, codec, index_select.span_function(cons))
             else:
                 node = N.IndexScan(source.columns, codec, cons.codec, index_select.span_function(cons))
+        node.info = [f"spans: {index_select.describe_spans(cons)}"]
         if residual:
-            node = N.Filter(node, make_and(residual).compile())
+            node = filter_node(node, residual)
         return node
 
     def _join_sources(self, sources: list[Source], offsets: list[int], where: list[Expr],
@@ -815,16 +860,23 @@ class Planner:
                 return lookup
         right_node = right.node if right.node is not None else self._materialize(right, pushed)
         if right.node is not None and right_only:
-            right_node = N.Filter(right.node, make_and(right_only).compile())
+            right_node = filter_node(right.node, right_only)
         if equalities:
             residual = [c for c in both if all(c is not eq[0] for eq in equalities)]
+            info = [_equality_info([eq[1] for eq in equalities], [eq[2] for eq in equalities])]
+            if residual:
+                info.append(f"pred: {format_expr(make_and(residual))}")
             lkeys = [eq[1].compile() for eq in equalities]
             rkeys = [_shift(eq[2], -nl).compile() for eq in equalities]
-            return N.HashJoin(left_node, right_node, kind, lkeys, rkeys,
-                              make_and(residual).compile() if residual else None, columns)
+            join: N.Node = N.HashJoin(left_node, right_node, kind, lkeys, rkeys,
+                                      make_and(residual).compile() if residual else None, columns)
+            join.info = info
+            return join
         pred = make_and(both)
-        return N.NestedLoopJoin(left_node, right_node, kind if cond or kind != "inner" else "cross",
+        join = N.NestedLoopJoin(left_node, right_node, kind if cond or kind != "inner" else "cross",
                                 pred.compile() if pred is not None else None, columns)
+        join.info = [f"pred: {format_expr(pred)}"] if pred is not None else []
+        return join
 
     def _lookup_join(self, left_node: N.Node, right: Source, kind: str, equalities: list,
                      cond: list[Expr], pushed: list[Expr], columns: list[ScopeColumn], nl: int) -> N.Node | None:
@@ -846,14 +898,18 @@ class Planner:
                 key_fns.append(hit[1].compile())
                 used.append(hit[0])
             if key_fns and (best is None or len(key_fns) > len(best[1])):
-                best = (ic, key_fns, used)
+                best = (ic, key_fns, used, [hit_pair for hit_pair in _pairs(used, equalities)])
         if best is None:
             return None
-        ic, key_fns, used = best
+        ic, key_fns, used, pairs = best
         residual = [c for c in cond if all(c is not u for u in used)]
         residual += [_shift(p, nl) for p in pushed]
-        return N.LookupJoin(left_node, right.columns, codec, ic, key_fns, kind,
+        join = N.LookupJoin(left_node, right.columns, codec, ic, key_fns, kind,
                             make_and(residual).compile() if residual else None, columns)
+        join.info = [_equality_info([p[0] for p in pairs], [p[1] for p in pairs])]
+        if residual:
+            join.info.append(f"pred: {format_expr(make_and(residual))}")
+        return join
 
     # ---- subqueries ----------------------------------------------------------------------
 
@@ -872,6 +928,20 @@ class Planner:
         def run(ctx: ExecCtx) -> list[tuple]:
             return list(root.rows(ctx))
         return run, plan.columns, correlated
+
+
+def _order_info(node: N.Node, sort_refs: list) -> str:
+    names = [c.name for c in node.columns]
+    return "order: " + ",".join(("-" if d else "+") + names[p] for p, d, _ in sort_refs)
+
+
+def _pairs(used: list[Expr], equalities: list) -> list[tuple[Expr, Expr]]:
+    return [(eq[1], eq[2]) for u in used for eq in equalities if eq[0] is u]
+
+
+def _equality_info(left: list[Expr], right: list[Expr]) -> str:
+    return (f"equality: ({', '.join(format_expr(e) for e in left)}) = "
+            f"({', '.join(format_expr(e) for e in right)})")
 
 
 def node_key_expr(e: Expr) -> str:
@@ -909,6 +979,14 @@ def _shift(e: Expr, delta: int) -> Expr:
         if isinstance(x, ColRef):
             x.index += delta
     return e
+
+
+def filter_node(node: N.Node, predicates: list[Expr]) -> N.Filter:
+    pred = make_and(predicates)
+    assert pred is not None
+    out = N.Filter(node, pred.compile())
+    out.info = [f"filter: {format_expr(pred)}"]
+    return out
 
 
 def _hint_limit(node: N.Limit) -> None:

@@ -10,8 +10,11 @@ finds it in pglast's token stream (never with regular expressions over raw SQL) 
      CREATE TABLE (..., INDEX i (a), UNIQUE INDEX (b), FAMILY f (a))
                                  -> removed                   (Statement.inline_indexes)
      CREATE INDEX ... STORING (c)-> INCLUDE (c)
+     PRIMARY KEY (a DESC, b)     -> PRIMARY KEY (a     , b)  (Statement.key_directions)
      CREATE USER IF NOT EXISTS u -> CREATE USER u             (Statement.if_not_exists)
      BEGIN PRIORITY HIGH         -> BEGIN
+     FROM [SHOW TABLES] AS s     -> FROM _ AS s, the RangeVar replaced by a StatementSource
+                                    node holding the inner statement (kind, node, text, ...)
  - or parses a CockroachDB-only statement itself (SHOW TABLES/COLUMNS/INDEXES/CREATE/GRANTS/
    USERS/ROLES/DATABASES/CLUSTER SETTING, SET/RESET CLUSTER SETTING, USE, DROP DATABASE ...
    CASCADE), producing a node shaped like pglast's (a dict of fields) under its own kind name.
@@ -45,6 +48,10 @@ class Statement:
     if_not_exists: bool = False
     num_params: int = 0  # the highest $n the statement uses
     parse_text: str = ""  # the text pglast parsed (after the rewrites above)
+    sources: dict[int, Statement] = field(default_factory=dict)  # [ ... ] sources by location
+    # PRIMARY KEY / UNIQUE (a DESC, ...): directions by the location of the constraint (its
+    # CONSTRAINT or PRIMARY/UNIQUE keyword), as pglast reports it
+    key_directions: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def is_query(self) -> bool:
@@ -151,6 +158,8 @@ def _parse_one(text: str, offset: int, full: str, tokens: list) -> Statement:
     if not raw:
         return Statement("EmptyStmt", {}, text)
     node = raw[0]["stmt"]
+    if stmt.sources:
+        _place_sources(node, stmt.sources)
     (kind, fields), = node.items()
     stmt.kind = kind
     stmt.node = fields
@@ -187,9 +196,15 @@ def _find_additions(toks: _Tokens, stmt: Statement, edits: list) -> None:
         edits.append(_blank(text, t[2].start, t[4].end + 1))
     if first == "CREATE" and (toks.word(1) == "TABLE" or toks.word(2) == "TABLE"):
         _inline_indexes(toks, stmt, edits)
+    if first in ("CREATE", "ALTER") and toks.word(1) == "TABLE":
+        _key_directions(toks, stmt, edits)
     k = 0
     while k < n:
         tok = t[k]
+        if tok.name == "ASCII_91" and k > 0 and toks.word(k + 1) in _SOURCE_STATEMENTS and \
+                (toks.word(k - 1) in ("FROM", "JOIN") or t[k - 1].name == "ASCII_44"):
+            k = _statement_source(toks, k, stmt, edits)
+            continue
         if tok.name == "Op" and toks.raw(k) == "@" and k > 0 and k + 1 < n and \
                 t[k - 1].name not in ("Op",) and _is_name(t[k + 1]):
             # table@index: remember the hint by the table name's location
@@ -197,8 +212,8 @@ def _find_additions(toks: _Tokens, stmt: Statement, edits: list) -> None:
             while name_tok >= 2 and t[name_tok - 1].name == "ASCII_46":
                 name_tok -= 2
             stmt.index_hints[t[name_tok].start] = _ident(toks.raw(k + 1))
-            if first == "DROP" and toks.word(1) == "INDEX":
-                # DROP INDEX t@i: keep the index name, remember the table
+            if first in ("DROP", "ALTER") and toks.word(1) == "INDEX":
+                # DROP INDEX t@i, ALTER INDEX t@i: keep the index name, remember the table
                 stmt.index_hints[-1] = text[t[name_tok].start:t[k - 1].end + 1]
                 edits.append(_blank(text, t[name_tok].start, tok.end + 1))
             else:
@@ -232,6 +247,52 @@ def _find_additions(toks: _Tokens, stmt: Statement, edits: list) -> None:
         k += 1
 
 
+_SOURCE_STATEMENTS = frozenset({"SHOW", "EXPLAIN", "SELECT", "VALUES", "WITH", "TABLE", "INSERT",
+                                "UPSERT", "UPDATE", "DELETE"})
+
+
+def _statement_source(toks: _Tokens, k: int, stmt: Statement, edits: list) -> int:
+    """[<statement>] used as a table: blank it to `_` and remember the inner statement by the
+    position of `[`, which is where pglast's RangeVar will point. Returns the token after `]`."""
+    t = toks.toks
+    depth = 0
+    close = k
+    while close < len(t):
+        if t[close].name == "ASCII_91":
+            depth += 1
+        elif t[close].name == "ASCII_93":
+            depth -= 1
+            if depth == 0:
+                break
+        close += 1
+    if close >= len(t):
+        raise errors.syntax_error('at or near "EOF": syntax error: unterminated [')
+    start, end = t[k].start, t[close].end + 1
+    inner = parse(toks.text[t[k].end + 1:t[close].start])
+    if len(inner) != 1:
+        raise errors.syntax_error("a [ ... ] data source must hold exactly one statement", start + 1)
+    stmt.sources[start] = inner[0]
+    edits.append((start, end, "_" + " " * (end - start - 1)))
+    return close + 1
+
+
+def _place_sources(node: Any, sources: dict[int, Statement]) -> None:
+    """Swap the RangeVars that stand for [ ... ] sources for StatementSource nodes."""
+    if isinstance(node, dict):
+        rv = node.get("RangeVar")
+        if rv is not None and rv.get("location") in sources and rv.get("relname") == "_":
+            inner = sources[rv["location"]]
+            node.clear()
+            node["StatementSource"] = {"statement": inner, "alias": rv.get("alias"),
+                                       "location": rv["location"]}
+            return
+        for v in node.values():
+            _place_sources(v, sources)
+    elif isinstance(node, list):
+        for v in node:
+            _place_sources(v, sources)
+
+
 _CLAUSE_WORDS = frozenset({"WHERE", "GROUP", "ORDER", "LIMIT", "OFFSET", "HAVING", "WINDOW", "FOR",
                            "UNION", "INTERSECT", "EXCEPT", "FETCH", "RETURNING", "ON", "JOIN",
                            "INNER", "LEFT", "RIGHT", "FULL", "CROSS", "NATURAL"})
@@ -246,6 +307,39 @@ def _ident(raw: str) -> str:
     if raw.startswith('"'):
         return raw[1:-1].replace('""', '"')
     return raw.lower()
+
+
+def _key_directions(toks: _Tokens, stmt: Statement, edits: list) -> None:
+    """PRIMARY KEY (a DESC) and UNIQUE (a DESC): PostgreSQL takes no directions there."""
+    t = toks.toks
+    n = len(t)
+    for k in range(n - 2):
+        w = toks.word(k)
+        if not ((w == "PRIMARY" and toks.word(k + 1) == "KEY" and t[k + 2].name == "ASCII_40") or
+                (w == "UNIQUE" and t[k + 1].name == "ASCII_40")):
+            continue
+        j = k + 2 if w == "PRIMARY" else k + 1
+        dirs = ["asc"]
+        depth = 0
+        while j < n:
+            name = t[j].name
+            if name == "ASCII_40":
+                depth += 1
+            elif name == "ASCII_41":
+                depth -= 1
+                if depth == 0:
+                    break
+            elif name == "ASCII_44" and depth == 1:
+                dirs.append("asc")
+            elif depth == 1 and toks.word(j) in ("ASC", "DESC"):
+                dirs[-1] = toks.word(j).lower()
+                edits.append(_blank(toks.text, t[j].start, t[j].end + 1))
+            j += 1
+        if "desc" not in dirs:
+            continue
+        stmt.key_directions[t[k].start] = dirs
+        if k >= 2 and toks.word(k - 2) == "CONSTRAINT":
+            stmt.key_directions[t[k - 2].start] = dirs
 
 
 def _inline_indexes(toks: _Tokens, stmt: Statement, edits: list) -> None:
@@ -312,7 +406,9 @@ def _maybe_lift(toks: _Tokens, stmt: Statement, edits: list, start: int | None, 
             tree = json.loads(pg.parse_sql_json(sql))
         except pg.ParseError as exc:
             raise errors.syntax_error(f"at or near \"{elem_text}\": syntax error: {exc.args[0]}") from None
-        stmt.inline_indexes.append(tree["stmts"][0]["stmt"]["IndexStmt"])
+        index_node = tree["stmts"][0]["stmt"]["IndexStmt"]
+        index_node["location"] = t[start].start  # where it stood, to keep the table's index order
+        stmt.inline_indexes.append(index_node)
     # Blank the element together with the comma that separates it from the one before
     # (or after, when it is the first element).
     begin = t[sep].start if sep is not None and t[sep].name == "ASCII_44" else t[start].start

@@ -40,6 +40,8 @@ _VALUE_CONTEXT = frozenset({
     "distinct", "from", "any", "all", "some", "similar", "to", "escape", "by", "as", "if",
 })
 _INT64_MAX = (1 << 63) - 1
+_STATEMENT_SOURCE = re.compile(r"\[\s*(show|explain|select|insert|upsert|update|delete|values|with|table)\b",
+                               re.IGNORECASE)
 
 Literal = tuple[str, str]  # (kind, text): kind 'i' integer, 'n' numeric, 's' string
 
@@ -53,6 +55,8 @@ def lift_literals(sql: str) -> tuple[str, list[Literal], int] | None:
     word = head.split(None, 1)[0] if head else ""
     if word.rstrip("(") not in LIFTABLE_STATEMENTS:
         return None
+    if "[" in sql and _STATEMENT_SOURCE.search(sql):
+        return None  # [EXPLAIN ...] shows its literals; [SHOW ...] has none worth sharing
     pieces: list[str] = []
     literals: list[Literal] = []
     explicit = 0

@@ -144,7 +144,7 @@ def strip_locations(node: Any) -> Any:
 
 
 def node_key(node: Any) -> str:
-    return json.dumps(strip_locations(node), sort_keys=True)
+    return json.dumps(strip_locations(node), sort_keys=True, default=lambda o: f"<{id(o)}>")
 
 
 SubqueryPlanner = Callable[[dict, Scope, "BuildContext"], tuple[Callable[[Any], list[tuple]], list[ScopeColumn], bool]]
