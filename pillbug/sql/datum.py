@@ -342,7 +342,7 @@ def _identity(v: Any) -> Any:
 # ---- input ---------------------------------------------------------------------------------
 
 def _bad(text: str, typ: SQLType) -> errors.PgError:
-    return errors.invalid_text(f'could not parse "{text}" as type {typ.crdb_name.lower().split("(")[0]}')
+    return errors.invalid_text(f'could not parse "{text}" as type {typ.display}')
 
 
 def parse_int(text: str, typ: SQLType = T.INT8) -> int:
@@ -358,7 +358,7 @@ def check_int_range(v: int, typ: SQLType) -> int:
     if not lo <= v <= hi:
         if typ.width == 64 or not typ.width:
             raise errors.out_of_range("integer out of range")
-        raise errors.out_of_range(f"integer out of range for type {typ.crdb_name.lower()}")
+        raise errors.out_of_range(f"integer out of range for type {typ.display}")
     return v
 
 
@@ -469,7 +469,7 @@ def _parse_ts(text: str, typ: SQLType) -> datetime.datetime:
             return datetime.datetime.fromisoformat(text.strip())
         except ValueError:
             raise errors.PgError(errors.INVALID_DATETIME_FORMAT,
-                                 f'parsing as type {typ.crdb_name.lower()}: could not parse "{text}"') from None
+                                 f'parsing as type {typ.display}: could not parse "{text}"') from None
     year, month, day = int(m.group(1)), int(m.group(2)), int(m.group(3))
     if m.group(9) and m.group(9).upper() == "BC":
         year = 1 - year
@@ -501,7 +501,7 @@ def _parse_ts(text: str, typ: SQLType) -> datetime.datetime:
         ts = datetime.datetime(year, month, day, hour, minute, second) + datetime.timedelta(microseconds=micro)
     except ValueError:
         raise errors.PgError(errors.DATETIME_FIELD_OVERFLOW,
-                             f'parsing as type {typ.crdb_name.lower()}: field value out of range: "{text}"') from None
+                             f'parsing as type {typ.display}: field value out of range: "{text}"') from None
     if tz is not None:
         ts = ts.replace(tzinfo=tz)
     return ts
@@ -639,7 +639,7 @@ def parse_json(text: str) -> Json:
 def parse_array(text: str, elem: SQLType, tz: datetime.tzinfo = UTC) -> list:
     s = text.strip()
     if not (s.startswith("{") and s.endswith("}")):
-        raise errors.invalid_text(f'could not parse "{text}" as type {elem.crdb_name.lower()}[]: '
+        raise errors.invalid_text(f'could not parse "{text}" as type {elem.display}[]: '
                                   f'array must be enclosed in {{ and }}')
     items: list = []
     i, n = 1, len(s) - 1

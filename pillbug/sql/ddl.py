@@ -219,7 +219,7 @@ def _unique_name(base: str, taken: dict) -> str:
 def _check_indexable(col: ColumnDesc) -> None:
     if not T.is_indexable(col.type):
         raise errors.PgError(errors.FEATURE_NOT_SUPPORTED,
-                             f"column {col.name} is of type {col.type.crdb_name.lower()} and thus is not indexable")
+                             f"column {col.name} is of type {col.type.display} and thus is not indexable")
 
 
 def _column_from_def(cd: dict, cd_ast: Any, column_id: int) -> tuple[ColumnDesc, bool, bool, list]:

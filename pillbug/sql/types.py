@@ -36,6 +36,14 @@ class SQLType:
         return -1
 
     @property
+    def display(self) -> str:
+        """The type's name in error messages, as CockroachDB words them (INT8 is "int")."""
+        if self.family == "array" and self.elem is not None and self.oid not in (22, 30):
+            return self.elem.display + "[]"
+        name = self.crdb_name.split("(")[0].lower()
+        return _MESSAGE_NAMES.get(name, name)
+
+    @property
     def is_array(self) -> bool:
         return self.family == "array"
 
@@ -48,6 +56,9 @@ class SQLType:
 
     def __repr__(self) -> str:
         return f"SQLType({self.crdb_name})"
+
+
+_MESSAGE_NAMES = {"int8": "int", "float8": "float"}
 
 
 def _t(family: str, oid: int, crdb: str, pg: str, typlen: int = -1, width: int = 0) -> SQLType:

@@ -245,14 +245,20 @@ class Insert(Node):
 
 
 class Update(Node):
+    """UPDATE: set_row computes the new row from a source row. The source rows are the table's
+    rows, or (UPDATE ... FROM) the table's `width` columns followed by the FROM tables' columns,
+    which SET and RETURNING may read."""
+
     def __init__(self, source: Node, writer: TableWriter, set_row: Callable[[tuple, ExecCtx], tuple],
-                 checks: RowChecks, columns: list, returning: list[Compiled] | None) -> None:
+                 checks: RowChecks, columns: list, returning: list[Compiled] | None,
+                 width: int | None = None) -> None:
         self.source = source
         self.writer = writer
         self.set_row = set_row
         self.checks = checks
         self.columns = columns
         self.returning = returning
+        self.width = width
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         rows = _materialize(self.source, ctx)
@@ -260,14 +266,17 @@ class Update(Node):
         set_row = self.set_row
         validate = self.checks.validate
         returning = self.returning
+        width = self.width
         out: list[tuple] = []
-        for old in rows:
-            new = set_row(old, ctx)
+        for row in rows:
+            old = row if width is None else row[:width]
+            new = set_row(row, ctx)
             validate(new, ctx)
             writer.update(ctx, old, new)
             ctx.rows_affected += 1
             if returning is not None:
-                out.append(tuple(f(new, ctx) for f in returning))
+                seen = new if width is None else new + row[width:]
+                out.append(tuple(f(seen, ctx) for f in returning))
         yield from _emit(out)
 
     def children(self) -> list[Node]:
@@ -281,20 +290,24 @@ class Update(Node):
 
 
 class Delete(Node):
+    """DELETE: source rows as for Update (DELETE ... USING adds the USING tables' columns)."""
+
     def __init__(self, source: Node, writer: TableWriter, columns: list,
-                 returning: list[Compiled] | None) -> None:
+                 returning: list[Compiled] | None, width: int | None = None) -> None:
         self.source = source
         self.writer = writer
         self.columns = columns
         self.returning = returning
+        self.width = width
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         rows = _materialize(self.source, ctx)
         writer = self.writer
         returning = self.returning
+        width = self.width
         out: list[tuple] = []
         for row in rows:
-            writer.delete(ctx, row)
+            writer.delete(ctx, row if width is None else row[:width])
             ctx.rows_affected += 1
             if returning is not None:
                 out.append(tuple(f(row, ctx) for f in returning))

@@ -312,8 +312,12 @@ class SortKey:
         self.nulls_first = (not descending) if nulls_first is None else nulls_first
 
 
-def _sort_rows(rows: list[tuple], keys: list[SortKey], ctx: ExecCtx) -> list[tuple]:
-    decorated = [(tuple(k.fn(r, ctx) for k in keys), r) for r in rows]
+def _sort_rows(rows: list, keys: list[SortKey], ctx: ExecCtx, key_index: int | None = None) -> list:
+    """Rows sorted by the keys; with key_index, the keys read item[key_index] of each item."""
+    if key_index is None:
+        decorated = [(tuple(k.fn(r, ctx) for k in keys), r) for r in rows]
+    else:
+        decorated = [(tuple(k.fn(r[key_index], ctx) for k in keys), r) for r in rows]
     for i in range(len(keys) - 1, -1, -1):
         k = keys[i]
         # with reverse=True the largest comes first, so flip which flag marks a NULL
@@ -417,23 +421,34 @@ class Distinct(Node):
 
 
 class AggSpec:
-    __slots__ = ("factory", "args", "distinct", "filter", "star")
+    __slots__ = ("factory", "args", "distinct", "filter", "star", "order")
 
     def __init__(self, factory: Callable[[], Aggregate], args: list[Compiled], distinct: bool,
-                 filter_fn: Compiled | None, star: bool) -> None:
+                 filter_fn: Compiled | None, star: bool, order: list[SortKey] | None = None) -> None:
         self.factory = factory
         self.args = args
         self.distinct = distinct
         self.filter = filter_fn
         self.star = star
+        self.order = order or None  # agg(x ORDER BY y): inputs are buffered, sorted, then fed
 
 
 class _GroupState:
-    __slots__ = ("aggs", "seen")
+    __slots__ = ("aggs", "seen", "buffered")
 
     def __init__(self, specs: list[AggSpec]) -> None:
         self.aggs = [s.factory() for s in specs]
         self.seen: list[set | None] = [set() if s.distinct else None for s in specs]
+        self.buffered: list[list | None] = [[] if s.order else None for s in specs]
+
+    def results(self, specs: list[AggSpec], ctx: ExecCtx) -> tuple:
+        for i, spec in enumerate(specs):
+            pending = self.buffered[i]
+            if pending:
+                agg = self.aggs[i]
+                for _, values in _sort_rows(pending, spec.order, ctx, key_index=0):
+                    agg.add(*values)
+        return tuple(a.result() for a in self.aggs)
 
 
 class Aggregate_(Node):
@@ -475,14 +490,17 @@ class Aggregate_(Node):
                         if dkey in seen or None in values:
                             continue
                         seen.add(dkey)
+                    if spec.order:
+                        state.buffered[i].append((row, values))
+                        continue
                     state.aggs[i].add(*values)
         if not groups and self.scalar:
             state = _GroupState(specs)
-            yield [tuple(a.result() for a in state.aggs)]
+            yield [state.results(specs, ctx)]
             return
         out = []
         for key_values, state in groups.values():
-            out.append(key_values + tuple(a.result() for a in state.aggs))
+            out.append(key_values + state.results(specs, ctx))
             if len(out) >= BATCH:
                 yield out
                 out = []
@@ -813,6 +831,70 @@ class Materialized(Node):
 
     def explain_name(self) -> str | None:
         return None
+
+
+class WorkingTable(Node):
+    """The rows of the previous round of a recursive CTE, as its step query reads them."""
+
+    def __init__(self, columns: list) -> None:
+        self.columns = columns
+        self.slot = object()
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        yield from _chunks(iter(ctx.subquery_cache.get(self.slot, ())))
+
+    def explain_name(self) -> str:
+        return "scan buffer"
+
+
+class RecursiveUnion(Node):
+    """WITH RECURSIVE: the anchor's rows, then the step's rows over each previous round until a
+    round adds nothing. UNION (not ALL) drops rows already produced."""
+    MAX_ROWS = 10_000_000
+
+    def __init__(self, anchor: Node, step: Node, working: WorkingTable, all_rows: bool, columns: list) -> None:
+        self.anchor = anchor
+        self.step = step
+        self.working = working
+        self.all = all_rows
+        self.columns = columns
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        seen: set | None = None if self.all else set()
+        total = 0
+        rows = self._new_rows(self.anchor.rows(ctx), seen)
+        cache = ctx.subquery_cache
+        outside = set(cache)  # results computed before the rounds stay valid through them
+        while rows:
+            total += len(rows)
+            if total > self.MAX_ROWS:
+                raise errors.PgError(errors.OUT_OF_MEMORY, "recursive query exceeds the memory budget")
+            yield from _chunks(iter(rows))
+            if ctx.canceled:
+                raise errors.query_canceled()
+            cache[self.working.slot] = rows
+            # the step's uncorrelated subqueries may read the working table: recompute them
+            for key in [k for k in cache if k not in outside and k is not self.working.slot]:
+                del cache[key]
+            rows = self._new_rows(self.step.rows(ctx), seen)
+
+    @staticmethod
+    def _new_rows(rows: Iterator[tuple], seen: set | None) -> list[tuple]:
+        if seen is None:
+            return list(rows)
+        out = []
+        for r in rows:
+            k = _hashable(r)
+            if k not in seen:
+                seen.add(k)
+                out.append(r)
+        return out
+
+    def children(self) -> list[Node]:
+        return [self.anchor, self.step]
+
+    def explain_name(self) -> str:
+        return "recursive cte"
 
 
 class Rename(Node):

@@ -14,16 +14,18 @@ from pillbug.util import errors
 PLANNED_KINDS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "ExplainStmt"})
 
 
+_MUTATIONS = {"InsertStmt": (mutations.plan_insert, "INSERT"), "UpdateStmt": (mutations.plan_update, "UPDATE"),
+              "DeleteStmt": (mutations.plan_delete, "DELETE")}
+
+
 def plan_statement(planner: Planner, stmt: Statement) -> tuple[QueryPlan, str]:
     kind = stmt.kind
     if kind == "SelectStmt":
         return planner.plan_query({"SelectStmt": stmt.node}), "SELECT"
-    if kind == "InsertStmt":
-        return mutations.plan_insert(planner, stmt), "INSERT"
-    if kind == "UpdateStmt":
-        return mutations.plan_update(planner, stmt), "UPDATE"
-    if kind == "DeleteStmt":
-        return mutations.plan_delete(planner, stmt), "DELETE"
+    if kind in _MUTATIONS:
+        plan_fn, tag = _MUTATIONS[kind]
+        with planner.with_clause(stmt.node.get("withClause"), None):
+            return plan_fn(planner, stmt), tag
     if kind == "ExplainStmt":
         return explain.plan_explain(planner, stmt, plan_statement), "EXPLAIN"
     raise errors.internal_error(f"cannot plan {kind}")

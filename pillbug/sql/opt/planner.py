@@ -12,7 +12,8 @@ This module knows nothing of the wire protocol or of sessions; it reads a PlanEn
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -138,7 +139,7 @@ class AggHook(GroupingHook):
         self.group_exprs = group_exprs
         self.by_key = {node_key(n): i for i, n in enumerate(group_nodes)}
         self.by_column = {e.index: i for i, e in enumerate(group_exprs) if isinstance(e, ColRef)}
-        self.aggs: list[tuple[str, list[Expr], bool, Expr | None, bool, T.SQLType, Callable]] = []
+        self.aggs: list[tuple[str, list[Expr], bool, Expr | None, bool, T.SQLType, Callable, list]] = []
         self.agg_keys: dict[str, int] = {}
 
     def lookup(self, node: dict, builder: ExprBuilder) -> Expr | None:
@@ -182,16 +183,19 @@ class AggHook(GroupingHook):
         else:
             if len(args) not in agg.arity:
                 raise errors.undefined_function(
-                    f"unknown signature: {name}({', '.join(a.type.crdb_name.lower() for a in args)})")
+                    f"unknown signature: {name}({', '.join(a.type.display for a in args)})")
             arg_types = [a.type for a in args]
             typ = agg.result_type(arg_types)
             factory = agg.factory(arg_types)
         filter_expr = None
         if body.get("agg_filter"):
             filter_expr = inner.build_predicate(body["agg_filter"])
-        if body.get("agg_order"):
-            pass  # ORDER BY inside an aggregate: accepted, input order is used
-        self.aggs.append((name, args, bool(body.get("agg_distinct")), filter_expr, star, typ, factory))
+        order = []
+        for item in body.get("agg_order") or []:
+            sb = item["SortBy"]
+            desc, nulls = _sort_direction(sb)
+            order.append(N.SortKey(inner.build(sb["node"]).compile(), desc, nulls))
+        self.aggs.append((name, args, bool(body.get("agg_distinct")), filter_expr, star, typ, factory, order))
         self.agg_keys[key] = len(self.aggs) - 1
         return ColRef(len(self.group_exprs) + len(self.aggs) - 1, typ, name)
 
@@ -228,28 +232,56 @@ class Planner:
         (kind, body), = node.items()
         if kind != "SelectStmt":
             raise errors.feature_not_supported(f"{kind} is not supported as a query")
-        with_clause = body.get("withClause")
-        if with_clause:
-            if with_clause.get("recursive"):
-                raise errors.feature_not_supported("WITH RECURSIVE is not supported")
-            scope_ctes: dict[str, QueryPlan] = {}
-            self.ctes.append(scope_ctes)
-            try:
-                for cte_node in with_clause["ctes"]:
-                    cte = cte_node["CommonTableExpr"]
-                    q = cte["ctequery"]
-                    if "SelectStmt" not in q:
-                        raise errors.feature_not_supported("only SELECT is supported in WITH")
-                    plan = self.plan_query(q, outer)
-                    cols = plan.columns
-                    if cte.get("aliascolnames"):
-                        names = [n["String"]["sval"] for n in cte["aliascolnames"]]
-                        cols = [ScopeColumn(n, c.type) for n, c in zip(names, cols)]
-                    scope_ctes[cte["ctename"]] = QueryPlan(N.Materialized(plan.node), cols)
-                return self._plan_select_body(body, outer)
-            finally:
-                self.ctes.pop()
-        return self._plan_select_body(body, outer)
+        with self.with_clause(body.get("withClause"), outer):
+            return self._plan_select_body(body, outer)
+
+    @contextmanager
+    def with_clause(self, with_clause: dict | None, outer: Scope | None) -> Iterator[None]:
+        """Make a WITH clause's queries visible by name while the statement is planned."""
+        if not with_clause:
+            yield
+            return
+        scope_ctes: dict[str, QueryPlan] = {}
+        self.ctes.append(scope_ctes)
+        try:
+            for cte_node in with_clause["ctes"]:
+                cte = cte_node["CommonTableExpr"]
+                q = cte["ctequery"]
+                if "SelectStmt" not in q:
+                    raise errors.feature_not_supported("only SELECT is supported in WITH")
+                names = [n["String"]["sval"] for n in cte.get("aliascolnames") or []]
+                body = q["SelectStmt"]
+                if with_clause.get("recursive") and body.get("op", "SETOP_NONE") == "SETOP_UNION":
+                    scope_ctes[cte["ctename"]] = self._plan_recursive_cte(cte["ctename"], body, names, outer,
+                                                                          scope_ctes)
+                    continue
+                plan = self.plan_query(q, outer)
+                cols = plan.columns
+                if names:
+                    cols = [ScopeColumn(n, c.type) for n, c in zip(names, cols)]
+                scope_ctes[cte["ctename"]] = QueryPlan(N.Materialized(plan.node), cols)
+            yield
+        finally:
+            self.ctes.pop()
+
+    def _plan_recursive_cte(self, name: str, body: dict, names: list[str], outer: Scope | None,
+                            scope_ctes: dict[str, QueryPlan]) -> QueryPlan:
+        """WITH RECURSIVE name AS (anchor UNION [ALL] step): step reads the previous round."""
+        anchor = self.plan_query({"SelectStmt": body["larg"]}, outer)
+        cols = anchor.columns
+        if names:
+            if len(names) != len(cols):
+                raise errors.syntax_error(
+                    f'WITH query "{name}" has {len(cols)} columns available but {len(names)} columns specified')
+            cols = [ScopeColumn(n, c.type) for n, c in zip(names, cols)]
+        working = N.WorkingTable(cols)
+        scope_ctes[name] = QueryPlan(working, cols)
+        step = self.plan_query({"SelectStmt": body["rarg"]}, outer)
+        if len(step.columns) != len(cols):
+            raise errors.syntax_error(
+                f"each UNION query must have the same number of columns: {len(cols)} vs {len(step.columns)}")
+        node = N.RecursiveUnion(anchor.node, step.node, working, bool(body.get("all")), cols)
+        return QueryPlan(N.Materialized(node), cols)
 
     def _plan_select_body(self, body: dict, outer: Scope | None) -> QueryPlan:
         op = body.get("op", "SETOP_NONE")
@@ -257,6 +289,9 @@ class Planner:
             return self._plan_setop(body, outer)
         if body.get("valuesLists"):
             plan = self._plan_values(body["valuesLists"], outer)
+            if body.get("sortClause") or body.get("limitCount") or body.get("limitOffset"):
+                scope = Scope(plan.columns, outer)
+                plan = QueryPlan(self._order_and_limit(body, plan.node, scope, plan.columns, scope), plan.columns)
         else:
             plan = self._plan_simple_select(body, outer)
         return plan
@@ -282,7 +317,7 @@ class Planner:
                     typ = T.common_numeric(typ, t)
                 elif t.family != typ.family:
                     raise errors.datatype_mismatch(
-                        f"VALUES types {t.crdb_name.lower()} and {typ.crdb_name.lower()} cannot be matched")
+                        f"VALUES types {t.display} and {typ.display} cannot be matched")
             types.append(typ)
         compiled = []
         for r in rows:
@@ -318,8 +353,8 @@ class Planner:
                     typ = T.common_numeric(lc.type, rc.type)
                 else:
                     raise errors.datatype_mismatch(
-                        f"{body['op'][6:]} types {lc.type.crdb_name.lower()} and "
-                        f"{rc.type.crdb_name.lower()} cannot be matched")
+                        f"{body['op'][6:]} types {lc.type.display} and "
+                        f"{rc.type.display} cannot be matched")
             left_conv.append(None if lc.type.family == typ.family else cast_fn(lc.type, typ))
             right_conv.append(None if rc.type.family == typ.family else cast_fn(rc.type, typ))
             columns.append(ScopeColumn(lc.name, typ))
@@ -563,7 +598,7 @@ class Planner:
         agg_columns = [ScopeColumn(f"?group{i}", e.type) for i, e in enumerate(group_exprs)] + \
                       [ScopeColumn(a[0], a[5]) for a in hook.aggs]
         specs = [N.AggSpec(a[6], [x.compile() for x in a[1]], a[2],
-                           a[3].compile() if a[3] is not None else None, a[4]) for a in hook.aggs]
+                           a[3].compile() if a[3] is not None else None, a[4], a[7]) for a in hook.aggs]
         agg_node: N.Node = N.Aggregate_(node, agg_columns, [e.compile() for e in group_exprs], specs,
                                         scalar=not group_exprs)
         if group_exprs:
@@ -712,18 +747,22 @@ class Planner:
         using = body.get("usingClause")
         natural = body.get("isNatural")
         if natural:
-            lnames = {c.name for c in left.columns if not c.hidden}
-            using_names = [c.name for c in right.columns if c.name in lnames and not c.hidden]
+            lnames = {c.name for c in left.columns if _unqualified(c)}
+            using_names = [c.name for c in right.columns if c.name in lnames and _unqualified(c)]
         elif using:
             using_names = [u["String"]["sval"] for u in using]
         else:
             using_names = []
         builder = ExprBuilder(self.bctx, scope, clause="ON")
+        using_pairs = []
         for name in using_names:
-            li = next((i for i, c in enumerate(left.columns) if c.name == name), None)
-            ri = next((i for i, c in enumerate(right.columns) if c.name == name), None)
+            li = next((i for i, c in enumerate(left.columns) if c.name == name and _unqualified(c)), None)
+            ri = next((i for i, c in enumerate(right.columns) if c.name == name and _unqualified(c)), None)
             if li is None or ri is None:
-                raise errors.undefined_column(name)
+                raise errors.PgError(errors.UNDEFINED_COLUMN,
+                                     f'column "{name}" specified in USING clause does not exist '
+                                     f'in {"left" if li is None else "right"} table')
+            using_pairs.append((li, len(left.columns) + ri))
             cond.append(builder.compare("=", ColRef(li, left.columns[li].type, name),
                                         ColRef(len(left.columns) + ri, right.columns[ri].type, name)))
         if body.get("quals"):
@@ -748,8 +787,8 @@ class Planner:
             node = N.Project(node, columns, [], [nr + i for i in range(nl)] + list(range(nr)))
         else:
             node = self._join_two(left, right, kind, cond, columns)
-        if using_names and kind == "inner":
-            pass
+        if using_pairs:
+            node, columns = _merge_using(node, columns, using_pairs, kind)
         return Source(node, columns, alias="")
 
     def _materialize(self, source: Source, pushed: list[Expr]) -> N.Node:
@@ -933,6 +972,37 @@ class Planner:
 def _order_info(node: N.Node, sort_refs: list) -> str:
     names = [c.name for c in node.columns]
     return "order: " + ",".join(("-" if d else "+") + names[p] for p, d, _ in sort_refs)
+
+
+def _unqualified(c: ScopeColumn) -> bool:
+    """Whether an unqualified name or * can reach the column."""
+    return not c.hidden and not c.qualified_only
+
+
+def _merge_using(node: N.Node, columns: list[ScopeColumn], pairs: list[tuple[int, int]],
+                 kind: str) -> tuple[N.Node, list[ScopeColumn]]:
+    """JOIN ... USING / NATURAL JOIN: each joined column once, first, under its bare name (the
+    left value, the right one for RIGHT JOIN, the non-NULL one for FULL JOIN); the sides'
+    own columns stay reachable by qualified name only."""
+    fns: list[Callable] = []
+    merged = []
+    for li, ri in pairs:
+        lc, rc = columns[li], columns[ri]
+        typ = lc.type if lc.type.family != "unknown" else rc.type
+        merged.append(ScopeColumn(lc.name, typ, ""))
+        if kind == "full":
+            fns.append(lambda row, ctx, li=li, ri=ri: row[li] if row[li] is not None else row[ri])
+        else:
+            fns.append(_pos_fn(ri if kind == "right" else li))
+    joined = {i for pair in pairs for i in pair}
+    rest = []
+    for i, c in enumerate(columns):
+        if i in joined:
+            c = ScopeColumn(c.name, c.type, c.table, c.hidden, c.table_id, c.column_id, qualified_only=True)
+        rest.append(c)
+        fns.append(_pos_fn(i))
+    out_columns = merged + rest
+    return N.Project(node, out_columns, fns), out_columns
 
 
 def _pairs(used: list[Expr], equalities: list) -> list[tuple[Expr, Expr]]:

@@ -11,6 +11,9 @@ finds it in pglast's token stream (never with regular expressions over raw SQL) 
                                  -> removed                   (Statement.inline_indexes)
      CREATE INDEX ... STORING (c)-> INCLUDE (c)
      PRIMARY KEY (a DESC, b)     -> PRIMARY KEY (a     , b)  (Statement.key_directions)
+     ... RETURNING NOTHING       -> removed
+     UPDATE/DELETE ... ORDER BY ... LIMIT n
+                                 -> removed, the clauses added to the statement's node
      CREATE USER IF NOT EXISTS u -> CREATE USER u             (Statement.if_not_exists)
      BEGIN PRIORITY HIGH         -> BEGIN
      FROM [SHOW TABLES] AS s     -> FROM _ AS s, the RangeVar replaced by a StatementSource
@@ -52,6 +55,7 @@ class Statement:
     # PRIMARY KEY / UNIQUE (a DESC, ...): directions by the location of the constraint (its
     # CONSTRAINT or PRIMARY/UNIQUE keyword), as pglast reports it
     key_directions: dict[int, list[str]] = field(default_factory=dict)
+    mutation_clauses: dict[str, Any] = field(default_factory=dict)  # UPDATE/DELETE ORDER BY, LIMIT
 
     @property
     def is_query(self) -> bool:
@@ -160,6 +164,8 @@ def _parse_one(text: str, offset: int, full: str, tokens: list) -> Statement:
     node = raw[0]["stmt"]
     if stmt.sources:
         _place_sources(node, stmt.sources)
+    if stmt.mutation_clauses:
+        _place_mutation_clauses(node, stmt.mutation_clauses)
     (kind, fields), = node.items()
     stmt.kind = kind
     stmt.node = fields
@@ -198,6 +204,12 @@ def _find_additions(toks: _Tokens, stmt: Statement, edits: list) -> None:
         _inline_indexes(toks, stmt, edits)
     if first in ("CREATE", "ALTER") and toks.word(1) == "TABLE":
         _key_directions(toks, stmt, edits)
+    if first in ("INSERT", "UPSERT", "UPDATE", "DELETE", "EXPLAIN") and n >= 2 and \
+            toks.word(n - 2) == "RETURNING" and toks.word(n - 1) == "NOTHING":
+        edits.append(_blank(text, t[n - 2].start, t[n - 1].end + 1))
+        n -= 2
+    if first in ("UPDATE", "DELETE", "EXPLAIN"):
+        _mutation_order_limit(toks, stmt, edits, n)
     k = 0
     while k < n:
         tok = t[k]
@@ -307,6 +319,53 @@ def _ident(raw: str) -> str:
     if raw.startswith('"'):
         return raw[1:-1].replace('""', '"')
     return raw.lower()
+
+
+def _mutation_order_limit(toks: _Tokens, stmt: Statement, edits: list, n: int) -> None:
+    """UPDATE/DELETE ... [ORDER BY ...] [LIMIT n]: CockroachDB's extension, cut out and parsed alone."""
+    t = toks.toks
+    k = next((i for i in range(n) if toks.word(i) in ("UPDATE", "DELETE")), None)
+    if k is None:
+        return
+    depth = 0
+    start = end = None
+    for j in range(k + 1, n):
+        name = t[j].name
+        if name in ("ASCII_40", "ASCII_91"):
+            depth += 1
+        elif name in ("ASCII_41", "ASCII_93"):
+            depth -= 1
+        elif depth == 0:
+            w = toks.word(j)
+            if start is None and ((w == "ORDER" and toks.word(j + 1) == "BY") or w == "LIMIT"):
+                start = j
+            elif start is not None and w == "RETURNING":
+                end = j
+                break
+    if start is None:
+        return
+    end = n if end is None else end
+    clause = toks.text[t[start].start:t[end - 1].end + 1]
+    try:
+        tree = json.loads(pg.parse_sql_json(f"SELECT 1 {clause}"))
+    except pg.ParseError as exc:
+        raise errors.syntax_error(f'at or near "{clause.split()[0].lower()}": syntax error: {exc.args[0]}',
+                                  t[start].start + 1) from None
+    select = tree["stmts"][0]["stmt"]["SelectStmt"]
+    stmt.mutation_clauses = {k: select[k] for k in ("sortClause", "limitCount", "limitOffset") if k in select}
+    edits.append(_blank(toks.text, t[start].start, t[end - 1].end + 1))
+
+
+def _place_mutation_clauses(node: Any, clauses: dict) -> bool:
+    if isinstance(node, dict):
+        for kind in ("UpdateStmt", "DeleteStmt"):
+            if kind in node:
+                node[kind].update(clauses)
+                return True
+        return any(_place_mutation_clauses(v, clauses) for v in node.values())
+    if isinstance(node, list):
+        return any(_place_mutation_clauses(v, clauses) for v in node)
+    return False
 
 
 def _key_directions(toks: _Tokens, stmt: Statement, edits: list) -> None:

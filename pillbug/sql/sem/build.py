@@ -54,6 +54,7 @@ class ScopeColumn:
     hidden: bool = False
     table_id: int = 0  # for RowDescription: the source table's OID and column number
     column_id: int = 0
+    qualified_only: bool = False  # a JOIN ... USING column of one side: only t.col reaches it
 
 
 class Scope:
@@ -70,7 +71,7 @@ class Scope:
         while scope is not None:
             found = -1
             for i, c in enumerate(scope.columns):
-                if c.name == col_name and (table is None or c.table == table):
+                if c.name == col_name and (c.table == table if table is not None else not c.qualified_only):
                     if found >= 0:
                         if table is None and scope.columns[found].table != c.table:
                             raise errors.PgError(errors.AMBIGUOUS_COLUMN,
@@ -92,7 +93,7 @@ class Scope:
 
     def star(self, table: str | None) -> list[tuple[int, ScopeColumn]]:
         out = [(i, c) for i, c in enumerate(self.columns)
-               if not c.hidden and (table is None or c.table == table)]
+               if not c.hidden and (c.table == table if table is not None else not c.qualified_only)]
         if table is not None and not any(c.table == table for c in self.columns):
             raise errors.PgError(errors.UNDEFINED_TABLE, f'no data source matches pattern: {table}.*')
         return out
@@ -220,7 +221,7 @@ class ExprBuilder:
             e = coerce(e, T.BOOL, self.ctx.params)
         if e.type.family != "bool":
             where = self.clause or "WHERE"
-            raise errors.datatype_mismatch(f"argument of {where} must be type bool, not type {e.type.crdb_name.lower()}")
+            raise errors.datatype_mismatch(f"argument of {where} must be type bool, not type {e.type.display}")
         return e
 
     # ---- leaves --------------------------------------------------------------------------
@@ -439,8 +440,8 @@ class ExprBuilder:
         left, right = self.unify(left, right)
         if not ops.comparable(left.type, right.type):
             raise errors.undefined_function(
-                f"unsupported comparison operator: <{left.type.crdb_name.lower()}> {op} "
-                f"<{right.type.crdb_name.lower()}>")
+                f"unsupported comparison operator: <{left.type.display}> {op} "
+                f"<{right.type.display}>")
         la, ra = ops.comparison_adapter(left.type, right.type)
         if la is not None:
             left = Call("adapt", [left], right.type, la)
@@ -473,8 +474,8 @@ class ExprBuilder:
                 item = coerce(item, arg.type, params)
             elif not ops.comparable(arg.type, item.type):
                 raise errors.undefined_function(
-                    f"unsupported comparison operator: <{arg.type.crdb_name.lower()}> IN "
-                    f"<tuple{{{item.type.crdb_name.lower()}}}>")
+                    f"unsupported comparison operator: <{arg.type.display}> IN "
+                    f"<tuple{{{item.type.display}}}>")
             else:
                 _, item = _adapt_untyped_numeric(arg, item, params)
             out.append(item)
@@ -658,7 +659,7 @@ class ExprBuilder:
                     arg = Call("->", [arg, sub], T.JSONB, ops.json_fetch)
                     continue
                 if arg.type.family != "array":
-                    raise errors.datatype_mismatch(f"cannot subscript type {arg.type.crdb_name.lower()}")
+                    raise errors.datatype_mismatch(f"cannot subscript type {arg.type.display}")
                 elem = arg.type.elem or T.STRING
                 arg = Call("subscript", [arg, sub], elem,
                            lambda a, i: a[i - 1] if 1 <= i <= len(a) else None)
@@ -687,8 +688,8 @@ class ExprBuilder:
                 arg = coerce(arg, columns[0].type, self.ctx.params)
             elif not ops.comparable(arg.type, columns[0].type):
                 raise errors.undefined_function(
-                    f"unsupported comparison operator: <{arg.type.crdb_name.lower()}> IN "
-                    f"<{columns[0].type.crdb_name.lower()}>")
+                    f"unsupported comparison operator: <{arg.type.display}> IN "
+                    f"<{columns[0].type.display}>")
             op = body["operName"][-1]["String"]["sval"] if body.get("operName") else "="
             return Subquery("any" if kind == "ANY_SUBLINK" else "all", run, T.BOOL, correlated,
                             arg=arg, op=op)
@@ -750,7 +751,7 @@ def _common_type(exprs: list[Expr]) -> SQLType:
             typ = T.TIMESTAMPTZ if "timestamptz" in (t.family, typ.family) else T.TIMESTAMP
         else:
             raise errors.datatype_mismatch(
-                f"incompatible value type: expected {typ.crdb_name.lower()}, found type: {t.crdb_name.lower()}")
+                f"incompatible value type: expected {typ.display}, found type: {t.display}")
     return typ
 
 
@@ -819,14 +820,14 @@ def coerce(e: Expr, typ: SQLType, params: ParamTypes) -> Expr:
     if fam in ("int", "oid") and tfam in ("int", "oid"):
         return e
     raise errors.datatype_mismatch(
-        f"expected {typ.crdb_name.lower()} but found {e.type.crdb_name.lower()}")
+        f"expected {typ.display} but found {e.type.display}")
 
 
 def cast_expr(arg: Expr, typ: SQLType, params: ParamTypes) -> Expr:
     """An explicit CAST / ::."""
     if isinstance(arg, Param) and (arg.type.family == "unknown" or arg.lifted_kind == "s"):
         params.set(arg.index, typ)
-        p = Param(arg.index, typ, arg.lifted_kind)
+        p = Param(arg.index, typ)  # typed now: no longer adapts to its context
         if typ.width or typ.precision:
             return Cast(p, typ, casts.cast_fn(typ, typ))
         return p
@@ -849,7 +850,7 @@ def resolve_overload(fdef: builtins.FunctionDef, args: list[Expr],
         if score is not None and (best is None or score < best[0]):
             best = (score, ov)
     if best is None:
-        sig = ", ".join(a.type.crdb_name.lower() for a in args)
+        sig = ", ".join(a.type.display for a in args)
         raise errors.undefined_function(f"unknown signature: {fdef.name}({sig})")
     ov = best[1]
     coerced = []

@@ -1581,7 +1581,7 @@ def _sum_type(ts: list[SQLType]) -> SQLType:
         return T.DECIMAL
     if t.family in ("float", "decimal", "interval"):
         return T.FLOAT8 if t.family == "float" else t if t.family == "interval" else T.DECIMAL
-    raise errors.undefined_function(f"unknown signature: sum({t.crdb_name.lower()})")
+    raise errors.undefined_function(f"unknown signature: sum({t.display})")
 
 
 def _avg_type(ts: list[SQLType]) -> SQLType:
@@ -1592,7 +1592,7 @@ def _avg_type(ts: list[SQLType]) -> SQLType:
         return T.DECIMAL
     if t.family == "interval":
         return T.INTERVAL
-    raise errors.undefined_function(f"unknown signature: avg({t.crdb_name.lower()})")
+    raise errors.undefined_function(f"unknown signature: avg({t.display})")
 
 
 def _sum_factory(ts: list[SQLType]) -> Callable[[], Aggregate]:

@@ -538,7 +538,7 @@ def _raise_div0() -> Any:
 
 def _unsupported(op: str, a: SQLType, b: SQLType) -> errors.PgError:
     return errors.undefined_function(
-        f"unsupported binary operator: <{a.crdb_name.lower()}> {op} <{b.crdb_name.lower()}>")
+        f"unsupported binary operator: <{a.display}> {op} <{b.display}>")
 
 
 def resolve_unary(op: str, a: SQLType) -> tuple[SQLType, Callable[[Any], Any]]:
@@ -556,7 +556,7 @@ def resolve_unary(op: str, a: SQLType) -> tuple[SQLType, Callable[[Any], Any]]:
         return T.FLOAT8, lambda x: math.sqrt(x)
     if op == "@" and fa in _NUM:
         return a, abs
-    raise errors.undefined_function(f"unsupported unary operator: {op} <{a.crdb_name.lower()}>")
+    raise errors.undefined_function(f"unsupported unary operator: {op} <{a.display}>")
 
 
 # Types that compare with each other (after numeric widening or date/time conversion).
