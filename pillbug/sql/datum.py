@@ -245,11 +245,11 @@ def format_interval(v: Interval) -> str:
     years = int(v.months / 12)
     months = v.months - years * 12
     if years:
-        parts.append(f"{years} year{'s' if abs(years) != 1 else ''}")
+        parts.append(f"{years} year{'s' if years != 1 else ''}")
     if months:
-        parts.append(f"{months} mon{'s' if abs(months) != 1 else ''}")
+        parts.append(f"{months} mon{'s' if months != 1 else ''}")
     if v.days:
-        parts.append(f"{v.days} day{'s' if abs(v.days) != 1 else ''}")
+        parts.append(f"{v.days} day{'s' if v.days != 1 else ''}")
     if v.micros or not parts:
         micros = abs(v.micros)
         secs, frac = divmod(micros, 1_000_000)

@@ -131,7 +131,8 @@ def decimal(precision: int = 0, scale: int = 0) -> SQLType:
     if not 0 <= scale <= precision:
         raise errors.PgError(errors.INVALID_PARAMETER_VALUE,
                              f"scale ({scale}) must be between 0 and precision ({precision})")
-    return SQLType("decimal", 1700, f"DECIMAL({precision},{scale})", f"numeric({precision},{scale})",
+    crdb = f"DECIMAL({precision},{scale})" if scale else f"DECIMAL({precision})"
+    return SQLType("decimal", 1700, crdb, f"numeric({precision},{scale})",
                    -1, 0, precision, scale)
 
 

@@ -248,6 +248,8 @@ class ExprBuilder:
             raw = body["bsval"]["bsval"]
             if raw[:1] in ("x", "X"):
                 return Const(bytes.fromhex(raw[1:]), T.BYTES)
+            if raw[:1] == "b":  # CockroachDB's b'...' bytes literal (PostgreSQL's B'0101' is upper case)
+                return Const(_unescape_bytes(raw[1:]), T.BYTES)
             raise errors.feature_not_supported("bit string literals are not supported")
         raise errors.internal_error(f"unknown constant {body}")
 
@@ -727,6 +729,35 @@ def _reescape(pattern: str, escape: str) -> str:
     return "".join(out)
 
 
+_BYTE_ESCAPES = {"n": 10, "t": 9, "r": 13, "b": 8, "f": 12, "a": 7, "v": 11, "\\": 92, "'": 39, '"': 34}
+
+
+def _unescape_bytes(text: str) -> bytes:
+    """The contents of b'...': characters as UTF-8, with \\xHH, \\ooo and C escapes."""
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c != "\\" or i + 1 >= len(text):
+            out += c.encode()
+            i += 1
+            continue
+        nxt = text[i + 1]
+        if nxt in "xX" and i + 3 < len(text) + 1 and all(ch in "0123456789abcdefABCDEF" for ch in text[i + 2:i + 4]) \
+                and len(text[i + 2:i + 4]) == 2:
+            out.append(int(text[i + 2:i + 4], 16))
+            i += 4
+        elif nxt in "01234567" and len(text[i + 1:i + 4]) == 3 and all(ch in "01234567" for ch in text[i + 1:i + 4]):
+            out.append(int(text[i + 1:i + 4], 8) & 0xFF)
+            i += 4
+        elif nxt in _BYTE_ESCAPES:
+            out.append(_BYTE_ESCAPES[nxt])
+            i += 2
+        else:
+            raise errors.syntax_error(f"invalid escape sequence in bytes literal: \\{nxt}")
+    return bytes(out)
+
+
 def _texter(typ: SQLType) -> Callable[[Any], str]:
     if typ.family == "string":
         return lambda v: v
@@ -771,13 +802,17 @@ def _adapt_untyped_numeric(left: Expr, right: Expr, params: ParamTypes) -> tuple
         if lit.type.family == other.type.family:
             return lit
         if lit.type.family == "int" or other.type.family == "float":
-            return coerce(lit, other.type if other.type.family != "int" else T.INT8, params)
+            # the family's unconstrained type: 2 next to a DECIMAL(10,2) stays 2, not 2.00
+            return coerce(lit, _BARE_NUMERIC[other.type.family], params)
         return lit
     if _is_untyped(left) and not _is_untyped(right):
         return adapt(left, right), right
     if _is_untyped(right) and not _is_untyped(left):
         return left, adapt(right, left)
     return left, right
+
+
+_BARE_NUMERIC = {"int": T.INT8, "decimal": T.DECIMAL, "float": T.FLOAT8}
 
 
 def _is_untyped(e: Expr) -> bool:
@@ -902,8 +937,13 @@ def _match(ov: builtins.Overload, args: list[Expr]) -> int | None:
             score += 2
             continue
         if af in _FAMILY_ORDER and want in _FAMILY_ORDER:
-            if _is_untyped(a) or _FAMILY_ORDER[af] < _FAMILY_ORDER[want]:
-                score += 3 + _FAMILY_ORDER[want] - _FAMILY_ORDER[af]
+            # only widening: an INT argument may feed a DECIMAL or FLOAT overload, never the
+            # reverse (mod(10.5, 3) is a DECIMAL mod); an untyped constant widens more cheaply
+            if _FAMILY_ORDER[af] < _FAMILY_ORDER[want]:
+                score += (2 if _is_untyped(a) else 3) + _FAMILY_ORDER[want] - _FAMILY_ORDER[af]
+                continue
+            if _is_untyped(a) and af == "decimal" and want == "float":
+                score += 3
                 continue
             return None
         if af in ("date", "timestamp") and want in ("timestamp", "timestamptz"):
