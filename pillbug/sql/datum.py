@@ -119,15 +119,15 @@ class Json:
     @property
     def text(self) -> str:
         if self._text is None:
-            self._text = json.dumps(_sorted_json(self.value), ensure_ascii=False,
-                                    separators=(", ", ": "))
+            self._text = _dump_json(self.value, False)
         return self._text
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Json) and self.text == other.text
+        # numbers compare by value: '1'::JSONB = '1.0'::JSONB
+        return isinstance(other, Json) and _dump_json(self.value, True) == _dump_json(other.value, True)
 
     def __hash__(self) -> int:
-        return hash(self.text)
+        return hash(_dump_json(self.value, True))
 
     def _order(self) -> tuple:
         return _json_order(self.value)
@@ -148,12 +148,25 @@ class Json:
         return f"Json({self.text})"
 
 
-def _sorted_json(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _sorted_json(v[k]) for k in sorted(v)}
+def _dump_json(v: Any, canonical: bool) -> str:
+    """JSON text with sorted keys; numbers (Decimal from parsing) as written, or normalized."""
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (int, float, Decimal)):
+        d = Decimal(v) if not isinstance(v, Decimal) else v
+        if canonical:
+            d = d.normalize() if d else Decimal(0)
+        return format(d, "f")
     if isinstance(v, list):
-        return [_sorted_json(x) for x in v]
-    return v
+        return "[" + ", ".join(_dump_json(x, canonical) for x in v) + "]"
+    return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {_dump_json(v[k], canonical)}"
+                           for k in sorted(v)) + "}"
 
 
 def _json_order(v: Any) -> tuple:

@@ -187,7 +187,7 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
     primary = IndexDesc(1, pk_name or f"{name}_pkey", [by_name[c].id for c, _ in pk_cols],
                         [d for _, d in pk_cols], unique=True, is_primary=True)
     table = TableDesc(table_id, name, db.id, schema_id, columns, primary, [],
-                      Privileges(session.user, {}), [], next_id, 2)
+                      system.default_privileges(session.user), [], next_id, 2)
     for idx_node in stmt.inline_indexes:
         keys, storing = _index_params(idx_node)
         indexes.append((idx_node.get("location", 0), idx_node.get("idxname"), keys,

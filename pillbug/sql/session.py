@@ -179,6 +179,7 @@ class Session:
         self.deallocated: list[str] = []
         self.deallocate_all = False
         self.discarded = False
+        self.local_vars: dict[str, str] = {}  # SET LOCAL: the values to restore when the txn ends
 
     # ---- session variables ---------------------------------------------------------------
 
@@ -362,6 +363,10 @@ class Session:
         self.restart_savepoint = False
         self.as_of_revision = None
         self.state = NO_TXN
+        if self.local_vars:
+            saved, self.local_vars = self.local_vars, {}
+            for name, value in saved.items():
+                self.set_var(name, value)
 
     def _restart(self) -> None:
         """Start the transaction over at a fresh snapshot (ROLLBACK TO SAVEPOINT cockroach_restart)."""

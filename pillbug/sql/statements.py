@@ -120,8 +120,13 @@ def _set(session: Any, node: dict) -> str:
     if kind == "VAR_SET_CURRENT":
         return "SET"
     value = _setting_value(session, node.get("args") or [])
-    if name == "timezone" and node.get("args") and "TypeCast" in node["args"][0]:
-        value = value
+    if node.get("is_local"):
+        if session.state == "NoTxn":
+            session.pending_notices.append("SET LOCAL can only be used in transaction blocks")
+            return "SET"
+        from pillbug.sql import vars as session_vars
+        canonical = session_vars.canonical(name)
+        session.local_vars.setdefault(canonical, session.show_var(canonical))
     session.set_var(name, value)
     return "SET"
 
@@ -129,8 +134,7 @@ def _set(session: Any, node: dict) -> str:
 def _show_var(session: Any, stmt: Statement) -> Any:
     name = stmt.node["name"]
     if name == "all":
-        from pillbug.sql import vars as session_vars
-        rows = [(session_vars.DISPLAY_NAMES.get(n, n), session.show_var(n)) for n in sorted(session.vars)]
+        rows = [(n, session.show_var(n)) for n in sorted(session.vars)]
         return _outcome(result_columns(stmt), rows, "SHOW")
     return _outcome(result_columns(stmt), [(session.show_var(name),)], "SHOW")
 

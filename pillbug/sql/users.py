@@ -169,7 +169,7 @@ def grant_role(session: Any, stmt: Statement) -> str:
         for member in members:
             if member not in catalog.users:
                 raise errors.undefined_object(f'role/user "{member}" does not exist')
-            if body["is_grant"]:
+            if body.get("is_grant", False):
                 if member == role:
                     raise errors.invalid_parameter_value(f"{role} cannot be a member of itself")
                 if member in catalog.roles_of(role):
@@ -180,7 +180,7 @@ def grant_role(session: Any, stmt: Statement) -> str:
                     raise errors.insufficient_privilege("root cannot be removed from the admin role")
                 txn.delete(system.member_key(role, member))
     _changed(session)
-    return "GRANT" if body["is_grant"] else "REVOKE"
+    return "GRANT" if body.get("is_grant", False) else "REVOKE"
 
 
 def _objects(session: Any, body: dict) -> list[Any]:
@@ -228,7 +228,7 @@ def grant(session: Any, stmt: Statement) -> str:
     body = stmt.node
     catalog = session.catalog
     txn = session.txn
-    is_grant = body["is_grant"]
+    is_grant = body.get("is_grant", False)
     privs = [p["AccessPriv"]["priv_name"].upper() for p in body.get("privileges") or []] or ["ALL"]
     grantees = [_role_name(g) for g in body["grantees"]]
     grantees = [session.user if g == "\x00current" else g for g in grantees]

@@ -833,6 +833,50 @@ class Materialized(Node):
         return None
 
 
+class ProjectSet(Node):
+    """Set-returning functions in a select list: each input row is repeated once per row of the
+    longest function result, with each function's value appended (NULL once it runs out)."""
+    MAX_ROWS_PER_INPUT = 10_000_000
+
+    def __init__(self, child: Node, columns: list, calls: list[tuple[Callable, list[Compiled]]]) -> None:
+        self.child = child
+        self.columns = columns
+        self.calls = calls
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        calls = self.calls
+        out: list[tuple] = []
+        for batch in self.child.batches(ctx):
+            for row in batch:
+                results = []
+                for impl, fns in calls:
+                    args = [f(row, ctx) for f in fns]
+                    results.append(iter(()) if None in args else iter(impl(*args)))
+                produced = 0
+                while True:
+                    values = [next(r, None) for r in results]
+                    if all(v is None for v in values):
+                        break
+                    out.append(row + tuple(v[0] if v is not None else None for v in values))
+                    produced += 1
+                    if len(out) >= BATCH:
+                        if ctx.canceled:
+                            raise errors.query_canceled()
+                        yield out
+                        out = []
+                    if produced > self.MAX_ROWS_PER_INPUT:
+                        raise errors.PgError(errors.PROGRAM_LIMIT_EXCEEDED,
+                                             "set-returning function produced too many rows")
+        if out:
+            yield out
+
+    def children(self) -> list[Node]:
+        return [self.child]
+
+    def explain_name(self) -> str:
+        return "project set"
+
+
 class WorkingTable(Node):
     """The rows of the previous round of a recursive CTE, as its step query reads them."""
 

@@ -35,6 +35,7 @@ from pillbug.sql.sem.build import (
     ScopeColumn,
     coerce,
     node_key,
+    resolve_overload,
 )
 from pillbug.sql.sem.casts import cast_fn
 from pillbug.sql.sem.expr import ColRef, Compare, Const, Expr, Subquery, conjuncts, format_expr, make_and
@@ -393,7 +394,39 @@ class Planner:
             has_aggregates([s["SortBy"]["node"] for s in sort_clause])
         if aggregating:
             return self._plan_aggregate(body, node, scope, outer)
+        node, scope, body = self._project_set(body, node, scope)
         return self._finish_select(body, node, scope, ExprBuilder(self.bctx, scope, clause="SELECT"), outer)
+
+    def _project_set(self, body: dict, node: N.Node, scope: Scope) -> tuple[N.Node, Scope, dict]:
+        """Set-returning functions in the select list (SELECT unnest(a), generate_series(1, 3)):
+        each input row becomes as many rows as its longest function result, the results added
+        as hidden columns that the rewritten target list reads."""
+        targets = body.get("targetList") or []
+        calls = []
+        new_targets = []
+        for t in targets:
+            rt = t["ResTarget"]
+            fc = rt["val"].get("FuncCall")
+            fname = fc["funcname"][-1]["String"]["sval"].lower() if fc else ""
+            fdef = builtins.FUNCTIONS.get(fname)
+            if fdef is None or not fdef.is_srf or fc.get("over"):
+                new_targets.append(t)
+                continue
+            if fdef.srf_columns and len(fdef.srf_columns) > 1:
+                raise errors.feature_not_supported(f"{fname}() returns several columns: call it in FROM")
+            builder = ExprBuilder(self.bctx, scope, clause="SELECT")
+            args = [builder.build(a) for a in fc.get("args", [])]
+            overload, args = resolve_overload(fdef, args, self.params)
+            hidden = f"\x00srf{len(calls)}"
+            calls.append((overload, [a.compile() for a in args], overload.result_type([a.type for a in args]), hidden))
+            new_targets.append({"ResTarget": {**rt, "name": rt.get("name") or target_name(rt["val"]),
+                                              "val": {"ColumnRef": {"fields": [{"String": {"sval": hidden}}]}}}})
+        if not calls:
+            return node, scope, body
+        fns = [(c[0].impl, c[1]) for c in calls]
+        columns = scope.columns + [ScopeColumn(c[3], c[2], hidden=True) for c in calls]
+        out = N.ProjectSet(node, columns, fns)
+        return out, Scope(columns, scope.outer), {**body, "targetList": new_targets}
 
     def _finish_select(self, body: dict, node: N.Node, scope: Scope, builder: ExprBuilder,
                        outer: Scope | None) -> QueryPlan:
@@ -701,7 +734,6 @@ class Planner:
         fdef = builtins.FUNCTIONS.get(name)
         if fdef is None:
             raise errors.undefined_function(f"unknown function: {name}()")
-        from pillbug.sql.sem.build import resolve_overload
         overload, args = resolve_overload(fdef, args, self.params)
         alias_node = body.get("alias")
         alias = alias_node["aliasname"] if alias_node else name

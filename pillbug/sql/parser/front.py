@@ -663,7 +663,7 @@ class _OwnParser:
             return self.done(self.mk("ShowClusterSettings"))
         if self.accept("CLUSTER", "SETTINGS"):
             return self.done(self.mk("ShowClusterSettings"))
-        if self.accept("SESSION", "USER") or self.accept("CURRENT_USER"):
+        if self.accept("SESSION", "USER") or self.accept("CURRENT_USER") or self.accept("SESSION_USER"):
             return self.done(self.mk("ShowSessionUser"))
         if self.accept("SEQUENCES"):
             return self.done(self.mk("ShowSequences"))

@@ -1044,8 +1044,17 @@ def _jsonb_array_length(j: Json) -> int:
 
 @fn("jsonb_pretty", ("jsonb",), T.STRING)
 def _jsonb_pretty(j: Json) -> str:
-    import json as _json
-    return _json.dumps(datum._sorted_json(j.value), indent=4, default=str)
+    return _pretty(j.value, "")
+
+
+def _pretty(v: Any, indent: str) -> str:
+    inner = indent + "    "
+    if isinstance(v, list) and v:
+        return "[\n" + ",\n".join(inner + _pretty(x, inner) for x in v) + "\n" + indent + "]"
+    if isinstance(v, dict) and v:
+        items = [f"{inner}{Json(k).text}: {_pretty(v[k], inner)}" for k in sorted(v)]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    return Json(v).text
 
 
 @fn("jsonb_build_object|json_build_object", ("any",), T.JSONB, variadic=True, strict=False)
@@ -1105,6 +1114,17 @@ def _jsonb_set(j: Json, path: list, new: Json) -> Json:
     elif isinstance(cur, dict):
         cur[last] = new.value
     return Json(root)
+
+
+@fn("jsonb_strip_nulls|json_strip_nulls", ("jsonb",), T.JSONB)
+def _jsonb_strip_nulls(j: Json) -> Json:
+    def strip(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if x is not None}
+        if isinstance(v, list):
+            return [strip(x) for x in v]
+        return v
+    return Json(strip(j.value))
 
 
 @fn("jsonb_object_keys|json_object_keys", ("jsonb",), T.STRING, srf=True, srf_columns=["jsonb_object_keys"])
