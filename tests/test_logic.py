@@ -14,7 +14,9 @@ a list of records separated by blank lines:
     query error [pgcode XXXXX] <re>    a query that fails
     let $name                          run a one-value query and remember the value; later
     SELECT ...                         records have $name substituted
-    user <name>                        run what follows as that user (root by default)
+    user <name>                        run what follows as that user (root by default; users
+                                       other than root connect with their client certificate, so
+                                       files use `testuser`, whose certificate the fixtures make)
     # a comment, subtest <name>        ignored
 
 Column types: I integer (INT2/4/8), R decimal or float, F float, B bool, O oid, T anything; a
@@ -67,6 +69,7 @@ class Record:
     colnames: bool = False
     expected: list[str] = field(default_factory=list)
     expected_span: tuple[int, int] | None = None  # lines (0-based, end exclusive) of the result block
+    has_separator: bool = False  # the record has its ---- line
     name: str = ""
 
 
@@ -150,6 +153,7 @@ def parse_file(path: str) -> tuple[list[str], list[Record]]:
                 j += 1
             rec.sql = "\n".join(body)
             if j < n and lines[j].strip() == "----":
+                rec.has_separator = True
                 start = j + 1
                 expected, j = block(start)
                 rec.expected = expected
@@ -303,7 +307,8 @@ class LogicRunner:
             actual = [[v] for v in values]
         header = [[d.name for d in description]] if rec.colnames else []
         if REWRITE:
-            self.rewrites[rec.expected_span] = _align(header + actual)
+            new = _align(header + actual)
+            self.rewrites[rec.expected_span] = new if rec.has_separator else ["----"] + new
             return
         got = [_collapse(" ".join(r)) for r in header + actual]
         expected = [_collapse(x) for x in rec.expected]
@@ -333,8 +338,6 @@ class LogicRunner:
         spans = sorted(self.rewrites.items())
         for (start, end), new in spans:
             out.extend(lines[i:start])
-            if start == end:  # a query record written without its ---- line
-                out.append("----")
             out.extend(new)
             i = end
         out.extend(lines[i:])

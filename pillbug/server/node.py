@@ -157,6 +157,8 @@ class Node:
         return {"sql_conns": float(len(engine.sessions)) if engine else 0.0,
                 "sys_uptime": time.time() - self.started_at if self.started_at else 0.0,
                 "storage_revision": float(store.current_revision()) if store else 0.0,
+                "sql_optimizer_plan_cache_hits": float(engine.plan_cache_hits) if engine else 0.0,
+                "sql_optimizer_plan_cache_misses": float(engine.plan_cache_misses) if engine else 0.0,
                 "liveness_livenodes": 1.0}
 
     def sql_url(self, user: str, password: str | None = None, database: str = "defaultdb") -> str:

@@ -44,7 +44,8 @@ def object_kind(desc: Descriptor) -> str:
 def check_privilege(catalog: Catalog, user: str, desc: Descriptor, privilege: str) -> None:
     if not has_privilege(catalog, user, desc, privilege):
         raise errors.insufficient_privilege(
-            f"user {user} does not have {privilege} privilege on {object_kind(desc)} {desc.name}")
+            f"user {user} does not have {privilege} privilege on "
+            f"{'relation' if isinstance(desc, TableDesc) else object_kind(desc)} {desc.name}")
 
 
 def check_admin(catalog: Catalog, user: str, action: str) -> None:

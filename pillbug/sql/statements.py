@@ -242,13 +242,7 @@ def as_of_revision(session: Any, node: dict) -> int:
         try:
             ts = hlc.from_decimal(Decimal(text))
         except Exception:
-            from pillbug.sql import datum
-            if text.startswith("-"):
-                iv = datum.parse_interval(text)
-                ts = now_ts + (iv._span() * 1000 << hlc.LOGICAL_BITS)
-            else:
-                moment = datum.parse_timestamptz(text)
-                ts = hlc.pack(datum.micros_since_epoch(moment) * 1000)
+            ts = _as_of_text(text, now_ts)
     elif isinstance(value, Decimal):
         ts = hlc.from_decimal(value)
     elif isinstance(value, datetime.datetime):
@@ -266,6 +260,25 @@ def as_of_revision(session: Any, node: dict) -> int:
         raise errors.invalid_parameter_value(
             "AS OF SYSTEM TIME: timestamp is older than the garbage collection threshold")
     return revision
+
+
+def _as_of_text(text: str, now_ts: int) -> int:
+    """A timestamp, or an interval back from now ('-10s'), as an HLC time."""
+    from pillbug.sql import datum
+    try:
+        moment = datum.parse_timestamptz(text)
+        return hlc.pack(datum.micros_since_epoch(moment) * 1000)
+    except errors.PgError:
+        pass
+    try:
+        iv = datum.parse_interval(text)
+    except errors.PgError:
+        raise errors.invalid_parameter_value(
+            f"AS OF SYSTEM TIME: value is neither timestamp, decimal, nor interval: {text!r}") from None
+    if iv._span() >= 0:
+        raise errors.invalid_parameter_value(
+            f"AS OF SYSTEM TIME: interval value '{text}' too large, AS OF interval must be <= -1µs")
+    return now_ts + (iv._span() * 1000 << hlc.LOGICAL_BITS)
 
 
 def check_connect(session: Any, database: str) -> None:

@@ -235,6 +235,7 @@ class Project(Node):
         self.columns = columns
         self.fns = fns
         self.positions = positions  # a pure column selection, when every fn is a ColRef
+        self.sources: list[int | None] | None = None  # per output column, the input column it copies
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         positions = self.positions
@@ -374,11 +375,16 @@ class TopK(Node):
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         k = self.k((), ctx)
+        if k is not None and k < 0:
+            raise errors.PgError(errors.INVALID_ROW_COUNT_IN_LIMIT, "negative LIMIT")
         rows: list[tuple] = []
         for batch in self.child.batches(ctx):
             rows.extend(batch)
-            if len(rows) > 4 * k + 1024:
+            if k is not None and len(rows) > 4 * k + 1024:
                 rows = _sort_rows(rows, self.keys, ctx)[:k]
+            elif len(rows) > Sort.MAX_ROWS:
+                raise errors.PgError(errors.OUT_OF_MEMORY,
+                                     f"sort of more than {Sort.MAX_ROWS} rows exceeds the memory budget")
         rows = _sort_rows(rows, self.keys, ctx)[:k]
         for i in range(0, len(rows), BATCH):
             yield rows[i:i + BATCH]

@@ -7,8 +7,9 @@ primary index on ties (no index join needed); pinning every column of the primar
 point lookup. Spans are computed at run time from the (possibly parameterised) values, so one
 plan serves every execution of a prepared or lifted statement.
 
-Conjuncts fully expressed by the equality prefix are dropped from the residual filter; range
-conjuncts stay in it (cheap, and it keeps the span logic simple for NULLs and directions).
+The conjuncts the spans express (the equality prefix and the range on the next column) are
+dropped from the residual filter: key encodings are exact and prefix-free, NULLs are skipped by
+the span bounds, and a NULL comparison value makes no span at all.
 This module knows nothing of SQL text; it reads typed expressions and descriptors.
 """
 from __future__ import annotations
@@ -235,7 +236,7 @@ def point_key_function(cons: Constraint) -> Callable[[ExecCtx], bytes | None]:
 
 def describe_spans(cons: Constraint | None) -> str:
     """The spans in CockroachDB's EXPLAIN notation: [/1 - /1], [/'a' - ], FULL SCAN."""
-    if cons is None:
+    if cons is None or (not cons.eq_values and cons.lower is None and cons.upper is None):
         return "FULL SCAN"
     prefixes = [""]
     for values in cons.eq_values:

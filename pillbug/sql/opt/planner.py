@@ -74,6 +74,8 @@ class Source:
     hint: str | None = None
     nullable: bool = False  # on the outer side of an outer join: no pushdown into it
     pushed: list[Expr] = field(default_factory=list)
+    # a JOIN ... ON not built yet: called with the predicates pushed into it from above
+    deferred: Callable[[list[Expr]], N.Node] | None = None
 
 
 @dataclass(slots=True)
@@ -462,11 +464,12 @@ class Planner:
         all_exprs = exprs + extra
         fns = [e.compile() for e in all_exprs]
         positions = [e.index for e in all_exprs] if all(isinstance(e, ColRef) for e in all_exprs) else None
-        out_cols = columns + [ScopeColumn(f"?sort{i}", e.type, hidden=True) for i, e in enumerate(extra)]
+        out_cols = columns + [ScopeColumn(format_expr(e), e.type, hidden=True) for e in extra]
         if positions is not None and positions == list(range(len(scope.columns))) and len(positions) == len(node.columns):
             projected = node
         else:
             projected = N.Project(node, out_cols, fns, positions)
+            projected.sources = [e.index if isinstance(e, ColRef) else None for e in all_exprs]
         if distinct is not None:
             on = [d for d in distinct if d]
             if on:
@@ -523,13 +526,15 @@ class Planner:
             offset_expr = coerce(lb.build(body["limitOffset"]), T.INT8, self.params)
             offset_fn = offset_expr.compile()
             info.append(f"offset: {format_expr(offset_expr)}")
+        if sort_refs and _provide_order(node, sort_refs):
+            sort_refs = []  # the rows arrive in that order already: no sort
         if sort_refs:
             keys = [N.SortKey(_pos_fn(p), d, nl) for p, d, nl in sort_refs]
             order = _order_info(node, sort_refs)
             if limit_fn is not None and offset_fn is None:
                 node = N.TopK(node, keys, limit_fn)
                 node.info = [order, f"k: {info[0][len('count: '):]}"]
-                info = []
+                return node  # the top-k keeps at most the limit
             else:
                 node = N.Sort(node, keys)
                 node.info = [order]
@@ -628,7 +633,7 @@ class Planner:
             sb = item["SortBy"]
             if self._output_ref(sb["node"], names, exprs) is None:
                 sort_exprs.append(post.build(sb["node"]))
-        agg_columns = [ScopeColumn(f"?group{i}", e.type) for i, e in enumerate(group_exprs)] + \
+        agg_columns = [ScopeColumn(format_expr(e), e.type) for e in group_exprs] + \
                       [ScopeColumn(a[0], a[5]) for a in hook.aggs]
         specs = [N.AggSpec(a[6], [x.compile() for x in a[1]], a[2],
                            a[3].compile() if a[3] is not None else None, a[4], a[7]) for a in hook.aggs]
@@ -803,10 +808,37 @@ class Planner:
             right.nullable = True
         if kind in ("right", "full"):
             left.nullable = True
+        if using_pairs:
+            node = self._build_join(left, right, kind, cond, columns, [])
+            node, columns = _merge_using(node, columns, using_pairs, kind)
+            return Source(node, columns, alias="")
+        return Source(None, columns, alias="",
+                      deferred=lambda pushed: self._build_join(left, right, kind, cond, columns, pushed))
+
+    def _build_join(self, left: Source, right: Source, kind: str, cond: list[Expr],
+                    columns: list[ScopeColumn], pushed: list[Expr]) -> N.Node:
+        """The join's node, with WHERE predicates over its row (`pushed`) sent to the inputs
+        they restrict where the join type allows: a predicate over the preserved side of an
+        outer join filters that side first; over both sides of an inner join it joins the ON."""
+        nl = len(left.columns)
+        above = []
+        cond = list(cond)
+        for p in pushed:
+            used = {e.index for e in p.walk() if isinstance(e, ColRef)}
+            if any(isinstance(e, Subquery) for e in p.walk()) or not used:
+                above.append(p)
+            elif max(used) < nl and kind in ("inner", "left"):
+                left.pushed.append(p)
+            elif min(used) >= nl and kind in ("inner", "right"):
+                right.pushed.append(_shift(p, -nl))
+            elif kind == "inner":
+                cond.append(p)
+            else:
+                above.append(p)
         if kind == "right":
             # plan as a left join with the sides swapped, then restore the column order
             swapped_cols = right.columns + left.columns
-            nl, nr = len(left.columns), len(right.columns)
+            nr = len(right.columns)
             mapping = {i: i + nr for i in range(nl)}
             mapping.update({nl + j: j for j in range(nr)})
             for c in cond:
@@ -819,12 +851,14 @@ class Planner:
             node = N.Project(node, columns, [], [nr + i for i in range(nl)] + list(range(nr)))
         else:
             node = self._join_two(left, right, kind, cond, columns)
-        if using_pairs:
-            node, columns = _merge_using(node, columns, using_pairs, kind)
-        return Source(node, columns, alias="")
+        if above:
+            node = filter_node(node, above)
+        return node
 
     def _materialize(self, source: Source, pushed: list[Expr]) -> N.Node:
         """A FROM item's node, reading a base table through the best index for `pushed`."""
+        if source.deferred is not None:
+            return source.deferred(pushed)
         if source.node is not None:
             if pushed:
                 return filter_node(source.node, pushed)
@@ -839,7 +873,8 @@ class Planner:
         if cons is None:
             node: N.Node = N.Scan(source.columns, codec, lambda ctx, s=codec.primary_span: [s])
         else:
-            for e in cons.eq_exprs:
+            # the spans are exact: what they enforce needs no filter
+            for e in cons.eq_exprs + cons.range_conjuncts:
                 residual.remove(e)
             if cons.is_point and cons.index.is_primary:
                 node = N.PointGet(source.columns, codec, index_select.point_key_function(cons))
@@ -893,7 +928,7 @@ class Planner:
                     later.append(conj)
             remaining = later
             right_src = Source(right.node, right.columns, right.table, right.codec, right.alias,
-                               right.hint, pushed=per_source[i])
+                               right.hint, pushed=per_source[i], deferred=right.deferred)
             cols = left.columns + right.columns
             node = self._join_two(left, right_src, "inner", conds, cols)
             left = Source(node, cols)
@@ -903,7 +938,7 @@ class Planner:
     def _join_two(self, left: Source, right: Source, kind: str, cond: list[Expr],
                   columns: list[ScopeColumn]) -> N.Node:
         nl = len(left.columns)
-        left_node = left.node if left.node is not None else self._materialize(left, left.pushed)
+        left_node = self._materialize(left, left.pushed)
         # Conjuncts over the right side alone can be pushed into it for inner and left joins.
         right_only = []
         both = []
@@ -925,13 +960,11 @@ class Planner:
                     equalities.append((c, c.left, c.right))
                 elif lu and ru and max(ru) < nl and min(lu) >= nl:
                     equalities.append((c, c.right, c.left))
-        if kind in ("inner", "left") and right.table is not None and equalities:
+        if kind in ("inner", "left") and right.table is not None and right.node is None and equalities:
             lookup = self._lookup_join(left_node, right, kind, equalities, both, pushed, columns, nl)
             if lookup is not None:
                 return lookup
-        right_node = right.node if right.node is not None else self._materialize(right, pushed)
-        if right.node is not None and right_only:
-            right_node = filter_node(right.node, right_only)
+        right_node = self._materialize(right, pushed)
         if equalities:
             residual = [c for c in both if all(c is not eq[0] for eq in equalities)]
             info = [_equality_info([eq[1] for eq in equalities], [eq[2] for eq in equalities])]
@@ -1091,9 +1124,64 @@ def filter_node(node: N.Node, predicates: list[Expr]) -> N.Filter:
     return out
 
 
+def _ordering(node: N.Node) -> list[tuple[int, bool]]:
+    """The (column position, descending) order the node's rows come in, as far as known."""
+    if isinstance(node, (N.Scan, N.PointGet, N.IndexScan)):
+        ic = node.index if isinstance(node, N.IndexScan) else node.codec.primary
+        reverse = getattr(node, "reverse", False)
+        order = [(p, (d == "desc") != reverse) for p, d in zip(ic.positions, ic.index.directions)]
+        if isinstance(node, N.IndexScan):
+            # entries with equal index values follow in primary key order
+            pk = node.codec.primary
+            order += [(p, (d == "desc") != reverse) for p, d in zip(pk.positions, pk.index.directions)
+                      if p not in ic.positions]
+        return order
+    if isinstance(node, (N.Filter, N.Limit, N.Rename, N.LookupJoin)):
+        return _ordering(node.left if isinstance(node, N.LookupJoin) else node.child)
+    if isinstance(node, (N.HashJoin, N.NestedLoopJoin)) and node.kind in ("inner", "left", "cross"):
+        return _ordering(node.left)
+    if isinstance(node, N.Project):
+        sources = node.positions if node.positions is not None else getattr(node, "sources", None)
+        if sources is None:
+            return []
+        out = []
+        for p, desc in _ordering(node.child):
+            if p not in sources:
+                break
+            out.append((sources.index(p), desc))
+        return out
+    return []
+
+
+def _provide_order(node: N.Node, sort_refs: list) -> bool:
+    """Whether the rows already come sorted as sort_refs ask, possibly by reading the index
+    backwards (which this turns on). NULLs sort as the index stores them: first ascending,
+    last descending."""
+    have = _ordering(node)
+    want = [(p, d) for p, d, _ in sort_refs]
+    if any(nl is not None and nl != (not d) for _, d, nl in sort_refs) or len(want) > len(have):
+        return False
+    if have[:len(want)] == want:
+        return True
+    if have[:len(want)] == [(p, not d) for p, d in want]:
+        scan = _reversible_scan(node)
+        if scan is not None:
+            scan.reverse = not scan.reverse
+            return True
+    return False
+
+
+def _reversible_scan(node: N.Node) -> N.Scan | N.IndexScan | None:
+    while isinstance(node, (N.Filter, N.Project, N.Rename)):
+        node = node.child
+    return node if isinstance(node, (N.Scan, N.IndexScan)) else None
+
+
 def _hint_limit(node: N.Limit) -> None:
-    """LIMIT n directly over a scan: read at most offset + n keys."""
+    """LIMIT n over a scan (through renders that keep every row): read at most offset + n keys."""
     child = node.child
+    while isinstance(child, (N.Project, N.Rename)):
+        child = child.child
     if isinstance(child, (N.Scan, N.IndexScan)) and child.limit_hint is None:
         limit, offset = node.limit, node.offset
 

@@ -184,9 +184,12 @@ def _find_additions(toks: _Tokens, stmt: Statement, edits: list) -> None:
     text = toks.text
     n = len(t)
     first = toks.word(0)
-    if first == "UPSERT":
+    # UPSERT, also under EXPLAIN [ANALYZE] [(options)]
+    upsert_at = 0 if first == "UPSERT" else next(
+        (k for k in range(min(n, 16)) if toks.word(k) == "UPSERT" and first == "EXPLAIN"), None)
+    if upsert_at is not None:
         stmt.upsert = True
-        edits.append((t[0].start, t[0].end + 1, "INSERT"))
+        edits.append((t[upsert_at].start, t[upsert_at].end + 1, "INSERT"))
     if first == "BEGIN" or (first == "START" and toks.word(1) == "TRANSACTION") or \
             (first == "SET" and toks.word(1) == "TRANSACTION"):
         for k in range(n):
