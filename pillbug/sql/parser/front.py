@@ -132,6 +132,8 @@ def split_statements(sql: str) -> list[str]:
 
 
 def _shift(tokens: list, offset: int) -> list:
+    if not offset:
+        return tokens
     return [t._replace(start=t.start - offset, end=t.end - offset) for t in tokens]
 
 
@@ -213,14 +215,21 @@ def _find_additions(toks: _Tokens, stmt: Statement, edits: list) -> None:
         n -= 2
     if first in ("UPDATE", "DELETE", "EXPLAIN"):
         _mutation_order_limit(toks, stmt, edits, n)
+    storing_allowed = first == "CREATE" and "INDEX" in (toks.word(1), toks.word(2))
     k = 0
+    # Only a few token kinds start an addition; the test on the name keeps this loop cheap, as
+    # every statement (point reads included) passes through it.
     while k < n:
         tok = t[k]
-        if tok.name == "ASCII_91" and k > 0 and toks.word(k + 1) in _SOURCE_STATEMENTS and \
+        name = tok.name
+        if name not in _ADDITION_TOKENS:
+            k += 1
+            continue
+        if name == "ASCII_91" and k > 0 and toks.word(k + 1) in _SOURCE_STATEMENTS and \
                 (toks.word(k - 1) in ("FROM", "JOIN") or t[k - 1].name == "ASCII_44"):
             k = _statement_source(toks, k, stmt, edits)
             continue
-        if tok.name == "Op" and toks.raw(k) == "@" and k > 0 and k + 1 < n and \
+        if name == "Op" and toks.raw(k) == "@" and k > 0 and k + 1 < n and \
                 t[k - 1].name not in ("Op",) and _is_name(t[k + 1]):
             # table@index: remember the hint by the table name's location
             name_tok = k - 1
@@ -235,7 +244,7 @@ def _find_additions(toks: _Tokens, stmt: Statement, edits: list) -> None:
                 edits.append(_blank(text, tok.start, t[k + 1].end + 1))
             k += 2
             continue
-        if toks.word(k) == "AS" and toks.word(k + 1) == "OF" and toks.word(k + 2) == "SYSTEM" and \
+        if name == "AS" and toks.word(k + 1) == "OF" and toks.word(k + 2) == "SYSTEM" and \
                 toks.word(k + 3) == "TIME":
             end_k = k + 4
             depth = 0
@@ -257,9 +266,12 @@ def _find_additions(toks: _Tokens, stmt: Statement, edits: list) -> None:
             edits.append(_blank(text, tok.start, t[end_k - 1].end + 1))
             k = end_k
             continue
-        if toks.word(k) == "STORING" and first == "CREATE" and "INDEX" in (toks.word(1), toks.word(2)):
+        if storing_allowed and name == "IDENT" and toks.word(k) == "STORING":
             edits.append((tok.start, tok.end + 1, "INCLUDE"))
         k += 1
+
+
+_ADDITION_TOKENS = frozenset({"ASCII_91", "Op", "AS", "IDENT"})
 
 
 _SOURCE_STATEMENTS = frozenset({"SHOW", "EXPLAIN", "SELECT", "VALUES", "WITH", "TABLE", "INSERT",
