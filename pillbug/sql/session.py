@@ -544,6 +544,9 @@ class Session:
                 cached = self._plan(stmt, ParamTypes(), 0)
                 values = []
             else:
+                if stmt.num_params > len(params):
+                    raise errors.PgError(errors.UNDEFINED_PARAMETER,
+                                         f"no value provided for placeholder: ${len(params) + 1}")
                 cached, literals = self._plan_for_text(sql, stmt)
                 values = self._bind_literals(cached, params, literals)
             return self.run_plan(cached, values)

@@ -14,6 +14,7 @@ from pillbug.sql import access, ddl, settings, show, users
 from pillbug.sql import types as T
 from pillbug.sql.catalog import system
 from pillbug.sql.exec.context import ExecCtx
+from pillbug.sql.exec.nodes import GUARDED, python_error
 from pillbug.sql.parser.front import Statement
 from pillbug.sql.sem.build import BuildContext, ExprBuilder, ParamTypes, Scope, ScopeColumn
 from pillbug.util import errors, hlc
@@ -73,6 +74,13 @@ def _setting_value(session: Any, args: list) -> str:
 
 
 def execute(session: Any, stmt: Statement, params: list) -> Any:
+    try:
+        return _execute(session, stmt, params)
+    except GUARDED as exc:  # a DEFAULT or CHECK evaluated over existing rows overflowed, ...
+        raise python_error(exc) from exc
+
+
+def _execute(session: Any, stmt: Statement, params: list) -> Any:
     kind = stmt.kind
     session.pending_notices = getattr(session, "pending_notices", [])
     if kind == "VariableSetStmt":

@@ -7,6 +7,7 @@ This module knows nothing of the parser; the planner builds these.
 """
 from __future__ import annotations
 
+import decimal
 import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -49,6 +50,50 @@ def _hashable(row: tuple) -> tuple:
     if any(isinstance(v, list) for v in row):
         return tuple(tuple(v) if isinstance(v, list) else v for v in row)
     return row
+
+
+def python_error(exc: Exception) -> errors.PgError:
+    """A Python exception raised while evaluating SQL, as the SQL error it stands for.
+
+    Arithmetic on values a client chose can overflow Python's date, decimal and float types; the
+    client gets the matching SQLSTATE and keeps its connection. Anything else is a bug, reported
+    as an internal error (XX000) rather than by closing the connection.
+    """
+    if isinstance(exc, (decimal.Overflow, OverflowError)):
+        return errors.out_of_range("value out of range")
+    if isinstance(exc, (ZeroDivisionError, decimal.DivisionByZero)):
+        return errors.division_by_zero()
+    if isinstance(exc, (decimal.InvalidOperation, ValueError)):
+        return errors.invalid_parameter_value(f"invalid value: {exc}")
+    if isinstance(exc, RecursionError):
+        return errors.PgError(errors.PROGRAM_LIMIT_EXCEEDED, "expression is too deeply nested")
+    if isinstance(exc, MemoryError):
+        return errors.PgError(errors.OUT_OF_MEMORY, "out of memory")
+    return errors.internal_error(f"{type(exc).__name__}: {exc}")
+
+
+GUARDED = (ArithmeticError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
+           MemoryError)
+
+
+class Guard(Node):
+    """The root of every plan: turns a Python exception from evaluation into a SQL error."""
+
+    def __init__(self, child: Node) -> None:
+        self.child = child
+        self.columns = child.columns
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        try:
+            yield from self.child.batches(ctx)
+        except GUARDED as exc:
+            raise python_error(exc) from exc
+
+    def children(self) -> list[Node]:
+        return [self.child]
+
+    def explain_name(self) -> str | None:
+        return None
 
 
 class Values(Node):

@@ -6,9 +6,13 @@ DELETE and EXPLAIN; it returns the plan and the command tag. The planner also co
 """
 from __future__ import annotations
 
+from pillbug.sql import types as T
+from pillbug.sql.exec import nodes as N
+from pillbug.sql.exec.nodes import GUARDED, python_error
 from pillbug.sql.opt import explain, mutations
 from pillbug.sql.opt.planner import Planner, QueryPlan
 from pillbug.sql.parser.front import Statement
+from pillbug.sql.sem.build import ScopeColumn
 from pillbug.util import errors
 
 PLANNED_KINDS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "ExplainStmt"})
@@ -19,6 +23,18 @@ _MUTATIONS = {"InsertStmt": (mutations.plan_insert, "INSERT"), "UpdateStmt": (mu
 
 
 def plan_statement(planner: Planner, stmt: Statement) -> tuple[QueryPlan, str]:
+    """The plan of a statement (its root guarded: see exec.nodes.Guard) and its command tag."""
+    try:
+        plan, tag = _plan(planner, stmt)
+    except GUARDED as exc:  # constant folding overflowed, and the like
+        raise python_error(exc) from exc
+    # what is still untyped when it reaches the client (SELECT NULL) is a string, as in CockroachDB
+    columns = [c if c.type.family != "unknown" else ScopeColumn(c.name, T.STRING, c.table, c.hidden)
+               for c in plan.columns]
+    return QueryPlan(N.Guard(plan.node), columns), tag
+
+
+def _plan(planner: Planner, stmt: Statement) -> tuple[QueryPlan, str]:
     kind = stmt.kind
     if kind == "SelectStmt":
         return planner.plan_query({"SelectStmt": stmt.node}), "SELECT"
@@ -27,5 +43,5 @@ def plan_statement(planner: Planner, stmt: Statement) -> tuple[QueryPlan, str]:
         with planner.with_clause(stmt.node.get("withClause"), None):
             return plan_fn(planner, stmt), tag
     if kind == "ExplainStmt":
-        return explain.plan_explain(planner, stmt, plan_statement), "EXPLAIN"
+        return explain.plan_explain(planner, stmt, _plan), "EXPLAIN"
     raise errors.internal_error(f"cannot plan {kind}")

@@ -439,7 +439,9 @@ class Planner:
             if isinstance(e, ColRef) and 0 <= e.index < len(scope.columns):
                 src = scope.columns[e.index]
                 c.table_id, c.column_id = src.table_id, src.column_id
-        exprs = [coerce(e, T.STRING, self.params) if e.type.family == "unknown" else e for e in exprs]
+        # a bare NULL keeps no type yet, so that SELECT 1 UNION SELECT NULL types it as INT
+        exprs = [coerce(e, T.STRING, self.params) if e.type.family == "unknown" and not _is_null(e) else e
+                 for e in exprs]
         distinct = body.get("distinctClause")
         sort_clause = body.get("sortClause") or []
         # ORDER BY keys: an output column (by position or name) or an expression over the input.
@@ -1097,7 +1099,11 @@ def _sort_direction(sb: dict) -> tuple[bool, bool | None]:
 
 
 def _output_type(t: T.SQLType) -> T.SQLType:
-    return T.STRING if t.family == "unknown" else t
+    return t
+
+
+def _is_null(e: Expr) -> bool:
+    return isinstance(e, Const) and e.value is None
 
 
 def _rename(cols: list[ScopeColumn], alias_node: dict | None, alias: str) -> list[ScopeColumn]:

@@ -40,6 +40,7 @@ _VALUE_CONTEXT = frozenset({
     "distinct", "from", "any", "all", "some", "similar", "to", "escape", "by", "as", "if",
 })
 _INT64_MAX = (1 << 63) - 1
+_INT64_MIN_DIGITS = str(1 << 63)
 _STATEMENT_SOURCE = re.compile(r"\[\s*(show|explain|select|insert|upsert|update|delete|values|with|table)\b",
                                re.IGNORECASE)
 
@@ -83,7 +84,8 @@ def lift_literals(sql: str) -> tuple[str, list[Literal], int] | None:
                 literals.append(("s", text[1:-1].replace("''", "'")))
                 pieces.append("\x00")
         elif kind == "number":
-            if prev_kind == "ident" and prev_text.lower() not in _VALUE_CONTEXT:
+            if prev_kind == "ident" and prev_text.lower() not in _VALUE_CONTEXT or text == _INT64_MIN_DIGITS:
+                # -9223372036854775808 is an INT only while its digits stay next to the minus
                 pieces.append(text)
             else:
                 is_int = text.isdigit() and int(text) <= _INT64_MAX

@@ -375,7 +375,10 @@ class ExprBuilder:
         if arg.type.family == "unknown":
             arg = coerce(arg, T.DECIMAL if op == "-" else T.INT8, self.ctx.params)
         if op == "-" and isinstance(arg, Const) and arg.value is not None and arg.type.is_numeric:
-            return Const(-arg.value, arg.type, arg.untyped)
+            value = -arg.value
+            if arg.untyped and isinstance(value, Decimal) and value == -(1 << 63) and value == value.to_integral():
+                return Const(int(value), T.INT8, untyped=True)  # -9223372036854775808 is an INT
+            return Const(value, arg.type, arg.untyped)
         typ, impl = ops.resolve_unary(op, arg.type)
         return Call(op, [arg], typ, impl)
 
@@ -860,6 +863,9 @@ def coerce(e: Expr, typ: SQLType, params: ParamTypes) -> Expr:
 
 def cast_expr(arg: Expr, typ: SQLType, params: ParamTypes) -> Expr:
     """An explicit CAST / ::."""
+    if isinstance(arg, Param) and typ.family == "oid" and (arg.type.family == "unknown" or arg.lifted_kind == "s"):
+        params.set(arg.index, T.STRING)  # a name ('t'::REGCLASS), resolved against the catalog when run
+        return Cast(Param(arg.index, T.STRING), typ, casts.cast_fn(T.STRING, typ))
     if isinstance(arg, Param) and (arg.type.family == "unknown" or arg.lifted_kind == "s"):
         params.set(arg.index, typ)
         p = Param(arg.index, typ)  # typed now: no longer adapts to its context

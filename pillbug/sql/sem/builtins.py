@@ -348,6 +348,7 @@ def _lpad(s: str, n: int) -> str:
 
 @fn("lpad", ("string", "int", "string"), T.STRING)
 def _lpad3(s: str, n: int, fill: str) -> str:
+    _check_length(n)
     if n <= len(s) or not fill:
         return s[:max(n, 0)]
     pad = (fill * n)[: n - len(s)]
@@ -361,6 +362,7 @@ def _rpad(s: str, n: int) -> str:
 
 @fn("rpad", ("string", "int", "string"), T.STRING)
 def _rpad3(s: str, n: int, fill: str) -> str:
+    _check_length(n)
     if n <= len(s) or not fill:
         return s[:max(n, 0)]
     return s + (fill * n)[: n - len(s)]
@@ -368,9 +370,16 @@ def _rpad3(s: str, n: int, fill: str) -> str:
 
 @fn("repeat", ("string", "int"), T.STRING)
 def _repeat(s: str, n: int) -> str:
-    if len(s) * max(n, 0) > 64 << 20:
-        raise errors.program_limit_exceeded("requested length too large")
+    _check_length(len(s) * max(n, 0))
     return s * max(n, 0)
+
+
+MAX_STRING_RESULT = 64 << 20  # a function may not build a string longer than this from a client's numbers
+
+
+def _check_length(n: int) -> None:
+    if n > MAX_STRING_RESULT:
+        raise errors.program_limit_exceeded("requested length too large")
 
 
 @fn("reverse", ("string",), T.STRING)
@@ -488,6 +497,8 @@ def _to_uuid(s: str) -> bytes:
 
 @fn("abs", ("int",), T.INT8)
 def _abs_int(n: int) -> int:
+    if n == -(1 << 63):
+        raise errors.out_of_range(f"abs of min integer value ({n}) not defined")
     return abs(n)
 
 
