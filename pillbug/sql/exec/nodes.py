@@ -928,6 +928,30 @@ class ProjectSet(Node):
         return "project set"
 
 
+class RunFirst(Node):
+    """Runs the WITH clause's data-modifying statements (materialized, so a reference to one
+    reads the same rows) before the statement that follows them."""
+
+    def __init__(self, first: list[Node], child: Node) -> None:
+        self.first = first
+        self.child = child
+        self.columns = child.columns
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        affected = ctx.rows_affected  # the command tag counts the main statement's rows only
+        for node in self.first:
+            for _ in node.batches(ctx):
+                pass
+        ctx.rows_affected = affected
+        yield from self.child.batches(ctx)
+
+    def children(self) -> list[Node]:
+        return [*self.first, self.child]
+
+    def explain_name(self) -> str:
+        return "root"
+
+
 class WorkingTable(Node):
     """The rows of the previous round of a recursive CTE, as its step query reads them."""
 

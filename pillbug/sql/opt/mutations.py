@@ -274,7 +274,15 @@ def _set_clause(planner: Planner, builder: ExprBuilder, table: TableDesc, target
         rt = t["ResTarget"]
         val = rt["val"]
         if "MultiAssignRef" in val:
-            raise errors.feature_not_supported("SET (a, b) = (...) is not supported yet")
+            source = val["MultiAssignRef"]["source"]
+            if "RowExpr" not in source:
+                raise errors.feature_not_supported("SET (a, b) = (SELECT ...) is not supported")
+            values = source["RowExpr"]["args"]
+            if len(values) != val["MultiAssignRef"]["ncolumns"]:
+                raise errors.syntax_error(
+                    f"number of columns ({val['MultiAssignRef']['ncolumns']}) does not match "
+                    f"number of values ({len(values)})")
+            val = values[val["MultiAssignRef"]["colno"] - 1]
         if rt.get("indirection"):
             raise errors.feature_not_supported("assigning to array elements or fields is not supported")
         col = table.column(rt["name"])

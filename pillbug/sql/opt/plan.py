@@ -10,7 +10,7 @@ from pillbug.sql import types as T
 from pillbug.sql.exec import nodes as N
 from pillbug.sql.exec.nodes import GUARDED, python_error
 from pillbug.sql.opt import explain, mutations
-from pillbug.sql.opt.planner import Planner, QueryPlan
+from pillbug.sql.opt.planner import Planner, QueryPlan, with_mutations_first
 from pillbug.sql.parser.front import Statement
 from pillbug.sql.sem.build import ScopeColumn
 from pillbug.util import errors
@@ -40,8 +40,9 @@ def _plan(planner: Planner, stmt: Statement) -> tuple[QueryPlan, str]:
         return planner.plan_query({"SelectStmt": stmt.node}), "SELECT"
     if kind in _MUTATIONS:
         plan_fn, tag = _MUTATIONS[kind]
-        with planner.with_clause(stmt.node.get("withClause"), None):
-            return plan_fn(planner, stmt), tag
+        with planner.with_clause(stmt.node.get("withClause"), None) as first:
+            plan = plan_fn(planner, stmt)
+        return with_mutations_first(plan, first), tag
     if kind == "ExplainStmt":
         return explain.plan_explain(planner, stmt, _plan), "EXPLAIN"
     raise errors.internal_error(f"cannot plan {kind}")

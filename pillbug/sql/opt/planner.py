@@ -23,6 +23,7 @@ from pillbug.sql.catalog.system import Catalog
 from pillbug.sql.exec import nodes as N
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.opt import index_select
+from pillbug.sql.parser.front import Statement
 from pillbug.sql.rowenc import TableCodec
 from pillbug.sql.sem import builtins
 from pillbug.sql.sem.build import (
@@ -235,14 +236,18 @@ class Planner:
         (kind, body), = node.items()
         if kind != "SelectStmt":
             raise errors.feature_not_supported(f"{kind} is not supported as a query")
-        with self.with_clause(body.get("withClause"), outer):
-            return self._plan_select_body(body, outer)
+        with self.with_clause(body.get("withClause"), outer) as first:
+            plan = self._plan_select_body(body, outer)
+        return with_mutations_first(plan, first)
 
     @contextmanager
-    def with_clause(self, with_clause: dict | None, outer: Scope | None) -> Iterator[None]:
-        """Make a WITH clause's queries visible by name while the statement is planned."""
+    def with_clause(self, with_clause: dict | None, outer: Scope | None) -> Iterator[list[N.Node]]:
+        """Make a WITH clause's queries visible by name while the statement is planned. Yields
+        the WITH clause's data-modifying statements, which must run whether read or not: the
+        caller wraps its plan with with_mutations_first()."""
+        first: list[N.Node] = []
         if not with_clause:
-            yield
+            yield first
             return
         scope_ctes: dict[str, QueryPlan] = {}
         self.ctes.append(scope_ctes)
@@ -250,8 +255,17 @@ class Planner:
             for cte_node in with_clause["ctes"]:
                 cte = cte_node["CommonTableExpr"]
                 q = cte["ctequery"]
-                if "SelectStmt" not in q:
-                    raise errors.feature_not_supported("only SELECT is supported in WITH")
+                (q_kind, q_body), = q.items()
+                if q_kind in ("InsertStmt", "UpdateStmt", "DeleteStmt"):
+                    from pillbug.sql.opt.plan import plan_statement
+                    stmt = Statement(q_kind, q_body, "", index_hints=self.index_hints)
+                    plan, _ = plan_statement(self, stmt)
+                    node = N.Materialized(plan.node)
+                    first.append(node)
+                    scope_ctes[cte["ctename"]] = QueryPlan(node, plan.columns)
+                    continue
+                if q_kind != "SelectStmt":
+                    raise errors.feature_not_supported(f"{q_kind} is not supported in WITH")
                 names = [n["String"]["sval"] for n in cte.get("aliascolnames") or []]
                 body = q["SelectStmt"]
                 if with_clause.get("recursive") and body.get("op", "SETOP_NONE") == "SETOP_UNION":
@@ -263,7 +277,7 @@ class Planner:
                 if names:
                     cols = [ScopeColumn(n, c.type) for n, c in zip(names, cols)]
                 scope_ctes[cte["ctename"]] = QueryPlan(N.Materialized(plan.node), cols)
-            yield
+            yield first
         finally:
             self.ctes.pop()
 
@@ -707,6 +721,9 @@ class Planner:
             for scope_ctes in reversed(self.ctes):
                 cte = scope_ctes.get(names[0])
                 if cte is not None:
+                    if not cte.columns:
+                        raise errors.feature_not_supported(
+                            f'WITH query "{names[0]}" does not have a RETURNING clause')
                     cols = _rename(cte.columns, alias_node, alias)
                     return Source(N.Rename(cte.node, cols), cols, alias=alias)
         kind, obj = self.env.resolve_table_name(names)
@@ -1039,6 +1056,12 @@ class Planner:
 def _order_info(node: N.Node, sort_refs: list) -> str:
     names = [c.name for c in node.columns]
     return "order: " + ",".join(("-" if d else "+") + names[p] for p, d, _ in sort_refs)
+
+
+def with_mutations_first(plan: QueryPlan, first: list[N.Node]) -> QueryPlan:
+    if not first:
+        return plan
+    return QueryPlan(N.RunFirst(first, plan.node), plan.columns)
 
 
 def _unqualified(c: ScopeColumn) -> bool:

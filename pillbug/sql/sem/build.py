@@ -9,7 +9,9 @@ that this module does not depend on the planner.
 """
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -297,8 +299,17 @@ class ExprBuilder:
         if kind == "AEXPR_OP":
             if lexpr is None:
                 return self.unary(name, self.build(rexpr))
+            if "RowExpr" in lexpr and "RowExpr" in rexpr:
+                return self._row_compare(name, lexpr["RowExpr"]["args"], rexpr["RowExpr"]["args"])
             return self.binary(name, self.build(lexpr), self.build(rexpr))
         if kind == "AEXPR_IN":
+            if "RowExpr" in lexpr:
+                items = rexpr["List"]["items"]
+                if not all("RowExpr" in x for x in items):
+                    raise errors.datatype_mismatch("IN: a row can only be compared with rows")
+                any_equal = Or([self._row_compare("=", lexpr["RowExpr"]["args"], x["RowExpr"]["args"])
+                                for x in items])
+                return Not(any_equal) if name == "<>" else any_equal
             arg = self.build(lexpr)
             items = [self.build(x) for x in rexpr["List"]["items"]]
             return self.in_list(arg, items, negate=(name == "<>"))
@@ -306,7 +317,7 @@ class ExprBuilder:
             op = name
             return self.binary(op, self.build(lexpr), self._like_pattern(rexpr))
         if kind == "AEXPR_SIMILAR":
-            raise errors.feature_not_supported("SIMILAR TO is not supported")
+            return self._similar(name, lexpr, rexpr)
         if kind in ("AEXPR_BETWEEN", "AEXPR_NOT_BETWEEN", "AEXPR_BETWEEN_SYM", "AEXPR_NOT_BETWEEN_SYM"):
             arg = self.build(lexpr)
             lo_node, hi_node = rexpr["List"]["items"]
@@ -356,6 +367,44 @@ class ExprBuilder:
                 return want_all
             return Call("any" if not want_all else "all", [arg, arr], T.BOOL, any_all, strict=False)
         raise errors.feature_not_supported(f"operator kind {kind} is not supported")
+
+    def _row_compare(self, op: str, left: list, right: list) -> Expr:
+        """(a, b) op (c, d): element by element, with SQL's NULL rules for each comparison."""
+        if len(left) != len(right):
+            raise errors.syntax_error(f"unequal number of entries in row expressions: {len(left)} vs {len(right)}")
+        pairs = [(self.build(a), self.build(b)) for a, b in zip(left, right)]
+        if op in ("=", "<>", "!="):
+            eqs: list[Expr] = [self.compare("=", a, b) for a, b in pairs]
+            return And(eqs) if op == "=" else Not(And(eqs))
+        if op not in ("<", "<=", ">", ">="):
+            raise errors.undefined_function(f"unsupported comparison operator: <tuple> {op} <tuple>")
+        # (a, b) < (c, d)  is  a < c OR (a = c AND b < d), the last pair taking the operator as given
+        strict = op[0]
+        out: Expr | None = None
+        for i in range(len(pairs) - 1, -1, -1):
+            a, b = pairs[i]
+            if out is None:
+                out = self.compare(op, a, b)
+            else:
+                out = Or([self.compare(strict, a, b), And([self.compare("=", *self.unify(a, b)), out])])
+        assert out is not None
+        return out
+
+    def _similar(self, name: str, lexpr: dict, rexpr: dict) -> Expr:
+        """x SIMILAR TO pattern: the SQL regular expression translated to Python's, anchored."""
+        arg = coerce(self.build(lexpr), T.STRING, self.ctx.params)
+        fc = rexpr.get("FuncCall", {})
+        pattern_args = [coerce(self.build(a), T.STRING, self.ctx.params) for a in fc.get("args", [])]
+        if not pattern_args:
+            pattern_args = [coerce(self.build(rexpr), T.STRING, self.ctx.params)]
+        negate = name == "!~"
+
+        def similar(ctx: Any, value: Any, pattern: Any, escape: Any = "\\") -> Any:
+            if value is None or pattern is None:
+                return None
+            hit = _similar_regex(pattern, escape).fullmatch(value) is not None
+            return hit != negate
+        return Call("similar_to", [arg, *pattern_args], T.BOOL, similar, strict=False)
 
     def _like_pattern(self, node: dict) -> Expr:
         # LIKE ... ESCAPE arrives as like_escape(pattern, escape)
@@ -759,6 +808,31 @@ def _unescape_bytes(text: str) -> bytes:
         else:
             raise errors.syntax_error(f"invalid escape sequence in bytes literal: \\{nxt}")
     return bytes(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _similar_regex(pattern: str, escape: str | None) -> re.Pattern:
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if escape and c == escape and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        if c == "%":
+            out.append(".*")
+        elif c == "_":
+            out.append(".")
+        elif c in "|*+?{}()[]":
+            out.append(c)
+        else:
+            out.append(re.escape(c))
+        i += 1
+    try:
+        return re.compile("".join(out), re.DOTALL)
+    except re.error as exc:
+        raise errors.PgError(errors.INVALID_REGULAR_EXPRESSION, f"invalid regular expression: {exc}") from None
 
 
 def _texter(typ: SQLType) -> Callable[[Any], str]:
