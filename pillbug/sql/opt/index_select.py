@@ -23,7 +23,7 @@ from pillbug.sql import types as T
 from pillbug.sql.catalog.descriptors import IndexDesc, TableDesc
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.rowenc import IndexCodec, TableCodec, key_encoder
-from pillbug.sql.sem.expr import ColRef, Compare, Compiled, Expr, InList, format_expr
+from pillbug.sql.sem.expr import ColRef, Compare, Compiled, Expr, InList, Or, format_expr
 from pillbug.util import encoding as enc
 
 MAX_IN_SPANS = 10_000
@@ -108,12 +108,11 @@ def _constrain(table: TableDesc, index: IndexDesc, ic: IndexCodec, conjuncts: li
                 cons.eq_exprs.append(conj)
                 pinned = True
                 break
-            if isinstance(conj, InList) and not conj.negate and isinstance(conj.arg, ColRef) \
-                    and conj.arg.index == pos and all(i.is_constant and _same_family(col_type, i)
-                                                      for i in conj.items) \
-                    and 0 < len(conj.items) <= MAX_IN_SPANS:
-                cons.eq.append([_converter(col_type, i) for i in conj.items])
-                cons.eq_values.append(list(conj.items))
+            values = _in_values(conj, pos)
+            if values is not None and all(v.is_constant and _same_family(col_type, v) for v in values) \
+                    and 0 < len(values) <= MAX_IN_SPANS:
+                cons.eq.append([_converter(col_type, v) for v in values])
+                cons.eq_values.append(values)
                 cons.eq_exprs.append(conj)
                 pinned = True
                 break
@@ -135,6 +134,27 @@ def _constrain(table: TableDesc, index: IndexDesc, ic: IndexCodec, conjuncts: li
                 cons.range_conjuncts.append(conj)
         break
     return cons
+
+
+def _in_values(conj: Expr, position: int) -> list[Expr] | None:
+    """The values of `col IN (...)`, or of `col = x OR col = y ...`, for the column at position."""
+    if isinstance(conj, InList):
+        if not conj.negate and isinstance(conj.arg, ColRef) and conj.arg.index == position:
+            return list(conj.items)
+        return None
+    if isinstance(conj, Or):
+        values: list[Expr] = []
+        for arg in conj.args:
+            m = _match_column(arg, position)
+            if m is not None and m[0] == "=":
+                values.append(m[1])
+                continue
+            inner = _in_values(arg, position)
+            if inner is None:
+                return None
+            values.extend(inner)
+        return values
+    return None
 
 
 def _converter(col_type: T.SQLType, value: Expr) -> Compiled:
