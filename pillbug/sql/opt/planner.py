@@ -22,7 +22,7 @@ from pillbug.sql.catalog.descriptors import TableDesc
 from pillbug.sql.catalog.system import Catalog
 from pillbug.sql.exec import nodes as N
 from pillbug.sql.exec.context import ExecCtx
-from pillbug.sql.opt import index_select
+from pillbug.sql.opt import index_select, window
 from pillbug.sql.parser.front import Statement
 from pillbug.sql.rowenc import TableCodec
 from pillbug.sql.sem import builtins
@@ -145,9 +145,17 @@ class AggHook(GroupingHook):
         self.by_column = {e.index: i for i, e in enumerate(group_exprs) if isinstance(e, ColRef)}
         self.aggs: list[tuple[str, list[Expr], bool, Expr | None, bool, T.SQLType, Callable, list]] = []
         self.agg_keys: dict[str, int] = {}
+        # window function columns: placeholders while the aggregates are being collected, then
+        # (finalized) real columns after the groups, resolved by the builder's own scope
+        self.window_types: dict[str, T.SQLType] = {}
+        self.finalized = False
 
     def lookup(self, node: dict, builder: ExprBuilder) -> Expr | None:
         (kind, body), = node.items()
+        if kind == "ColumnRef" and self.window_types:
+            wname = body["fields"][-1].get("String", {}).get("sval")
+            if wname in self.window_types:
+                return None if self.finalized else Const(None, self.window_types[wname])
         key = node_key(node)
         i = self.by_key.get(key)
         if i is not None:
@@ -411,6 +419,9 @@ class Planner:
         if aggregating:
             return self._plan_aggregate(body, node, scope, outer)
         node, scope, body = self._project_set(body, node, scope)
+        if window.has_windows([target_list, sort_clause]):
+            body, calls = window.extract(body)
+            node, scope = window.plan(calls, node, scope, ExprBuilder(self.bctx, scope, clause="SELECT"))
         return self._finish_select(body, node, scope, ExprBuilder(self.bctx, scope, clause="SELECT"), outer)
 
     def _project_set(self, body: dict, node: N.Node, scope: Scope) -> tuple[N.Node, Scope, dict]:
@@ -638,6 +649,12 @@ class Planner:
         # built through the hook; its scope has no columns of its own, only the outer query's.
         agg_scope = Scope([], outer)
         post = ExprBuilder(self.bctx, agg_scope, grouping=hook, allow_aggregates=True, clause="SELECT")
+        calls: list[window.WindowCall] = []
+        if window.has_windows([target_list, body.get("sortClause") or []]):
+            # window functions run over the groups; what they read registers with the hook first
+            body, calls = window.extract(body)
+            target_list = body.get("targetList") or []
+            hook.window_types = window.result_types(calls, post)
         # Build everything that can mention aggregates first, so that the hook knows them all.
         exprs, names = self._targets(target_list, scope, post)
         having = None
@@ -660,6 +677,10 @@ class Planner:
         if having is not None:
             agg_node = filter_node(agg_node, [having])
         agg_scope.columns = agg_columns
+        hook.finalized = True
+        if calls:
+            agg_node, agg_scope = window.plan(calls, agg_node, agg_scope, post)
+            post = ExprBuilder(self.bctx, agg_scope, grouping=hook, allow_aggregates=True, clause="SELECT")
         return self._finish_select(body, agg_node, agg_scope, post, outer)
 
     # ---- FROM ----------------------------------------------------------------------------

@@ -588,7 +588,7 @@ class ExprBuilder:
         if len(names) > 1 and names[0] == "crdb_internal":
             name = "crdb_internal." + name
         if body.get("over"):
-            raise errors.feature_not_supported("window functions are not supported yet")
+            raise errors.PgError(errors.WINDOWING_ERROR, f"window functions are not allowed in {self.clause or 'this context'}")
         if name in builtins.AGGREGATES or body.get("agg_star"):
             raise errors.PgError(errors.GROUPING_ERROR,
                                  f"aggregate functions are not allowed in {self.clause or 'this context'}")
