@@ -78,6 +78,16 @@ def test_secondary_index_lookups_read_only_matching_keys(conn, sql, expected):
     assert keys_read(conn, sql) == expected
 
 
+@pytest.mark.parametrize("sql, expected", [
+    # the index holds every column named (key, STORING and primary key columns): no row fetch
+    ("SELECT k FROM kv WHERE s = 's77'", 1),
+    ("SELECT count(*) FROM kv WHERE v = 7", 10),
+    ("SELECT k, v FROM kv WHERE v IN (7, 8) ORDER BY k", 20),
+])
+def test_covering_index_reads_only_index_entries(conn, sql, expected):
+    assert keys_read(conn, sql) == expected
+
+
 def test_lookup_join_reads_only_matching_rows(conn):
     # 20 child rows scanned, then one primary-key get into kv for each (all of them exist)
     assert keys_read(conn, "SELECT c.id, kv.s FROM child c JOIN kv ON kv.k = c.kv_k") == 40

@@ -203,20 +203,27 @@ class PointGet(Node):
 
 
 class IndexScan(Node):
-    """Rows found through a secondary index: scan its entries, then fetch each primary row."""
+    """Rows found through a secondary index: scan its entries, then fetch each primary row, or,
+    when the index covers every column the statement reads, build the rows from the entries
+    (the other columns are left NULL: nothing reads them)."""
 
     def __init__(self, columns: list, codec: TableCodec, index: IndexCodec, spans: SpanFn,
-                 reverse: bool = False, limit_hint: Callable[[ExecCtx], int] | None = None) -> None:
+                 reverse: bool = False, limit_hint: Callable[[ExecCtx], int] | None = None,
+                 covering: bool = False) -> None:
         self.columns = columns
         self.codec = codec
         self.index = index
         self.spans = spans
         self.reverse = reverse
         self.limit_hint = limit_hint
+        self.covering = covering
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         spans = self.spans(ctx)
         if not spans:
+            return
+        if self.covering:
+            yield from self._covered(ctx, spans)
             return
         txn = ctx.txn
         pk_prefix = self.codec.pk_prefix
@@ -239,10 +246,34 @@ class IndexScan(Node):
             if out:
                 yield out
 
+    def _covered(self, ctx: ExecCtx, spans: list[tuple[bytes, bytes]]) -> Iterator[Batch]:
+        txn = ctx.txn
+        decode_entry = TableCodec.decode_index_value
+        decode_stored = self.index.stored_codec.decode
+        positions = self.index.stored_positions
+        width = len(self.codec.table.columns)
+        limit = self.limit_hint(ctx) if self.limit_hint is not None else 0
+        for start, end in (reversed(spans) if self.reverse else spans):
+            out = []
+            for _, entry in txn.scan(start, end, limit=limit, reverse=self.reverse):
+                row: list = [None] * width
+                for p, v in zip(positions, decode_stored(decode_entry(entry)[1])):
+                    row[p] = v
+                out.append(tuple(row))
+                if len(out) >= BATCH:
+                    if ctx.canceled:
+                        raise errors.query_canceled()
+                    yield out
+                    out = []
+            if out:
+                yield out
+
     def explain_name(self) -> str:
-        return "index join"
+        return "scan" if self.covering else "index join"
 
     def explain_attrs(self) -> list[str]:
+        if self.covering:
+            return self.explain_index_attrs()
         return [f"table: {self.codec.table.name}@{self.codec.table.primary_index.name}"]
 
     def explain_index_attrs(self) -> list[str]:

@@ -101,7 +101,7 @@ def _shown(node: N.Node) -> list[_Shown]:
     name = node.explain_name()
     if name is None:
         return kids
-    if isinstance(node, N.IndexScan):
+    if isinstance(node, N.IndexScan) and not node.covering:
         scan = _Shown("scan", node.explain_index_attrs(), [], None)
         return [_Shown(name, node.explain_attrs(), [scan], node)]
     return [_Shown(name, node.explain_attrs(), kids, node)]

@@ -10,7 +10,7 @@ from pillbug.sql import types as T
 from pillbug.sql.exec import nodes as N
 from pillbug.sql.exec.nodes import GUARDED, python_error
 from pillbug.sql.opt import explain, mutations
-from pillbug.sql.opt.planner import Planner, QueryPlan, with_mutations_first
+from pillbug.sql.opt.planner import Planner, QueryPlan, referenced_columns, with_mutations_first
 from pillbug.sql.parser.front import Statement
 from pillbug.sql.sem.build import ScopeColumn
 from pillbug.util import errors
@@ -37,6 +37,7 @@ def plan_statement(planner: Planner, stmt: Statement) -> tuple[QueryPlan, str]:
 def _plan(planner: Planner, stmt: Statement) -> tuple[QueryPlan, str]:
     kind = stmt.kind
     if kind == "SelectStmt":
+        planner.referenced = referenced_columns(stmt.node)
         return planner.plan_query({"SelectStmt": stmt.node}), "SELECT"
     if kind in _MUTATIONS:
         plan_fn, tag = _MUTATIONS[kind]

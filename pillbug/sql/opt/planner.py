@@ -212,6 +212,29 @@ class AggHook(GroupingHook):
         return ColRef(len(self.group_exprs) + len(self.aggs) - 1, typ, name)
 
 
+def referenced_columns(node: Any) -> set[str] | None:
+    """The names a statement's column references use, or None when it reads columns without
+    naming them (*, NATURAL JOIN, JOIN ... USING)."""
+    names: set[str] = set()
+
+    def walk(n: Any) -> bool:
+        if isinstance(n, dict):
+            ref = n.get("ColumnRef")
+            if ref is not None:
+                last = ref["fields"][-1]
+                if "A_Star" in last:
+                    return False
+                names.add(last["String"]["sval"])
+                return True
+            if n.get("isNatural") or n.get("usingClause"):
+                return False
+            return all(walk(v) for v in n.values())
+        if isinstance(n, list):
+            return all(walk(x) for x in n)
+        return True
+    return names if walk(node) else None
+
+
 def has_aggregates(node: Any) -> bool:
     """Whether an expression tree calls an aggregate (outside subqueries)."""
     if isinstance(node, dict):
@@ -236,6 +259,9 @@ class Planner:
         self.index_hints = index_hints or {}
         self.bctx = BuildContext(params, plan_subquery=self._plan_subquery)
         self.ctes: list[dict[str, QueryPlan]] = []
+        # the column names the statement mentions, when they are all it can read (no *, no
+        # NATURAL JOIN, no view): lets an index that holds them all serve without the table
+        self.referenced: set[str] | None = None
 
     # ---- entry ---------------------------------------------------------------------------
 
@@ -754,6 +780,7 @@ class Planner:
             return Source(N.Generate(cols, obj.rows, f"virtual table {'.'.join(names)}"), cols, alias=alias)
         table: TableDesc = obj
         if table.is_view:
+            self.referenced = None  # the view's query names columns of its own
             from pillbug.sql.parser.front import parse
             stmt = parse(table.view_query)[0]
             plan = self.plan_query({"SelectStmt": stmt.node}, None)
@@ -921,11 +948,19 @@ class Planner:
             elif cons.index.is_primary:
                 node = N.Scan(source.columns, codec, index_select.span_function(cons))
             else:
-                node = N.IndexScan(source.columns, codec, cons.codec, index_select.span_function(cons))
+                node = N.IndexScan(source.columns, codec, cons.codec, index_select.span_function(cons),
+                                   covering=self._covers(table, cons.codec))
         node.info = [f"spans: {index_select.describe_spans(cons)}"]
         if residual:
             node = filter_node(node, residual)
         return node
+
+    def _covers(self, table: TableDesc, ic: Any) -> bool:
+        """Whether every column of the table the statement names is in the index's entries."""
+        if self.referenced is None:
+            return False
+        stored = {table.columns[p].name for p in ic.stored_positions}
+        return all(c.name in stored for c in table.columns if c.name in self.referenced)
 
     def _join_sources(self, sources: list[Source], offsets: list[int], where: list[Expr],
                       all_columns: list[ScopeColumn]) -> tuple[N.Node, list[Expr]]:
