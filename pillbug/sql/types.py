@@ -206,6 +206,9 @@ def _apply_modifiers(base: SQLType, name: str, modifiers: list[int]) -> SQLType:
         return decimal(modifiers[0], modifiers[1] if len(modifiers) > 1 else 0)
     if base.family == "string" and base.oid == 1043:
         return varchar(modifiers[0])
+    if base.family == "string" and name in ("string", "pg_catalog.string"):  # CockroachDB's STRING(n)
+        return SQLType("string", 1043, f"STRING({modifiers[0]})", f"character varying({modifiers[0]})",
+                       -1, modifiers[0])
     if base.family == "string" and base.oid == 1042:
         return char(modifiers[0])
     if base.family == "float" and name in ("float", "pg_catalog.float8", "pg_catalog.float4"):

@@ -46,4 +46,4 @@ def _plan(planner: Planner, stmt: Statement) -> tuple[QueryPlan, str]:
         return with_mutations_first(plan, first), tag
     if kind == "ExplainStmt":
         return explain.plan_explain(planner, stmt, _plan), "EXPLAIN"
-    raise errors.internal_error(f"cannot plan {kind}")
+    raise errors.feature_not_supported(f"EXPLAIN of {kind} is not supported")

@@ -40,6 +40,10 @@ _VALUE_CONTEXT = frozenset({
     "distinct", "from", "any", "all", "some", "similar", "to", "escape", "by", "as", "if",
 })
 _INT64_MAX = (1 << 63) - 1
+# Type names whose modifiers the grammar wants as literal integers (VARCHAR(3), DECIMAL(10, 2)).
+_TYPES_WITH_MODIFIERS = frozenset({"char", "character", "varchar", "varying", "nchar", "bpchar", "decimal",
+                                   "numeric", "dec", "float", "time", "timetz", "timestamp", "timestamptz",
+                                   "interval", "bit", "varbit", "string"})
 _INT64_MIN_DIGITS = str(1 << 63)
 _STATEMENT_SOURCE = re.compile(r"\[\s*(show|explain|select|insert|upsert|update|delete|values|with|table)\b",
                                re.IGNORECASE)
@@ -63,6 +67,7 @@ def lift_literals(sql: str) -> tuple[str, list[Literal], int] | None:
     explicit = 0
     prev_kind = ""
     prev_text = ""
+    in_typmod = False  # inside VARCHAR( ... ): numbers there are part of the type
     pos = 0
     for m in _TOKEN.finditer(sql):
         if m.start() != pos:
@@ -84,7 +89,8 @@ def lift_literals(sql: str) -> tuple[str, list[Literal], int] | None:
                 literals.append(("s", text[1:-1].replace("''", "'")))
                 pieces.append("\x00")
         elif kind == "number":
-            if prev_kind == "ident" and prev_text.lower() not in _VALUE_CONTEXT or text == _INT64_MIN_DIGITS:
+            if prev_kind == "ident" and prev_text.lower() not in _VALUE_CONTEXT or text == _INT64_MIN_DIGITS \
+                    or in_typmod:
                 # -9223372036854775808 is an INT only while its digits stay next to the minus
                 pieces.append(text)
             else:
@@ -95,6 +101,10 @@ def lift_literals(sql: str) -> tuple[str, list[Literal], int] | None:
             explicit = max(explicit, int(text[1:]))
             pieces.append(text)
         else:
+            if text == "(" and prev_kind == "ident" and prev_text.lower() in _TYPES_WITH_MODIFIERS:
+                in_typmod = True
+            elif text == ")":
+                in_typmod = False
             pieces.append(text)
         prev_kind = kind
         prev_text = text

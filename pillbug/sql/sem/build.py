@@ -941,11 +941,14 @@ def cast_expr(arg: Expr, typ: SQLType, params: ParamTypes) -> Expr:
         params.set(arg.index, T.STRING)  # a name ('t'::REGCLASS), resolved against the catalog when run
         return Cast(Param(arg.index, T.STRING), typ, casts.cast_fn(T.STRING, typ))
     if isinstance(arg, Param) and (arg.type.family == "unknown" or arg.lifted_kind == "s"):
-        params.set(arg.index, typ)
-        p = Param(arg.index, typ)  # typed now: no longer adapts to its context
         if typ.width or typ.precision:
-            return Cast(p, typ, casts.cast_fn(typ, typ))
-        return p
+            # the value arrives as the unconstrained type; the cast then truncates or rounds it
+            # ('abc'::CHAR(2) is 'ab'), where storing it would have been an error
+            base = T.STRING if typ.family == "string" else T.DECIMAL if typ.family == "decimal" else typ
+            params.set(arg.index, base)
+            return Cast(Param(arg.index, base), typ, casts.cast_fn(base, typ))
+        params.set(arg.index, typ)
+        return Param(arg.index, typ)  # typed now: no longer adapts to its context
     impl = casts.cast_fn(arg.type, typ)
     if isinstance(arg, Const) and typ.family != "oid":
         if arg.value is None:
