@@ -177,6 +177,7 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
         by_name[rowid.name] = rowid
         next_id += 1
         pk_cols = [(rowid.name, "asc")]
+    _check_distinct_columns(pk_name or f"{name}_pkey", [c for c, _ in pk_cols])
     for col_name, _ in pk_cols:
         col = by_name.get(col_name)
         if col is None:
@@ -274,9 +275,18 @@ def _index_params(idx: dict) -> tuple[list[tuple[str, str]], list[str]]:
     return keys, storing
 
 
+def _check_distinct_columns(index_name: str, names: list[str]) -> None:
+    seen = set()
+    for n in names:
+        if n in seen:
+            raise errors.PgError(errors.DUPLICATE_COLUMN, f'index "{index_name}" contains duplicate column "{n}"')
+        seen.add(n)
+
+
 def _add_index(table: TableDesc, name: str | None, keys: list[tuple[str, str]], unique: bool,
                storing: list[str]) -> IndexDesc:
     cols = [table.column(k) for k, _ in keys]
+    _check_distinct_columns(name or f"{table.name}_{'_'.join(c.name for c in cols)}", [k for k, _ in keys])
     for c in cols:
         _check_indexable(c)
     if name is None:
@@ -404,6 +414,9 @@ def create_index(session: Any, stmt: Statement) -> str:
     body = stmt.node
     if body.get("whereClause"):
         raise errors.feature_not_supported("partial indexes are not supported")
+    if body.get("accessMethod", "btree") not in ("btree", "prefix"):
+        raise errors.feature_not_supported(
+            f"{body['accessMethod'].upper()} (inverted) indexes are not supported")
     table = _resolve_table(session, _range_names(body["relation"]))
     assert table is not None
     if table.is_view or table.is_sequence:
