@@ -4,10 +4,14 @@ plan_query() turns a SELECT (or VALUES, or a set operation, with its WITH clause
 exec nodes and the list of result columns. The steps, in order, are those of SQL's logical
 evaluation: FROM (tables, joins, subqueries; WHERE conjuncts that touch one table are pushed into
 its scan, where index selection turns them into key spans), WHERE, GROUP BY and aggregates,
-HAVING, the target list, DISTINCT, ORDER BY, LIMIT/OFFSET.
+window functions, HAVING, the target list, DISTINCT, ORDER BY, LIMIT/OFFSET.
 
-Join methods: a lookup join when the right side is a table whose index prefix is pinned by
-equalities with left columns; a hash join on other equalities; a nested loop otherwise.
+A JOIN ... ON is built only once the WHERE conjuncts over it are known (Source.deferred), so that
+each goes to the input it restricts when the join type allows (both sides of an inner join, the
+preserved side of an outer one). Join methods: a lookup join when the right side is a table whose
+index prefix is pinned by equalities with left columns; a hash join on other equalities; a nested
+loop otherwise. An ORDER BY that the chosen index already delivers (forwards or backwards) needs
+no sort, and a LIMIT over such a scan bounds the keys it reads.
 This module knows nothing of the wire protocol or of sessions; it reads a PlanEnv.
 """
 from __future__ import annotations
