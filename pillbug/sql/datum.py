@@ -159,7 +159,7 @@ def _dump_json(v: Any, canonical: bool) -> str:
     if isinstance(v, str):
         return json.dumps(v, ensure_ascii=False)
     if isinstance(v, (int, float, Decimal)):
-        d = Decimal(v) if not isinstance(v, Decimal) else v
+        d = v if isinstance(v, Decimal) else Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
         if canonical:
             d = d.normalize() if d else Decimal(0)
         return format(d, "f")
