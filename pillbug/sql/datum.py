@@ -119,15 +119,15 @@ class Json:
     @property
     def text(self) -> str:
         if self._text is None:
-            self._text = json.dumps(_sorted_json(self.value), ensure_ascii=False,
-                                    separators=(", ", ": "))
+            self._text = _dump_json(self.value, False)
         return self._text
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Json) and self.text == other.text
+        # numbers compare by value: '1'::JSONB = '1.0'::JSONB
+        return isinstance(other, Json) and _dump_json(self.value, True) == _dump_json(other.value, True)
 
     def __hash__(self) -> int:
-        return hash(self.text)
+        return hash(_dump_json(self.value, True))
 
     def _order(self) -> tuple:
         return _json_order(self.value)
@@ -148,12 +148,25 @@ class Json:
         return f"Json({self.text})"
 
 
-def _sorted_json(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _sorted_json(v[k]) for k in sorted(v)}
+def _dump_json(v: Any, canonical: bool) -> str:
+    """JSON text with sorted keys; numbers (Decimal from parsing) as written, or normalized."""
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (int, float, Decimal)):
+        d = v if isinstance(v, Decimal) else Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
+        if canonical:
+            d = d.normalize() if d else Decimal(0)
+        return format(d, "f")
     if isinstance(v, list):
-        return [_sorted_json(x) for x in v]
-    return v
+        return "[" + ", ".join(_dump_json(x, canonical) for x in v) + "]"
+    return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {_dump_json(v[k], canonical)}"
+                           for k in sorted(v)) + "}"
 
 
 def _json_order(v: Any) -> tuple:
@@ -245,11 +258,11 @@ def format_interval(v: Interval) -> str:
     years = int(v.months / 12)
     months = v.months - years * 12
     if years:
-        parts.append(f"{years} year{'s' if abs(years) != 1 else ''}")
+        parts.append(f"{years} year{'s' if years != 1 else ''}")
     if months:
-        parts.append(f"{months} mon{'s' if abs(months) != 1 else ''}")
+        parts.append(f"{months} mon{'s' if months != 1 else ''}")
     if v.days:
-        parts.append(f"{v.days} day{'s' if abs(v.days) != 1 else ''}")
+        parts.append(f"{v.days} day{'s' if v.days != 1 else ''}")
     if v.micros or not parts:
         micros = abs(v.micros)
         secs, frac = divmod(micros, 1_000_000)
@@ -342,7 +355,7 @@ def _identity(v: Any) -> Any:
 # ---- input ---------------------------------------------------------------------------------
 
 def _bad(text: str, typ: SQLType) -> errors.PgError:
-    return errors.invalid_text(f'could not parse "{text}" as type {typ.crdb_name.lower().split("(")[0]}')
+    return errors.invalid_text(f'could not parse "{text}" as type {typ.display}')
 
 
 def parse_int(text: str, typ: SQLType = T.INT8) -> int:
@@ -358,7 +371,7 @@ def check_int_range(v: int, typ: SQLType) -> int:
     if not lo <= v <= hi:
         if typ.width == 64 or not typ.width:
             raise errors.out_of_range("integer out of range")
-        raise errors.out_of_range(f"integer out of range for type {typ.crdb_name.lower()}")
+        raise errors.out_of_range(f"integer out of range for type {typ.display}")
     return v
 
 
@@ -469,7 +482,7 @@ def _parse_ts(text: str, typ: SQLType) -> datetime.datetime:
             return datetime.datetime.fromisoformat(text.strip())
         except ValueError:
             raise errors.PgError(errors.INVALID_DATETIME_FORMAT,
-                                 f'parsing as type {typ.crdb_name.lower()}: could not parse "{text}"') from None
+                                 f'parsing as type {typ.display}: could not parse "{text}"') from None
     year, month, day = int(m.group(1)), int(m.group(2)), int(m.group(3))
     if m.group(9) and m.group(9).upper() == "BC":
         year = 1 - year
@@ -501,7 +514,7 @@ def _parse_ts(text: str, typ: SQLType) -> datetime.datetime:
         ts = datetime.datetime(year, month, day, hour, minute, second) + datetime.timedelta(microseconds=micro)
     except ValueError:
         raise errors.PgError(errors.DATETIME_FIELD_OVERFLOW,
-                             f'parsing as type {typ.crdb_name.lower()}: field value out of range: "{text}"') from None
+                             f'parsing as type {typ.display}: field value out of range: "{text}"') from None
     if tz is not None:
         ts = ts.replace(tzinfo=tz)
     return ts
@@ -639,7 +652,7 @@ def parse_json(text: str) -> Json:
 def parse_array(text: str, elem: SQLType, tz: datetime.tzinfo = UTC) -> list:
     s = text.strip()
     if not (s.startswith("{") and s.endswith("}")):
-        raise errors.invalid_text(f'could not parse "{text}" as type {elem.crdb_name.lower()}[]: '
+        raise errors.invalid_text(f'could not parse "{text}" as type {elem.display}[]: '
                                   f'array must be enclosed in {{ and }}')
     items: list = []
     i, n = 1, len(s) - 1

@@ -27,7 +27,7 @@ from pillbug.sql.catalog.descriptors import (
     TableDesc,
 )
 from pillbug.sql.exec.context import ExecCtx
-from pillbug.sql.exec.mutations import TableWriter, unique_error
+from pillbug.sql.exec.mutations import TableWriter, sql_literal, unique_error
 from pillbug.sql.opt.mutations import assign_expr, table_scope
 from pillbug.sql.parser.front import Statement, parse_expression
 from pillbug.sql.rowenc import TableCodec, table_prefix
@@ -127,7 +127,8 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
     columns: list[ColumnDesc] = []
     pk_cols: list[tuple[str, str]] | None = None
     pk_name: str | None = None
-    uniques: list[tuple[str | None, list[tuple[str, str]]]] = []
+    # secondary indexes in the order they appear: (position, name, keys, unique, storing)
+    indexes: list[tuple[int, str | None, list[tuple[str, str]], bool, list[str]]] = []
     checks: list[tuple[str | None, str]] = []
     next_id = 1
     for elt, elt_ast in zip(body.get("tableElts") or [], ast.tableElts or []):
@@ -144,12 +145,12 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
                                          f'multiple primary keys for table "{name}" are not allowed')
                 pk_cols = [(col.name, "asc")]
             if col_unique:
-                uniques.append((None, [(col.name, "asc")]))
+                indexes.append((cd.get("location", 0), None, [(col.name, "asc")], True, []))
             checks.extend(col_checks)
         elif "Constraint" in elt:
             con = elt["Constraint"]
             ctype = con["contype"]
-            keys = [(k["String"]["sval"], "asc") for k in con.get("keys") or []]
+            keys = _constraint_keys(stmt, con)
             if ctype == "CONSTR_PRIMARY":
                 if pk_cols is not None:
                     raise errors.PgError(errors.INVALID_TABLE_DEFINITION,
@@ -157,7 +158,7 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
                 pk_cols = keys
                 pk_name = con.get("conname")
             elif ctype == "CONSTR_UNIQUE":
-                uniques.append((con.get("conname"), keys))
+                indexes.append((con.get("location", 0), con.get("conname"), keys, True, []))
             elif ctype == "CONSTR_CHECK":
                 checks.append((con.get("conname"), deparse(elt_ast.raw_expr)))
             elif ctype == "CONSTR_FOREIGN":
@@ -176,6 +177,7 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
         by_name[rowid.name] = rowid
         next_id += 1
         pk_cols = [(rowid.name, "asc")]
+    _check_distinct_columns(pk_name or f"{name}_pkey", [c for c, _ in pk_cols])
     for col_name, _ in pk_cols:
         col = by_name.get(col_name)
         if col is None:
@@ -186,16 +188,24 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
     primary = IndexDesc(1, pk_name or f"{name}_pkey", [by_name[c].id for c, _ in pk_cols],
                         [d for _, d in pk_cols], unique=True, is_primary=True)
     table = TableDesc(table_id, name, db.id, schema_id, columns, primary, [],
-                      Privileges(session.user, {}), [], next_id, 2)
-    for con_name, keys in uniques:
-        _add_index(table, con_name, keys, unique=True, storing=[])
+                      system.default_privileges(session.user), [], next_id, 2)
     for idx_node in stmt.inline_indexes:
         keys, storing = _index_params(idx_node)
-        _add_index(table, idx_node.get("idxname"), keys, unique=bool(idx_node.get("unique")), storing=storing)
+        indexes.append((idx_node.get("location", 0), idx_node.get("idxname"), keys,
+                        bool(idx_node.get("unique")), storing))
+    for _, idx_name, keys, unique, storing in sorted(indexes, key=lambda i: i[0]):
+        _add_index(table, idx_name, keys, unique=unique, storing=storing)
     for con_name, expr_text in checks:
         _add_check(session, table, con_name, expr_text)
     _validate_defaults(session, table)
     return table
+
+
+def _constraint_keys(stmt: Statement, con: dict) -> list[tuple[str, str]]:
+    """The (column, direction) pairs of a PRIMARY KEY or UNIQUE constraint."""
+    names = [k["String"]["sval"] for k in con.get("keys") or []]
+    dirs = stmt.key_directions.get(con.get("location", -1)) or ["asc"] * len(names)
+    return list(zip(names, dirs))
 
 
 def _unique_name(base: str, taken: dict) -> str:
@@ -210,7 +220,7 @@ def _unique_name(base: str, taken: dict) -> str:
 def _check_indexable(col: ColumnDesc) -> None:
     if not T.is_indexable(col.type):
         raise errors.PgError(errors.FEATURE_NOT_SUPPORTED,
-                             f"column {col.name} is of type {col.type.crdb_name.lower()} and thus is not indexable")
+                             f"column {col.name} is of type {col.type.display} and thus is not indexable")
 
 
 def _column_from_def(cd: dict, cd_ast: Any, column_id: int) -> tuple[ColumnDesc, bool, bool, list]:
@@ -265,9 +275,18 @@ def _index_params(idx: dict) -> tuple[list[tuple[str, str]], list[str]]:
     return keys, storing
 
 
+def _check_distinct_columns(index_name: str, names: list[str]) -> None:
+    seen = set()
+    for n in names:
+        if n in seen:
+            raise errors.PgError(errors.DUPLICATE_COLUMN, f'index "{index_name}" contains duplicate column "{n}"')
+        seen.add(n)
+
+
 def _add_index(table: TableDesc, name: str | None, keys: list[tuple[str, str]], unique: bool,
                storing: list[str]) -> IndexDesc:
     cols = [table.column(k) for k, _ in keys]
+    _check_distinct_columns(name or f"{table.name}_{'_'.join(c.name for c in cols)}", [k for k, _ in keys])
     for c in cols:
         _check_indexable(c)
     if name is None:
@@ -395,6 +414,9 @@ def create_index(session: Any, stmt: Statement) -> str:
     body = stmt.node
     if body.get("whereClause"):
         raise errors.feature_not_supported("partial indexes are not supported")
+    if body.get("accessMethod", "btree") not in ("btree", "prefix"):
+        raise errors.feature_not_supported(
+            f"{body['accessMethod'].upper()} (inverted) indexes are not supported")
     table = _resolve_table(session, _range_names(body["relation"]))
     assert table is not None
     if table.is_view or table.is_sequence:
@@ -516,9 +538,8 @@ def alter_table(session: Any, stmt: Statement) -> str:
                 raise errors.undefined_column(name)
             if col.id in new.primary_index.column_ids:
                 raise errors.feature_not_supported(f'column "{name}" is referenced by the primary key')
-            dependent = [i for i in new.indexes if col.id in i.column_ids or col.id in i.storing_ids]
-            if dependent and c.get("behavior") != "DROP_CASCADE":
-                new.indexes = [i for i in new.indexes if i not in dependent]
+            # as in CockroachDB, indexes that use the column go with it
+            new.indexes = [i for i in new.indexes if col.id not in i.column_ids and col.id not in i.storing_ids]
             new.checks = [k for k in new.checks if col.id not in k.column_ids]
             new.columns = [x for x in new.columns if x.id != col.id]
             new.reindex()
@@ -538,7 +559,7 @@ def alter_table(session: Any, stmt: Statement) -> str:
         elif sub == "AT_AddConstraint":
             con = c["def"]["Constraint"]
             ctype = con["contype"]
-            keys = [(k["String"]["sval"], "asc") for k in con.get("keys") or []]
+            keys = _constraint_keys(stmt, con)
             if ctype == "CONSTR_PRIMARY":
                 _replace_primary_key(new, con.get("conname"), keys)
                 rewrite = True
@@ -584,8 +605,8 @@ def alter_table(session: Any, stmt: Statement) -> str:
 def _replace_primary_key(table: TableDesc, name: str | None, keys: list[tuple[str, str]]) -> None:
     old_cols = [table.column_by_id(i) for i in table.primary_index.column_ids]
     if not (len(old_cols) == 1 and old_cols[0].hidden and old_cols[0].default == "unique_rowid()"):
-        raise errors.feature_not_supported(
-            "the table already has a primary key; use ALTER PRIMARY KEY to change it")
+        raise errors.PgError(errors.INVALID_TABLE_DEFINITION,
+                             f'multiple primary keys for table "{table.name}" are not allowed')
     cols = [table.column(k) for k, _ in keys]
     for c in cols:
         _check_indexable(c)
@@ -625,8 +646,26 @@ def _rewrite_table(session: Any, old: TableDesc, new: TableDesc) -> None:
     for old_row in rows:
         new_row = tuple(old_row[old_positions[c.id]] if d is None else d((), ctx)
                         for c, d in zip(new.columns, defaults))
-        checks.validate(new_row, ctx)
+        try:
+            checks.validate(new_row, ctx)
+        except errors.PgError as exc:
+            raise _validation_error(exc, old, new, new_row) from None
         writer.insert(ctx, new_row)
+
+
+def _validation_error(exc: errors.PgError, old: TableDesc, new: TableDesc, row: tuple) -> errors.PgError:
+    """An existing row breaks a constraint being added: say which, as CockroachDB does."""
+    shown = ", ".join(f"{c.name}={sql_literal(v, c.type)}" for c, v in zip(new.columns, row) if not c.hidden)
+    if exc.code == errors.NOT_NULL_VIOLATION:
+        col = next((c for c, v in zip(new.columns, row) if v is None and not c.nullable), None)
+        if col is not None and old.find_column(col.name) is not None:
+            return errors.PgError(errors.NOT_NULL_VIOLATION,
+                                  f'validation of column "{col.name}" NOT NULL failed on row: {shown}')
+        return exc
+    if exc.code == errors.CHECK_VIOLATION:
+        failed = exc.message[exc.message.find("(") + 1:-1] if "(" in exc.message else exc.message
+        return errors.PgError(errors.CHECK_VIOLATION, f'validation of CHECK "{failed}" failed on row: {shown}')
+    return exc
 
 
 # ---- views and sequences ---------------------------------------------------------------------

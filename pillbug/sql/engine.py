@@ -76,6 +76,8 @@ class Engine:
         self.start_time = datetime.datetime.now(datetime.UTC)
         self._catalogs: OrderedDict[int, Catalog] = OrderedDict()
         self.plan_cache: OrderedDict[tuple, Any] = OrderedDict()
+        self.plan_cache_hits = 0  # lookups that found a plan
+        self.plan_cache_misses = 0  # lookups that found nothing: the statement gets planned
         self.parse_cache: OrderedDict[str, list] = OrderedDict()
         self._rowid_last = 0
         self._pids = itertools.count(1)
@@ -110,6 +112,10 @@ class Engine:
         plan = self.plan_cache.get(key)
         if plan is not None:
             self.plan_cache.move_to_end(key)
+            if plan:
+                self.plan_cache_hits += 1
+        else:
+            self.plan_cache_misses += 1
         return plan
 
     def cache_plan(self, key: tuple, plan: Any) -> None:

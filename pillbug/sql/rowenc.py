@@ -10,6 +10,10 @@ range of SQL values.
                    since NULLs never collide)
   other index     key = /t/i/<index values>/<pk suffix> value = (pk suffix, stored values)
 
+The stored values of a secondary index entry are those of its key columns, its STORING columns
+and the primary key columns, so that a read needing only those (a covering index) builds its
+rows from the entries without fetching the primary rows.
+
 A row value is marshal of a tuple with one slot per column in descriptor order, each in its
 storage form (Decimal as text, dates as day numbers, timestamps as microseconds...). Rows
 written before a column was added are shorter; missing trailing slots read as NULL.
@@ -189,6 +193,8 @@ class IndexCodec:
         self.encoders = [column_encoder(table.column_by_id(cid).type, d == "desc")
                          for cid, d in zip(index.column_ids, index.directions)]
         ids = list(index.column_ids) + [i for i in index.storing_ids if i not in index.column_ids]
+        if not index.is_primary:
+            ids += [i for i in table.primary_index.column_ids if i not in ids]
         self.stored_positions = [table.position(cid) for cid in ids]
         self.stored_codec = ValueCodec([table.column_by_id(cid).type for cid in ids])
         self.is_unique = index.unique

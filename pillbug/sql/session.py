@@ -42,7 +42,7 @@ from pillbug.sql.catalog import system
 from pillbug.sql.catalog.descriptors import PUBLIC_SCHEMA, TableDesc
 from pillbug.sql.catalog.system import Catalog
 from pillbug.sql.exec.context import ExecCtx
-from pillbug.sql.opt import mutations
+from pillbug.sql.opt.plan import plan_statement
 from pillbug.sql.opt.planner import Planner, QueryPlan
 from pillbug.sql.parser import front
 from pillbug.sql.parser.front import Statement
@@ -198,6 +198,7 @@ class Session:
         self.deallocated: list[str] = []
         self.deallocate_all = False
         self.discarded = False
+        self.local_vars: dict[str, str] = {}  # SET LOCAL: the values to restore when the txn ends
 
     # ---- session variables ---------------------------------------------------------------
 
@@ -384,6 +385,10 @@ class Session:
         self.as_of_revision = None
         self.read_only_txn = False
         self.state = NO_TXN
+        if self.local_vars:
+            saved, self.local_vars = self.local_vars, {}
+            for name, value in saved.items():
+                self.set_var(name, value)
 
     def _restart(self) -> None:
         """Start the transaction over at a fresh snapshot (ROLLBACK TO an initial savepoint).
@@ -484,29 +489,7 @@ class Session:
                         cached=cached, catalog_version=self.catalog.version)
 
     def _plan(self, stmt: Statement, params: ParamTypes, n_explicit: int) -> CachedPlan:
-        planner = Planner(self, params, stmt.index_hints)
-        if stmt.kind == "SelectStmt":
-            plan = planner.plan_query({"SelectStmt": stmt.node})
-            tag = "SELECT"
-        elif stmt.kind == "InsertStmt":
-            plan = mutations.plan_insert(planner, stmt)
-            tag = "INSERT"
-        elif stmt.kind == "UpdateStmt":
-            plan = mutations.plan_update(planner, stmt)
-            tag = "UPDATE"
-        elif stmt.kind == "DeleteStmt":
-            plan = mutations.plan_delete(planner, stmt)
-            tag = "DELETE"
-        elif stmt.kind == "ExplainStmt":
-            inner = front.Statement(*_inner_statement(stmt))
-            inner_plan = self._plan(inner, params, n_explicit).plan
-            lines = inner_plan.node.explain()
-            from pillbug.sql.exec.nodes import Generate
-            cols = [ScopeColumn("info", T.STRING)]
-            plan = QueryPlan(Generate(cols, lambda ctx, lines=lines: [(line,) for line in lines]), cols)
-            tag = "EXPLAIN"
-        else:
-            raise errors.internal_error(f"cannot plan {stmt.kind}")
+        plan, tag = plan_statement(Planner(self, params, stmt.index_hints), stmt)
         types = params.final_types()
         converters = [(i, _literal_converter(kind, types[i])) for i, (kind, _) in sorted(params.lifted.items())]
         return CachedPlan(plan, types, n_explicit, tag, converters)
@@ -608,6 +591,9 @@ class Session:
                 cached = self._plan(stmt, ParamTypes(), 0)
                 values = []
             else:
+                if stmt.num_params > len(params):
+                    raise errors.PgError(errors.UNDEFINED_PARAMETER,
+                                         f"no value provided for placeholder: ${len(params) + 1}")
                 cached, literals = self._plan_for_text(sql, stmt)
                 values = self._bind_literals(cached, params, literals)
             return self.run_plan(cached, values)
@@ -1038,11 +1024,6 @@ def _returns_rows(stmt: Statement) -> bool:
     if stmt.kind in ("SelectStmt", "ExplainStmt"):
         return True
     return bool((stmt.node.get("returningClause") or {}).get("exprs"))
-
-
-def _inner_statement(stmt: Statement) -> tuple:
-    (kind, node), = stmt.node["query"].items()
-    return kind, node, stmt.text, stmt.upsert, stmt.index_hints, stmt.as_of
 
 
 def _static_columns(stmt: Statement) -> list[ScopeColumn] | None:

@@ -170,10 +170,12 @@ def _table(session: Any, names: list[str]) -> TableDesc:
 def _ShowColumns(session: Any, node: dict) -> list[tuple]:
     table = _table(session, node["table"])
     rows = []
+    pk = set(table.primary_index.column_ids)
     for col in table.columns:
-        indices = [i.name for i in table.all_indexes()
-                   if col.id in i.column_ids or col.id in i.storing_ids or
-                   (i.is_primary and not table.is_view)]
+        # every index holds the primary key columns, and the primary index holds every column
+        indices = sorted(i.name for i in table.all_indexes()
+                         if col.id in i.column_ids or col.id in i.storing_ids or col.id in pk or
+                         (i.is_primary and not table.is_view))
         rows.append((col.name, col.type.crdb_name, col.nullable, col.default, "", indices, col.hidden))
     return rows
 
@@ -204,6 +206,7 @@ def index_rows(table: TableDesc) -> list[tuple]:
                 rows.append((table.name, idx.name, not idx.unique, seq, col.name, col.name, "ASC",
                              False, True, True))
                 seq += 1
+    rows.sort(key=lambda r: (r[1], r[3]))
     return rows
 
 

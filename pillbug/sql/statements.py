@@ -14,6 +14,7 @@ from pillbug.sql import access, ddl, settings, show, users
 from pillbug.sql import types as T
 from pillbug.sql.catalog import system
 from pillbug.sql.exec.context import ExecCtx
+from pillbug.sql.exec.nodes import GUARDED, python_error
 from pillbug.sql.parser.front import Statement
 from pillbug.sql.sem.build import BuildContext, ExprBuilder, ParamTypes, Scope, ScopeColumn
 from pillbug.util import errors, hlc
@@ -73,6 +74,13 @@ def _setting_value(session: Any, args: list) -> str:
 
 
 def execute(session: Any, stmt: Statement, params: list) -> Any:
+    try:
+        return _execute(session, stmt, params)
+    except GUARDED as exc:  # a DEFAULT or CHECK evaluated over existing rows overflowed, ...
+        raise python_error(exc) from exc
+
+
+def _execute(session: Any, stmt: Statement, params: list) -> Any:
     kind = stmt.kind
     session.pending_notices = getattr(session, "pending_notices", [])
     if kind == "VariableSetStmt":
@@ -120,8 +128,13 @@ def _set(session: Any, node: dict) -> str:
     if kind == "VAR_SET_CURRENT":
         return "SET"
     value = _setting_value(session, node.get("args") or [])
-    if name == "timezone" and node.get("args") and "TypeCast" in node["args"][0]:
-        value = value
+    if node.get("is_local"):
+        if session.state == "NoTxn":
+            session.pending_notices.append("SET LOCAL can only be used in transaction blocks")
+            return "SET"
+        from pillbug.sql import vars as session_vars
+        canonical = session_vars.canonical(name)
+        session.local_vars.setdefault(canonical, session.show_var(canonical))
     session.set_var(name, value)
     return "SET"
 
@@ -129,8 +142,7 @@ def _set(session: Any, node: dict) -> str:
 def _show_var(session: Any, stmt: Statement) -> Any:
     name = stmt.node["name"]
     if name == "all":
-        from pillbug.sql import vars as session_vars
-        rows = [(session_vars.DISPLAY_NAMES.get(n, n), session.show_var(n)) for n in sorted(session.vars)]
+        rows = [(n, session.show_var(n)) for n in sorted(session.vars)]
         return _outcome(result_columns(stmt), rows, "SHOW")
     return _outcome(result_columns(stmt), [(session.show_var(name),)], "SHOW")
 
@@ -238,13 +250,7 @@ def as_of_revision(session: Any, node: dict) -> int:
         try:
             ts = hlc.from_decimal(Decimal(text))
         except Exception:
-            from pillbug.sql import datum
-            if text.startswith("-"):
-                iv = datum.parse_interval(text)
-                ts = now_ts + (iv._span() * 1000 << hlc.LOGICAL_BITS)
-            else:
-                moment = datum.parse_timestamptz(text)
-                ts = hlc.pack(datum.micros_since_epoch(moment) * 1000)
+            ts = _as_of_text(text, now_ts)
     elif isinstance(value, Decimal):
         ts = hlc.from_decimal(value)
     elif isinstance(value, datetime.datetime):
@@ -262,6 +268,25 @@ def as_of_revision(session: Any, node: dict) -> int:
         raise errors.invalid_parameter_value(
             "AS OF SYSTEM TIME: timestamp is older than the garbage collection threshold")
     return revision
+
+
+def _as_of_text(text: str, now_ts: int) -> int:
+    """A timestamp, or an interval back from now ('-10s'), as an HLC time."""
+    from pillbug.sql import datum
+    try:
+        moment = datum.parse_timestamptz(text)
+        return hlc.pack(datum.micros_since_epoch(moment) * 1000)
+    except errors.PgError:
+        pass
+    try:
+        iv = datum.parse_interval(text)
+    except errors.PgError:
+        raise errors.invalid_parameter_value(
+            f"AS OF SYSTEM TIME: value is neither timestamp, decimal, nor interval: {text!r}") from None
+    if iv._span() >= 0:
+        raise errors.invalid_parameter_value(
+            f"AS OF SYSTEM TIME: interval value '{text}' too large, AS OF interval must be <= -1µs")
+    return now_ts + (iv._span() * 1000 << hlc.LOGICAL_BITS)
 
 
 def check_connect(session: Any, database: str) -> None:

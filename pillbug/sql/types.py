@@ -36,6 +36,14 @@ class SQLType:
         return -1
 
     @property
+    def display(self) -> str:
+        """The type's name in error messages, as CockroachDB words them (INT8 is "int")."""
+        if self.family == "array" and self.elem is not None and self.oid not in (22, 30):
+            return self.elem.display + "[]"
+        name = self.crdb_name.split("(")[0].lower()
+        return _MESSAGE_NAMES.get(name, name)
+
+    @property
     def is_array(self) -> bool:
         return self.family == "array"
 
@@ -48,6 +56,9 @@ class SQLType:
 
     def __repr__(self) -> str:
         return f"SQLType({self.crdb_name})"
+
+
+_MESSAGE_NAMES = {"int8": "int", "float8": "float"}
 
 
 def _t(family: str, oid: int, crdb: str, pg: str, typlen: int = -1, width: int = 0) -> SQLType:
@@ -120,7 +131,8 @@ def decimal(precision: int = 0, scale: int = 0) -> SQLType:
     if not 0 <= scale <= precision:
         raise errors.PgError(errors.INVALID_PARAMETER_VALUE,
                              f"scale ({scale}) must be between 0 and precision ({precision})")
-    return SQLType("decimal", 1700, f"DECIMAL({precision},{scale})", f"numeric({precision},{scale})",
+    crdb = f"DECIMAL({precision},{scale})" if scale else f"DECIMAL({precision})"
+    return SQLType("decimal", 1700, crdb, f"numeric({precision},{scale})",
                    -1, 0, precision, scale)
 
 
@@ -194,6 +206,9 @@ def _apply_modifiers(base: SQLType, name: str, modifiers: list[int]) -> SQLType:
         return decimal(modifiers[0], modifiers[1] if len(modifiers) > 1 else 0)
     if base.family == "string" and base.oid == 1043:
         return varchar(modifiers[0])
+    if base.family == "string" and name in ("string", "pg_catalog.string"):  # CockroachDB's STRING(n)
+        return SQLType("string", 1043, f"STRING({modifiers[0]})", f"character varying({modifiers[0]})",
+                       -1, modifiers[0])
     if base.family == "string" and base.oid == 1042:
         return char(modifiers[0])
     if base.family == "float" and name in ("float", "pg_catalog.float8", "pg_catalog.float4"):

@@ -76,6 +76,23 @@ def _any(value: str) -> str:
     return value
 
 
+_DURATION_UNITS = {"us": 0.001, "µs": 0.001, "ms": 1, "s": 1000, "min": 60_000, "m": 60_000, "h": 3_600_000}
+
+
+def _duration_ms(value: str) -> str:
+    """A timeout: a number of milliseconds, or a duration such as '10s' (shown in milliseconds)."""
+    v = value.strip().lower()
+    number = v.rstrip("abcdefghijklmnopqrstuvwxyzµ").strip()
+    unit = v[len(number):].strip() or "ms"
+    try:
+        ms = float(number) * _DURATION_UNITS[unit]
+    except (ValueError, KeyError):
+        raise errors.invalid_parameter_value(f"invalid value for parameter: {value!r}") from None
+    if ms < 0:
+        raise errors.invalid_parameter_value(f"invalid value for parameter: {value!r}")
+    return str(int(ms))
+
+
 # name -> (default, validator)
 DEFINITIONS: dict[str, tuple[str, Callable[[str], str]]] = {
     "application_name": ("", _any),
@@ -92,8 +109,8 @@ DEFINITIONS: dict[str, tuple[str, Callable[[str], str]]] = {
     "integer_datetimes": ("on", _bool),
     "intervalstyle": ("postgres", _one_of("postgres", "iso_8601", "sql_standard")),
     "is_superuser": ("off", _bool),
-    "lock_timeout": ("0", _any),
-    "idle_in_transaction_session_timeout": ("0", _any),
+    "lock_timeout": ("0", _duration_ms),
+    "idle_in_transaction_session_timeout": ("0", _duration_ms),
     "max_identifier_length": ("128", _any),
     "search_path": ("$user, public", _any),
     "server_encoding": ("UTF8", _any),
@@ -102,7 +119,7 @@ DEFINITIONS: dict[str, tuple[str, Callable[[str], str]]] = {
     "session_user": ("", _any),
     "session_authorization": ("", _any),
     "standard_conforming_strings": ("on", _one_of("on")),
-    "statement_timeout": ("0", _any),
+    "statement_timeout": ("0", _duration_ms),
     "synchronous_commit": ("on", _any),
     "timezone": ("UTC", _timezone),
     "transaction_isolation": ("serializable", _isolation),

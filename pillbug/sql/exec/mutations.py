@@ -17,15 +17,27 @@ from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.exec.nodes import BATCH, Batch, Node
 from pillbug.sql.rowenc import IndexCodec, TableCodec
 from pillbug.sql.sem.expr import Compiled
+from pillbug.sql.types import SQLType
 from pillbug.util import errors
 
 MAX_STATEMENT_ROWS = 1_000_000
 
 
+def sql_literal(value: object, typ: SQLType) -> str:
+    """A value as CockroachDB prints it in error details: numbers bare, the rest quoted."""
+    if value is None:
+        return "NULL"
+    if typ.family == "bool":
+        return "true" if value else "false"
+    text = datum.format_text(value, typ)
+    if typ.family in ("int", "float", "decimal", "oid"):
+        return text
+    return "'" + text.replace("'", "''") + "'"
+
+
 def unique_error(table: TableDesc, codec: IndexCodec, row: tuple) -> errors.PgError:
     cols = [table.column_by_id(cid) for cid in codec.index.column_ids]
-    values = ", ".join(
-        "NULL" if row[p] is None else datum.format_text(row[p], c.type) for p, c in zip(codec.positions, cols))
+    values = ", ".join(sql_literal(row[p], c.type) for p, c in zip(codec.positions, cols))
     return errors.PgError(errors.UNIQUE_VIOLATION,
                           f'duplicate key value violates unique constraint "{codec.index.name}"',
                           detail=f"Key ({', '.join(c.name for c in cols)})=({values}) already exists.")
@@ -222,19 +234,31 @@ class Insert(Node):
     def children(self) -> list[Node]:
         return [self.source]
 
-    def describe(self) -> str:
-        return f"insert {self.writer.table.name}"
+    def explain_name(self) -> str:
+        return "upsert" if self.on_conflict == "update" else "insert"
+
+    def explain_attrs(self) -> list[str]:
+        attrs = [f"into: {self.writer.table.name}({', '.join(c.name for c in self.writer.table.columns)})"]
+        if self.arbiter is not None:
+            attrs.append(f"arbiter indexes: {self.arbiter.index.name}")
+        return attrs + list(self.info)
 
 
 class Update(Node):
+    """UPDATE: set_row computes the new row from a source row. The source rows are the table's
+    rows, or (UPDATE ... FROM) the table's `width` columns followed by the FROM tables' columns,
+    which SET and RETURNING may read."""
+
     def __init__(self, source: Node, writer: TableWriter, set_row: Callable[[tuple, ExecCtx], tuple],
-                 checks: RowChecks, columns: list, returning: list[Compiled] | None) -> None:
+                 checks: RowChecks, columns: list, returning: list[Compiled] | None,
+                 width: int | None = None) -> None:
         self.source = source
         self.writer = writer
         self.set_row = set_row
         self.checks = checks
         self.columns = columns
         self.returning = returning
+        self.width = width
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         rows = _materialize(self.source, ctx)
@@ -242,38 +266,48 @@ class Update(Node):
         set_row = self.set_row
         validate = self.checks.validate
         returning = self.returning
+        width = self.width
         out: list[tuple] = []
-        for old in rows:
-            new = set_row(old, ctx)
+        for row in rows:
+            old = row if width is None else row[:width]
+            new = set_row(row, ctx)
             validate(new, ctx)
             writer.update(ctx, old, new)
             ctx.rows_affected += 1
             if returning is not None:
-                out.append(tuple(f(new, ctx) for f in returning))
+                seen = new if width is None else new + row[width:]
+                out.append(tuple(f(seen, ctx) for f in returning))
         yield from _emit(out)
 
     def children(self) -> list[Node]:
         return [self.source]
 
-    def describe(self) -> str:
-        return f"update {self.writer.table.name}"
+    def explain_name(self) -> str:
+        return "update"
+
+    def explain_attrs(self) -> list[str]:
+        return [f"table: {self.writer.table.name}", *self.info]
 
 
 class Delete(Node):
+    """DELETE: source rows as for Update (DELETE ... USING adds the USING tables' columns)."""
+
     def __init__(self, source: Node, writer: TableWriter, columns: list,
-                 returning: list[Compiled] | None) -> None:
+                 returning: list[Compiled] | None, width: int | None = None) -> None:
         self.source = source
         self.writer = writer
         self.columns = columns
         self.returning = returning
+        self.width = width
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         rows = _materialize(self.source, ctx)
         writer = self.writer
         returning = self.returning
+        width = self.width
         out: list[tuple] = []
         for row in rows:
-            writer.delete(ctx, row)
+            writer.delete(ctx, row if width is None else row[:width])
             ctx.rows_affected += 1
             if returning is not None:
                 out.append(tuple(f(row, ctx) for f in returning))
@@ -282,6 +316,9 @@ class Delete(Node):
     def children(self) -> list[Node]:
         return [self.source]
 
-    def describe(self) -> str:
-        return f"delete {self.writer.table.name}"
+    def explain_name(self) -> str:
+        return "delete"
+
+    def explain_attrs(self) -> list[str]:
+        return [f"from: {self.writer.table.name}", *self.info]
 

@@ -7,6 +7,7 @@ This module knows nothing of the parser; the planner builds these.
 """
 from __future__ import annotations
 
+import decimal
 import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,6 +24,9 @@ Batch = list[tuple]
 
 class Node:
     columns: list = []
+    # EXPLAIN lines the planner attaches ("filter: a > 1", "spans: [/1 - /1]"): facts it knows
+    # in SQL terms that the compiled closures no longer show.
+    info: list[str] = []
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         raise NotImplementedError
@@ -31,14 +35,12 @@ class Node:
         for batch in self.batches(ctx):
             yield from batch
 
-    def explain(self, depth: int = 0) -> list[str]:
-        lines = ["  " * depth + self.describe()]
-        for child in self.children():
-            lines.extend(child.explain(depth + 1))
-        return lines
+    def explain_name(self) -> str | None:
+        """The operator's name in EXPLAIN; None for operators EXPLAIN does not show."""
+        return type(self).__name__.lower()
 
-    def describe(self) -> str:
-        return type(self).__name__
+    def explain_attrs(self) -> list[str]:
+        return list(self.info)
 
     def children(self) -> list[Node]:
         return []
@@ -48,6 +50,50 @@ def _hashable(row: tuple) -> tuple:
     if any(isinstance(v, list) for v in row):
         return tuple(tuple(v) if isinstance(v, list) else v for v in row)
     return row
+
+
+def python_error(exc: Exception) -> errors.PgError:
+    """A Python exception raised while evaluating SQL, as the SQL error it stands for.
+
+    Arithmetic on values a client chose can overflow Python's date, decimal and float types; the
+    client gets the matching SQLSTATE and keeps its connection. Anything else is a bug, reported
+    as an internal error (XX000) rather than by closing the connection.
+    """
+    if isinstance(exc, (decimal.Overflow, OverflowError)):
+        return errors.out_of_range("value out of range")
+    if isinstance(exc, (ZeroDivisionError, decimal.DivisionByZero)):
+        return errors.division_by_zero()
+    if isinstance(exc, (decimal.InvalidOperation, ValueError)):
+        return errors.invalid_parameter_value(f"invalid value: {exc}")
+    if isinstance(exc, RecursionError):
+        return errors.PgError(errors.PROGRAM_LIMIT_EXCEEDED, "expression is too deeply nested")
+    if isinstance(exc, MemoryError):
+        return errors.PgError(errors.OUT_OF_MEMORY, "out of memory")
+    return errors.internal_error(f"{type(exc).__name__}: {exc}")
+
+
+GUARDED = (ArithmeticError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
+           MemoryError)
+
+
+class Guard(Node):
+    """The root of every plan: turns a Python exception from evaluation into a SQL error."""
+
+    def __init__(self, child: Node) -> None:
+        self.child = child
+        self.columns = child.columns
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        try:
+            yield from self.child.batches(ctx)
+        except GUARDED as exc:
+            raise python_error(exc) from exc
+
+    def children(self) -> list[Node]:
+        return [self.child]
+
+    def explain_name(self) -> str | None:
+        return None
 
 
 class Values(Node):
@@ -66,8 +112,12 @@ class Values(Node):
         if out:
             yield out
 
-    def describe(self) -> str:
-        return f"values ({len(self.row_fns)} rows)"
+    def explain_name(self) -> str:
+        return "values"
+
+    def explain_attrs(self) -> list[str]:
+        width = len(self.row_fns[0]) if self.row_fns else len(self.columns)
+        return [f"size: {_plural(width, 'column')}, {_plural(len(self.row_fns), 'row')}"]
 
 
 class OneRow(Node):
@@ -77,8 +127,11 @@ class OneRow(Node):
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         yield [()]
 
-    def describe(self) -> str:
-        return "values (1 row)"
+    def explain_name(self) -> str:
+        return "values"
+
+    def explain_attrs(self) -> list[str]:
+        return ["size: 0 columns, 1 row"]
 
 
 SpanFn = Callable[[ExecCtx], list[tuple[bytes, bytes]] | None]
@@ -88,13 +141,12 @@ class Scan(Node):
     """Rows of a table's primary index within key spans computed at run time."""
 
     def __init__(self, columns: list, codec: TableCodec, spans: SpanFn, reverse: bool = False,
-                 limit_hint: Callable[[ExecCtx], int] | None = None, label: str = "") -> None:
+                 limit_hint: Callable[[ExecCtx], int] | None = None) -> None:
         self.columns = columns
         self.codec = codec
         self.spans = spans
         self.reverse = reverse
         self.limit_hint = limit_hint
-        self.label = label
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         spans = self.spans(ctx)
@@ -115,8 +167,15 @@ class Scan(Node):
             if out:
                 yield out
 
-    def describe(self) -> str:
-        return f"scan {self.codec.table.name}@{self.codec.table.primary_index.name}{self.label}"
+    def explain_name(self) -> str:
+        return "scan"
+
+    def explain_attrs(self) -> list[str]:
+        table = self.codec.table
+        attrs = [f"table: {table.name}@{table.primary_index.name}", *self.info]
+        if self.reverse:
+            attrs.append("reverse: true")
+        return attrs
 
 
 class PointGet(Node):
@@ -135,25 +194,36 @@ class PointGet(Node):
         if value is not None:
             yield [self.codec.decode_row(value)]
 
-    def describe(self) -> str:
-        return f"point lookup {self.codec.table.name}@{self.codec.table.primary_index.name}"
+    def explain_name(self) -> str:
+        return "scan"
+
+    def explain_attrs(self) -> list[str]:
+        table = self.codec.table
+        return [f"table: {table.name}@{table.primary_index.name}", *self.info]
 
 
 class IndexScan(Node):
-    """Rows found through a secondary index: scan its entries, then fetch each primary row."""
+    """Rows found through a secondary index: scan its entries, then fetch each primary row, or,
+    when the index covers every column the statement reads, build the rows from the entries
+    (the other columns are left NULL: nothing reads them)."""
 
     def __init__(self, columns: list, codec: TableCodec, index: IndexCodec, spans: SpanFn,
-                 reverse: bool = False, limit_hint: Callable[[ExecCtx], int] | None = None) -> None:
+                 reverse: bool = False, limit_hint: Callable[[ExecCtx], int] | None = None,
+                 covering: bool = False) -> None:
         self.columns = columns
         self.codec = codec
         self.index = index
         self.spans = spans
         self.reverse = reverse
         self.limit_hint = limit_hint
+        self.covering = covering
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         spans = self.spans(ctx)
         if not spans:
+            return
+        if self.covering:
+            yield from self._covered(ctx, spans)
             return
         txn = ctx.txn
         pk_prefix = self.codec.pk_prefix
@@ -176,8 +246,42 @@ class IndexScan(Node):
             if out:
                 yield out
 
-    def describe(self) -> str:
-        return f"index scan {self.codec.table.name}@{self.index.index.name} -> index join"
+    def _covered(self, ctx: ExecCtx, spans: list[tuple[bytes, bytes]]) -> Iterator[Batch]:
+        txn = ctx.txn
+        decode_entry = TableCodec.decode_index_value
+        decode_stored = self.index.stored_codec.decode
+        positions = self.index.stored_positions
+        width = len(self.codec.table.columns)
+        limit = self.limit_hint(ctx) if self.limit_hint is not None else 0
+        for start, end in (reversed(spans) if self.reverse else spans):
+            out = []
+            for _, entry in txn.scan(start, end, limit=limit, reverse=self.reverse):
+                row: list = [None] * width
+                for p, v in zip(positions, decode_stored(decode_entry(entry)[1])):
+                    row[p] = v
+                out.append(tuple(row))
+                if len(out) >= BATCH:
+                    if ctx.canceled:
+                        raise errors.query_canceled()
+                    yield out
+                    out = []
+            if out:
+                yield out
+
+    def explain_name(self) -> str:
+        return "scan" if self.covering else "index join"
+
+    def explain_attrs(self) -> list[str]:
+        if self.covering:
+            return self.explain_index_attrs()
+        return [f"table: {self.codec.table.name}@{self.codec.table.primary_index.name}"]
+
+    def explain_index_attrs(self) -> list[str]:
+        """The index scan half of this operator, shown by EXPLAIN as the index join's child."""
+        attrs = [f"table: {self.codec.table.name}@{self.index.index.name}", *self.info]
+        if self.reverse:
+            attrs.append("reverse: true")
+        return attrs
 
 
 class Filter(Node):
@@ -196,7 +300,7 @@ class Filter(Node):
     def children(self) -> list[Node]:
         return [self.child]
 
-    def describe(self) -> str:
+    def explain_name(self) -> str:
         return "filter"
 
 
@@ -207,6 +311,7 @@ class Project(Node):
         self.columns = columns
         self.fns = fns
         self.positions = positions  # a pure column selection, when every fn is a ColRef
+        self.sources: list[int | None] | None = None  # per output column, the input column it copies
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         positions = self.positions
@@ -226,40 +331,8 @@ class Project(Node):
     def children(self) -> list[Node]:
         return [self.child]
 
-    def describe(self) -> str:
-        return "render"
-
-
-class ProjectSet(Node):
-    """Set-returning functions of a select list, evaluated per input row in lockstep (as in
-    PostgreSQL 10+): the row is repeated once per value of the longest function's result, with
-    the functions' values appended and NULL where a shorter one has run out."""
-
-    def __init__(self, child: Node, columns: list, srfs: list[Callable[[tuple, ExecCtx], Any]]) -> None:
-        self.child = child
-        self.columns = columns
-        self.srfs = srfs  # each f(row, ctx) -> an iterable of values
-
-    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
-        srfs = self.srfs
-        out = []
-        for batch in self.child.batches(ctx):
-            for row in batch:
-                for values in itertools.zip_longest(*[f(row, ctx) for f in srfs]):
-                    out.append(row + values)
-                    if len(out) >= BATCH:
-                        if ctx.canceled:
-                            raise errors.query_canceled()
-                        yield out
-                        out = []
-        if out:
-            yield out
-
-    def children(self) -> list[Node]:
-        return [self.child]
-
-    def describe(self) -> str:
-        return "project set"
+    def explain_name(self) -> str | None:
+        return None
 
 
 class Limit(Node):
@@ -302,7 +375,7 @@ class Limit(Node):
     def children(self) -> list[Node]:
         return [self.child]
 
-    def describe(self) -> str:
+    def explain_name(self) -> str:
         return "limit"
 
 
@@ -316,8 +389,12 @@ class SortKey:
         self.nulls_first = (not descending) if nulls_first is None else nulls_first
 
 
-def _sort_rows(rows: list[tuple], keys: list[SortKey], ctx: ExecCtx) -> list[tuple]:
-    decorated = [(tuple(k.fn(r, ctx) for k in keys), r) for r in rows]
+def _sort_rows(rows: list, keys: list[SortKey], ctx: ExecCtx, key_index: int | None = None) -> list:
+    """Rows sorted by the keys; with key_index, the keys read item[key_index] of each item."""
+    if key_index is None:
+        decorated = [(tuple(k.fn(r, ctx) for k in keys), r) for r in rows]
+    else:
+        decorated = [(tuple(k.fn(r[key_index], ctx) for k in keys), r) for r in rows]
     for i in range(len(keys) - 1, -1, -1):
         k = keys[i]
         # with reverse=True the largest comes first, so flip which flag marks a NULL
@@ -359,7 +436,7 @@ class Sort(Node):
     def children(self) -> list[Node]:
         return [self.child]
 
-    def describe(self) -> str:
+    def explain_name(self) -> str:
         return "sort"
 
 
@@ -374,17 +451,25 @@ class TopK(Node):
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         k = self.k((), ctx)
+        if k is not None and k < 0:
+            raise errors.PgError(errors.INVALID_ROW_COUNT_IN_LIMIT, "negative LIMIT")
         rows: list[tuple] = []
         for batch in self.child.batches(ctx):
             rows.extend(batch)
-            if len(rows) > 4 * k + 1024:
+            if k is not None and len(rows) > 4 * k + 1024:
                 rows = _sort_rows(rows, self.keys, ctx)[:k]
+            elif len(rows) > Sort.MAX_ROWS:
+                raise errors.PgError(errors.OUT_OF_MEMORY,
+                                     f"sort of more than {Sort.MAX_ROWS} rows exceeds the memory budget")
         rows = _sort_rows(rows, self.keys, ctx)[:k]
         for i in range(0, len(rows), BATCH):
             yield rows[i:i + BATCH]
 
     def children(self) -> list[Node]:
         return [self.child]
+
+    def explain_name(self) -> str:
+        return "top-k"
 
 
 class Distinct(Node):
@@ -413,7 +498,7 @@ class Distinct(Node):
     def children(self) -> list[Node]:
         return [self.child]
 
-    def describe(self) -> str:
+    def explain_name(self) -> str:
         return "distinct"
 
 
@@ -427,36 +512,24 @@ class AggSpec:
         self.distinct = distinct
         self.filter = filter_fn
         self.star = star
-        self.order = order  # array_agg(x ORDER BY y): input rows are fed in this order
+        self.order = order or None  # agg(x ORDER BY y): inputs are buffered, sorted, then fed
 
 
 class _GroupState:
-    __slots__ = ("aggs", "seen", "pending")
+    __slots__ = ("aggs", "seen", "buffered")
 
     def __init__(self, specs: list[AggSpec]) -> None:
         self.aggs = [s.factory() for s in specs]
         self.seen: list[set | None] = [set() if s.distinct else None for s in specs]
-        # Input rows of ordered aggregates, held until the group is complete.
-        self.pending: list[list | None] = [[] if s.order else None for s in specs]
-
-    def feed(self, i: int, spec: AggSpec, row: tuple, ctx: ExecCtx) -> None:
-        if spec.star:
-            self.aggs[i].add()
-            return
-        values = [a(row, ctx) for a in spec.args]
-        if spec.distinct:
-            dkey = _hashable(tuple(values))
-            seen = self.seen[i]
-            if dkey in seen or None in values:
-                return
-            seen.add(dkey)
-        self.aggs[i].add(*values)
+        self.buffered: list[list | None] = [[] if s.order else None for s in specs]
 
     def results(self, specs: list[AggSpec], ctx: ExecCtx) -> tuple:
-        for i, rows in enumerate(self.pending):
-            if rows:
-                for row in _sort_rows(rows, specs[i].order, ctx):
-                    self.feed(i, specs[i], row, ctx)
+        for i, spec in enumerate(specs):
+            pending = self.buffered[i]
+            if pending:
+                agg = self.aggs[i]
+                for _, values in _sort_rows(pending, spec.order, ctx, key_index=0):
+                    agg.add(*values)
         return tuple(a.result() for a in self.aggs)
 
 
@@ -489,13 +562,23 @@ class Aggregate_(Node):
                 for i, spec in enumerate(specs):
                     if spec.filter is not None and spec.filter(row, ctx) is not True:
                         continue
-                    pending = state.pending[i]
-                    if pending is not None:
-                        pending.append(row)
-                    else:
-                        state.feed(i, spec, row, ctx)
+                    if spec.star:
+                        state.aggs[i].add()
+                        continue
+                    values = [a(row, ctx) for a in spec.args]
+                    if spec.distinct:
+                        dkey = _hashable(tuple(values))
+                        seen = state.seen[i]
+                        if dkey in seen or None in values:
+                            continue
+                        seen.add(dkey)
+                    if spec.order:
+                        state.buffered[i].append((row, values))
+                        continue
+                    state.aggs[i].add(*values)
         if not groups and self.scalar:
-            yield [_GroupState(specs).results(specs, ctx)]
+            state = _GroupState(specs)
+            yield [state.results(specs, ctx)]
             return
         out = []
         for key_values, state in groups.values():
@@ -509,8 +592,8 @@ class Aggregate_(Node):
     def children(self) -> list[Node]:
         return [self.child]
 
-    def describe(self) -> str:
-        return "group" if not self.scalar else "group (scalar)"
+    def explain_name(self) -> str:
+        return "group (hash)" if not self.scalar else "group (scalar)"
 
 
 class NestedLoopJoin(Node):
@@ -564,8 +647,10 @@ class NestedLoopJoin(Node):
     def children(self) -> list[Node]:
         return [self.left, self.right]
 
-    def describe(self) -> str:
-        return f"{self.kind} join (nested loop)"
+    def explain_name(self) -> str:
+        if self.kind == "cross":
+            return "cross join"
+        return "cross join" + _JOIN_SUFFIX[self.kind]
 
 
 class HashJoin(Node):
@@ -630,8 +715,8 @@ class HashJoin(Node):
     def children(self) -> list[Node]:
         return [self.left, self.right]
 
-    def describe(self) -> str:
-        return f"{self.kind} join (hash)"
+    def explain_name(self) -> str:
+        return "hash join" + _JOIN_SUFFIX[self.kind]
 
 
 class LookupJoin(Node):
@@ -697,8 +782,14 @@ class LookupJoin(Node):
     def children(self) -> list[Node]:
         return [self.left]
 
-    def describe(self) -> str:
-        return f"{self.kind} lookup join on {self.codec.table.name}@{self.index.index.name}"
+    def explain_name(self) -> str:
+        return "lookup join" + _JOIN_SUFFIX[self.kind]
+
+    def explain_attrs(self) -> list[str]:
+        attrs = [f"table: {self.codec.table.name}@{self.index.index.name}", *self.info]
+        if self.index.is_unique and len(self.key_fns) == len(self.index.positions):
+            attrs.append("equality cols are key")
+        return attrs
 
 
 class SetOp(Node):
@@ -767,8 +858,16 @@ class SetOp(Node):
     def children(self) -> list[Node]:
         return [self.left, self.right]
 
-    def describe(self) -> str:
+    def explain_name(self) -> str:
         return f"{self.kind}{' all' if self.all else ''}"
+
+
+_JOIN_SUFFIX = {"inner": "", "left": " (left outer)", "right": " (right outer)", "full": " (full outer)",
+                "cross": "", "semi": " (semi)", "anti": " (anti)"}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _chunks(rows: Iterator[tuple]) -> Iterator[Batch]:
@@ -790,7 +889,7 @@ class Generate(Node):
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         yield from _chunks(iter(self.produce(ctx)))
 
-    def describe(self) -> str:
+    def explain_name(self) -> str:
         return self.label or "virtual table"
 
 
@@ -812,6 +911,141 @@ class Materialized(Node):
     def children(self) -> list[Node]:
         return [self.child]
 
+    def explain_name(self) -> str | None:
+        return None
+
+
+class ProjectSet(Node):
+    """Set-returning functions in a select list: each input row is repeated once per row of the
+    longest function result, with each function's value appended (NULL once it runs out)."""
+    MAX_ROWS_PER_INPUT = 10_000_000
+
+    def __init__(self, child: Node, columns: list, calls: list[tuple[Callable, list[Compiled]]]) -> None:
+        self.child = child
+        self.columns = columns
+        self.calls = calls
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        calls = self.calls
+        out: list[tuple] = []
+        for batch in self.child.batches(ctx):
+            for row in batch:
+                results = []
+                for impl, fns in calls:
+                    args = [f(row, ctx) for f in fns]
+                    results.append(iter(()) if None in args else iter(impl(*args)))
+                produced = 0
+                while True:
+                    values = [next(r, None) for r in results]
+                    if all(v is None for v in values):
+                        break
+                    out.append(row + tuple(v[0] if v is not None else None for v in values))
+                    produced += 1
+                    if len(out) >= BATCH:
+                        if ctx.canceled:
+                            raise errors.query_canceled()
+                        yield out
+                        out = []
+                    if produced > self.MAX_ROWS_PER_INPUT:
+                        raise errors.PgError(errors.PROGRAM_LIMIT_EXCEEDED,
+                                             "set-returning function produced too many rows")
+        if out:
+            yield out
+
+    def children(self) -> list[Node]:
+        return [self.child]
+
+    def explain_name(self) -> str:
+        return "project set"
+
+
+class RunFirst(Node):
+    """Runs the WITH clause's data-modifying statements (materialized, so a reference to one
+    reads the same rows) before the statement that follows them."""
+
+    def __init__(self, first: list[Node], child: Node) -> None:
+        self.first = first
+        self.child = child
+        self.columns = child.columns
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        affected = ctx.rows_affected  # the command tag counts the main statement's rows only
+        for node in self.first:
+            for _ in node.batches(ctx):
+                pass
+        ctx.rows_affected = affected
+        yield from self.child.batches(ctx)
+
+    def children(self) -> list[Node]:
+        return [*self.first, self.child]
+
+    def explain_name(self) -> str:
+        return "root"
+
+
+class WorkingTable(Node):
+    """The rows of the previous round of a recursive CTE, as its step query reads them."""
+
+    def __init__(self, columns: list) -> None:
+        self.columns = columns
+        self.slot = object()
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        yield from _chunks(iter(ctx.subquery_cache.get(self.slot, ())))
+
+    def explain_name(self) -> str:
+        return "scan buffer"
+
+
+class RecursiveUnion(Node):
+    """WITH RECURSIVE: the anchor's rows, then the step's rows over each previous round until a
+    round adds nothing. UNION (not ALL) drops rows already produced."""
+    MAX_ROWS = 10_000_000
+
+    def __init__(self, anchor: Node, step: Node, working: WorkingTable, all_rows: bool, columns: list) -> None:
+        self.anchor = anchor
+        self.step = step
+        self.working = working
+        self.all = all_rows
+        self.columns = columns
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        seen: set | None = None if self.all else set()
+        total = 0
+        rows = self._new_rows(self.anchor.rows(ctx), seen)
+        cache = ctx.subquery_cache
+        outside = set(cache)  # results computed before the rounds stay valid through them
+        while rows:
+            total += len(rows)
+            if total > self.MAX_ROWS:
+                raise errors.PgError(errors.OUT_OF_MEMORY, "recursive query exceeds the memory budget")
+            yield from _chunks(iter(rows))
+            if ctx.canceled:
+                raise errors.query_canceled()
+            cache[self.working.slot] = rows
+            # the step's uncorrelated subqueries may read the working table: recompute them
+            for key in [k for k in cache if k not in outside and k is not self.working.slot]:
+                del cache[key]
+            rows = self._new_rows(self.step.rows(ctx), seen)
+
+    @staticmethod
+    def _new_rows(rows: Iterator[tuple], seen: set | None) -> list[tuple]:
+        if seen is None:
+            return list(rows)
+        out = []
+        for r in rows:
+            k = _hashable(r)
+            if k not in seen:
+                seen.add(k)
+                out.append(r)
+        return out
+
+    def children(self) -> list[Node]:
+        return [self.anchor, self.step]
+
+    def explain_name(self) -> str:
+        return "recursive cte"
+
 
 class Rename(Node):
     """The same rows under new column names (a subquery in FROM with an alias)."""
@@ -826,6 +1060,6 @@ class Rename(Node):
     def children(self) -> list[Node]:
         return [self.child]
 
-    def describe(self) -> str:
-        return "subquery"
+    def explain_name(self) -> str | None:
+        return None
 

@@ -7,8 +7,9 @@ primary index on ties (no index join needed); pinning every column of the primar
 point lookup. Spans are computed at run time from the (possibly parameterised) values, so one
 plan serves every execution of a prepared or lifted statement.
 
-Conjuncts fully expressed by the equality prefix are dropped from the residual filter; range
-conjuncts stay in it (cheap, and it keeps the span logic simple for NULLs and directions).
+The conjuncts the spans express (the equality prefix and the range on the next column) are
+dropped from the residual filter: key encodings are exact and prefix-free, NULLs are skipped by
+the span bounds, and a NULL comparison value makes no span at all.
 This module knows nothing of SQL text; it reads typed expressions and descriptors.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pillbug.sql import types as T
 from pillbug.sql.catalog.descriptors import IndexDesc, TableDesc
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.rowenc import IndexCodec, TableCodec, key_encoder
-from pillbug.sql.sem.expr import ColRef, Compare, Compiled, Const, Expr, InList
+from pillbug.sql.sem.expr import ColRef, Compare, Compiled, Expr, InList, Or, format_expr
 from pillbug.util import encoding as enc
 
 MAX_IN_SPANS = 10_000
@@ -37,6 +38,10 @@ class Constraint:
     lower: tuple[Compiled, bool] | None = None  # (value, inclusive) on the next column
     upper: tuple[Compiled, bool] | None = None
     range_conjuncts: list[Expr] = field(default_factory=list)
+    # the same values as expressions, for EXPLAIN
+    eq_values: list[list[Expr]] = field(default_factory=list)
+    lower_expr: Expr | None = None
+    upper_expr: Expr | None = None
 
     @property
     def pinned(self) -> int:
@@ -99,14 +104,15 @@ def _constrain(table: TableDesc, index: IndexDesc, ic: IndexCodec, conjuncts: li
             m = _match_column(conj, pos)
             if m is not None and m[0] == "=" and _same_family(col_type, m[1]):
                 cons.eq.append([_converter(col_type, m[1])])
+                cons.eq_values.append([m[1]])
                 cons.eq_exprs.append(conj)
                 pinned = True
                 break
-            if isinstance(conj, InList) and not conj.negate and isinstance(conj.arg, ColRef) \
-                    and conj.arg.index == pos and all(i.is_constant and _same_family(col_type, i)
-                                                      for i in conj.items) \
-                    and 0 < len(conj.items) <= MAX_IN_SPANS:
-                cons.eq.append([_converter(col_type, i) for i in conj.items])
+            values = _in_values(conj, pos)
+            if values is not None and all(v.is_constant and _same_family(col_type, v) for v in values) \
+                    and 0 < len(values) <= MAX_IN_SPANS:
+                cons.eq.append([_converter(col_type, v) for v in values])
+                cons.eq_values.append(values)
                 cons.eq_exprs.append(conj)
                 pinned = True
                 break
@@ -120,12 +126,35 @@ def _constrain(table: TableDesc, index: IndexDesc, ic: IndexCodec, conjuncts: li
             fn = _converter(col_type, value)
             if op in (">", ">=") and cons.lower is None:
                 cons.lower = (fn, op == ">=")
+                cons.lower_expr = value
                 cons.range_conjuncts.append(conj)
             elif op in ("<", "<=") and cons.upper is None:
                 cons.upper = (fn, op == "<=")
+                cons.upper_expr = value
                 cons.range_conjuncts.append(conj)
         break
     return cons
+
+
+def _in_values(conj: Expr, position: int) -> list[Expr] | None:
+    """The values of `col IN (...)`, or of `col = x OR col = y ...`, for the column at position."""
+    if isinstance(conj, InList):
+        if not conj.negate and isinstance(conj.arg, ColRef) and conj.arg.index == position:
+            return list(conj.items)
+        return None
+    if isinstance(conj, Or):
+        values: list[Expr] = []
+        for arg in conj.args:
+            m = _match_column(arg, position)
+            if m is not None and m[0] == "=":
+                values.append(m[1])
+                continue
+            inner = _in_values(arg, position)
+            if inner is None:
+                return None
+            values.extend(inner)
+        return values
+    return None
 
 
 def _converter(col_type: T.SQLType, value: Expr) -> Compiled:
@@ -225,5 +254,23 @@ def point_key_function(cons: Constraint) -> Callable[[ExecCtx], bytes | None]:
     return key
 
 
-def is_const_true(e: Expr) -> bool:
-    return isinstance(e, Const) and e.value is True
+def describe_spans(cons: Constraint | None) -> str:
+    """The spans in CockroachDB's EXPLAIN notation: [/1 - /1], [/'a' - ], FULL SCAN."""
+    if cons is None or (not cons.eq_values and cons.lower is None and cons.upper is None):
+        return "FULL SCAN"
+    prefixes = [""]
+    for values in cons.eq_values:
+        if len(prefixes) * len(values) > 10:
+            return f"{len(prefixes) * len(values)} spans"
+        prefixes = [p + "/" + format_expr(v) for p in prefixes for v in values]
+    if cons.lower is None and cons.upper is None:
+        return " ".join(f"[{p} - {p}]" for p in prefixes)
+    out = []
+    for p in prefixes:
+        lo = "[" + p + (f"/{format_expr(cons.lower_expr)}" if cons.lower_expr is not None else "")
+        if cons.lower is not None and not cons.lower[1]:
+            lo = "(" + lo[1:]
+        hi = p + (f"/{format_expr(cons.upper_expr)}" if cons.upper_expr is not None else "")
+        hi += ")" if cons.upper is not None and not cons.upper[1] else "]"
+        out.append(f"{lo} - {hi}")
+    return " ".join(out)

@@ -16,12 +16,12 @@ from pillbug.sql.catalog.descriptors import TableDesc
 from pillbug.sql.exec import mutations as M
 from pillbug.sql.exec import nodes as N
 from pillbug.sql.exec.context import ExecCtx
-from pillbug.sql.opt.planner import Planner, QueryPlan, Source
+from pillbug.sql.opt.planner import Planner, QueryPlan, Source, filter_node
 from pillbug.sql.parser.front import Statement, parse_expression
 from pillbug.sql.rowenc import IndexCodec, TableCodec
 from pillbug.sql.sem import casts
 from pillbug.sql.sem.build import ExprBuilder, Scope, ScopeColumn, coerce
-from pillbug.sql.sem.expr import Cast, Compiled, Const, Expr, Subquery, conjuncts, make_and
+from pillbug.sql.sem.expr import Cast, Compiled, Const, Expr, Subquery, conjuncts
 from pillbug.util import errors
 
 
@@ -55,7 +55,7 @@ def assign_expr(e: Expr, col_name: str, col_type: T.SQLType, params: Any) -> Exp
 
 def _mismatch(e: Expr, col_name: str, col_type: T.SQLType) -> errors.PgError:
     return errors.datatype_mismatch(
-        f'value type {e.type.crdb_name.lower()} doesn\'t match type {col_type.crdb_name.lower()} '
+        f'value type {e.type.display} doesn\'t match type {col_type.display} '
         f'of column "{col_name}"')
 
 
@@ -151,7 +151,7 @@ def plan_insert(planner: Planner, stmt: Statement) -> QueryPlan:
     seen = set()
     for c in target:
         if c.id in seen:
-            raise errors.PgError(errors.DUPLICATE_COLUMN, f'multiple assignments to the same column "{c.name}"')
+            raise errors.PgError(errors.SYNTAX_ERROR, f'multiple assignments to the same column "{c.name}"')
         seen.add(c.id)
     defaults = default_fns(planner, table)
     position = {c.id: i for i, c in enumerate(table.columns)}
@@ -179,8 +179,8 @@ def plan_insert(planner: Planner, stmt: Statement) -> QueryPlan:
                     convs.append(casts.assignment_fn(src.type, col.type))
                 except errors.PgError:
                     raise errors.datatype_mismatch(
-                        f'value type {src.type.crdb_name.lower()} doesn\'t match type '
-                        f'{col.type.crdb_name.lower()} of column "{col.name}"') from None
+                        f'value type {src.type.display} doesn\'t match type '
+                        f'{col.type.display} of column "{col.name}"') from None
             source = plan.node
             if any(c is not None for c in convs):
                 fns = [(lambda row, ctx, i=i, f=f: None if row[i] is None else f(row[i], ctx))
@@ -274,12 +274,20 @@ def _set_clause(planner: Planner, builder: ExprBuilder, table: TableDesc, target
         rt = t["ResTarget"]
         val = rt["val"]
         if "MultiAssignRef" in val:
-            raise errors.feature_not_supported("SET (a, b) = (...) is not supported yet")
+            source = val["MultiAssignRef"]["source"]
+            if "RowExpr" not in source:
+                raise errors.feature_not_supported("SET (a, b) = (SELECT ...) is not supported")
+            values = source["RowExpr"]["args"]
+            if len(values) != val["MultiAssignRef"]["ncolumns"]:
+                raise errors.syntax_error(
+                    f"number of columns ({val['MultiAssignRef']['ncolumns']}) does not match "
+                    f"number of values ({len(values)})")
+            val = values[val["MultiAssignRef"]["colno"] - 1]
         if rt.get("indirection"):
             raise errors.feature_not_supported("assigning to array elements or fields is not supported")
         col = table.column(rt["name"])
         if col.id in seen:
-            raise errors.PgError(errors.DUPLICATE_COLUMN, f'multiple assignments to the same column "{col.name}"')
+            raise errors.PgError(errors.SYNTAX_ERROR, f'multiple assignments to the same column "{col.name}"')
         seen.add(col.id)
         if "SetToDefault" in val:
             d = default_fns(planner, table)[position[col.id]]
@@ -290,52 +298,76 @@ def _set_clause(planner: Planner, builder: ExprBuilder, table: TableDesc, target
     return sets
 
 
-def _target_rows(planner: Planner, table: TableDesc, alias: str, where_node: dict | None,
-                 hint: str | None) -> tuple[N.Node, Scope]:
-    """The rows of the target table that a WHERE clause selects, through the best index."""
-    scope = table_scope(table, alias)
-    source = Source(None, scope.columns, table, planner.env.codec(table), alias, hint)
+def _target_rows(planner: Planner, table: TableDesc, alias: str, body: dict, hint: str | None,
+                 extra_from: list) -> tuple[N.Node, Scope]:
+    """The rows a WHERE clause selects from the target table (through the best index), joined
+    with the UPDATE ... FROM / DELETE ... USING tables when there are any (target columns first,
+    each target row at most once), then ordered and limited (UPDATE/DELETE ... ORDER BY ... LIMIT)."""
+    target = Source(None, table_scope(table, alias).columns, table, planner.env.codec(table), alias, hint)
+    sources = [target] + [planner._plan_from_item(item, None) for item in extra_from]
+    offsets = []
+    columns: list[ScopeColumn] = []
+    for src in sources:
+        offsets.append(len(columns))
+        columns.extend(src.columns)
+    scope = Scope(columns)
     where: list[Expr] = []
-    if where_node is not None:
-        where = conjuncts(ExprBuilder(planner.bctx, scope, clause="WHERE").build_predicate(where_node))
+    if body.get("whereClause") is not None:
+        where = conjuncts(ExprBuilder(planner.bctx, scope, clause="WHERE").build_predicate(body["whereClause"]))
     simple = [c for c in where if not any(isinstance(e, Subquery) for e in c.walk())]
     correlated = [c for c in where if all(c is not s for s in simple)]
-    node = planner._materialize(source, simple)
-    if correlated:
-        node = N.Filter(node, make_and(correlated).compile())
+    node, residual = planner._join_sources(sources, offsets, simple, columns)
+    if residual or correlated:
+        node = filter_node(node, residual + correlated)
+    if extra_from:
+        pk = [table.position(cid) for cid in table.primary_index.column_ids]
+        node = N.Distinct(node, pk)
+    sort = body.get("sortClause") or []
+    if sort:
+        builder = ExprBuilder(planner.bctx, scope, clause="ORDER BY")
+        keys = []
+        for item in sort:
+            sb = item["SortBy"]
+            desc = sb.get("sortby_dir") == "SORTBY_DESC"
+            nulls = sb.get("sortby_nulls", "SORTBY_NULLS_DEFAULT")
+            keys.append(N.SortKey(builder.build(sb["node"]).compile(), desc,
+                                  None if nulls == "SORTBY_NULLS_DEFAULT" else nulls == "SORTBY_NULLS_FIRST"))
+        node = N.Sort(node, keys)
+    if body.get("limitCount") is not None or body.get("limitOffset") is not None:
+        node = planner._apply_order_limit(body, node, [], scope)
     return node, scope
 
 
 def plan_update(planner: Planner, stmt: Statement) -> QueryPlan:
     body = stmt.node
-    if body.get("fromClause"):
-        raise errors.feature_not_supported("UPDATE ... FROM is not supported yet")
     table, alias = _resolve_target(planner, body["relation"], ("UPDATE", "SELECT"))
     hint = planner.index_hints.get(body["relation"].get("location", -2))
-    source, scope = _target_rows(planner, table, alias, body.get("whereClause"), hint)
+    extra = body.get("fromClause") or []
+    source, scope = _target_rows(planner, table, alias, body, hint, extra)
     position = {c.id: i for i, c in enumerate(table.columns)}
     builder = ExprBuilder(planner.bctx, scope, clause="UPDATE")
     sets = _set_clause(planner, builder, table, body.get("targetList") or [], position)
+    width = len(table.columns) if extra else None
 
-    def set_row(old: tuple, ctx: ExecCtx) -> tuple:
-        new = list(old)
+    def set_row(row: tuple, ctx: ExecCtx) -> tuple:
+        new = list(row) if width is None else list(row[:width])
         for p, f in sets:
-            new[p] = f(old, ctx)
+            new[p] = f(row, ctx)
         return tuple(new)
     returning, ret_cols = _returning(planner, body, scope)
     node = M.Update(source, M.TableWriter(planner.env.codec(table)), set_row, row_checks(planner, table),
-                    ret_cols, returning)
+                    ret_cols, returning, width)
+    node.info = [f"set: {', '.join(table.columns[p].name for p, _ in sets)}"]
     return QueryPlan(node, ret_cols)
 
 
 def plan_delete(planner: Planner, stmt: Statement) -> QueryPlan:
     body = stmt.node
-    if body.get("usingClause"):
-        raise errors.feature_not_supported("DELETE ... USING is not supported yet")
     table, alias = _resolve_target(planner, body["relation"], ("DELETE", "SELECT"))
     hint = planner.index_hints.get(body["relation"].get("location", -2))
-    source, scope = _target_rows(planner, table, alias, body.get("whereClause"), hint)
+    extra = body.get("usingClause") or []
+    source, scope = _target_rows(planner, table, alias, body, hint, extra)
     returning, ret_cols = _returning(planner, body, scope)
-    node = M.Delete(source, M.TableWriter(planner.env.codec(table)), ret_cols, returning)
+    node = M.Delete(source, M.TableWriter(planner.env.codec(table)), ret_cols, returning,
+                    len(table.columns) if extra else None)
     return QueryPlan(node, ret_cols)
-

@@ -4,15 +4,20 @@ plan_query() turns a SELECT (or VALUES, or a set operation, with its WITH clause
 exec nodes and the list of result columns. The steps, in order, are those of SQL's logical
 evaluation: FROM (tables, joins, subqueries; WHERE conjuncts that touch one table are pushed into
 its scan, where index selection turns them into key spans), WHERE, GROUP BY and aggregates,
-HAVING, the target list, DISTINCT, ORDER BY, LIMIT/OFFSET.
+window functions, HAVING, the target list, DISTINCT, ORDER BY, LIMIT/OFFSET.
 
-Join methods: a lookup join when the right side is a table whose index prefix is pinned by
-equalities with left columns; a hash join on other equalities; a nested loop otherwise.
+A JOIN ... ON is built only once the WHERE conjuncts over it are known (Source.deferred), so that
+each goes to the input it restricts when the join type allows (both sides of an inner join, the
+preserved side of an outer one). Join methods: a lookup join when the right side is a table whose
+index prefix is pinned by equalities with left columns; a hash join on other equalities; a nested
+loop otherwise. An ORDER BY that the chosen index already delivers (forwards or backwards) needs
+no sort, and a LIMIT over such a scan bounds the keys it reads.
 This module knows nothing of the wire protocol or of sessions; it reads a PlanEnv.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,7 +26,8 @@ from pillbug.sql.catalog.descriptors import TableDesc
 from pillbug.sql.catalog.system import Catalog
 from pillbug.sql.exec import nodes as N
 from pillbug.sql.exec.context import ExecCtx
-from pillbug.sql.opt import index_select
+from pillbug.sql.opt import index_select, window
+from pillbug.sql.parser.front import Statement
 from pillbug.sql.rowenc import TableCodec
 from pillbug.sql.sem import builtins
 from pillbug.sql.sem.build import (
@@ -34,9 +40,10 @@ from pillbug.sql.sem.build import (
     ScopeColumn,
     coerce,
     node_key,
+    resolve_overload,
 )
 from pillbug.sql.sem.casts import cast_fn
-from pillbug.sql.sem.expr import ColRef, Compare, Const, Expr, Subquery, conjuncts, make_and
+from pillbug.sql.sem.expr import ColRef, Compare, Const, Expr, Subquery, conjuncts, format_expr, make_and
 from pillbug.util import errors
 
 
@@ -72,6 +79,8 @@ class Source:
     hint: str | None = None
     nullable: bool = False  # on the outer side of an outer join: no pushdown into it
     pushed: list[Expr] = field(default_factory=list)
+    # a JOIN ... ON not built yet: called with the predicates pushed into it from above
+    deferred: Callable[[list[Expr]], N.Node] | None = None
 
 
 @dataclass(slots=True)
@@ -138,12 +147,19 @@ class AggHook(GroupingHook):
         self.group_exprs = group_exprs
         self.by_key = {node_key(n): i for i, n in enumerate(group_nodes)}
         self.by_column = {e.index: i for i, e in enumerate(group_exprs) if isinstance(e, ColRef)}
-        self.aggs: list[tuple[str, list[Expr], bool, Expr | None, bool, T.SQLType, Callable,
-                              list[N.SortKey] | None]] = []
+        self.aggs: list[tuple[str, list[Expr], bool, Expr | None, bool, T.SQLType, Callable, list]] = []
         self.agg_keys: dict[str, int] = {}
+        # window function columns: placeholders while the aggregates are being collected, then
+        # (finalized) real columns after the groups, resolved by the builder's own scope
+        self.window_types: dict[str, T.SQLType] = {}
+        self.finalized = False
 
     def lookup(self, node: dict, builder: ExprBuilder) -> Expr | None:
         (kind, body), = node.items()
+        if kind == "ColumnRef" and self.window_types:
+            wname = body["fields"][-1].get("String", {}).get("sval")
+            if wname in self.window_types:
+                return None if self.finalized else Const(None, self.window_types[wname])
         key = node_key(node)
         i = self.by_key.get(key)
         if i is not None:
@@ -183,23 +199,44 @@ class AggHook(GroupingHook):
         else:
             if len(args) not in agg.arity:
                 raise errors.undefined_function(
-                    f"unknown signature: {name}({', '.join(a.type.crdb_name.lower() for a in args)})")
+                    f"unknown signature: {name}({', '.join(a.type.display for a in args)})")
             arg_types = [a.type for a in args]
             typ = agg.result_type(arg_types)
             factory = agg.factory(arg_types)
         filter_expr = None
         if body.get("agg_filter"):
             filter_expr = inner.build_predicate(body["agg_filter"])
-        order = None
-        if body.get("agg_order"):
-            order = []
-            for item in body["agg_order"]:
-                sb = item["SortBy"]
-                desc, nulls = _sort_direction(sb)
-                order.append(N.SortKey(inner.build(sb["node"]).compile(), desc, nulls))
+        order = []
+        for item in body.get("agg_order") or []:
+            sb = item["SortBy"]
+            desc, nulls = _sort_direction(sb)
+            order.append(N.SortKey(inner.build(sb["node"]).compile(), desc, nulls))
         self.aggs.append((name, args, bool(body.get("agg_distinct")), filter_expr, star, typ, factory, order))
         self.agg_keys[key] = len(self.aggs) - 1
         return ColRef(len(self.group_exprs) + len(self.aggs) - 1, typ, name)
+
+
+def referenced_columns(node: Any) -> set[str] | None:
+    """The names a statement's column references use, or None when it reads columns without
+    naming them (*, NATURAL JOIN, JOIN ... USING)."""
+    names: set[str] = set()
+
+    def walk(n: Any) -> bool:
+        if isinstance(n, dict):
+            ref = n.get("ColumnRef")
+            if ref is not None:
+                last = ref["fields"][-1]
+                if "A_Star" in last:
+                    return False
+                names.add(last["String"]["sval"])
+                return True
+            if n.get("isNatural") or n.get("usingClause"):
+                return False
+            return all(walk(v) for v in n.values())
+        if isinstance(n, list):
+            return all(walk(x) for x in n)
+        return True
+    return names if walk(node) else None
 
 
 def has_aggregates(node: Any) -> bool:
@@ -229,6 +266,9 @@ class Planner:
         # Inside a view's query only the view's own SELECT privilege counts (as in CockroachDB):
         # a view exists to expose part of a table to users who may not read the table itself.
         self.view_depth = 0
+        # the column names the statement mentions, when they are all it can read (no *, no
+        # NATURAL JOIN, no view): lets an index that holds them all serve without the table
+        self.referenced: set[str] | None = None
 
     # ---- entry ---------------------------------------------------------------------------
 
@@ -237,28 +277,69 @@ class Planner:
         (kind, body), = node.items()
         if kind != "SelectStmt":
             raise errors.feature_not_supported(f"{kind} is not supported as a query")
-        with_clause = body.get("withClause")
-        if with_clause:
-            if with_clause.get("recursive"):
-                raise errors.feature_not_supported("WITH RECURSIVE is not supported")
-            scope_ctes: dict[str, QueryPlan] = {}
-            self.ctes.append(scope_ctes)
-            try:
-                for cte_node in with_clause["ctes"]:
-                    cte = cte_node["CommonTableExpr"]
-                    q = cte["ctequery"]
-                    if "SelectStmt" not in q:
-                        raise errors.feature_not_supported("only SELECT is supported in WITH")
-                    plan = self.plan_query(q, outer)
-                    cols = plan.columns
-                    if cte.get("aliascolnames"):
-                        names = [n["String"]["sval"] for n in cte["aliascolnames"]]
-                        cols = [ScopeColumn(n, c.type) for n, c in zip(names, cols)]
-                    scope_ctes[cte["ctename"]] = QueryPlan(N.Materialized(plan.node), cols)
-                return self._plan_select_body(body, outer)
-            finally:
-                self.ctes.pop()
-        return self._plan_select_body(body, outer)
+        with self.with_clause(body.get("withClause"), outer) as first:
+            plan = self._plan_select_body(body, outer)
+        return with_mutations_first(plan, first)
+
+    @contextmanager
+    def with_clause(self, with_clause: dict | None, outer: Scope | None) -> Iterator[list[N.Node]]:
+        """Make a WITH clause's queries visible by name while the statement is planned. Yields
+        the WITH clause's data-modifying statements, which must run whether read or not: the
+        caller wraps its plan with with_mutations_first()."""
+        first: list[N.Node] = []
+        if not with_clause:
+            yield first
+            return
+        scope_ctes: dict[str, QueryPlan] = {}
+        self.ctes.append(scope_ctes)
+        try:
+            for cte_node in with_clause["ctes"]:
+                cte = cte_node["CommonTableExpr"]
+                q = cte["ctequery"]
+                (q_kind, q_body), = q.items()
+                if q_kind in ("InsertStmt", "UpdateStmt", "DeleteStmt"):
+                    from pillbug.sql.opt.plan import plan_statement
+                    stmt = Statement(q_kind, q_body, "", index_hints=self.index_hints)
+                    plan, _ = plan_statement(self, stmt)
+                    node = N.Materialized(plan.node)
+                    first.append(node)
+                    scope_ctes[cte["ctename"]] = QueryPlan(node, plan.columns)
+                    continue
+                if q_kind != "SelectStmt":
+                    raise errors.feature_not_supported(f"{q_kind} is not supported in WITH")
+                names = [n["String"]["sval"] for n in cte.get("aliascolnames") or []]
+                body = q["SelectStmt"]
+                if with_clause.get("recursive") and body.get("op", "SETOP_NONE") == "SETOP_UNION":
+                    scope_ctes[cte["ctename"]] = self._plan_recursive_cte(cte["ctename"], body, names, outer,
+                                                                          scope_ctes)
+                    continue
+                plan = self.plan_query(q, outer)
+                cols = plan.columns
+                if names:
+                    cols = [ScopeColumn(n, c.type) for n, c in zip(names, cols)]
+                scope_ctes[cte["ctename"]] = QueryPlan(N.Materialized(plan.node), cols)
+            yield first
+        finally:
+            self.ctes.pop()
+
+    def _plan_recursive_cte(self, name: str, body: dict, names: list[str], outer: Scope | None,
+                            scope_ctes: dict[str, QueryPlan]) -> QueryPlan:
+        """WITH RECURSIVE name AS (anchor UNION [ALL] step): step reads the previous round."""
+        anchor = self.plan_query({"SelectStmt": body["larg"]}, outer)
+        cols = anchor.columns
+        if names:
+            if len(names) != len(cols):
+                raise errors.syntax_error(
+                    f'WITH query "{name}" has {len(cols)} columns available but {len(names)} columns specified')
+            cols = [ScopeColumn(n, c.type) for n, c in zip(names, cols)]
+        working = N.WorkingTable(cols)
+        scope_ctes[name] = QueryPlan(working, cols)
+        step = self.plan_query({"SelectStmt": body["rarg"]}, outer)
+        if len(step.columns) != len(cols):
+            raise errors.syntax_error(
+                f"each UNION query must have the same number of columns: {len(cols)} vs {len(step.columns)}")
+        node = N.RecursiveUnion(anchor.node, step.node, working, bool(body.get("all")), cols)
+        return QueryPlan(N.Materialized(node), cols)
 
     def _plan_select_body(self, body: dict, outer: Scope | None) -> QueryPlan:
         op = body.get("op", "SETOP_NONE")
@@ -266,6 +347,9 @@ class Planner:
             return self._plan_setop(body, outer)
         if body.get("valuesLists"):
             plan = self._plan_values(body["valuesLists"], outer)
+            if body.get("sortClause") or body.get("limitCount") or body.get("limitOffset"):
+                scope = Scope(plan.columns, outer)
+                plan = QueryPlan(self._order_and_limit(body, plan.node, scope, plan.columns, scope), plan.columns)
         else:
             plan = self._plan_simple_select(body, outer)
         return plan
@@ -291,7 +375,7 @@ class Planner:
                     typ = T.common_numeric(typ, t)
                 elif t.family != typ.family:
                     raise errors.datatype_mismatch(
-                        f"VALUES types {t.crdb_name.lower()} and {typ.crdb_name.lower()} cannot be matched")
+                        f"VALUES types {t.display} and {typ.display} cannot be matched")
             types.append(typ)
         compiled = []
         for r in rows:
@@ -327,8 +411,8 @@ class Planner:
                     typ = T.common_numeric(lc.type, rc.type)
                 else:
                     raise errors.datatype_mismatch(
-                        f"{body['op'][6:]} types {lc.type.crdb_name.lower()} and "
-                        f"{rc.type.crdb_name.lower()} cannot be matched")
+                        f"{body['op'][6:]} types {lc.type.display} and "
+                        f"{rc.type.display} cannot be matched")
             left_conv.append(None if lc.type.family == typ.family else cast_fn(lc.type, typ))
             right_conv.append(None if rc.type.family == typ.family else cast_fn(rc.type, typ))
             columns.append(ScopeColumn(lc.name, typ))
@@ -358,7 +442,7 @@ class Planner:
             where = ExprBuilder(self.bctx, scope, clause="WHERE").build_predicate(body["whereClause"])
         node, residual = self._join_sources(sources, offsets, conjuncts(where), from_columns)
         if residual:
-            node = N.Filter(node, make_and(residual).compile())
+            node = filter_node(node, residual)
         target_list = body.get("targetList") or []
         group_clause = body.get("groupClause") or []
         having = body.get("havingClause")
@@ -367,9 +451,42 @@ class Planner:
             has_aggregates([s["SortBy"]["node"] for s in sort_clause])
         if aggregating:
             return self._plan_aggregate(body, node, scope, outer)
-        builder = ExprBuilder(self.bctx, scope, clause="SELECT")
-        builder.srfs = []
-        return self._finish_select(body, node, scope, builder, outer)
+        node, scope, body = self._project_set(body, node, scope)
+        if window.has_windows([target_list, sort_clause]):
+            body, calls = window.extract(body)
+            node, scope = window.plan(calls, node, scope, ExprBuilder(self.bctx, scope, clause="SELECT"))
+        return self._finish_select(body, node, scope, ExprBuilder(self.bctx, scope, clause="SELECT"), outer)
+
+    def _project_set(self, body: dict, node: N.Node, scope: Scope) -> tuple[N.Node, Scope, dict]:
+        """Set-returning functions in the select list (SELECT unnest(a), generate_series(1, 3)):
+        each input row becomes as many rows as its longest function result, the results added
+        as hidden columns that the rewritten target list reads."""
+        targets = body.get("targetList") or []
+        calls = []
+        new_targets = []
+        for t in targets:
+            rt = t["ResTarget"]
+            fc = rt["val"].get("FuncCall")
+            fname = fc["funcname"][-1]["String"]["sval"].lower() if fc else ""
+            fdef = builtins.FUNCTIONS.get(fname)
+            if fdef is None or not fdef.is_srf or fc.get("over"):
+                new_targets.append(t)
+                continue
+            if fdef.srf_columns and len(fdef.srf_columns) > 1:
+                raise errors.feature_not_supported(f"{fname}() returns several columns: call it in FROM")
+            builder = ExprBuilder(self.bctx, scope, clause="SELECT")
+            args = [builder.build(a) for a in fc.get("args", [])]
+            overload, args = resolve_overload(fdef, args, self.params)
+            hidden = f"\x00srf{len(calls)}"
+            calls.append((overload, [a.compile() for a in args], overload.result_type([a.type for a in args]), hidden))
+            new_targets.append({"ResTarget": {**rt, "name": rt.get("name") or target_name(rt["val"]),
+                                              "val": {"ColumnRef": {"fields": [{"String": {"sval": hidden}}]}}}})
+        if not calls:
+            return node, scope, body
+        fns = [(c[0].impl, c[1]) for c in calls]
+        columns = scope.columns + [ScopeColumn(c[3], c[2], hidden=True) for c in calls]
+        out = N.ProjectSet(node, columns, fns)
+        return out, Scope(columns, scope.outer), {**body, "targetList": new_targets}
 
     def _finish_select(self, body: dict, node: N.Node, scope: Scope, builder: ExprBuilder,
                        outer: Scope | None) -> QueryPlan:
@@ -380,7 +497,9 @@ class Planner:
             if isinstance(e, ColRef) and 0 <= e.index < len(scope.columns):
                 src = scope.columns[e.index]
                 c.table_id, c.column_id = src.table_id, src.column_id
-        exprs = [coerce(e, T.STRING, self.params) if e.type.family == "unknown" else e for e in exprs]
+        # a bare NULL keeps no type yet, so that SELECT 1 UNION SELECT NULL types it as INT
+        exprs = [coerce(e, T.STRING, self.params) if e.type.family == "unknown" and not _is_null(e) else e
+                 for e in exprs]
         distinct = body.get("distinctClause")
         sort_clause = body.get("sortClause") or []
         # ORDER BY keys: an output column (by position or name) or an expression over the input.
@@ -402,16 +521,15 @@ class Planner:
                     pos = len(exprs) + len(extra) - 1
             desc, nulls = _sort_direction(sb)
             sort_refs.append((pos, desc, nulls))
-        if builder.srfs:
-            node = _project_set(node, builder.srfs)
         all_exprs = exprs + extra
         fns = [e.compile() for e in all_exprs]
         positions = [e.index for e in all_exprs] if all(isinstance(e, ColRef) for e in all_exprs) else None
-        out_cols = columns + [ScopeColumn(f"?sort{i}", e.type, hidden=True) for i, e in enumerate(extra)]
+        out_cols = columns + [ScopeColumn(format_expr(e), e.type, hidden=True) for e in extra]
         if positions is not None and positions == list(range(len(scope.columns))) and len(positions) == len(node.columns):
             projected = node
         else:
             projected = N.Project(node, out_cols, fns, positions)
+            projected.sources = [e.index if isinstance(e, ColRef) else None for e in all_exprs]
         if distinct is not None:
             on = [d for d in distinct if d]
             if on:
@@ -459,18 +577,30 @@ class Planner:
         empty = Scope([], scope.outer)
         lb = ExprBuilder(self.bctx, empty, clause="LIMIT")
         lc = body.get("limitCount")
+        info = []
         if lc is not None and not ("A_Const" in lc and lc["A_Const"].get("isnull")):
-            limit_fn = coerce(lb.build(lc), T.INT8, self.params).compile()
+            limit_expr = coerce(lb.build(lc), T.INT8, self.params)
+            limit_fn = limit_expr.compile()
+            info.append(f"count: {format_expr(limit_expr)}")
         if body.get("limitOffset"):
-            offset_fn = coerce(lb.build(body["limitOffset"]), T.INT8, self.params).compile()
+            offset_expr = coerce(lb.build(body["limitOffset"]), T.INT8, self.params)
+            offset_fn = offset_expr.compile()
+            info.append(f"offset: {format_expr(offset_expr)}")
+        if sort_refs and _provide_order(node, sort_refs):
+            sort_refs = []  # the rows arrive in that order already: no sort
         if sort_refs:
             keys = [N.SortKey(_pos_fn(p), d, nl) for p, d, nl in sort_refs]
+            order = _order_info(node, sort_refs)
             if limit_fn is not None and offset_fn is None:
                 node = N.TopK(node, keys, limit_fn)
+                node.info = [order, f"k: {info[0][len('count: '):]}"]
+                return node  # the top-k keeps at most the limit
             else:
                 node = N.Sort(node, keys)
+                node.info = [order]
         if limit_fn is not None or offset_fn is not None:
             node = N.Limit(node, limit_fn, offset_fn)
+            node.info = info
             _hint_limit(node)
         return node
 
@@ -552,6 +682,12 @@ class Planner:
         # built through the hook; its scope has no columns of its own, only the outer query's.
         agg_scope = Scope([], outer)
         post = ExprBuilder(self.bctx, agg_scope, grouping=hook, allow_aggregates=True, clause="SELECT")
+        calls: list[window.WindowCall] = []
+        if window.has_windows([target_list, body.get("sortClause") or []]):
+            # window functions run over the groups; what they read registers with the hook first
+            body, calls = window.extract(body)
+            target_list = body.get("targetList") or []
+            hook.window_types = window.result_types(calls, post)
         # Build everything that can mention aggregates first, so that the hook knows them all.
         exprs, names = self._targets(target_list, scope, post)
         having = None
@@ -563,15 +699,21 @@ class Planner:
             sb = item["SortBy"]
             if self._output_ref(sb["node"], names, exprs) is None:
                 sort_exprs.append(post.build(sb["node"]))
-        agg_columns = [ScopeColumn(f"?group{i}", e.type) for i, e in enumerate(group_exprs)] + \
+        agg_columns = [ScopeColumn(format_expr(e), e.type) for e in group_exprs] + \
                       [ScopeColumn(a[0], a[5]) for a in hook.aggs]
         specs = [N.AggSpec(a[6], [x.compile() for x in a[1]], a[2],
                            a[3].compile() if a[3] is not None else None, a[4], a[7]) for a in hook.aggs]
         agg_node: N.Node = N.Aggregate_(node, agg_columns, [e.compile() for e in group_exprs], specs,
                                         scalar=not group_exprs)
+        if group_exprs:
+            agg_node.info = [f"group by: {', '.join(format_expr(e) for e in group_exprs)}"]
         if having is not None:
-            agg_node = N.Filter(agg_node, having.compile())
+            agg_node = filter_node(agg_node, [having])
         agg_scope.columns = agg_columns
+        hook.finalized = True
+        if calls:
+            agg_node, agg_scope = window.plan(calls, agg_node, agg_scope, post)
+            post = ExprBuilder(self.bctx, agg_scope, grouping=hook, allow_aggregates=True, clause="SELECT")
         return self._finish_select(body, agg_node, agg_scope, post, outer)
 
     # ---- FROM ----------------------------------------------------------------------------
@@ -591,7 +733,39 @@ class Planner:
             return self._plan_join_expr(body, outer)
         if kind == "RangeFunction":
             return self._plan_range_function(body, outer)
+        if kind == "StatementSource":
+            return self._plan_statement_source(body)
         raise errors.feature_not_supported(f"FROM item {kind} is not supported")
+
+    def _plan_statement_source(self, body: dict) -> Source:
+        """[SHOW ...], [EXPLAIN ...], [INSERT ... RETURNING ...] used as a table."""
+        stmt = body["statement"]
+        alias_node = body.get("alias")
+        alias = alias_node["aliasname"] if alias_node else ""
+        from pillbug.sql.opt.plan import PLANNED_KINDS, plan_statement
+        if stmt.kind in PLANNED_KINDS:
+            inner = Planner(self.env, self.params, stmt.index_hints)
+            plan, _ = plan_statement(inner, stmt)
+            if not plan.columns:
+                raise errors.syntax_error("statement source must return rows: add RETURNING")
+            node = plan.node
+            # A mutation runs once per execution however often the outer query reads it.
+            if stmt.kind != "SelectStmt":
+                node = N.Materialized(node)
+            cols = _rename([ScopeColumn(c.name, c.type, alias) for c in plan.columns], alias_node, alias)
+            return Source(N.Rename(node, cols), cols, alias=alias)
+        # SHOW statements: run by the statements layer, which this planner sits under, so it
+        # is reached through the session at execution time.
+        from pillbug.sql import statements
+        columns = statements.result_columns(stmt)
+        if columns is None:
+            raise errors.syntax_error(f"{stmt.kind} cannot be used as a data source")
+        cols = _rename([ScopeColumn(c.name, c.type, alias) for c in columns], alias_node, alias)
+
+        def produce(ctx: ExecCtx) -> Any:
+            outcome = statements.execute(ctx.session, stmt, [])
+            return [r for batch in outcome.rows or () for r in batch]
+        return Source(N.Generate(cols, produce, f"show ({stmt.kind})"), cols, alias=alias)
 
     def _plan_range_var(self, body: dict) -> Source:
         names = [n for n in (body.get("catalogname"), body.get("schemaname"), body["relname"]) if n]
@@ -601,6 +775,9 @@ class Planner:
             for scope_ctes in reversed(self.ctes):
                 cte = scope_ctes.get(names[0])
                 if cte is not None:
+                    if not cte.columns:
+                        raise errors.feature_not_supported(
+                            f'WITH query "{names[0]}" does not have a RETURNING clause')
                     cols = _rename(cte.columns, alias_node, alias)
                     return Source(N.Rename(cte.node, cols), cols, alias=alias)
         kind, obj = self.env.resolve_table_name(names)
@@ -610,6 +787,7 @@ class Planner:
             return Source(N.Generate(cols, obj.rows, f"virtual table {'.'.join(names)}"), cols, alias=alias)
         table: TableDesc = obj
         if table.is_view:
+            self.referenced = None  # the view's query names columns of its own
             from pillbug.sql.parser.front import parse
             stmt = parse(table.view_query)[0]
             if not self.view_depth:
@@ -641,7 +819,6 @@ class Planner:
         fdef = builtins.FUNCTIONS.get(name)
         if fdef is None:
             raise errors.undefined_function(f"unknown function: {name}()")
-        from pillbug.sql.sem.build import resolve_overload
         overload, args = resolve_overload(fdef, args, self.params)
         alias_node = body.get("alias")
         alias = alias_node["aliasname"] if alias_node else name
@@ -687,18 +864,22 @@ class Planner:
         using = body.get("usingClause")
         natural = body.get("isNatural")
         if natural:
-            lnames = {c.name for c in left.columns if not c.hidden}
-            using_names = [c.name for c in right.columns if c.name in lnames and not c.hidden]
+            lnames = {c.name for c in left.columns if _unqualified(c)}
+            using_names = [c.name for c in right.columns if c.name in lnames and _unqualified(c)]
         elif using:
             using_names = [u["String"]["sval"] for u in using]
         else:
             using_names = []
         builder = ExprBuilder(self.bctx, scope, clause="ON")
+        using_pairs = []
         for name in using_names:
-            li = next((i for i, c in enumerate(left.columns) if c.name == name), None)
-            ri = next((i for i, c in enumerate(right.columns) if c.name == name), None)
+            li = next((i for i, c in enumerate(left.columns) if c.name == name and _unqualified(c)), None)
+            ri = next((i for i, c in enumerate(right.columns) if c.name == name and _unqualified(c)), None)
             if li is None or ri is None:
-                raise errors.undefined_column(name)
+                raise errors.PgError(errors.UNDEFINED_COLUMN,
+                                     f'column "{name}" specified in USING clause does not exist '
+                                     f'in {"left" if li is None else "right"} table')
+            using_pairs.append((li, len(left.columns) + ri))
             cond.append(builder.compare("=", ColRef(li, left.columns[li].type, name),
                                         ColRef(len(left.columns) + ri, right.columns[ri].type, name)))
         if body.get("quals"):
@@ -707,10 +888,37 @@ class Planner:
             right.nullable = True
         if kind in ("right", "full"):
             left.nullable = True
+        if using_pairs:
+            node = self._build_join(left, right, kind, cond, columns, [])
+            node, columns = _merge_using(node, columns, using_pairs, kind)
+            return Source(node, columns, alias="")
+        return Source(None, columns, alias="",
+                      deferred=lambda pushed: self._build_join(left, right, kind, cond, columns, pushed))
+
+    def _build_join(self, left: Source, right: Source, kind: str, cond: list[Expr],
+                    columns: list[ScopeColumn], pushed: list[Expr]) -> N.Node:
+        """The join's node, with WHERE predicates over its row (`pushed`) sent to the inputs
+        they restrict where the join type allows: a predicate over the preserved side of an
+        outer join filters that side first; over both sides of an inner join it joins the ON."""
+        nl = len(left.columns)
+        above = []
+        cond = list(cond)
+        for p in pushed:
+            used = {e.index for e in p.walk() if isinstance(e, ColRef)}
+            if any(isinstance(e, Subquery) for e in p.walk()) or not used:
+                above.append(p)
+            elif max(used) < nl and kind in ("inner", "left"):
+                left.pushed.append(p)
+            elif min(used) >= nl and kind in ("inner", "right"):
+                right.pushed.append(_shift(p, -nl))
+            elif kind == "inner":
+                cond.append(p)
+            else:
+                above.append(p)
         if kind == "right":
             # plan as a left join with the sides swapped, then restore the column order
             swapped_cols = right.columns + left.columns
-            nl, nr = len(left.columns), len(right.columns)
+            nr = len(right.columns)
             mapping = {i: i + nr for i in range(nl)}
             mapping.update({nl + j: j for j in range(nr)})
             for c in cond:
@@ -723,15 +931,17 @@ class Planner:
             node = N.Project(node, columns, [], [nr + i for i in range(nl)] + list(range(nr)))
         else:
             node = self._join_two(left, right, kind, cond, columns)
-        if using_names and kind == "inner":
-            pass
-        return Source(node, columns, alias="")
+        if above:
+            node = filter_node(node, above)
+        return node
 
     def _materialize(self, source: Source, pushed: list[Expr]) -> N.Node:
         """A FROM item's node, reading a base table through the best index for `pushed`."""
+        if source.deferred is not None:
+            return source.deferred(pushed)
         if source.node is not None:
             if pushed:
-                return N.Filter(source.node, make_and(pushed).compile())
+                return filter_node(source.node, pushed)
             return source.node
         table, codec = source.table, source.codec
         assert table is not None and codec is not None
@@ -743,17 +953,27 @@ class Planner:
         if cons is None:
             node: N.Node = N.Scan(source.columns, codec, lambda ctx, s=codec.primary_span: [s])
         else:
-            for e in cons.eq_exprs:
+            # the spans are exact: what they enforce needs no filter
+            for e in cons.eq_exprs + cons.range_conjuncts:
                 residual.remove(e)
             if cons.is_point and cons.index.is_primary:
                 node = N.PointGet(source.columns, codec, index_select.point_key_function(cons))
             elif cons.index.is_primary:
                 node = N.Scan(source.columns, codec, index_select.span_function(cons))
             else:
-                node = N.IndexScan(source.columns, codec, cons.codec, index_select.span_function(cons))
+                node = N.IndexScan(source.columns, codec, cons.codec, index_select.span_function(cons),
+                                   covering=self._covers(table, cons.codec))
+        node.info = [f"spans: {index_select.describe_spans(cons)}"]
         if residual:
-            node = N.Filter(node, make_and(residual).compile())
+            node = filter_node(node, residual)
         return node
+
+    def _covers(self, table: TableDesc, ic: Any) -> bool:
+        """Whether every column of the table the statement names is in the index's entries."""
+        if self.referenced is None:
+            return False
+        stored = {table.columns[p].name for p in ic.stored_positions}
+        return all(c.name in stored for c in table.columns if c.name in self.referenced)
 
     def _join_sources(self, sources: list[Source], offsets: list[int], where: list[Expr],
                       all_columns: list[ScopeColumn]) -> tuple[N.Node, list[Expr]]:
@@ -796,7 +1016,7 @@ class Planner:
                     later.append(conj)
             remaining = later
             right_src = Source(right.node, right.columns, right.table, right.codec, right.alias,
-                               right.hint, pushed=per_source[i])
+                               right.hint, pushed=per_source[i], deferred=right.deferred)
             cols = left.columns + right.columns
             node = self._join_two(left, right_src, "inner", conds, cols)
             left = Source(node, cols)
@@ -806,7 +1026,7 @@ class Planner:
     def _join_two(self, left: Source, right: Source, kind: str, cond: list[Expr],
                   columns: list[ScopeColumn]) -> N.Node:
         nl = len(left.columns)
-        left_node = left.node if left.node is not None else self._materialize(left, left.pushed)
+        left_node = self._materialize(left, left.pushed)
         # Conjuncts over the right side alone can be pushed into it for inner and left joins.
         right_only = []
         both = []
@@ -828,22 +1048,27 @@ class Planner:
                     equalities.append((c, c.left, c.right))
                 elif lu and ru and max(ru) < nl and min(lu) >= nl:
                     equalities.append((c, c.right, c.left))
-        if kind in ("inner", "left") and right.table is not None and equalities:
+        if kind in ("inner", "left") and right.table is not None and right.node is None and equalities:
             lookup = self._lookup_join(left_node, right, kind, equalities, both, pushed, columns, nl)
             if lookup is not None:
                 return lookup
-        right_node = right.node if right.node is not None else self._materialize(right, pushed)
-        if right.node is not None and pushed:
-            right_node = N.Filter(right.node, make_and(pushed).compile())
+        right_node = self._materialize(right, pushed)
         if equalities:
             residual = [c for c in both if all(c is not eq[0] for eq in equalities)]
+            info = [_equality_info([eq[1] for eq in equalities], [eq[2] for eq in equalities])]
+            if residual:
+                info.append(f"pred: {format_expr(make_and(residual))}")
             lkeys = [eq[1].compile() for eq in equalities]
             rkeys = [_shift(eq[2], -nl).compile() for eq in equalities]
-            return N.HashJoin(left_node, right_node, kind, lkeys, rkeys,
-                              make_and(residual).compile() if residual else None, columns)
+            join: N.Node = N.HashJoin(left_node, right_node, kind, lkeys, rkeys,
+                                      make_and(residual).compile() if residual else None, columns)
+            join.info = info
+            return join
         pred = make_and(both)
-        return N.NestedLoopJoin(left_node, right_node, kind if cond or kind != "inner" else "cross",
+        join = N.NestedLoopJoin(left_node, right_node, kind if cond or kind != "inner" else "cross",
                                 pred.compile() if pred is not None else None, columns)
+        join.info = [f"pred: {format_expr(pred)}"] if pred is not None else []
+        return join
 
     def _lookup_join(self, left_node: N.Node, right: Source, kind: str, equalities: list,
                      cond: list[Expr], pushed: list[Expr], columns: list[ScopeColumn], nl: int) -> N.Node | None:
@@ -865,14 +1090,18 @@ class Planner:
                 key_fns.append(hit[1].compile())
                 used.append(hit[0])
             if key_fns and (best is None or len(key_fns) > len(best[1])):
-                best = (ic, key_fns, used)
+                best = (ic, key_fns, used, [hit_pair for hit_pair in _pairs(used, equalities)])
         if best is None:
             return None
-        ic, key_fns, used = best
+        ic, key_fns, used, pairs = best
         residual = [c for c in cond if all(c is not u for u in used)]
         residual += [_shift(p, nl) for p in pushed]
-        return N.LookupJoin(left_node, right.columns, codec, ic, key_fns, kind,
+        join = N.LookupJoin(left_node, right.columns, codec, ic, key_fns, kind,
                             make_and(residual).compile() if residual else None, columns)
+        join.info = [_equality_info([p[0] for p in pairs], [p[1] for p in pairs])]
+        if residual:
+            join.info.append(f"pred: {format_expr(make_and(residual))}")
+        return join
 
     # ---- subqueries ----------------------------------------------------------------------
 
@@ -893,26 +1122,55 @@ class Planner:
         return run, plan.columns, correlated
 
 
-def _project_set(node: N.Node, srfs: list) -> N.Node:
-    """Set-returning functions of a select list: their values become columns after node's."""
-    columns = list(node.columns)
-    fns = []
-    for overload, args in srfs:
-        columns.append(ScopeColumn(f"?srf{len(fns)}", overload.result_type([a.type for a in args])))
-        fns.append(_srf_values(overload, [a.compile() for a in args]))
-    return N.ProjectSet(node, columns, fns)
+def _order_info(node: N.Node, sort_refs: list) -> str:
+    names = [c.name for c in node.columns]
+    return "order: " + ",".join(("-" if d else "+") + names[p] for p, d, _ in sort_refs)
 
 
-def _srf_values(overload: builtins.Overload, args: list[Callable]) -> Callable:
-    impl, needs_ctx = overload.impl, overload.needs_ctx
+def with_mutations_first(plan: QueryPlan, first: list[N.Node]) -> QueryPlan:
+    if not first:
+        return plan
+    return QueryPlan(N.RunFirst(first, plan.node), plan.columns)
 
-    def values(row: tuple, ctx: ExecCtx) -> Any:
-        vals = [f(row, ctx) for f in args]
-        if None in vals:  # strict: a NULL argument yields no rows
-            return ()
-        rows = impl(ctx, *vals) if needs_ctx else impl(*vals)
-        return (r[0] for r in rows)
-    return values
+
+def _unqualified(c: ScopeColumn) -> bool:
+    """Whether an unqualified name or * can reach the column."""
+    return not c.hidden and not c.qualified_only
+
+
+def _merge_using(node: N.Node, columns: list[ScopeColumn], pairs: list[tuple[int, int]],
+                 kind: str) -> tuple[N.Node, list[ScopeColumn]]:
+    """JOIN ... USING / NATURAL JOIN: each joined column once, first, under its bare name (the
+    left value, the right one for RIGHT JOIN, the non-NULL one for FULL JOIN); the sides'
+    own columns stay reachable by qualified name only."""
+    fns: list[Callable] = []
+    merged = []
+    for li, ri in pairs:
+        lc, rc = columns[li], columns[ri]
+        typ = lc.type if lc.type.family != "unknown" else rc.type
+        merged.append(ScopeColumn(lc.name, typ, ""))
+        if kind == "full":
+            fns.append(lambda row, ctx, li=li, ri=ri: row[li] if row[li] is not None else row[ri])
+        else:
+            fns.append(_pos_fn(ri if kind == "right" else li))
+    joined = {i for pair in pairs for i in pair}
+    rest = []
+    for i, c in enumerate(columns):
+        if i in joined:
+            c = ScopeColumn(c.name, c.type, c.table, c.hidden, c.table_id, c.column_id, qualified_only=True)
+        rest.append(c)
+        fns.append(_pos_fn(i))
+    out_columns = merged + rest
+    return N.Project(node, out_columns, fns), out_columns
+
+
+def _pairs(used: list[Expr], equalities: list) -> list[tuple[Expr, Expr]]:
+    return [(eq[1], eq[2]) for u in used for eq in equalities if eq[0] is u]
+
+
+def _equality_info(left: list[Expr], right: list[Expr]) -> str:
+    return (f"equality: ({', '.join(format_expr(e) for e in left)}) = "
+            f"({', '.join(format_expr(e) for e in right)})")
 
 
 def node_key_expr(e: Expr) -> str:
@@ -933,7 +1191,11 @@ def _sort_direction(sb: dict) -> tuple[bool, bool | None]:
 
 
 def _output_type(t: T.SQLType) -> T.SQLType:
-    return T.STRING if t.family == "unknown" else t
+    return t
+
+
+def _is_null(e: Expr) -> bool:
+    return isinstance(e, Const) and e.value is None
 
 
 def _rename(cols: list[ScopeColumn], alias_node: dict | None, alias: str) -> list[ScopeColumn]:
@@ -952,9 +1214,72 @@ def _shift(e: Expr, delta: int) -> Expr:
     return e
 
 
+def filter_node(node: N.Node, predicates: list[Expr]) -> N.Filter:
+    pred = make_and(predicates)
+    assert pred is not None
+    out = N.Filter(node, pred.compile())
+    out.info = [f"filter: {format_expr(pred)}"]
+    return out
+
+
+def _ordering(node: N.Node) -> list[tuple[int, bool]]:
+    """The (column position, descending) order the node's rows come in, as far as known."""
+    if isinstance(node, (N.Scan, N.PointGet, N.IndexScan)):
+        ic = node.index if isinstance(node, N.IndexScan) else node.codec.primary
+        reverse = getattr(node, "reverse", False)
+        order = [(p, (d == "desc") != reverse) for p, d in zip(ic.positions, ic.index.directions)]
+        if isinstance(node, N.IndexScan):
+            # entries with equal index values follow in primary key order
+            pk = node.codec.primary
+            order += [(p, (d == "desc") != reverse) for p, d in zip(pk.positions, pk.index.directions)
+                      if p not in ic.positions]
+        return order
+    if isinstance(node, (N.Filter, N.Limit, N.Rename, N.LookupJoin)):
+        return _ordering(node.left if isinstance(node, N.LookupJoin) else node.child)
+    if isinstance(node, (N.HashJoin, N.NestedLoopJoin)) and node.kind in ("inner", "left", "cross"):
+        return _ordering(node.left)
+    if isinstance(node, N.Project):
+        sources = node.positions if node.positions is not None else getattr(node, "sources", None)
+        if sources is None:
+            return []
+        out = []
+        for p, desc in _ordering(node.child):
+            if p not in sources:
+                break
+            out.append((sources.index(p), desc))
+        return out
+    return []
+
+
+def _provide_order(node: N.Node, sort_refs: list) -> bool:
+    """Whether the rows already come sorted as sort_refs ask, possibly by reading the index
+    backwards (which this turns on). NULLs sort as the index stores them: first ascending,
+    last descending."""
+    have = _ordering(node)
+    want = [(p, d) for p, d, _ in sort_refs]
+    if any(nl is not None and nl != (not d) for _, d, nl in sort_refs) or len(want) > len(have):
+        return False
+    if have[:len(want)] == want:
+        return True
+    if have[:len(want)] == [(p, not d) for p, d in want]:
+        scan = _reversible_scan(node)
+        if scan is not None:
+            scan.reverse = not scan.reverse
+            return True
+    return False
+
+
+def _reversible_scan(node: N.Node) -> N.Scan | N.IndexScan | None:
+    while isinstance(node, (N.Filter, N.Project, N.Rename)):
+        node = node.child
+    return node if isinstance(node, (N.Scan, N.IndexScan)) else None
+
+
 def _hint_limit(node: N.Limit) -> None:
-    """LIMIT n directly over a scan: read at most offset + n keys."""
+    """LIMIT n over a scan (through renders that keep every row): read at most offset + n keys."""
     child = node.child
+    while isinstance(child, (N.Project, N.Rename)):
+        child = child.child
     if isinstance(child, (N.Scan, N.IndexScan)) and child.limit_hint is None:
         limit, offset = node.limit, node.offset
 

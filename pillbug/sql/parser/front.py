@@ -10,9 +10,15 @@ finds it in pglast's token stream (never with regular expressions over raw SQL) 
      CREATE TABLE (..., INDEX i (a), UNIQUE INDEX (b), FAMILY f (a))
                                  -> removed                   (Statement.inline_indexes)
      CREATE INDEX ... STORING (c)-> INCLUDE (c)
+     PRIMARY KEY (a DESC, b)     -> PRIMARY KEY (a     , b)  (Statement.key_directions)
+     ... RETURNING NOTHING       -> removed
+     UPDATE/DELETE ... ORDER BY ... LIMIT n
+                                 -> removed, the clauses added to the statement's node
      CREATE USER IF NOT EXISTS u -> CREATE USER u             (Statement.if_not_exists)
      ALTER USER IF EXISTS u ...  -> ALTER USER u ...          (Statement.if_exists)
      BEGIN PRIORITY HIGH         -> BEGIN
+     FROM [SHOW TABLES] AS s     -> FROM _ AS s, the RangeVar replaced by a StatementSource
+                                    node holding the inner statement (kind, node, text, ...)
  - or parses a CockroachDB-only statement itself (SHOW TABLES/COLUMNS/INDEXES/CREATE/GRANTS/
    USERS/ROLES/DATABASES/CLUSTER SETTING, SET/RESET CLUSTER SETTING, USE, DROP DATABASE ...
    CASCADE), producing a node shaped like pglast's (a dict of fields) under its own kind name.
@@ -47,6 +53,11 @@ class Statement:
     if_exists: bool = False  # ALTER USER|ROLE IF EXISTS (CockroachDB's; PostgreSQL has no such clause)
     num_params: int = 0  # the highest $n the statement uses
     parse_text: str = ""  # the text pglast parsed (after the rewrites above)
+    sources: dict[int, Statement] = field(default_factory=dict)  # [ ... ] sources by location
+    # PRIMARY KEY / UNIQUE (a DESC, ...): directions by the location of the constraint (its
+    # CONSTRAINT or PRIMARY/UNIQUE keyword), as pglast reports it
+    key_directions: dict[int, list[str]] = field(default_factory=dict)
+    mutation_clauses: dict[str, Any] = field(default_factory=dict)  # UPDATE/DELETE ORDER BY, LIMIT
 
     @property
     def is_query(self) -> bool:
@@ -123,6 +134,8 @@ def split_statements(sql: str) -> list[str]:
 
 
 def _shift(tokens: list, offset: int) -> list:
+    if not offset:
+        return tokens
     return [t._replace(start=t.start - offset, end=t.end - offset) for t in tokens]
 
 
@@ -153,6 +166,10 @@ def _parse_one(text: str, offset: int, full: str, tokens: list) -> Statement:
     if not raw:
         return Statement("EmptyStmt", {}, text)
     node = raw[0]["stmt"]
+    if stmt.sources:
+        _place_sources(node, stmt.sources)
+    if stmt.mutation_clauses:
+        _place_mutation_clauses(node, stmt.mutation_clauses)
     (kind, fields), = node.items()
     stmt.kind = kind
     stmt.node = fields
@@ -171,9 +188,12 @@ def _find_additions(toks: _Tokens, stmt: Statement, edits: list) -> None:
     text = toks.text
     n = len(t)
     first = toks.word(0)
-    if first == "UPSERT":
+    # UPSERT, also under EXPLAIN [ANALYZE] [(options)]
+    upsert_at = 0 if first == "UPSERT" else next(
+        (k for k in range(min(n, 16)) if toks.word(k) == "UPSERT" and first == "EXPLAIN"), None)
+    if upsert_at is not None:
         stmt.upsert = True
-        edits.append((t[0].start, t[0].end + 1, "INSERT"))
+        edits.append((t[upsert_at].start, t[upsert_at].end + 1, "INSERT"))
     if first == "BEGIN" or (first == "START" and toks.word(1) == "TRANSACTION") or \
             (first == "SET" and toks.word(1) == "TRANSACTION"):
         for k in range(n):
@@ -192,25 +212,44 @@ def _find_additions(toks: _Tokens, stmt: Statement, edits: list) -> None:
         edits.append(_blank(text, t[2].start, t[3].end + 1))
     if first == "CREATE" and (toks.word(1) == "TABLE" or toks.word(2) == "TABLE"):
         _inline_indexes(toks, stmt, edits)
+    if first in ("CREATE", "ALTER") and toks.word(1) == "TABLE":
+        _key_directions(toks, stmt, edits)
+    if first in ("INSERT", "UPSERT", "UPDATE", "DELETE", "EXPLAIN") and n >= 2 and \
+            toks.word(n - 2) == "RETURNING" and toks.word(n - 1) == "NOTHING":
+        edits.append(_blank(text, t[n - 2].start, t[n - 1].end + 1))
+        n -= 2
+    if first in ("UPDATE", "DELETE", "EXPLAIN"):
+        _mutation_order_limit(toks, stmt, edits, n)
+    storing_allowed = first == "CREATE" and "INDEX" in (toks.word(1), toks.word(2))
     k = 0
+    # Only a few token kinds start an addition; the test on the name keeps this loop cheap, as
+    # every statement (point reads included) passes through it.
     while k < n:
         tok = t[k]
-        if tok.name == "Op" and toks.raw(k) == "@" and k > 0 and k + 1 < n and \
+        name = tok.name
+        if name not in _ADDITION_TOKENS:
+            k += 1
+            continue
+        if name == "ASCII_91" and k > 0 and toks.word(k + 1) in _SOURCE_STATEMENTS and \
+                (toks.word(k - 1) in ("FROM", "JOIN") or t[k - 1].name == "ASCII_44"):
+            k = _statement_source(toks, k, stmt, edits)
+            continue
+        if name == "Op" and toks.raw(k) == "@" and k > 0 and k + 1 < n and \
                 t[k - 1].name not in ("Op",) and _is_name(t[k + 1]):
             # table@index: remember the hint by the table name's location
             name_tok = k - 1
             while name_tok >= 2 and t[name_tok - 1].name == "ASCII_46":
                 name_tok -= 2
             stmt.index_hints[t[name_tok].start] = _ident(toks.raw(k + 1))
-            if first == "DROP" and toks.word(1) == "INDEX":
-                # DROP INDEX t@i: keep the index name, remember the table
+            if first in ("DROP", "ALTER") and toks.word(1) == "INDEX":
+                # DROP INDEX t@i, ALTER INDEX t@i: keep the index name, remember the table
                 stmt.index_hints[-1] = text[t[name_tok].start:t[k - 1].end + 1]
                 edits.append(_blank(text, t[name_tok].start, tok.end + 1))
             else:
                 edits.append(_blank(text, tok.start, t[k + 1].end + 1))
             k += 2
             continue
-        if toks.word(k) == "AS" and toks.word(k + 1) == "OF" and toks.word(k + 2) == "SYSTEM" and \
+        if name == "AS" and toks.word(k + 1) == "OF" and toks.word(k + 2) == "SYSTEM" and \
                 toks.word(k + 3) == "TIME":
             end_k = k + 4
             depth = 0
@@ -232,9 +271,58 @@ def _find_additions(toks: _Tokens, stmt: Statement, edits: list) -> None:
             edits.append(_blank(text, tok.start, t[end_k - 1].end + 1))
             k = end_k
             continue
-        if toks.word(k) == "STORING" and first == "CREATE" and "INDEX" in (toks.word(1), toks.word(2)):
+        if storing_allowed and name == "IDENT" and toks.word(k) == "STORING":
             edits.append((tok.start, tok.end + 1, "INCLUDE"))
         k += 1
+
+
+_ADDITION_TOKENS = frozenset({"ASCII_91", "Op", "AS", "IDENT"})
+
+
+_SOURCE_STATEMENTS = frozenset({"SHOW", "EXPLAIN", "SELECT", "VALUES", "WITH", "TABLE", "INSERT",
+                                "UPSERT", "UPDATE", "DELETE"})
+
+
+def _statement_source(toks: _Tokens, k: int, stmt: Statement, edits: list) -> int:
+    """[<statement>] used as a table: blank it to `_` and remember the inner statement by the
+    position of `[`, which is where pglast's RangeVar will point. Returns the token after `]`."""
+    t = toks.toks
+    depth = 0
+    close = k
+    while close < len(t):
+        if t[close].name == "ASCII_91":
+            depth += 1
+        elif t[close].name == "ASCII_93":
+            depth -= 1
+            if depth == 0:
+                break
+        close += 1
+    if close >= len(t):
+        raise errors.syntax_error('at or near "EOF": syntax error: unterminated [')
+    start, end = t[k].start, t[close].end + 1
+    inner = parse(toks.text[t[k].end + 1:t[close].start])
+    if len(inner) != 1:
+        raise errors.syntax_error("a [ ... ] data source must hold exactly one statement", start + 1)
+    stmt.sources[start] = inner[0]
+    edits.append((start, end, "_" + " " * (end - start - 1)))
+    return close + 1
+
+
+def _place_sources(node: Any, sources: dict[int, Statement]) -> None:
+    """Swap the RangeVars that stand for [ ... ] sources for StatementSource nodes."""
+    if isinstance(node, dict):
+        rv = node.get("RangeVar")
+        if rv is not None and rv.get("location") in sources and rv.get("relname") == "_":
+            inner = sources[rv["location"]]
+            node.clear()
+            node["StatementSource"] = {"statement": inner, "alias": rv.get("alias"),
+                                       "location": rv["location"]}
+            return
+        for v in node.values():
+            _place_sources(v, sources)
+    elif isinstance(node, list):
+        for v in node:
+            _place_sources(v, sources)
 
 
 _CLAUSE_WORDS = frozenset({"WHERE", "GROUP", "ORDER", "LIMIT", "OFFSET", "HAVING", "WINDOW", "FOR",
@@ -251,6 +339,86 @@ def _ident(raw: str) -> str:
     if raw.startswith('"'):
         return raw[1:-1].replace('""', '"')
     return raw.lower()
+
+
+def _mutation_order_limit(toks: _Tokens, stmt: Statement, edits: list, n: int) -> None:
+    """UPDATE/DELETE ... [ORDER BY ...] [LIMIT n]: CockroachDB's extension, cut out and parsed alone."""
+    t = toks.toks
+    k = next((i for i in range(n) if toks.word(i) in ("UPDATE", "DELETE")), None)
+    if k is None:
+        return
+    depth = 0
+    start = end = None
+    for j in range(k + 1, n):
+        name = t[j].name
+        if name in ("ASCII_40", "ASCII_91"):
+            depth += 1
+        elif name in ("ASCII_41", "ASCII_93"):
+            depth -= 1
+        elif depth == 0:
+            w = toks.word(j)
+            if start is None and ((w == "ORDER" and toks.word(j + 1) == "BY") or w == "LIMIT"):
+                start = j
+            elif start is not None and w == "RETURNING":
+                end = j
+                break
+    if start is None:
+        return
+    end = n if end is None else end
+    clause = toks.text[t[start].start:t[end - 1].end + 1]
+    try:
+        tree = json.loads(pg.parse_sql_json(f"SELECT 1 {clause}"))
+    except pg.ParseError as exc:
+        raise errors.syntax_error(f'at or near "{clause.split()[0].lower()}": syntax error: {exc.args[0]}',
+                                  t[start].start + 1) from None
+    select = tree["stmts"][0]["stmt"]["SelectStmt"]
+    stmt.mutation_clauses = {k: select[k] for k in ("sortClause", "limitCount", "limitOffset") if k in select}
+    edits.append(_blank(toks.text, t[start].start, t[end - 1].end + 1))
+
+
+def _place_mutation_clauses(node: Any, clauses: dict) -> bool:
+    if isinstance(node, dict):
+        for kind in ("UpdateStmt", "DeleteStmt"):
+            if kind in node:
+                node[kind].update(clauses)
+                return True
+        return any(_place_mutation_clauses(v, clauses) for v in node.values())
+    if isinstance(node, list):
+        return any(_place_mutation_clauses(v, clauses) for v in node)
+    return False
+
+
+def _key_directions(toks: _Tokens, stmt: Statement, edits: list) -> None:
+    """PRIMARY KEY (a DESC) and UNIQUE (a DESC): PostgreSQL takes no directions there."""
+    t = toks.toks
+    n = len(t)
+    for k in range(n - 2):
+        w = toks.word(k)
+        if not ((w == "PRIMARY" and toks.word(k + 1) == "KEY" and t[k + 2].name == "ASCII_40") or
+                (w == "UNIQUE" and t[k + 1].name == "ASCII_40")):
+            continue
+        j = k + 2 if w == "PRIMARY" else k + 1
+        dirs = ["asc"]
+        depth = 0
+        while j < n:
+            name = t[j].name
+            if name == "ASCII_40":
+                depth += 1
+            elif name == "ASCII_41":
+                depth -= 1
+                if depth == 0:
+                    break
+            elif name == "ASCII_44" and depth == 1:
+                dirs.append("asc")
+            elif depth == 1 and toks.word(j) in ("ASC", "DESC"):
+                dirs[-1] = toks.word(j).lower()
+                edits.append(_blank(toks.text, t[j].start, t[j].end + 1))
+            j += 1
+        if "desc" not in dirs:
+            continue
+        stmt.key_directions[t[k].start] = dirs
+        if k >= 2 and toks.word(k - 2) == "CONSTRAINT":
+            stmt.key_directions[t[k - 2].start] = dirs
 
 
 def _inline_indexes(toks: _Tokens, stmt: Statement, edits: list) -> None:
@@ -317,7 +485,9 @@ def _maybe_lift(toks: _Tokens, stmt: Statement, edits: list, start: int | None, 
             tree = json.loads(pg.parse_sql_json(sql))
         except pg.ParseError as exc:
             raise errors.syntax_error(f"at or near \"{elem_text}\": syntax error: {exc.args[0]}") from None
-        stmt.inline_indexes.append(tree["stmts"][0]["stmt"]["IndexStmt"])
+        index_node = tree["stmts"][0]["stmt"]["IndexStmt"]
+        index_node["location"] = t[start].start  # where it stood, to keep the table's index order
+        stmt.inline_indexes.append(index_node)
     # Blank the element together with the comma that separates it from the one before
     # (or after, when it is the first element).
     begin = t[sep].start if sep is not None and t[sep].name == "ASCII_44" else t[start].start
@@ -513,7 +683,7 @@ class _OwnParser:
             return self.done(self.mk("ShowClusterSettings"))
         if self.accept("CLUSTER", "SETTINGS"):
             return self.done(self.mk("ShowClusterSettings"))
-        if self.accept("SESSION", "USER") or self.accept("CURRENT_USER"):
+        if self.accept("SESSION", "USER") or self.accept("CURRENT_USER") or self.accept("SESSION_USER"):
             return self.done(self.mk("ShowSessionUser"))
         if self.accept("SEQUENCES"):
             return self.done(self.mk("ShowSequences"))

@@ -22,16 +22,16 @@ import re
 
 LIFTABLE_STATEMENTS = frozenset({"select", "insert", "update", "delete", "upsert", "with", "values", "table"})
 
-_TOKEN = re.compile(r"""
-    (?P<space>\s+)
-  | (?P<string>'(?:[^']|'')*')
+# One token, with the whitespace before it.
+_TOKEN = re.compile(r"""\s*(?:
+    (?P<string>'(?:[^']|'')*')
   | (?P<ident>[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*)
   | (?P<qident>"(?:[^"]|"")*")
   | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
   | (?P<param>\$\d+)
   | (?P<bail>--|/\*|\$|'|")
   | (?P<other>::|[<>!=]=|<>|\|\||[^\s'"A-Za-z0-9_$])
-""", re.VERBOSE)
+)""", re.VERBOSE)
 
 # Words after which a string literal is a value (a parameter may stand in its place).
 _VALUE_CONTEXT = frozenset({
@@ -40,6 +40,13 @@ _VALUE_CONTEXT = frozenset({
     "distinct", "from", "any", "all", "some", "similar", "to", "escape", "by", "as", "if",
 })
 _INT64_MAX = (1 << 63) - 1
+# Type names whose modifiers the grammar wants as literal integers (VARCHAR(3), DECIMAL(10, 2)).
+_TYPES_WITH_MODIFIERS = frozenset({"char", "character", "varchar", "varying", "nchar", "bpchar", "decimal",
+                                   "numeric", "dec", "float", "time", "timetz", "timestamp", "timestamptz",
+                                   "interval", "bit", "varbit", "string"})
+_INT64_MIN_DIGITS = str(1 << 63)
+_STATEMENT_SOURCE = re.compile(r"\[\s*(show|explain|select|insert|upsert|update|delete|values|with|table)\b",
+                               re.IGNORECASE)
 
 Literal = tuple[str, str]  # (kind, text): kind 'i' integer, 'n' numeric, 's' string
 
@@ -53,57 +60,65 @@ def lift_literals(sql: str) -> tuple[str, list[Literal], int] | None:
     word = head.split(None, 1)[0] if head else ""
     if word.rstrip("(") not in LIFTABLE_STATEMENTS:
         return None
-    pieces: list[str] = []
+    if "[" in sql and _STATEMENT_SOURCE.search(sql):
+        return None  # [EXPLAIN ...] shows its literals; [SHOW ...] has none worth sharing
     literals: list[Literal] = []
+    spans: list[tuple[int, int]] = []  # where the lifted literals stand in sql
     explicit = 0
     prev_kind = ""
-    prev_text = ""
+    prev_word = ""  # the previous token, lower case, when it was an identifier
+    in_typmod = False  # inside VARCHAR( ... ): numbers there are part of the type
     pos = 0
+    # Every statement sent as text passes here (point reads included): per token, one regex
+    # match and a few comparisons; the output is built from slices of the input at the end.
     for m in _TOKEN.finditer(sql):
         if m.start() != pos:
             return None
         pos = m.end()
         kind = m.lastgroup
-        text = m.group()
-        if kind == "space":
-            pieces.append(text)
+        if kind == "ident":
+            prev_kind = kind
+            prev_word = m.group(kind).lower()
             continue
-        if kind == "bail":
-            return None
         if kind == "string":
-            if prev_kind == "ident" and prev_text.lower() not in _VALUE_CONTEXT:
-                pieces.append(text)  # a typed literal (DATE '...'): keep it in the key
-            elif m.start() > 0 and (sql[m.start() - 1].isalnum() or sql[m.start() - 1] == "&"):
+            start = m.start(kind)
+            if prev_kind == "ident" and prev_word not in _VALUE_CONTEXT:
+                pass  # a typed literal (DATE '...'): keep it in the key
+            elif start > 0 and (sql[start - 1].isalnum() or sql[start - 1] == "&"):
                 return None  # E'...', B'...', X'...', U&'...'
             else:
-                literals.append(("s", text[1:-1].replace("''", "'")))
-                pieces.append("\x00")
+                literals.append(("s", sql[start + 1:pos - 1].replace("''", "'")))
+                spans.append((start, pos))
         elif kind == "number":
-            if prev_kind == "ident" and prev_text.lower() not in _VALUE_CONTEXT:
-                pieces.append(text)
-            else:
+            text = m.group(kind)
+            if not (prev_kind == "ident" and prev_word not in _VALUE_CONTEXT or text == _INT64_MIN_DIGITS
+                    or in_typmod):
+                # (-9223372036854775808 is an INT only while its digits stay next to the minus)
                 is_int = text.isdigit() and int(text) <= _INT64_MAX
                 literals.append(("i" if is_int else "n", text))
-                pieces.append("\x00")
+                spans.append((m.start(kind), pos))
         elif kind == "param":
-            explicit = max(explicit, int(text[1:]))
-            pieces.append(text)
-        else:
-            pieces.append(text)
+            explicit = max(explicit, int(m.group(kind)[1:]))
+        elif kind == "bail":
+            return None
+        elif kind == "other":
+            text = m.group(kind)
+            if text == "(":
+                in_typmod = prev_kind == "ident" and prev_word in _TYPES_WITH_MODIFIERS
+            elif text == ")":
+                in_typmod = False
         prev_kind = kind
-        prev_text = text
-    if pos != len(sql):
+    if pos != len(sql) and not sql[pos:].isspace():
         return None
     if not literals:
         return sql, literals, explicit
-    n = explicit
     out = []
-    for piece in pieces:
-        if piece == "\x00":
-            n += 1
-            out.append(f"${n}")
-        else:
-            out.append(piece)
+    last = 0
+    for n, (start, end) in enumerate(spans, explicit + 1):
+        out.append(sql[last:start])
+        out.append(f"${n}")
+        last = end
+    out.append(sql[last:])
     return "".join(out), literals, explicit
 
 

@@ -9,7 +9,9 @@ that this module does not depend on the planner.
 """
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -54,6 +56,7 @@ class ScopeColumn:
     hidden: bool = False
     table_id: int = 0  # for RowDescription: the source table's OID and column number
     column_id: int = 0
+    qualified_only: bool = False  # a JOIN ... USING column of one side: only t.col reaches it
 
 
 class Scope:
@@ -70,7 +73,7 @@ class Scope:
         while scope is not None:
             found = -1
             for i, c in enumerate(scope.columns):
-                if c.name == col_name and (table is None or c.table == table):
+                if c.name == col_name and (c.table == table if table is not None else not c.qualified_only):
                     if found >= 0:
                         if table is None and scope.columns[found].table != c.table:
                             raise errors.PgError(errors.AMBIGUOUS_COLUMN,
@@ -92,7 +95,7 @@ class Scope:
 
     def star(self, table: str | None) -> list[tuple[int, ScopeColumn]]:
         out = [(i, c) for i, c in enumerate(self.columns)
-               if not c.hidden and (table is None or c.table == table)]
+               if not c.hidden and (c.table == table if table is not None else not c.qualified_only)]
         if table is not None and not any(c.table == table for c in self.columns):
             raise errors.PgError(errors.UNDEFINED_TABLE, f'no data source matches pattern: {table}.*')
         return out
@@ -144,7 +147,7 @@ def strip_locations(node: Any) -> Any:
 
 
 def node_key(node: Any) -> str:
-    return json.dumps(strip_locations(node), sort_keys=True)
+    return json.dumps(strip_locations(node), sort_keys=True, default=lambda o: f"<{id(o)}>")
 
 
 SubqueryPlanner = Callable[[dict, Scope, "BuildContext"], tuple[Callable[[Any], list[tuple]], list[ScopeColumn], bool]]
@@ -199,7 +202,6 @@ class ExprBuilder:
         self.clause = clause
         # Set-returning functions met in a select list (planner-provided list, else refused): each
         # becomes a column after the scope's, filled by the planner's ProjectSet node.
-        self.srfs: list[tuple[builtins.Overload, list[Expr]]] | None = None
 
     # ---- entry points --------------------------------------------------------------------
 
@@ -223,7 +225,7 @@ class ExprBuilder:
             e = coerce(e, T.BOOL, self.ctx.params)
         if e.type.family != "bool":
             where = self.clause or "WHERE"
-            raise errors.datatype_mismatch(f"argument of {where} must be type bool, not type {e.type.crdb_name.lower()}")
+            raise errors.datatype_mismatch(f"argument of {where} must be type bool, not type {e.type.display}")
         return e
 
     # ---- leaves --------------------------------------------------------------------------
@@ -250,6 +252,8 @@ class ExprBuilder:
             raw = body["bsval"]["bsval"]
             if raw[:1] in ("x", "X"):
                 return Const(bytes.fromhex(raw[1:]), T.BYTES)
+            if raw[:1] == "b":  # CockroachDB's b'...' bytes literal (PostgreSQL's B'0101' is upper case)
+                return Const(_unescape_bytes(raw[1:]), T.BYTES)
             raise errors.feature_not_supported("bit string literals are not supported")
         raise errors.internal_error(f"unknown constant {body}")
 
@@ -297,8 +301,17 @@ class ExprBuilder:
         if kind == "AEXPR_OP":
             if lexpr is None:
                 return self.unary(name, self.build(rexpr))
+            if "RowExpr" in lexpr and "RowExpr" in rexpr:
+                return self._row_compare(name, lexpr["RowExpr"]["args"], rexpr["RowExpr"]["args"])
             return self.binary(name, self.build(lexpr), self.build(rexpr))
         if kind == "AEXPR_IN":
+            if "RowExpr" in lexpr:
+                items = rexpr["List"]["items"]
+                if not all("RowExpr" in x for x in items):
+                    raise errors.datatype_mismatch("IN: a row can only be compared with rows")
+                any_equal = Or([self._row_compare("=", lexpr["RowExpr"]["args"], x["RowExpr"]["args"])
+                                for x in items])
+                return Not(any_equal) if name == "<>" else any_equal
             arg = self.build(lexpr)
             items = [self.build(x) for x in rexpr["List"]["items"]]
             return self.in_list(arg, items, negate=(name == "<>"))
@@ -306,7 +319,7 @@ class ExprBuilder:
             op = name
             return self.binary(op, self.build(lexpr), self._like_pattern(rexpr))
         if kind == "AEXPR_SIMILAR":
-            raise errors.feature_not_supported("SIMILAR TO is not supported")
+            return self._similar(name, lexpr, rexpr)
         if kind in ("AEXPR_BETWEEN", "AEXPR_NOT_BETWEEN", "AEXPR_BETWEEN_SYM", "AEXPR_NOT_BETWEEN_SYM"):
             arg = self.build(lexpr)
             lo_node, hi_node = rexpr["List"]["items"]
@@ -357,6 +370,44 @@ class ExprBuilder:
             return Call("any" if not want_all else "all", [arg, arr], T.BOOL, any_all, strict=False)
         raise errors.feature_not_supported(f"operator kind {kind} is not supported")
 
+    def _row_compare(self, op: str, left: list, right: list) -> Expr:
+        """(a, b) op (c, d): element by element, with SQL's NULL rules for each comparison."""
+        if len(left) != len(right):
+            raise errors.syntax_error(f"unequal number of entries in row expressions: {len(left)} vs {len(right)}")
+        pairs = [(self.build(a), self.build(b)) for a, b in zip(left, right)]
+        if op in ("=", "<>", "!="):
+            eqs: list[Expr] = [self.compare("=", a, b) for a, b in pairs]
+            return And(eqs) if op == "=" else Not(And(eqs))
+        if op not in ("<", "<=", ">", ">="):
+            raise errors.undefined_function(f"unsupported comparison operator: <tuple> {op} <tuple>")
+        # (a, b) < (c, d)  is  a < c OR (a = c AND b < d), the last pair taking the operator as given
+        strict = op[0]
+        out: Expr | None = None
+        for i in range(len(pairs) - 1, -1, -1):
+            a, b = pairs[i]
+            if out is None:
+                out = self.compare(op, a, b)
+            else:
+                out = Or([self.compare(strict, a, b), And([self.compare("=", *self.unify(a, b)), out])])
+        assert out is not None
+        return out
+
+    def _similar(self, name: str, lexpr: dict, rexpr: dict) -> Expr:
+        """x SIMILAR TO pattern: the SQL regular expression translated to Python's, anchored."""
+        arg = coerce(self.build(lexpr), T.STRING, self.ctx.params)
+        fc = rexpr.get("FuncCall", {})
+        pattern_args = [coerce(self.build(a), T.STRING, self.ctx.params) for a in fc.get("args", [])]
+        if not pattern_args:
+            pattern_args = [coerce(self.build(rexpr), T.STRING, self.ctx.params)]
+        negate = name == "!~"
+
+        def similar(ctx: Any, value: Any, pattern: Any, escape: Any = "\\") -> Any:
+            if value is None or pattern is None:
+                return None
+            hit = _similar_regex(pattern, escape).fullmatch(value) is not None
+            return hit != negate
+        return Call("similar_to", [arg, *pattern_args], T.BOOL, similar, strict=False)
+
     def _like_pattern(self, node: dict) -> Expr:
         # LIKE ... ESCAPE arrives as like_escape(pattern, escape)
         if "FuncCall" in node:
@@ -375,7 +426,10 @@ class ExprBuilder:
         if arg.type.family == "unknown":
             arg = coerce(arg, T.DECIMAL if op == "-" else T.INT8, self.ctx.params)
         if op == "-" and isinstance(arg, Const) and arg.value is not None and arg.type.is_numeric:
-            return Const(-arg.value, arg.type, arg.untyped)
+            value = -arg.value
+            if arg.untyped and isinstance(value, Decimal) and value == -(1 << 63) and value == value.to_integral():
+                return Const(int(value), T.INT8, untyped=True)  # -9223372036854775808 is an INT
+            return Const(value, arg.type, arg.untyped)
         typ, impl = ops.resolve_unary(op, arg.type)
         return Call(op, [arg], typ, impl)
 
@@ -442,8 +496,8 @@ class ExprBuilder:
         left, right = self.unify(left, right)
         if not ops.comparable(left.type, right.type):
             raise errors.undefined_function(
-                f"unsupported comparison operator: <{left.type.crdb_name.lower()}> {op} "
-                f"<{right.type.crdb_name.lower()}>")
+                f"unsupported comparison operator: <{left.type.display}> {op} "
+                f"<{right.type.display}>")
         la, ra = ops.comparison_adapter(left.type, right.type)
         if la is not None:
             left = Call("adapt", [left], right.type, la)
@@ -476,8 +530,8 @@ class ExprBuilder:
                 item = coerce(item, arg.type, params)
             elif not ops.comparable(arg.type, item.type):
                 raise errors.undefined_function(
-                    f"unsupported comparison operator: <{arg.type.crdb_name.lower()}> IN "
-                    f"<tuple{{{item.type.crdb_name.lower()}}}>")
+                    f"unsupported comparison operator: <{arg.type.display}> IN "
+                    f"<tuple{{{item.type.display}}}>")
             else:
                 _, item = _adapt_untyped_numeric(arg, item, params)
             out.append(item)
@@ -536,7 +590,7 @@ class ExprBuilder:
         if len(names) > 1 and names[0] == "crdb_internal":
             name = "crdb_internal." + name
         if body.get("over"):
-            raise errors.feature_not_supported("window functions are not supported yet")
+            raise errors.PgError(errors.WINDOWING_ERROR, f"window functions are not allowed in {self.clause or 'this context'}")
         if name in builtins.AGGREGATES or body.get("agg_star"):
             raise errors.PgError(errors.GROUPING_ERROR,
                                  f"aggregate functions are not allowed in {self.clause or 'this context'}")
@@ -566,16 +620,12 @@ class ExprBuilder:
         fdef = builtins.FUNCTIONS.get(name)
         if fdef is None:
             raise errors.undefined_function(f"unknown function: {name}()")
-        if fdef.is_srf and self.srfs is None:
+        if fdef.is_srf:
             raise errors.feature_not_supported(
-                f"set-returning function {name}() is only supported in the FROM clause and the select list")
+                f"set-returning function {name}() is only supported in the FROM clause and at the top of "
+                f"the select list")
         overload, coerced = resolve_overload(fdef, args, self.ctx.params)
         typ = overload.result_type([a.type for a in coerced])
-        if fdef.is_srf:
-            if len(fdef.srf_columns or [name]) != 1:
-                raise errors.feature_not_supported(f"{name}() returns records; use it in the FROM clause")
-            self.srfs.append((overload, coerced))
-            return ColRef(len(self.scope.columns) + len(self.srfs) - 1, typ, name)
         impl = overload.impl
         if overload.needs_ctx:
             if overload.strict:
@@ -666,7 +716,7 @@ class ExprBuilder:
                     arg = Call("->", [arg, sub], T.JSONB, ops.json_fetch)
                     continue
                 if arg.type.family != "array":
-                    raise errors.datatype_mismatch(f"cannot subscript type {arg.type.crdb_name.lower()}")
+                    raise errors.datatype_mismatch(f"cannot subscript type {arg.type.display}")
                 elem = arg.type.elem or T.STRING
                 arg = Call("subscript", [arg, sub], elem,
                            lambda a, i: a[i - 1] if 1 <= i <= len(a) else None)
@@ -695,8 +745,8 @@ class ExprBuilder:
                 arg = coerce(arg, columns[0].type, self.ctx.params)
             elif not ops.comparable(arg.type, columns[0].type):
                 raise errors.undefined_function(
-                    f"unsupported comparison operator: <{arg.type.crdb_name.lower()}> IN "
-                    f"<{columns[0].type.crdb_name.lower()}>")
+                    f"unsupported comparison operator: <{arg.type.display}> IN "
+                    f"<{columns[0].type.display}>")
             op = body["operName"][-1]["String"]["sval"] if body.get("operName") else "="
             return Subquery("any" if kind == "ANY_SUBLINK" else "all", run, T.BOOL, correlated,
                             arg=arg, op=op)
@@ -734,6 +784,60 @@ def _reescape(pattern: str, escape: str) -> str:
     return "".join(out)
 
 
+_BYTE_ESCAPES = {"n": 10, "t": 9, "r": 13, "b": 8, "f": 12, "a": 7, "v": 11, "\\": 92, "'": 39, '"': 34}
+
+
+def _unescape_bytes(text: str) -> bytes:
+    """The contents of b'...': characters as UTF-8, with \\xHH, \\ooo and C escapes."""
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c != "\\" or i + 1 >= len(text):
+            out += c.encode()
+            i += 1
+            continue
+        nxt = text[i + 1]
+        if nxt in "xX" and i + 3 < len(text) + 1 and all(ch in "0123456789abcdefABCDEF" for ch in text[i + 2:i + 4]) \
+                and len(text[i + 2:i + 4]) == 2:
+            out.append(int(text[i + 2:i + 4], 16))
+            i += 4
+        elif nxt in "01234567" and len(text[i + 1:i + 4]) == 3 and all(ch in "01234567" for ch in text[i + 1:i + 4]):
+            out.append(int(text[i + 1:i + 4], 8) & 0xFF)
+            i += 4
+        elif nxt in _BYTE_ESCAPES:
+            out.append(_BYTE_ESCAPES[nxt])
+            i += 2
+        else:
+            raise errors.syntax_error(f"invalid escape sequence in bytes literal: \\{nxt}")
+    return bytes(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _similar_regex(pattern: str, escape: str | None) -> re.Pattern:
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if escape and c == escape and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        if c == "%":
+            out.append(".*")
+        elif c == "_":
+            out.append(".")
+        elif c in "|*+?{}()[]":
+            out.append(c)
+        else:
+            out.append(re.escape(c))
+        i += 1
+    try:
+        return re.compile("".join(out), re.DOTALL)
+    except re.error as exc:
+        raise errors.PgError(errors.INVALID_REGULAR_EXPRESSION, f"invalid regular expression: {exc}") from None
+
+
 def _texter(typ: SQLType) -> Callable[[Any], str]:
     if typ.family == "string":
         return lambda v: v
@@ -758,7 +862,7 @@ def _common_type(exprs: list[Expr]) -> SQLType:
             typ = T.TIMESTAMPTZ if "timestamptz" in (t.family, typ.family) else T.TIMESTAMP
         else:
             raise errors.datatype_mismatch(
-                f"incompatible value type: expected {typ.crdb_name.lower()}, found type: {t.crdb_name.lower()}")
+                f"incompatible value type: expected {typ.display}, found type: {t.display}")
     return typ
 
 
@@ -778,13 +882,17 @@ def _adapt_untyped_numeric(left: Expr, right: Expr, params: ParamTypes) -> tuple
         if lit.type.family == other.type.family:
             return lit
         if lit.type.family == "int" or other.type.family == "float":
-            return coerce(lit, other.type if other.type.family != "int" else T.INT8, params)
+            # the family's unconstrained type: 2 next to a DECIMAL(10,2) stays 2, not 2.00
+            return coerce(lit, _BARE_NUMERIC[other.type.family], params)
         return lit
     if _is_untyped(left) and not _is_untyped(right):
         return adapt(left, right), right
     if _is_untyped(right) and not _is_untyped(left):
         return left, adapt(right, left)
     return left, right
+
+
+_BARE_NUMERIC = {"int": T.INT8, "decimal": T.DECIMAL, "float": T.FLOAT8}
 
 
 def _is_untyped(e: Expr) -> bool:
@@ -827,21 +935,23 @@ def coerce(e: Expr, typ: SQLType, params: ParamTypes) -> Expr:
     if fam in ("int", "oid") and tfam in ("int", "oid"):
         return e
     raise errors.datatype_mismatch(
-        f"expected {typ.crdb_name.lower()} but found {e.type.crdb_name.lower()}")
+        f"expected {typ.display} but found {e.type.display}")
 
 
 def cast_expr(arg: Expr, typ: SQLType, params: ParamTypes) -> Expr:
     """An explicit CAST / ::."""
+    if isinstance(arg, Param) and typ.family == "oid" and (arg.type.family == "unknown" or arg.lifted_kind == "s"):
+        params.set(arg.index, T.STRING)  # a name ('t'::REGCLASS), resolved against the catalog when run
+        return Cast(Param(arg.index, T.STRING), typ, casts.cast_fn(T.STRING, typ))
     if isinstance(arg, Param) and (arg.type.family == "unknown" or arg.lifted_kind == "s"):
-        if typ.family == "oid" and typ.oid != T.OID.oid:
-            # 'accounts'::regclass: the text is a name to resolve against the catalog at run time.
-            params.set(arg.index, T.STRING)
-            return Cast(Param(arg.index, T.STRING, arg.lifted_kind), typ, casts.cast_fn(T.STRING, typ))
-        params.set(arg.index, typ)
-        p = Param(arg.index, typ, arg.lifted_kind)
         if typ.width or typ.precision:
-            return Cast(p, typ, casts.cast_fn(typ, typ))
-        return p
+            # the value arrives as the unconstrained type; the cast then truncates or rounds it
+            # ('abc'::CHAR(2) is 'ab'), where storing it would have been an error
+            base = T.STRING if typ.family == "string" else T.DECIMAL if typ.family == "decimal" else typ
+            params.set(arg.index, base)
+            return Cast(Param(arg.index, base), typ, casts.cast_fn(base, typ))
+        params.set(arg.index, typ)
+        return Param(arg.index, typ)  # typed now: no longer adapts to its context
     impl = casts.cast_fn(arg.type, typ)
     if isinstance(arg, Const) and typ.family != "oid":
         if arg.value is None:
@@ -861,7 +971,7 @@ def resolve_overload(fdef: builtins.FunctionDef, args: list[Expr],
         if score is not None and (best is None or score < best[0]):
             best = (score, ov)
     if best is None:
-        sig = ", ".join(a.type.crdb_name.lower() for a in args)
+        sig = ", ".join(a.type.display for a in args)
         raise errors.undefined_function(f"unknown signature: {fdef.name}({sig})")
     ov = best[1]
     coerced = []
@@ -913,8 +1023,13 @@ def _match(ov: builtins.Overload, args: list[Expr]) -> int | None:
             score += 2
             continue
         if af in _FAMILY_ORDER and want in _FAMILY_ORDER:
-            if _is_untyped(a) or _FAMILY_ORDER[af] < _FAMILY_ORDER[want]:
-                score += 3 + _FAMILY_ORDER[want] - _FAMILY_ORDER[af]
+            # only widening: an INT argument may feed a DECIMAL or FLOAT overload, never the
+            # reverse (mod(10.5, 3) is a DECIMAL mod); an untyped constant widens more cheaply
+            if _FAMILY_ORDER[af] < _FAMILY_ORDER[want]:
+                score += (2 if _is_untyped(a) else 3) + _FAMILY_ORDER[want] - _FAMILY_ORDER[af]
+                continue
+            if _is_untyped(a) and af == "decimal" and want == "float":
+                score += 3
                 continue
             return None
         if af in ("date", "timestamp") and want in ("timestamp", "timestamptz"):

@@ -348,6 +348,7 @@ def _lpad(s: str, n: int) -> str:
 
 @fn("lpad", ("string", "int", "string"), T.STRING)
 def _lpad3(s: str, n: int, fill: str) -> str:
+    _check_length(n)
     if n <= len(s) or not fill:
         return s[:max(n, 0)]
     pad = (fill * n)[: n - len(s)]
@@ -361,6 +362,7 @@ def _rpad(s: str, n: int) -> str:
 
 @fn("rpad", ("string", "int", "string"), T.STRING)
 def _rpad3(s: str, n: int, fill: str) -> str:
+    _check_length(n)
     if n <= len(s) or not fill:
         return s[:max(n, 0)]
     return s + (fill * n)[: n - len(s)]
@@ -368,9 +370,16 @@ def _rpad3(s: str, n: int, fill: str) -> str:
 
 @fn("repeat", ("string", "int"), T.STRING)
 def _repeat(s: str, n: int) -> str:
-    if len(s) * max(n, 0) > 64 << 20:
-        raise errors.program_limit_exceeded("requested length too large")
+    _check_length(len(s) * max(n, 0))
     return s * max(n, 0)
+
+
+MAX_STRING_RESULT = 64 << 20  # a function may not build a string longer than this from a client's numbers
+
+
+def _check_length(n: int) -> None:
+    if n > MAX_STRING_RESULT:
+        raise errors.program_limit_exceeded("requested length too large")
 
 
 @fn("reverse", ("string",), T.STRING)
@@ -488,6 +497,8 @@ def _to_uuid(s: str) -> bytes:
 
 @fn("abs", ("int",), T.INT8)
 def _abs_int(n: int) -> int:
+    if n == -(1 << 63):
+        raise errors.out_of_range(f"abs of min integer value ({n}) not defined")
     return abs(n)
 
 
@@ -1044,8 +1055,17 @@ def _jsonb_array_length(j: Json) -> int:
 
 @fn("jsonb_pretty", ("jsonb",), T.STRING)
 def _jsonb_pretty(j: Json) -> str:
-    import json as _json
-    return _json.dumps(datum._sorted_json(j.value), indent=4, default=str)
+    return _pretty(j.value, "")
+
+
+def _pretty(v: Any, indent: str) -> str:
+    inner = indent + "    "
+    if isinstance(v, list) and v:
+        return "[\n" + ",\n".join(inner + _pretty(x, inner) for x in v) + "\n" + indent + "]"
+    if isinstance(v, dict) and v:
+        items = [f"{inner}{Json(k).text}: {_pretty(v[k], inner)}" for k in sorted(v)]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    return Json(v).text
 
 
 @fn("jsonb_build_object|json_build_object", ("any",), T.JSONB, variadic=True, strict=False)
@@ -1105,6 +1125,17 @@ def _jsonb_set(j: Json, path: list, new: Json) -> Json:
     elif isinstance(cur, dict):
         cur[last] = new.value
     return Json(root)
+
+
+@fn("jsonb_strip_nulls|json_strip_nulls", ("jsonb",), T.JSONB)
+def _jsonb_strip_nulls(j: Json) -> Json:
+    def strip(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if x is not None}
+        if isinstance(v, list):
+            return [strip(x) for x in v]
+        return v
+    return Json(strip(j.value))
 
 
 @fn("jsonb_object_keys|json_object_keys", ("jsonb",), T.STRING, srf=True, srf_columns=["jsonb_object_keys"])
@@ -1518,7 +1549,7 @@ def _sum_type(ts: list[SQLType]) -> SQLType:
         return T.DECIMAL
     if t.family in ("float", "decimal", "interval"):
         return T.FLOAT8 if t.family == "float" else t if t.family == "interval" else T.DECIMAL
-    raise errors.undefined_function(f"unknown signature: sum({t.crdb_name.lower()})")
+    raise errors.undefined_function(f"unknown signature: sum({t.display})")
 
 
 def _avg_type(ts: list[SQLType]) -> SQLType:
@@ -1529,7 +1560,7 @@ def _avg_type(ts: list[SQLType]) -> SQLType:
         return T.DECIMAL
     if t.family == "interval":
         return T.INTERVAL
-    raise errors.undefined_function(f"unknown signature: avg({t.crdb_name.lower()})")
+    raise errors.undefined_function(f"unknown signature: avg({t.display})")
 
 
 def _sum_factory(ts: list[SQLType]) -> Callable[[], Aggregate]:

@@ -247,7 +247,7 @@ def cast_fn(src: SQLType, dst: SQLType, explicit: bool = True) -> CastImpl:
         return lambda v, ctx: v.text
     if sf == "jsonb" and df in ("int", "float", "decimal", "bool"):
         return lambda v, ctx: _json_scalar(v, dst)
-    raise errors.PgError(errors.CANNOT_COERCE, f"invalid cast: {src.crdb_name.lower()} -> {dst.crdb_name}")
+    raise errors.PgError(errors.CANNOT_COERCE, f"invalid cast: {src.display} -> {dst.crdb_name}")
 
 
 def _float4(v: float) -> float:
@@ -265,7 +265,7 @@ def _json_scalar(v: Json, dst: SQLType) -> Any:
             return x
     elif isinstance(x, (int, Decimal, float)) and not isinstance(x, bool):
         return cast_fn(T.DECIMAL, dst)(Decimal(x) if not isinstance(x, Decimal) else x, None)
-    raise errors.invalid_parameter_value(f"cannot cast jsonb {type(x).__name__} to type {dst.crdb_name.lower()}")
+    raise errors.invalid_parameter_value(f"cannot cast jsonb {type(x).__name__} to type {dst.display}")
 
 
 def _regtype_cast(dst: SQLType) -> CastImpl:
@@ -309,7 +309,7 @@ def assignment_fn(src: SQLType, dst: SQLType) -> CastImpl | None:
         return None
     if not is_assignable(src, dst):
         raise errors.datatype_mismatch(
-            f"value type {src.crdb_name.lower()} doesn't match type {dst.crdb_name.lower()}")
+            f"value type {src.display} doesn't match type {dst.display}")
     return cast_fn(src, dst, explicit=False)
 
 

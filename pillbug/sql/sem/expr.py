@@ -577,3 +577,77 @@ def shift_columns(expr: Expr, mapping: dict[int, int]) -> Expr:
         if isinstance(e, ColRef):
             e.index = mapping[e.index]
     return expr
+
+
+_INFIX = frozenset({"+", "-", "*", "/", "//", "%", "^", "||", "&", "|", "#", "<<", ">>", "->", "->>",
+                    "#>", "#>>", "@>", "<@", "?", "?|", "?&", "~~", "!~~", "~~*", "!~~*", "~", "!~",
+                    "~*", "!~*"})
+
+
+def format_expr(e: Expr) -> str:
+    """An expression as SQL-like text, for EXPLAIN (column names, literals, $n placeholders)."""
+    if isinstance(e, ColRef) or isinstance(e, OuterRef):
+        return e.name or f"@{e.index + 1}"
+    if isinstance(e, Const):
+        return _format_const(e)
+    if isinstance(e, Param):
+        return f"${e.index + 1}"
+    if isinstance(e, Compare):
+        return f"{format_expr(e.left)} {e.op} {format_expr(e.right)}"
+    if isinstance(e, And):
+        return " AND ".join(_paren(a, (Or,)) for a in e.args)
+    if isinstance(e, Or):
+        return " OR ".join(_paren(a, (And,)) for a in e.args)
+    if isinstance(e, Not):
+        return f"NOT {_paren(e.arg, (And, Or, Compare))}"
+    if isinstance(e, IsNull):
+        return f"{_paren(e.arg, (And, Or, Compare))} IS {'NOT ' if e.negate else ''}NULL"
+    if isinstance(e, IsDistinct):
+        return f"{format_expr(e.left)} IS {'NOT ' if e.negate else ''}DISTINCT FROM {format_expr(e.right)}"
+    if isinstance(e, InList):
+        items = ", ".join(format_expr(i) for i in e.items)
+        return f"{format_expr(e.arg)} {'NOT ' if e.negate else ''}IN ({items})"
+    if isinstance(e, Cast):
+        return f"{_paren(e.arg, (Call, Compare, And, Or))}::{e.type.crdb_name}"
+    if isinstance(e, Call):
+        if e.name == "adapt" and len(e.args) == 1:
+            return format_expr(e.args[0])
+        if e.name in _INFIX and len(e.args) == 2:
+            return f"{_paren(e.args[0], (Call,))} {e.name} {_paren(e.args[1], (Call,))}"
+        if e.name in ("-", "~", "+") and len(e.args) == 1:
+            return f"{e.name}{_paren(e.args[0], (Call,))}"
+        return f"{e.name}({', '.join(format_expr(a) for a in e.args)})"
+    if isinstance(e, Subquery):
+        if e.arg is not None:
+            return f"{format_expr(e.arg)} {e.op} {e.kind.upper()} (subquery)"
+        return "EXISTS (subquery)" if e.kind == "exists" else "(subquery)"
+    if isinstance(e, Coalesce):
+        return f"COALESCE({', '.join(format_expr(a) for a in e.args)})"
+    if isinstance(e, Case):
+        parts = " ".join(f"WHEN {format_expr(c)} THEN {format_expr(r)}" for c, r in e.whens)
+        tail = f" ELSE {format_expr(e.default)}" if e.default is not None else ""
+        return f"CASE {parts}{tail} END"
+    if isinstance(e, ArrayCtor):
+        return f"ARRAY[{', '.join(format_expr(i) for i in e.items)}]"
+    return type(e).__name__
+
+
+def _paren(e: Expr, kinds: tuple) -> str:
+    text = format_expr(e)
+    if isinstance(e, kinds) and not (isinstance(e, Call) and e.name not in _INFIX):
+        return f"({text})"
+    return text
+
+
+def _format_const(e: Const) -> str:
+    from pillbug.sql import datum
+    v = e.value
+    if v is None:
+        return "NULL"
+    fam = e.type.family
+    if fam == "bool":
+        return "true" if v else "false"
+    text = datum.format_text(v, e.type)
+    if fam in ("int", "float", "decimal", "oid"):
+        return text
+    return "'" + text.replace("'", "''") + "'"

@@ -146,13 +146,13 @@ def _concat(a: Any, b: Any) -> Any:
 
 def add_interval(ts: Any, iv: Interval) -> Any:
     """timestamp/date + interval: months first (clamping the day), then days, then time."""
-    if iv.months:
-        y, m = divmod(ts.month - 1 + iv.months, 12)
-        year = ts.year + y
-        month = m + 1
-        day = min(ts.day, _days_in_month(year, month))
-        ts = ts.replace(year=year, month=month, day=day)
     try:
+        if iv.months:
+            y, m = divmod(ts.month - 1 + iv.months, 12)
+            year = ts.year + y
+            month = m + 1
+            day = min(ts.day, _days_in_month(year, month))
+            ts = ts.replace(year=year, month=month, day=day)
         if iv.days or iv.micros:
             if isinstance(ts, datetime.datetime):
                 ts = ts + datetime.timedelta(days=iv.days, microseconds=iv.micros)
@@ -161,9 +161,23 @@ def add_interval(ts: Any, iv: Interval) -> Any:
                     days=iv.days, microseconds=iv.micros)
         elif not isinstance(ts, datetime.datetime):
             ts = datetime.datetime(ts.year, ts.month, ts.day)
-    except OverflowError:
+    except (OverflowError, ValueError):
         raise errors.PgError(errors.DATETIME_FIELD_OVERFLOW, "timestamp out of range") from None
     return ts
+
+
+_INTERVAL_LIMIT = 1 << 31  # months and days; micros within int64 (PostgreSQL's bounds)
+
+
+def _scale_interval(iv: Interval, factor: Any) -> Interval:
+    try:
+        out = iv.scale(factor)
+    except (OverflowError, ValueError):
+        raise errors.PgError(errors.DATETIME_FIELD_OVERFLOW, "interval out of range") from None
+    if abs(out.months) >= _INTERVAL_LIMIT or abs(out.days) >= _INTERVAL_LIMIT or \
+            not _I64_MIN <= out.micros <= _I64_MAX:
+        raise errors.PgError(errors.DATETIME_FIELD_OVERFLOW, "interval out of range")
+    return out
 
 
 def _days_in_month(year: int, month: int) -> int:
@@ -457,11 +471,11 @@ def resolve_binary(op: str, a: SQLType, b: SQLType) -> tuple[SQLType, Impl]:
             return T.JSONB, json_delete
     if op == "*":
         if fa == "interval" and fb in _NUM:
-            return T.INTERVAL, lambda x, y: x.scale(y)
+            return T.INTERVAL, lambda x, y: _scale_interval(x, y)
         if fb == "interval" and fa in _NUM:
-            return T.INTERVAL, lambda x, y: y.scale(x)
+            return T.INTERVAL, lambda x, y: _scale_interval(y, x)
     if op == "/" and fa == "interval" and fb in _NUM:
-        return T.INTERVAL, lambda x, y: x.scale(1 / float(y)) if y else _raise_div0()
+        return T.INTERVAL, lambda x, y: _scale_interval(x, 1 / float(y)) if y else _raise_div0()
     if fa == "jsonb":
         if op == "->":
             return T.JSONB, json_fetch
@@ -538,7 +552,7 @@ def _raise_div0() -> Any:
 
 def _unsupported(op: str, a: SQLType, b: SQLType) -> errors.PgError:
     return errors.undefined_function(
-        f"unsupported binary operator: <{a.crdb_name.lower()}> {op} <{b.crdb_name.lower()}>")
+        f"unsupported binary operator: <{a.display}> {op} <{b.display}>")
 
 
 def resolve_unary(op: str, a: SQLType) -> tuple[SQLType, Callable[[Any], Any]]:
@@ -556,7 +570,7 @@ def resolve_unary(op: str, a: SQLType) -> tuple[SQLType, Callable[[Any], Any]]:
         return T.FLOAT8, lambda x: math.sqrt(x)
     if op == "@" and fa in _NUM:
         return a, abs
-    raise errors.undefined_function(f"unsupported unary operator: {op} <{a.crdb_name.lower()}>")
+    raise errors.undefined_function(f"unsupported unary operator: {op} <{a.display}>")
 
 
 # Types that compare with each other (after numeric widening or date/time conversion).
