@@ -393,7 +393,7 @@ def test_privilege_functions(node: Node, accounts_db: str) -> None:
                pg_has_role('psql_bob', 'admin', 'MEMBER')""")
     assert cur.fetchone() == (True, False, True, True, True, True, False)
     cur.execute("SELECT relacl FROM pg_catalog.pg_class WHERE relname = 'accounts'")
-    assert cur.fetchone() == (["root=arwdDxt/root", "psql_bob=r/root"],)
+    assert cur.fetchone() == (["root=arwdDxt/root", "admin=arwdDxt/root", "psql_bob=r/root"],)
     with pytest.raises(psycopg2.errors.UndefinedObject):
         cur.execute("SELECT has_table_privilege('nobody_here', 'accounts', 'SELECT')")
     conn.close()
