@@ -21,7 +21,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)  # bench/ is a top-level package of the checkout, not installed
 
+from conftest import ADMIN_PASSWORD, ADMIN_USER  # noqa: E402
+
 from bench import profiling, report, workloads  # noqa: E402
+from bench.servers import Endpoint  # noqa: E402
 from bench.workloads import Sample, Workload  # noqa: E402
 
 # pgbench 15's summaries, as printed against PostgreSQL 15 and Pillbug.
@@ -219,3 +222,13 @@ def test_quick_run_end_to_end(tmp_path):
                                                           "point-updates.speedscope.json"]
     assert all(json.loads(p.read_text())["profiles"] for p in profiles.glob("*.speedscope.json"))
     assert "pillbug/" in text.split("Profile of the Pillbug node during point reads")[1]
+
+
+def test_pgbench_failure_is_a_result_not_an_exception(node):
+    """pgbench run before `pgbench -i` fails; the harness hands back why, from pgbench itself."""
+    node.sql("CREATE DATABASE IF NOT EXISTS bench_uninitialised")
+    endpoint = Endpoint("Pillbug", node.port, ADMIN_PASSWORD, os.path.join(node.certs_dir, "ca.crt"),
+                        user=ADMIN_USER, database="bench_uninitialised")
+    sample = workloads.pgbench_run(endpoint, select_only=True, clients=1, duration=1, max_tries=10)
+    assert not sample.ok and sample.rate is None
+    assert sample.error.startswith("pgbench exited with 1: ") and "pgbench_branches" in sample.error, sample.error
