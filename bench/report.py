@@ -197,8 +197,11 @@ def _profile_lines(profile: ProfileSummary) -> list[str]:
     threads = ", ".join(f"{name} {100 * busy:.0f}%" for name, busy in profile.threads)
     lines = [f"- file: `{profile.path}` ({profile.samples:,} samples in {profile.seconds:.1f} s)",
              f"- share of wall time each thread was busy (on CPU or in I/O): {threads}",
-             "- self: time in the function itself (C calls included); total: with its callees; "
-             "% of wall time and µs per operation",
+             "- self: time in the function itself (C calls included); total (Pillbug's own functions): "
+             "with its callees; both as % of wall time and µs per operation",
+             "- busy includes time spent runnable but waiting for a CPU: on a loaded machine the event "
+             "loop's own frame (`Runner.run`: uvloop, epoll, socket calls) and the socket write in "
+             "`Connection.flush` (which wakes the client) absorb scheduling delays",
              "", "| self % | self µs/op | function | total % | total µs/op | function |",
              "| --- | --- | --- | --- | --- | --- |"]
     for i in range(min(PROFILE_ROWS, max(len(profile.by_self), len(profile.by_total)))):

@@ -163,9 +163,9 @@ def test_page_keeps_every_earlier_run(tmp_path):
 
 
 def test_profile_summary_ranks_functions(tmp_path):
-    path_of = {"a": "/x/.venv/lib/python3.11/site-packages/uvloop/__init__.py",
+    path_of = {"a": "/w/pillbug/pillbug/cli/main.py",
                "b": "/w/pillbug/pillbug/pgwire/connection.py", "c": "/py/lib/python3.11/ssl.py"}
-    frames = [{"name": "run", "file": path_of["a"], "line": 1},
+    frames = [{"name": "main", "file": path_of["a"], "line": 1},
               {"name": "flush", "file": path_of["b"], "line": 10},
               {"name": "flush", "file": path_of["b"], "line": 11},
               {"name": "write", "file": path_of["c"], "line": 5}]
@@ -180,12 +180,12 @@ def test_profile_summary_ranks_functions(tmp_path):
     assert summary.threads == [("MainThread", 0.5), ("lmdb-writer", 0.1)]
     # Lines of one function are merged; the writer thread's samples count too.
     assert [(s.function, s.location, round(s.percent)) for s in summary.by_self] == [
-        ("flush", "pillbug/pgwire/connection.py", 30), ("write", "ssl.py", 20), ("run", "uvloop/__init__.py", 10)]
+        ("flush", "pillbug/pgwire/connection.py", 30), ("write", "ssl.py", 20), ("main", "pillbug/cli/main.py", 10)]
     # 3 samples at 100 Hz while 10 operations ran: 3 ms per operation.
     assert summary.by_self[0].us_per_op == pytest.approx(3000.0)
-    # `run` is on every sample of the one thread it is in (an entry frame, like the event loop's),
-    # so the ranking by total leaves it out; `write` is not on every sample of MainThread.
-    assert [(s.function, round(s.percent)) for s in summary.by_total] == [("flush", 40), ("write", 20)]
+    # The ranking by total is of Pillbug's own functions that are not on (nearly) every sample of
+    # their thread, as the event loop's entry is.
+    assert [(s.function, round(s.percent)) for s in summary.by_total] == [("flush", 40)]
 
 
 def test_quick_run_end_to_end(tmp_path):
@@ -232,3 +232,14 @@ def test_pgbench_failure_is_a_result_not_an_exception(node):
     sample = workloads.pgbench_run(endpoint, select_only=True, clients=1, duration=1, max_tries=10)
     assert not sample.ok and sample.rate is None
     assert sample.error.startswith("pgbench exited with 1: ") and "pgbench_branches" in sample.error, sample.error
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/work/wt/x/pillbug/pgwire/connection.py", "pillbug/pgwire/connection.py"),
+    ("/home/me/pillbug/pillbug/sql/session.py", "pillbug/sql/session.py"),
+    ("/w/.venv/lib/python3.11/site-packages/uvloop/__init__.py", "uvloop/__init__.py"),
+    ("/root/.pyenv/versions/3.11.7/lib/python3.11/asyncio/runners.py", "asyncio/runners.py"),
+    ("/w/.venv/bin/pillbug", "/w/.venv/bin/pillbug"),
+])
+def test_profile_locations_read_as_module_paths(path, expected):
+    assert profiling.short_location(path) == expected
