@@ -26,11 +26,6 @@ from dataclasses import dataclass, field
 ATTACH_TIMEOUT = 20.0
 STOP_TIMEOUT = 60.0
 DEFAULT_RATE = 200
-# Frames on (nearly) every busy sample of their thread, such as the event loop's entry, say nothing
-# about where time goes: the ranking by total time leaves them out. "Nearly": py-spy reads a running
-# process without stopping it (--nonblocking, so that waiting threads are not counted as busy), and
-# a few percent of its stacks come out truncated.
-ALWAYS_ON_STACK = 0.9
 # The ranking by total time is of the project's own functions: those are what a developer changes.
 PROJECT_PREFIX = "pillbug/"
 
@@ -62,6 +57,9 @@ class Recording:
     def __enter__(self) -> Recording:
         os.makedirs(os.path.dirname(os.path.abspath(self.output)), exist_ok=True)
         log = open(self.log_path, "wb")
+        # --nonblocking: py-spy reads the node's memory without stopping it. Stopping it would
+        # slow it more and make threads blocked on a lock look busy; the price is a few stacks
+        # read half-way through a change, which `summarize` sets aside.
         self.proc = subprocess.Popen(
             [py_spy_command(), "record", "--pid", str(self.pid), "--rate", str(self.rate),
              "--format", "speedscope", "--output", self.output, "--nonblocking"],
@@ -115,6 +113,7 @@ class ProfileSummary:
     path: str
     samples: int
     seconds: float
+    partial: int = 0  # stacks py-spy read half-way through a change (left out of the rankings)
     threads: list[tuple[str, float]] = field(default_factory=list)  # (thread, busy share of wall time)
     by_self: list[HotSpot] = field(default_factory=list)
     by_total: list[HotSpot] = field(default_factory=list)
@@ -145,7 +144,10 @@ def summarize(path: str, rate: int, seconds: float, ops_per_second: float | None
     """Ranks the functions of a py-spy speedscope profile by self and by total time.
 
     Times are shares of the wall-clock time recorded (`rate` samples a second for `seconds`, per
-    thread), and, given the workload's throughput, microseconds per operation.
+    thread), and, given the workload's throughput, microseconds per operation. A stack that does
+    not start where most of its thread's stacks start was read half-way through a change (py-spy
+    does not stop the node): it counts towards the thread's busy time, and the thread's complete
+    stacks are scaled up to stand for it in the rankings.
     """
     with open(path) as f:
         profile = json.load(f)
@@ -157,25 +159,30 @@ def summarize(path: str, rate: int, seconds: float, ops_per_second: float | None
     summary = ProfileSummary(path=path, samples=0, seconds=seconds)
     self_counts: Counter = Counter()
     total_counts: Counter = Counter()
-    always: set = set()  # on every sample of some thread
-    sometimes: set = set()  # missing from some samples of some thread
+    entry_frames: set = set()
     for thread in profile["profiles"]:
         stacks = [stack for stack in thread["samples"] if stack]
         if not stacks:
             continue
         summary.samples += len(stacks)
         summary.threads.append((_thread_name(thread), len(stacks) / possible))
+        root = Counter(keys[stack[0]] for stack in stacks).most_common(1)[0][0]
+        complete = [stack for stack in stacks if keys[stack[0]] == root]
+        summary.partial += len(stacks) - len(complete)
+        weight = len(stacks) / len(complete)
         on_stack: Counter = Counter()
-        for stack in stacks:
-            self_counts[keys[stack[-1]]] += 1
+        for stack in complete:
+            self_counts[keys[stack[-1]]] += weight
             on_stack.update({keys[i] for i in stack})
-        total_counts.update(on_stack)
         for key, n in on_stack.items():
-            (always if n >= ALWAYS_ON_STACK * len(stacks) else sometimes).add(key)
-    entry_frames = always - sometimes
+            total_counts[key] += n * weight
+            if n == len(complete):
+                # On every stack of its thread (the event loop's entry): says nothing about where
+                # time goes, so the ranking by total leaves it out.
+                entry_frames.add(key)
     ops = ops_per_second * seconds if ops_per_second else 0.0
 
-    def spot(key: tuple[str, str], count: int) -> HotSpot:
+    def spot(key: tuple[str, str], count: float) -> HotSpot:
         return HotSpot(key[0], key[1], 100.0 * count / possible,
                        1e6 * count / rate / ops if ops else None)
 

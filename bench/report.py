@@ -195,7 +195,8 @@ def _spot(spot) -> list[str]:
 
 def _profile_lines(profile: ProfileSummary) -> list[str]:
     threads = ", ".join(f"{name} {100 * busy:.0f}%" for name, busy in profile.threads)
-    lines = [f"- file: `{profile.path}` ({profile.samples:,} samples in {profile.seconds:.1f} s)",
+    lines = [f"- file: `{profile.path}` ({profile.samples:,} samples in {profile.seconds:.1f} s; "
+             f"{profile.partial:,} partial stacks left out of the rankings)",
              f"- share of wall time each thread was busy (on CPU or in I/O): {threads}",
              "- self: time in the function itself (C calls included); total (Pillbug's own functions): "
              "with its callees; both as % of wall time and µs per operation",

@@ -170,22 +170,23 @@ def test_profile_summary_ranks_functions(tmp_path):
               {"name": "flush", "file": path_of["b"], "line": 11},
               {"name": "write", "file": path_of["c"], "line": 5}]
     speedscope = {"shared": {"frames": frames}, "profiles": [
-        {"type": "sampled", "name": 'Thread 1 "MainThread"', "samples": [[0, 1, 3], [0, 2], [0, 2], [0, 1], [0]],
-         "weights": [0.01] * 5},
+        {"type": "sampled", "name": 'Thread 1 "MainThread"', "samples": [[0, 1, 3], [0, 2], [0, 2], [0, 1], [0], [1]],
+         "weights": [0.01] * 6},
         {"type": "sampled", "name": 'Thread 2 "lmdb-writer"', "samples": [[3]], "weights": [0.01]}]}
     path = tmp_path / "profile.speedscope.json"
     path.write_text(json.dumps(speedscope))
     summary = profiling.summarize(str(path), rate=100, seconds=0.1, ops_per_second=100.0)
-    assert summary.samples == 6
-    assert summary.threads == [("MainThread", 0.5), ("lmdb-writer", 0.1)]
-    # Lines of one function are merged; the writer thread's samples count too.
+    assert (summary.samples, summary.partial) == (7, 1)
+    assert summary.threads == [("MainThread", 0.6), ("lmdb-writer", 0.1)]
+    # Lines of one function are merged; the writer thread's samples count too; the partial stack
+    # ([1]: it does not start at `main`) is left out and MainThread's 5 complete ones weigh 6/5.
     assert [(s.function, s.location, round(s.percent)) for s in summary.by_self] == [
-        ("flush", "pillbug/pgwire/connection.py", 30), ("write", "ssl.py", 20), ("main", "pillbug/cli/main.py", 10)]
-    # 3 samples at 100 Hz while 10 operations ran: 3 ms per operation.
-    assert summary.by_self[0].us_per_op == pytest.approx(3000.0)
-    # The ranking by total is of Pillbug's own functions that are not on (nearly) every sample of
-    # their thread, as the event loop's entry is.
-    assert [(s.function, round(s.percent)) for s in summary.by_total] == [("flush", 40)]
+        ("flush", "pillbug/pgwire/connection.py", 36), ("write", "ssl.py", 22), ("main", "pillbug/cli/main.py", 12)]
+    # 3.6 samples at 100 Hz while 10 operations ran: 3.6 ms per operation.
+    assert summary.by_self[0].us_per_op == pytest.approx(3600.0)
+    # The ranking by total is of Pillbug's own functions that are not on every stack of their
+    # thread, as the event loop's entry is.
+    assert [(s.function, round(s.percent)) for s in summary.by_total] == [("flush", 48)]
 
 
 def test_quick_run_end_to_end(tmp_path):
