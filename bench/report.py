@@ -256,7 +256,10 @@ history and its own section below; earlier runs are never removed.
   a lot. The tables give the median over rounds; the ratio is Pillbug's median over PostgreSQL's.
   Compare figures only within one run. Each run's section lists its durations and rounds.
 - Profiles (`--profile`) come from extra runs of the point workloads after the measured rounds,
-  with py-spy attached to the Pillbug node, so the profiler never slows the figures above.
+  with py-spy attached to the Pillbug node, so the profiler never slows the figures above. The
+  speedscope files go to `bench/profiles/` (not committed; open them at https://www.speedscope.app);
+  a run's section lists the hottest functions. For a profile alone:
+  `python -m bench.run --workloads point-reads,point-updates --rounds 1 --profile --no-report`.
 
 ## History
 
