@@ -51,8 +51,10 @@ test: install
 	$(BIN)/ruff check pillbug tests
 	$(BIN)/pytest -p no:cacheprovider tests
 
+# make bench BENCH_ARGS="--quick" (or --profile, --duration=S, ...; see python -m bench.run --help)
+BENCH_ARGS ?=
 bench: install
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
