@@ -48,7 +48,7 @@ certs:
 		--certs-dir=$(CERTS) --ca-key=$(CA_KEY)
 
 test: install
-	$(BIN)/ruff check pillbug tests
+	$(BIN)/ruff check pillbug tests bench
 	$(BIN)/pytest -p no:cacheprovider tests
 
 # make bench BENCH_ARGS="--quick" (or --profile, --duration=S, ...; see python -m bench.run --help)
