@@ -2,10 +2,10 @@
 
 `SELECT balance FROM accounts WHERE id = 42` and `... WHERE id = 43` share one plan: both
 become `SELECT balance FROM accounts WHERE id = $1` with the literal ('i', '42') or ('i', '43')
-handed to the plan as the value of $1. The lexer below recognises exactly the tokens that matter
-for that (string and numeric literals, identifiers, quoted identifiers, parameters) and gives
-up (returns None: no lifting, the exact text is the key) on anything it does not fully
-understand: comments, dollar quotes, prefixed strings (E'', B'', X'', U&'').
+handed to the plan as the value of $1. The scanner below visits only what matters for that
+(string and numeric literals, quoted identifiers, parameters), deciding each literal's context
+from the word before it, and gives up (returns None: no lifting, the exact text is the key) on
+anything it does not fully understand: comments, dollar quotes, prefixed strings (E'', B'', X'').
 
 A literal is lifted only where a parameter is allowed in its place. A string right after a
 word that is not in _VALUE_CONTEXT (DATE '2020-01-01', INTERVAL '1 day') is a typed literal
@@ -21,17 +21,6 @@ from __future__ import annotations
 import re
 
 LIFTABLE_STATEMENTS = frozenset({"select", "insert", "update", "delete", "upsert", "with", "values", "table"})
-
-# One token, with the whitespace before it.
-_TOKEN = re.compile(r"""\s*(?:
-    (?P<string>'(?:[^']|'')*')
-  | (?P<ident>[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*)
-  | (?P<qident>"(?:[^"]|"")*")
-  | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
-  | (?P<param>\$\d+)
-  | (?P<bail>--|/\*|\$|'|")
-  | (?P<other>::|[<>!=]=|<>|\|\||[^\s'"A-Za-z0-9_$])
-)""", re.VERBOSE)
 
 # Words after which a string literal is a value (a parameter may stand in its place).
 _VALUE_CONTEXT = frozenset({
@@ -51,10 +40,43 @@ _STATEMENT_SOURCE = re.compile(r"\[\s*(show|explain|select|insert|upsert|update|
 Literal = tuple[str, str]  # (kind, text): kind 'i' integer, 'n' numeric, 's' string
 
 
+# Only the tokens that matter are visited: literals, quoted identifiers (which may hold quotes
+# and digits), parameters, and what makes lifting unsafe (comments, dollar quotes).
+_LITERAL = re.compile(r"""
+    (?P<string>'(?:[^']|'')*')
+  | (?P<qident>"(?:[^"]|"")*")
+  | (?<![\w$.])(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?![\w$])
+  | (?P<param>\$\d+)
+  | (?P<bail>--|/\*|\$|')
+""", re.VERBOSE)
+_NUMBER = re.compile(r"(?<![\w$.])(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?![\w$])")
+_TYPMOD_ARGS = re.compile(r"[\d\s,]*")
+
+
+def _previous_word(sql: str, end: int) -> str:
+    """The identifier or keyword right before position end (lower case), or ''."""
+    i = end - 1
+    while i >= 0 and sql[i].isspace():
+        i -= 1
+    j = i
+    while j >= 0 and (sql[j].isalnum() or sql[j] == "_" or sql[j] == "$"):
+        j -= 1
+    return sql[j + 1:i + 1].lower() if j < i and not sql[j + 1].isdigit() else ""
+
+
+def _in_type_modifier(sql: str, start: int) -> bool:
+    """Whether a number at start is inside VARCHAR( ... ) / DECIMAL( ... , ...)."""
+    paren = sql.rfind("(", 0, start)
+    if paren < 0 or not _TYPMOD_ARGS.fullmatch(sql, paren + 1, start):
+        return False
+    return _previous_word(sql, paren) in _TYPES_WITH_MODIFIERS
+
+
 def lift_literals(sql: str) -> tuple[str, list[Literal], int] | None:
     """(text with literals replaced by $n, the literals in order, count of explicit params).
 
-    Returns None when the statement should not be lifted (not DML, or the lexer bailed).
+    Returns None when the statement should not be lifted (not DML, or it holds something the
+    lifter does not fully understand: comments, dollar quotes, prefixed strings).
     """
     head = sql.lstrip()[:7].lower()
     word = head.split(None, 1)[0] if head else ""
@@ -65,51 +87,36 @@ def lift_literals(sql: str) -> tuple[str, list[Literal], int] | None:
     literals: list[Literal] = []
     spans: list[tuple[int, int]] = []  # where the lifted literals stand in sql
     explicit = 0
-    prev_kind = ""
-    prev_word = ""  # the previous token, lower case, when it was an identifier
-    in_typmod = False  # inside VARCHAR( ... ): numbers there are part of the type
-    pos = 0
-    # Every statement sent as text passes here (point reads included): per token, one regex
-    # match and a few comparisons; the output is built from slices of the input at the end.
-    for m in _TOKEN.finditer(sql):
-        if m.start() != pos:
-            return None
-        pos = m.end()
+    # Every statement sent as text passes here (point reads included): a handful of regex
+    # matches per statement; the output is built from slices of the input at the end.
+    if "--" in sql or "/*" in sql:
+        return None
+    quoted = "'" in sql or '"' in sql or "$" in sql
+    for m in (_LITERAL if quoted else _NUMBER).finditer(sql):
         kind = m.lastgroup
-        if kind == "ident":
-            prev_kind = kind
-            prev_word = m.group(kind).lower()
-            continue
+        start, end = m.span()
         if kind == "string":
-            start = m.start(kind)
-            if prev_kind == "ident" and prev_word not in _VALUE_CONTEXT:
-                pass  # a typed literal (DATE '...'): keep it in the key
-            elif start > 0 and (sql[start - 1].isalnum() or sql[start - 1] == "&"):
+            if start > 0 and (sql[start - 1].isalnum() or sql[start - 1] in "&_$"):
                 return None  # E'...', B'...', X'...', U&'...'
-            else:
-                literals.append(("s", sql[start + 1:pos - 1].replace("''", "'")))
-                spans.append((start, pos))
+            prev = _previous_word(sql, start)
+            if prev and prev not in _VALUE_CONTEXT:
+                continue  # a typed literal (DATE '...'): keep it in the key
+            literals.append(("s", sql[start + 1:end - 1].replace("''", "'")))
+            spans.append((start, end))
         elif kind == "number":
             text = m.group(kind)
-            if not (prev_kind == "ident" and prev_word not in _VALUE_CONTEXT or text == _INT64_MIN_DIGITS
-                    or in_typmod):
+            prev = _previous_word(sql, start)
+            if prev and prev not in _VALUE_CONTEXT or text == _INT64_MIN_DIGITS or \
+                    _in_type_modifier(sql, start):
                 # (-9223372036854775808 is an INT only while its digits stay next to the minus)
-                is_int = text.isdigit() and int(text) <= _INT64_MAX
-                literals.append(("i" if is_int else "n", text))
-                spans.append((m.start(kind), pos))
+                continue
+            is_int = text.isdigit() and int(text) <= _INT64_MAX
+            literals.append(("i" if is_int else "n", text))
+            spans.append((start, end))
         elif kind == "param":
             explicit = max(explicit, int(m.group(kind)[1:]))
         elif kind == "bail":
             return None
-        elif kind == "other":
-            text = m.group(kind)
-            if text == "(":
-                in_typmod = prev_kind == "ident" and prev_word in _TYPES_WITH_MODIFIERS
-            elif text == ")":
-                in_typmod = False
-        prev_kind = kind
-    if pos != len(sql) and not sql[pos:].isspace():
-        return None
     if not literals:
         return sql, literals, explicit
     out = []
