@@ -33,7 +33,7 @@ from pillbug.sql.copy import CopyIn
 from pillbug.sql.parser import front
 from pillbug.sql.sem.build import ScopeColumn
 from pillbug.sql.session import EmptyQuery, Portal, Prepared, Session
-from pillbug.util import errors
+from pillbug.util import errors, timeslice
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,11 @@ MAX_PREPARED = 10_000  # named statements and portals per connection
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _NULL = b"\xff\xff\xff\xff"
+STATEMENT_TOO_COMPLEX = "54001"
+
+
+def _send(coro: Coroutine) -> Any:
+    return coro.send(None)
 
 
 class Connection(asyncio.Protocol):
@@ -73,6 +78,8 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.reading_paused = False
         self._encoders: list = []
+        self._msg_type = b""
+        self.slicer = timeslice.Slicer()
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
 
@@ -86,14 +93,14 @@ class Connection(asyncio.Protocol):
         if self.tls_upgrading:
             # Decrypted bytes can arrive before start_tls() returns: keep them until it has.
             self.early_data += data
+            if len(self.early_data) > M.MAX_STARTUP:
+                self.close()
             return
-        try:
-            self.reader.feed(data)
-        except errors.PgError as exc:
-            self._fatal(exc)
-            return
-        if self.busy:
-            if len(self.reader.buf) > MAX_PENDING_INPUT and not self.reading_paused and self.transport:
+        self.reader.feed(data)
+        if self.busy or self.write_paused:
+            # Unprocessed input waits in the reader; past a bound, TCP pushes back instead.
+            if not self.reading_paused and self.transport is not None and (
+                    self.write_paused or len(self.reader.buf) > MAX_PENDING_INPUT):
                 self.transport.pause_reading()
                 self.reading_paused = True
             return
@@ -102,14 +109,23 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.cancel()
+        if self.slicer.paused:
+            # The statement is mid-computation in the slicer's greenlet: let it stop at its next
+            # batch, then _step cleans up (closing its coroutine now would be closing a running one).
+            if self.session is not None and self.session.running_ctx is not None:
+                self.session.running_ctx.canceled = True
+            return
+        self._release()
+
+    def _release(self) -> None:
         if self._coro is not None:
             self._coro.close()
             self._coro = None
         if self.session is not None:
             self.session.close()
             self.session = None
-        if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.cancel()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -119,11 +135,15 @@ class Connection(asyncio.Protocol):
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        elif not self.busy and not self.closed:
+            self._process()
 
     # ---- driving handlers ----------------------------------------------------------------
 
     def _process(self) -> None:
-        while not self.busy and not self.closed:
+        # Stop taking messages while the client is not reading what we send: output stays
+        # bounded by the transport's high-water mark plus one message's worth.
+        while not self.busy and not self.closed and not self.write_paused:
             try:
                 msg = self.reader.next_message()
             except errors.PgError as exc:
@@ -131,12 +151,23 @@ class Connection(asyncio.Protocol):
                 return
             if msg is None:
                 break
-            coro = self._dispatch(*msg)
+            self._msg_type = msg[0]
+            try:
+                coro = self._dispatch(*msg)
+            except Exception as exc:  # a bug in a handler: the statement fails, not the node
+                self._handler_failed(exc)
+                continue
             if coro is not None:
                 self._run(coro)
         if not self.busy:
             self.flush()
-            if self.reading_paused and self.transport is not None and not self.closed:
+            if self.transport is None or self.closed:
+                return
+            if self.write_paused:
+                if not self.reading_paused:
+                    self.transport.pause_reading()
+                    self.reading_paused = True
+            elif self.reading_paused:
                 self.reading_paused = False
                 self.transport.resume_reading()
 
@@ -145,28 +176,65 @@ class Connection(asyncio.Protocol):
         self._step(None)
 
     def _step(self, _fut: Any) -> None:
+        """Advance the current handler coroutine by one step, inside the slicer's greenlet so
+        that a long statement can pause between batches (util/timeslice.py)."""
         coro = self._coro
         if coro is None:
             return
         try:
-            yielded = coro.send(None)
+            if self.slicer.paused:
+                yielded = self.slicer.resume()
+            else:
+                yielded = self.slicer.start(_send, coro)
         except StopIteration:
             self._coro = None
-            if self.busy:
-                self.busy = False
-                self._process()
+            self._step_done()
             return
-        except Exception as exc:  # a bug in a handler: do not take the node down with it
+        except Exception as exc:
             self._coro = None
-            self.busy = False
-            log.exception("connection handler failed")
-            self._fatal(errors.internal_error(f"{type(exc).__name__}: {exc}"))
+            self._step_done(exc)
             return
         self.busy = True
-        if yielded is None:
+        if yielded is None or yielded is timeslice.PAUSED:
             asyncio.get_running_loop().call_soon(self._step, None)
         else:
             yielded.add_done_callback(self._step)
+
+    def _step_done(self, exc: Exception | None = None) -> None:
+        self.busy = False
+        if exc is not None:
+            self._handler_failed(exc)
+        if self.closed:
+            self._release()  # the connection went away while this handler ran
+            return
+        self._process()
+
+    def _handler_failed(self, exc: BaseException) -> None:
+        """An exception that is not a PgError escaped a handler. The statement gets an error
+        with a SQLSTATE (internal error, or a program limit); the connection goes on."""
+        if isinstance(exc, RecursionError):
+            err = errors.PgError(STATEMENT_TOO_COMPLEX, "statement is too complex (too deeply nested)")
+        elif isinstance(exc, MemoryError):
+            err = errors.PgError(errors.OUT_OF_MEMORY, "out of memory")
+        else:
+            log.error("connection handler failed", exc_info=exc)
+            err = errors.internal_error(f"{type(exc).__name__}: {exc}")
+        if self.state != "ready" or self.session is None:
+            self._fatal(err)
+            return
+        try:
+            self.session.fail(err)
+        except Exception:
+            log.exception("session could not record a failure")
+            self._fatal(err)
+            return
+        self._error(err)
+        if self._msg_type == b"Q":
+            self._ready()
+        elif self._msg_type not in (b"S", b"X"):
+            self.skip_until_sync = True
+        else:
+            self._ready()
 
     def _dispatch(self, msg_type: bytes, body: bytes) -> Coroutine | None:
         state = self.state
@@ -301,6 +369,10 @@ class Connection(asyncio.Protocol):
                 return None
             if self.server.ssl_context is None:
                 self.transport.write(b"N")
+                return None
+            if self.reader.buf:
+                # Bytes sent before the handshake must not pass for bytes sent inside TLS.
+                self._fatal(errors.protocol_violation("received unencrypted data after SSL request"))
                 return None
             self.transport.write(b"S")
             self.tls_upgrading = True
@@ -453,9 +525,6 @@ class Connection(asyncio.Protocol):
             self.out += M.EMPTY_QUERY
         except errors.PgError as exc:
             self._error(exc)
-        except RecursionError:
-            session.fail(errors.program_limit_exceeded("statement is too deeply nested"))
-            self._error(errors.PgError("54001", "statement is too complex (too deeply nested)"))
         self._ready()
 
     # ---- COPY FROM STDIN -----------------------------------------------------------------
@@ -545,9 +614,6 @@ class Connection(asyncio.Protocol):
             prepared = session.prepare(sql, types)
         except errors.PgError as exc:
             self._extended_error(exc)
-            return
-        except RecursionError:
-            self._extended_error(errors.PgError("54001", "statement is too complex (too deeply nested)"))
             return
         self.statements[name] = prepared
         self.out += M.PARSE_COMPLETE
@@ -661,8 +727,6 @@ class Connection(asyncio.Protocol):
             self.out += M.EMPTY_QUERY
         except errors.PgError as exc:
             self._extended_error(exc)
-        except RecursionError:
-            self._extended_error(errors.PgError("54001", "statement is too complex (too deeply nested)"))
         if not name and portal.done:
             self.portals.pop("", None)
 

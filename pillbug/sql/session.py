@@ -156,8 +156,6 @@ class Session:
         self.vars["database"] = database
         self.vars["session_user"] = user
         self.vars["crdb_version"] = engine.version_string
-        for name, value in (options or {}).items():
-            self.set_var(name, value)
         self.timezone: datetime.tzinfo = datetime.UTC
         self.server_version_string = engine.version_string
         self.node_start_time = engine.start_time
@@ -179,6 +177,9 @@ class Session:
         self.deallocated: list[str] = []
         self.deallocate_all = False
         self.discarded = False
+        # Startup options last: setting a variable needs the state above (timezone, reports).
+        for name, value in (options or {}).items():
+            self.set_var(name, value)
 
     # ---- session variables ---------------------------------------------------------------
 
