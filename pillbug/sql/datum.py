@@ -550,7 +550,11 @@ def parse_date(text: str) -> datetime.date:
             year = int(m.group(1))
             if m.group(4) and m.group(4).upper() == "BC":
                 year = 1 - year
-            return datetime.date(year, int(m.group(2)), int(m.group(3)))
+            try:
+                return datetime.date(year, int(m.group(2)), int(m.group(3)))
+            except ValueError:
+                raise errors.PgError(errors.DATETIME_FIELD_OVERFLOW,
+                                     f'date/time field value out of range: "{text}"') from None
         low = text.strip().lower()
         if low == "epoch":
             return EPOCH_DATE

@@ -633,6 +633,8 @@ class Session:
         self.running_ctx = outcome.ctx
         try:
             count = portal.rows_sent if portal is not None else 0
+            # max_rows counts the rows of this Execute; count is the portal's total so far.
+            stop_at = count + max_rows if max_rows else 0
             columns = outcome.columns
             if columns is not None and describe:
                 sink.row_description(columns)
@@ -651,18 +653,18 @@ class Session:
                             batch = next(rows, None)
                             if batch is None:
                                 break
-                        if max_rows and count + len(batch) > max_rows:
-                            take = max_rows - count
+                        if max_rows and count + len(batch) > stop_at:
+                            take = stop_at - count
                             sink.data_rows(batch[:take], columns)
                             assert portal is not None
                             portal.pending = batch[take:]
-                            portal.rows_sent = max_rows
+                            portal.rows_sent = stop_at
                             sink.portal_suspended()
                             return False
                         sink.data_rows(batch, columns)
                         count += len(batch)
                         await sink.drain()
-                        if max_rows and count == max_rows:
+                        if max_rows and count == stop_at:
                             assert portal is not None
                             portal.rows_sent = count
                             portal.pending = []
