@@ -44,6 +44,7 @@ _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _NULL = b"\xff\xff\xff\xff"
 STATEMENT_TOO_COMPLEX = "54001"
+INVALID_CURSOR_NAME = "34000"
 
 
 def _send(coro: Coroutine) -> Any:
@@ -79,6 +80,7 @@ class Connection(asyncio.Protocol):
         self.reading_paused = False
         self._encoders: list = []
         self._msg_type = b""
+        self._processing = False
         self.slicer = timeslice.Slicer()
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
@@ -141,6 +143,15 @@ class Connection(asyncio.Protocol):
     # ---- driving handlers ----------------------------------------------------------------
 
     def _process(self) -> None:
+        if self._processing:
+            return  # a handler finished synchronously inside the loop below, which goes on
+        self._processing = True
+        try:
+            self._process_messages()
+        finally:
+            self._processing = False
+
+    def _process_messages(self) -> None:
         # Stop taking messages while the client is not reading what we send: output stays
         # bounded by the transport's high-water mark plus one message's worth.
         while not self.busy and not self.closed and not self.write_paused:
@@ -687,7 +698,7 @@ class Connection(asyncio.Protocol):
             elif kind == b"P":
                 entry = self.portals.get(name)
                 if entry is None:
-                    raise errors.PgError(errors.INVALID_CURSOR_STATE, f'unknown portal "{name}"')
+                    raise errors.PgError(INVALID_CURSOR_NAME, f'portal "{name}" does not exist')
                 portal, formats = entry
                 columns = portal.prepared.columns
                 if columns is None:
@@ -706,7 +717,7 @@ class Connection(asyncio.Protocol):
             max_rows = reader.int32()
             entry = self.portals.get(name)
             if entry is None:
-                raise errors.PgError(errors.INVALID_CURSOR_STATE, f'unknown portal "{name}"')
+                raise errors.PgError(INVALID_CURSOR_NAME, f'portal "{name}" does not exist')
         except errors.PgError as exc:
             self._extended_error(exc)
             return None
