@@ -20,6 +20,7 @@ import asyncio
 import logging
 import ssl
 import struct
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -81,6 +82,7 @@ class Connection(asyncio.Protocol):
         self._encoders: list = []
         self._msg_type = b""
         self._processing = False
+        self._continue_scheduled = False
         self.slicer = timeslice.Slicer()
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
@@ -153,8 +155,20 @@ class Connection(asyncio.Protocol):
 
     def _process_messages(self) -> None:
         # Stop taking messages while the client is not reading what we send: output stays
-        # bounded by the transport's high-water mark plus one message's worth.
+        # bounded by the transport's high-water mark plus the flush threshold. A client that
+        # pipelines many messages gets one time slice, then the others get theirs.
+        deadline = time.monotonic() + timeslice.SLICE_SECONDS
+        handled = 0
         while not self.busy and not self.closed and not self.write_paused:
+            handled += 1
+            if len(self.out) > FLUSH_THRESHOLD:
+                self.flush()
+                continue
+            if handled % 64 == 0 and time.monotonic() > deadline:
+                if not self._continue_scheduled:
+                    self._continue_scheduled = True
+                    asyncio.get_running_loop().call_soon(self._continue)
+                break
             try:
                 msg = self.reader.next_message()
             except errors.PgError as exc:
@@ -181,6 +195,11 @@ class Connection(asyncio.Protocol):
             elif self.reading_paused:
                 self.reading_paused = False
                 self.transport.resume_reading()
+
+    def _continue(self) -> None:
+        self._continue_scheduled = False
+        if not self.busy and not self.closed:
+            self._process()
 
     def _run(self, coro: Coroutine) -> None:
         self._coro = coro
