@@ -220,3 +220,19 @@ def test_copy_errors_for_unsupported_forms(node, table):
         assert cur.fetchone() == (1,)
     finally:
         conn.close()
+
+
+def test_unterminated_csv_quote_is_bounded(node, table):
+    """A quoted CSV field that never closes would keep the record open forever: past 16 MiB the
+    COPY fails with 54000 instead of buffering the whole stream."""
+    conn = node.connect(database=table)
+    try:
+        data = io.StringIO('1,"never closed\n' + "more line\n" * (2 << 20))
+        with pytest.raises(psycopg2.Error) as info:
+            conn.cursor().copy_expert("COPY c (k, s) FROM STDIN WITH CSV", data)
+        assert info.value.pgcode == "54000"
+        cur = conn.cursor()
+        cur.execute("SELECT count(*) FROM c")
+        assert cur.fetchone() == (0,)
+    finally:
+        conn.close()

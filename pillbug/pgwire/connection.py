@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 FLUSH_THRESHOLD = 64 << 10  # flush the output buffer when it grows past this
 MAX_PENDING_INPUT = 32 << 20  # pause reading when this much unprocessed input is buffered
 MAX_PREPARED = 10_000  # named statements and portals per connection
+STARTUP_TIMEOUT = 60.0  # seconds from accept to authenticated, as PostgreSQL's authentication_timeout
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _NULL = b"\xff\xff\xff\xff"
@@ -83,6 +84,7 @@ class Connection(asyncio.Protocol):
         self._msg_type = b""
         self._processing = False
         self._continue_scheduled = False
+        self._startup_timer: asyncio.TimerHandle | None = None
         self.slicer = timeslice.Slicer()
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
@@ -92,6 +94,13 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else None
         self.server.connections.add(self)
+        # A connection that never finishes its startup must not hold a slot forever.
+        self._startup_timer = asyncio.get_running_loop().call_later(STARTUP_TIMEOUT, self._startup_timed_out)
+
+    def _startup_timed_out(self) -> None:
+        if self.state in ("startup", "auth") and not self.closed:
+            self._fatal(errors.PgError(errors.INVALID_AUTHORIZATION_SPECIFICATION,
+                                       "connection did not complete authentication in time"))
 
     def data_received(self, data: bytes) -> None:
         if self.tls_upgrading:
@@ -112,6 +121,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._startup_timer is not None:
+            self._startup_timer.cancel()
         self.server.connections.discard(self)
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.cancel()
@@ -517,6 +528,7 @@ class Connection(asyncio.Protocol):
             self._fatal(exc)
             return
         self.state = "ready"
+        self._startup_timer.cancel()
         session.reported_changes.clear()
         catalog = engine.latest_catalog()
         for name in session_vars.REPORTED:
