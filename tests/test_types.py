@@ -410,3 +410,14 @@ def test_float4_text_is_shortest_and_exact(value):
 def test_jsonb_text_roundtrips(value):
     first = datum.Json(value).text
     assert datum.parse_json(first).text == first
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_json_parameters_declared_as_json(crdb_conn, binary):
+    """psycopg's Json wrapper declares PostgreSQL's json type (OID 114), whose binary form has no
+    version byte; CockroachDB takes it as JSONB."""
+    from psycopg.types.json import Json
+    value = [1, {"x": "y", "n": 2.5}]
+    with crdb_conn.cursor(binary=binary) as cur:
+        cur.execute("SELECT %s::JSONB, %s::JSONB = '[1, {\"n\": 2.5, \"x\": \"y\"}]'", (Json(value), Json(value)))
+        assert cur.fetchone() == (value, True)

@@ -202,6 +202,8 @@ def binary_encoder(typ: SQLType) -> Encoder:
     if fam == "uuid":
         return lambda v: v.bytes
     if fam == "jsonb":
+        if typ.oid == T.JSON.oid:
+            return lambda v: v.text.encode()
         return lambda v: b"\x01" + v.text.encode()
     if fam == "time":
         return lambda v: _I64.pack(((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000 + v.microsecond)
@@ -278,6 +280,14 @@ def _decode_jsonb(raw: bytes) -> Json:
     return datum.parse_json(text)
 
 
+def _decode_json(raw: bytes) -> Json:
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise _bad_encoding() from None
+    return datum.parse_json(text)
+
+
 def _bad_encoding() -> errors.PgError:
     return errors.PgError(errors.CHARACTER_NOT_IN_REPERTOIRE, 'invalid byte sequence for encoding "UTF8"')
 
@@ -340,7 +350,7 @@ def binary_decoder(typ: SQLType) -> Decoder:
             return uuid.UUID(bytes=raw)
         return decode_uuid
     if fam == "jsonb":
-        return _decode_jsonb
+        return _decode_json if typ.oid == T.JSON.oid else _decode_jsonb
     if fam == "time":
         return _decode_time
     if fam == "array":
