@@ -10,6 +10,18 @@ When it does suspend (a commit waiting for its fsync), later messages wait in th
 reading pauses if they pile up. Output goes to one buffer, flushed when there is no more input
 to process, at the protocol's sync points, or when it grows past a threshold.
 
+Each step of a handler runs in the connection's Slicer (util/timeslice.py): a statement that
+computes for long pauses between batches, so that the loop serves other connections and the
+CancelRequest that may be on its way for it. A pipelining client gets one slice of messages at a
+time, too. Nothing a client does grows memory without bound: input waits in the reader only up to
+MAX_PENDING_INPUT; while the client does not read (pause_writing), no further message is taken
+and reading pauses; oversized messages are skipped, not buffered (messages.py).
+
+Every failure is a statement's, never the node's: a PgError goes to the client with its SQLSTATE,
+and any other exception escaping a handler becomes XX000 (or 54001 for too deep a recursion)
+for that statement while the connection goes on. Only framing errors, which leave no way to find
+the next message, end the connection (FATAL 08P01).
+
 The connection is the session's ResultSink. It can rewind its output to a mark as long as none of
 it has been flushed since, which is what lets the session retry an implicit transaction on 40001
 without the client noticing.
