@@ -392,3 +392,18 @@ def test_startup_options_and_unknown_parameters(node):
         psycopg2.connect(**node.params(), options="-c timezone=Not/AZone")
     assert "Not/AZone" in str(info.value) or "time zone" in str(info.value)
 
+
+
+def test_disconnect_during_long_statement(node, raw):
+    """The client goes away while its statement computes: the statement stops at its next batch
+    and the session is released; nobody else notices."""
+    for _ in range(3):
+        conn = raw()
+        conn.send(query("SELECT count(*) FROM generate_series(1, 500000000)"))
+        time.sleep(0.3)
+        conn.close()
+    _healthy(node)
+    # The sessions are gone (their statements ended), so a DDL on a fresh table is not held up.
+    started = time.monotonic()
+    node.sql("CREATE TABLE IF NOT EXISTS after_disconnect (x INT)", "DROP TABLE after_disconnect")
+    assert time.monotonic() - started < 10
