@@ -8,7 +8,7 @@ functions: big-endian integers, dates and timestamps from 2000-01-01, NUMERIC in
 from __future__ import annotations
 
 import datetime
-import json
+import decimal
 import struct
 import uuid
 from collections.abc import Callable
@@ -32,6 +32,10 @@ _I64 = struct.Struct(">q")
 _F32 = struct.Struct(">f")
 _F64 = struct.Struct(">d")
 _INTERVAL = struct.Struct(">qii")
+
+_EXACT = decimal.Context(prec=200_000, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN,
+                         traps=[decimal.Inexact, decimal.InvalidOperation])
+_WIDE = decimal.Context(prec=200_000, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
 
 Encoder = Callable[[Any], bytes]
 Decoder = Callable[[bytes], Any]
@@ -120,10 +124,16 @@ def encode_numeric(v: Decimal) -> bytes:
     return header + struct.pack(f">{len(groups)}H", *groups)
 
 
+_NUMERIC_HEADER = struct.Struct(">hhHH")
+_MAX_DSCALE = 0x3FFF  # numeric_recv's limit
+
+
 def decode_numeric(raw: bytes) -> Decimal:
+    """numeric_recv: base-10000 digit groups, a weight (the power of 10000 of the first group),
+    a sign and a display scale (digits after the decimal point, which is what keeps 1.50)."""
     if len(raw) < 8:
-        raise errors.PgError(errors.INVALID_BINARY_REPRESENTATION, "insufficient data left in message")
-    ndigits, weight, sign, dscale = struct.unpack_from(">hhHH", raw)
+        raise _bad_binary("insufficient data left in message")
+    ndigits, weight, sign, dscale = _NUMERIC_HEADER.unpack_from(raw)
     if sign == _NUMERIC_NAN:
         return Decimal("NaN")
     if sign == _NUMERIC_PINF:
@@ -131,18 +141,23 @@ def decode_numeric(raw: bytes) -> Decimal:
     if sign == _NUMERIC_NINF:
         return Decimal("-Infinity")
     if sign not in (_NUMERIC_POS, _NUMERIC_NEG) or ndigits < 0 or len(raw) != 8 + 2 * ndigits:
-        raise errors.PgError(errors.INVALID_BINARY_REPRESENTATION, "invalid NUMERIC in binary format")
+        raise _bad_binary("invalid sign or length in external \"numeric\" value")
+    if dscale > _MAX_DSCALE:
+        raise _bad_binary("invalid scale in external \"numeric\" value")
     groups = struct.unpack_from(f">{ndigits}H", raw, 8)
     if any(g > 9999 for g in groups):
-        raise errors.PgError(errors.INVALID_BINARY_REPRESENTATION, "invalid NUMERIC digit")
-    value = 0
-    for g in groups:
-        value = value * 10000 + g
-    exponent = (weight - ndigits + 1) * 4
-    d = Decimal(value).scaleb(exponent)
-    if sign == _NUMERIC_NEG:
-        d = -d
-    return d.quantize(Decimal(1).scaleb(-dscale)) if dscale <= 1000 else d
+        raise _bad_binary("invalid digit in external \"numeric\" value")
+    # One string conversion: folding the groups into an int is quadratic in their number.
+    digits = "".join([f"{g:04d}" for g in groups]) or "0"
+    d = Decimal(f"{'-' if sign == _NUMERIC_NEG else ''}{digits}E{(weight - ndigits + 1) * 4}")
+    if not d:
+        d = Decimal(0)
+    try:
+        d = d.quantize(Decimal(1).scaleb(-dscale), context=_EXACT) if d.as_tuple().exponent != -dscale else d
+    except decimal.InvalidOperation:
+        # More digits were sent than the display scale keeps: PostgreSQL rounds them away.
+        d = d.quantize(Decimal(1).scaleb(-dscale), rounding=decimal.ROUND_HALF_UP, context=_WIDE)
+    return datum.check_decimal_range(d)
 
 
 # ---- binary format: everything else ------------------------------------------------------------
@@ -187,6 +202,8 @@ def binary_encoder(typ: SQLType) -> Encoder:
     if fam == "uuid":
         return lambda v: v.bytes
     if fam == "jsonb":
+        if typ.oid == T.JSON.oid:
+            return lambda v: v.text.encode()
         return lambda v: b"\x01" + v.text.encode()
     if fam == "time":
         return lambda v: _I64.pack(((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000 + v.microsecond)
@@ -215,19 +232,71 @@ def _array_encoder(typ: SQLType) -> Encoder:
     return encode
 
 
+def _bad_binary(message: str) -> errors.PgError:
+    return errors.PgError(errors.INVALID_BINARY_REPRESENTATION, message)
+
+
 def _checked(fmt: struct.Struct, raw: bytes) -> Any:
     if len(raw) != fmt.size:
-        raise errors.PgError(errors.INVALID_BINARY_REPRESENTATION,
-                             f"incorrect binary data format: expected {fmt.size} bytes, got {len(raw)}")
+        raise _bad_binary(f"incorrect binary data format: expected {fmt.size} bytes, got {len(raw)}")
     return fmt.unpack(raw)[0]
 
 
-def binary_decoder(typ: SQLType) -> Decoder:
-    fam = typ.family
-    oid = typ.oid
-    if fam == "int":
-        fmt = {21: _I16, 23: _I32}.get(oid, _I64)
+def _decode_date(raw: bytes) -> datetime.date:
+    days = _checked(_I32, raw)
+    try:
+        return datetime.date.fromordinal(days + PG_EPOCH_ORDINAL)
+    except (ValueError, OverflowError):
+        raise errors.PgError(errors.DATETIME_FIELD_OVERFLOW, "date out of range") from None
 
+
+def _timestamp_decoder(base: datetime.datetime) -> Decoder:
+    def decode(raw: bytes) -> datetime.datetime:
+        micros = _checked(_I64, raw)
+        try:
+            return base + datetime.timedelta(microseconds=micros)
+        except OverflowError:
+            raise errors.PgError(errors.DATETIME_FIELD_OVERFLOW, "timestamp out of range") from None
+    return decode
+
+
+def _decode_time(raw: bytes) -> datetime.time:
+    micros = _checked(_I64, raw)
+    if not 0 <= micros <= 86_400_000_000:
+        raise errors.PgError(errors.DATETIME_FIELD_OVERFLOW, "time out of range")
+    if micros == 86_400_000_000:
+        micros -= 1  # 24:00:00 has no Python form; the last microsecond of the day is nearest
+    secs, us = divmod(micros, 1_000_000)
+    return datetime.time(secs // 3600, secs // 60 % 60, secs % 60, us)
+
+
+def _decode_jsonb(raw: bytes) -> Json:
+    if raw[:1] != b"\x01":
+        raise _bad_binary("unsupported jsonb version number")
+    try:
+        text = raw[1:].decode()
+    except UnicodeDecodeError:
+        raise _bad_encoding() from None
+    return datum.parse_json(text)
+
+
+def _decode_json(raw: bytes) -> Json:
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise _bad_encoding() from None
+    return datum.parse_json(text)
+
+
+def _bad_encoding() -> errors.PgError:
+    return errors.PgError(errors.CHARACTER_NOT_IN_REPERTOIRE, 'invalid byte sequence for encoding "UTF8"')
+
+
+def binary_decoder(typ: SQLType) -> Decoder:
+    """numeric_recv and friends: every malformed value is 22P03 (or the type's range error),
+    never a Python exception."""
+    fam = typ.family
+    if fam == "int":
         def decode_int(raw: bytes) -> int:
             # Drivers send int4/int2 for INT8 parameters and vice versa: accept any width.
             n = len(raw)
@@ -238,7 +307,7 @@ def binary_decoder(typ: SQLType) -> Decoder:
             elif n == 2:
                 v = _I16.unpack(raw)[0]
             else:
-                return _checked(fmt, raw)
+                raise _bad_binary(f"incorrect binary data format: expected 2, 4 or 8 bytes, got {n}")
             return datum.check_int_range(v, typ)
         return decode_int
     if fam == "oid":
@@ -252,7 +321,7 @@ def binary_decoder(typ: SQLType) -> Decoder:
     if fam == "bool":
         def decode_bool(raw: bytes) -> bool:
             if len(raw) != 1:
-                raise errors.PgError(errors.INVALID_BINARY_REPRESENTATION, "invalid binary bool")
+                raise _bad_binary("incorrect binary data format in bool")
             return raw != b"\x00"
         return decode_bool
     if fam in ("string", "unknown"):
@@ -262,66 +331,89 @@ def binary_decoder(typ: SQLType) -> Decoder:
     if fam == "decimal":
         return lambda raw: datum.round_decimal(decode_numeric(raw), typ)
     if fam == "date":
-        return lambda raw: datetime.date.fromordinal(_checked(_I32, raw) + PG_EPOCH_ORDINAL)
+        return _decode_date
     if fam == "timestamp":
-        return lambda raw: PG_EPOCH + datetime.timedelta(microseconds=_checked(_I64, raw))
+        return _timestamp_decoder(PG_EPOCH)
     if fam == "timestamptz":
-        return lambda raw: PG_EPOCH_TZ + datetime.timedelta(microseconds=_checked(_I64, raw))
+        return _timestamp_decoder(PG_EPOCH_TZ)
     if fam == "interval":
         def decode_interval(raw: bytes) -> Interval:
             if len(raw) != 16:
-                raise errors.PgError(errors.INVALID_BINARY_REPRESENTATION, "invalid binary interval")
+                raise _bad_binary("incorrect binary data format in interval")
             micros, days, months = _INTERVAL.unpack(raw)
             return Interval(months, days, micros)
         return decode_interval
     if fam == "uuid":
         def decode_uuid(raw: bytes) -> uuid.UUID:
             if len(raw) != 16:
-                raise errors.PgError(errors.INVALID_BINARY_REPRESENTATION, "invalid binary uuid")
+                raise _bad_binary("incorrect binary data format in uuid")
             return uuid.UUID(bytes=raw)
         return decode_uuid
     if fam == "jsonb":
-        def decode_jsonb(raw: bytes) -> Json:
-            if raw[:1] == b"\x01":
-                raw = raw[1:]
-            try:
-                return Json(json.loads(raw.decode(), parse_float=Decimal))
-            except (ValueError, UnicodeDecodeError):
-                raise errors.invalid_text("could not parse JSON") from None
-        return decode_jsonb
+        return _decode_json if typ.oid == T.JSON.oid else _decode_jsonb
     if fam == "time":
-        return lambda raw: (datetime.datetime.min + datetime.timedelta(microseconds=_checked(_I64, raw))).time()
+        return _decode_time
     if fam == "array":
         return _array_decoder(typ)
     raise errors.feature_not_supported(f"binary format for type {typ.crdb_name} is not supported")
 
 
+_ARRAY_HEADER = struct.Struct(">iiI")
+_ARRAY_DIM = struct.Struct(">ii")
+
+
 def _array_decoder(typ: SQLType) -> Decoder:
     elem = typ.elem or T.STRING
     dec = binary_decoder(elem)
+    # Drivers label elements with a type of their choice (int4 for an INT8[] column, text for
+    # a VARCHAR[]): accept the element types this array's decoder can read.
+    accepted = {0, elem.oid} | _COMPATIBLE_ELEMENTS.get(elem.family, set())
 
     def decode(raw: bytes) -> list:
-        try:
-            ndim, _flags, _elem_oid = struct.unpack_from(">iiI", raw)
-            if ndim == 0:
-                return []
-            if ndim != 1:
-                raise errors.feature_not_supported("multi-dimensional arrays are not supported")
-            n, _lower = struct.unpack_from(">ii", raw, 12)
-            pos = 20
-            out = []
-            for _ in range(n):
-                (length,) = _I32.unpack_from(raw, pos)
-                pos += 4
-                if length < 0:
-                    out.append(None)
-                    continue
-                out.append(dec(raw[pos:pos + length]))
-                pos += length
-            return out
-        except struct.error:
-            raise errors.PgError(errors.INVALID_BINARY_REPRESENTATION, "invalid binary array") from None
+        if len(raw) < 12:
+            raise _bad_binary("insufficient data left in message")
+        ndim, flags, elem_oid = _ARRAY_HEADER.unpack_from(raw)
+        if ndim == 0:
+            if len(raw) != 12:
+                raise _bad_binary("incorrect binary data format in array")
+            return []
+        if ndim < 0 or flags not in (0, 1):
+            raise _bad_binary("invalid array flags or number of dimensions")
+        if ndim != 1:
+            raise errors.feature_not_supported("multi-dimensional arrays are not supported")
+        if elem_oid not in accepted:
+            raise errors.PgError(errors.DATATYPE_MISMATCH,
+                                 f"binary data has array element type {elem_oid} instead of expected {elem.oid}")
+        if len(raw) < 20:
+            raise _bad_binary("insufficient data left in message")
+        n, _lower = _ARRAY_DIM.unpack_from(raw, 12)
+        if n < 0:
+            raise _bad_binary("invalid array dimension")
+        pos = 20
+        end = len(raw)
+        out = []
+        for _ in range(n):
+            if pos + 4 > end:
+                raise _bad_binary("insufficient data left in message")
+            (length,) = _I32.unpack_from(raw, pos)
+            pos += 4
+            if length == -1:
+                out.append(None)
+                continue
+            if length < 0 or pos + length > end:
+                raise _bad_binary("insufficient data left in message")
+            out.append(dec(raw[pos:pos + length]))
+            pos += length
+        if pos != end:
+            raise _bad_binary("incorrect binary data format in array")
+        return out
     return decode
+
+
+_COMPATIBLE_ELEMENTS = {
+    "int": {20, 21, 23}, "float": {700, 701}, "string": {25, 1043, 1042, 19, 705},
+    "timestamp": {1114}, "timestamptz": {1184},
+}
 
 
 def encoder(typ: SQLType, fmt: int, tz: datetime.tzinfo = UTC) -> Encoder:

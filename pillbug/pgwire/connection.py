@@ -10,6 +10,18 @@ When it does suspend (a commit waiting for its fsync), later messages wait in th
 reading pauses if they pile up. Output goes to one buffer, flushed when there is no more input
 to process, at the protocol's sync points, or when it grows past a threshold.
 
+Each step of a handler runs in the connection's Slicer (util/timeslice.py): a statement that
+computes for long pauses between batches, so that the loop serves other connections and the
+CancelRequest that may be on its way for it. A pipelining client gets one slice of messages at a
+time, too. Nothing a client does grows memory without bound: input waits in the reader only up to
+MAX_PENDING_INPUT; while the client does not read (pause_writing), no further message is taken
+and reading pauses; oversized messages are skipped, not buffered (messages.py).
+
+Every failure is a statement's, never the node's: a PgError goes to the client with its SQLSTATE,
+and any other exception escaping a handler becomes XX000 (or 54001 for too deep a recursion)
+for that statement while the connection goes on. Only framing errors, which leave no way to find
+the next message, end the connection (FATAL 08P01).
+
 The connection is the session's ResultSink. It can rewind its output to a mark as long as none of
 it has been flushed since, which is what lets the session retry an implicit transaction on 40001
 without the client noticing.
@@ -20,6 +32,7 @@ import asyncio
 import logging
 import ssl
 import struct
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -33,16 +46,23 @@ from pillbug.sql.copy import CopyIn
 from pillbug.sql.parser import front
 from pillbug.sql.sem.build import ScopeColumn
 from pillbug.sql.session import EmptyQuery, Portal, Prepared, Session
-from pillbug.util import errors
+from pillbug.util import errors, timeslice
 
 log = logging.getLogger(__name__)
 
 FLUSH_THRESHOLD = 64 << 10  # flush the output buffer when it grows past this
 MAX_PENDING_INPUT = 32 << 20  # pause reading when this much unprocessed input is buffered
 MAX_PREPARED = 10_000  # named statements and portals per connection
+STARTUP_TIMEOUT = 60.0  # seconds from accept to authenticated, as PostgreSQL's authentication_timeout
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _NULL = b"\xff\xff\xff\xff"
+STATEMENT_TOO_COMPLEX = "54001"
+INVALID_CURSOR_NAME = "34000"
+
+
+def _send(coro: Coroutine) -> Any:
+    return coro.send(None)
 
 
 class Connection(asyncio.Protocol):
@@ -73,6 +93,11 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.reading_paused = False
         self._encoders: list = []
+        self._msg_type = b""
+        self._processing = False
+        self._continue_scheduled = False
+        self._startup_timer: asyncio.TimerHandle | None = None
+        self.slicer = timeslice.Slicer()
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
 
@@ -81,19 +106,26 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else None
         self.server.connections.add(self)
+        # A connection that never finishes its startup must not hold a slot forever.
+        self._startup_timer = asyncio.get_running_loop().call_later(STARTUP_TIMEOUT, self._startup_timed_out)
+
+    def _startup_timed_out(self) -> None:
+        if self.state in ("startup", "auth") and not self.closed:
+            self._fatal(errors.PgError(errors.INVALID_AUTHORIZATION_SPECIFICATION,
+                                       "connection did not complete authentication in time"))
 
     def data_received(self, data: bytes) -> None:
         if self.tls_upgrading:
             # Decrypted bytes can arrive before start_tls() returns: keep them until it has.
             self.early_data += data
+            if len(self.early_data) > M.MAX_STARTUP:
+                self.close()
             return
-        try:
-            self.reader.feed(data)
-        except errors.PgError as exc:
-            self._fatal(exc)
-            return
-        if self.busy:
-            if len(self.reader.buf) > MAX_PENDING_INPUT and not self.reading_paused and self.transport:
+        self.reader.feed(data)
+        if self.busy or self.write_paused:
+            # Unprocessed input waits in the reader; past a bound, TCP pushes back instead.
+            if not self.reading_paused and self.transport is not None and (
+                    self.write_paused or len(self.reader.buf) > MAX_PENDING_INPUT):
                 self.transport.pause_reading()
                 self.reading_paused = True
             return
@@ -101,15 +133,26 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._startup_timer is not None:
+            self._startup_timer.cancel()
         self.server.connections.discard(self)
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.cancel()
+        if self.slicer.paused:
+            # The statement is mid-computation in the slicer's greenlet: let it stop at its next
+            # batch, then _step cleans up (closing its coroutine now would be closing a running one).
+            if self.session is not None and self.session.running_ctx is not None:
+                self.session.running_ctx.canceled = True
+            return
+        self._release()
+
+    def _release(self) -> None:
         if self._coro is not None:
             self._coro.close()
             self._coro = None
         if self.session is not None:
             self.session.close()
             self.session = None
-        if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.cancel()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -119,11 +162,36 @@ class Connection(asyncio.Protocol):
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        elif not self.busy and not self.closed:
+            self._process()
 
     # ---- driving handlers ----------------------------------------------------------------
 
     def _process(self) -> None:
-        while not self.busy and not self.closed:
+        if self._processing:
+            return  # a handler finished synchronously inside the loop below, which goes on
+        self._processing = True
+        try:
+            self._process_messages()
+        finally:
+            self._processing = False
+
+    def _process_messages(self) -> None:
+        # Stop taking messages while the client is not reading what we send: output stays
+        # bounded by the transport's high-water mark plus the flush threshold. A client that
+        # pipelines many messages gets one time slice, then the others get theirs.
+        deadline = time.monotonic() + timeslice.SLICE_SECONDS
+        handled = 0
+        while not self.busy and not self.closed and not self.write_paused:
+            handled += 1
+            if len(self.out) > FLUSH_THRESHOLD:
+                self.flush()
+                continue
+            if handled % 64 == 0 and time.monotonic() > deadline:
+                if not self._continue_scheduled:
+                    self._continue_scheduled = True
+                    asyncio.get_running_loop().call_soon(self._continue)
+                break
             try:
                 msg = self.reader.next_message()
             except errors.PgError as exc:
@@ -131,42 +199,95 @@ class Connection(asyncio.Protocol):
                 return
             if msg is None:
                 break
-            coro = self._dispatch(*msg)
+            self._msg_type = msg[0]
+            try:
+                coro = self._dispatch(*msg)
+            except Exception as exc:  # a bug in a handler: the statement fails, not the node
+                self._handler_failed(exc)
+                continue
             if coro is not None:
                 self._run(coro)
         if not self.busy:
             self.flush()
-            if self.reading_paused and self.transport is not None and not self.closed:
+            if self.transport is None or self.closed:
+                return
+            if self.write_paused:
+                if not self.reading_paused:
+                    self.transport.pause_reading()
+                    self.reading_paused = True
+            elif self.reading_paused:
                 self.reading_paused = False
                 self.transport.resume_reading()
+
+    def _continue(self) -> None:
+        self._continue_scheduled = False
+        if not self.busy and not self.closed:
+            self._process()
 
     def _run(self, coro: Coroutine) -> None:
         self._coro = coro
         self._step(None)
 
     def _step(self, _fut: Any) -> None:
+        """Advance the current handler coroutine by one step, inside the slicer's greenlet so
+        that a long statement can pause between batches (util/timeslice.py)."""
         coro = self._coro
         if coro is None:
             return
         try:
-            yielded = coro.send(None)
+            if self.slicer.paused:
+                yielded = self.slicer.resume()
+            else:
+                yielded = self.slicer.start(_send, coro)
         except StopIteration:
             self._coro = None
-            if self.busy:
-                self.busy = False
-                self._process()
+            self._step_done()
             return
-        except Exception as exc:  # a bug in a handler: do not take the node down with it
+        except Exception as exc:
             self._coro = None
-            self.busy = False
-            log.exception("connection handler failed")
-            self._fatal(errors.internal_error(f"{type(exc).__name__}: {exc}"))
+            self._step_done(exc)
             return
         self.busy = True
-        if yielded is None:
+        if yielded is None or yielded is timeslice.PAUSED:
             asyncio.get_running_loop().call_soon(self._step, None)
         else:
             yielded.add_done_callback(self._step)
+
+    def _step_done(self, exc: Exception | None = None) -> None:
+        self.busy = False
+        if exc is not None:
+            self._handler_failed(exc)
+        if self.closed:
+            self._release()  # the connection went away while this handler ran
+            return
+        self._process()
+
+    def _handler_failed(self, exc: BaseException) -> None:
+        """An exception that is not a PgError escaped a handler. The statement gets an error
+        with a SQLSTATE (internal error, or a program limit); the connection goes on."""
+        if isinstance(exc, RecursionError):
+            err = errors.PgError(STATEMENT_TOO_COMPLEX, "statement is too complex (too deeply nested)")
+        elif isinstance(exc, MemoryError):
+            err = errors.PgError(errors.OUT_OF_MEMORY, "out of memory")
+        else:
+            log.error("connection handler failed", exc_info=exc)
+            err = errors.internal_error(f"{type(exc).__name__}: {exc}")
+        if self.state != "ready" or self.session is None:
+            self._fatal(err)
+            return
+        try:
+            self.session.fail(err)
+        except Exception:
+            log.exception("session could not record a failure")
+            self._fatal(err)
+            return
+        self._error(err)
+        if self._msg_type == b"Q":
+            self._ready()
+        elif self._msg_type not in (b"S", b"X"):
+            self.skip_until_sync = True
+        else:
+            self._ready()
 
     def _dispatch(self, msg_type: bytes, body: bytes) -> Coroutine | None:
         state = self.state
@@ -302,6 +423,10 @@ class Connection(asyncio.Protocol):
             if self.server.ssl_context is None:
                 self.transport.write(b"N")
                 return None
+            if self.reader.buf:
+                # Bytes sent before the handshake must not pass for bytes sent inside TLS.
+                self._fatal(errors.protocol_violation("received unencrypted data after SSL request"))
+                return None
             self.transport.write(b"S")
             self.tls_upgrading = True
             return self._upgrade_tls()
@@ -415,6 +540,7 @@ class Connection(asyncio.Protocol):
             self._fatal(exc)
             return
         self.state = "ready"
+        self._startup_timer.cancel()
         session.reported_changes.clear()
         catalog = engine.latest_catalog()
         for name in session_vars.REPORTED:
@@ -453,9 +579,6 @@ class Connection(asyncio.Protocol):
             self.out += M.EMPTY_QUERY
         except errors.PgError as exc:
             self._error(exc)
-        except RecursionError:
-            session.fail(errors.program_limit_exceeded("statement is too deeply nested"))
-            self._error(errors.PgError("54001", "statement is too complex (too deeply nested)"))
         self._ready()
 
     # ---- COPY FROM STDIN -----------------------------------------------------------------
@@ -546,9 +669,6 @@ class Connection(asyncio.Protocol):
         except errors.PgError as exc:
             self._extended_error(exc)
             return
-        except RecursionError:
-            self._extended_error(errors.PgError("54001", "statement is too complex (too deeply nested)"))
-            return
         self.statements[name] = prepared
         self.out += M.PARSE_COMPLETE
 
@@ -621,7 +741,7 @@ class Connection(asyncio.Protocol):
             elif kind == b"P":
                 entry = self.portals.get(name)
                 if entry is None:
-                    raise errors.PgError(errors.INVALID_CURSOR_STATE, f'unknown portal "{name}"')
+                    raise errors.PgError(INVALID_CURSOR_NAME, f'portal "{name}" does not exist')
                 portal, formats = entry
                 columns = portal.prepared.columns
                 if columns is None:
@@ -640,7 +760,7 @@ class Connection(asyncio.Protocol):
             max_rows = reader.int32()
             entry = self.portals.get(name)
             if entry is None:
-                raise errors.PgError(errors.INVALID_CURSOR_STATE, f'unknown portal "{name}"')
+                raise errors.PgError(INVALID_CURSOR_NAME, f'portal "{name}" does not exist')
         except errors.PgError as exc:
             self._extended_error(exc)
             return None
@@ -661,8 +781,6 @@ class Connection(asyncio.Protocol):
             self.out += M.EMPTY_QUERY
         except errors.PgError as exc:
             self._extended_error(exc)
-        except RecursionError:
-            self._extended_error(errors.PgError("54001", "statement is too complex (too deeply nested)"))
         if not name and portal.done:
             self.portals.pop("", None)
 

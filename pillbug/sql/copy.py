@@ -3,7 +3,7 @@
 A CopyIn is fed the raw bytes of CopyData messages as they come, splits them into complete
 records (a partial record waits for the next chunk), converts each field with its column's input
 function and inserts the row through the same TableWriter and constraint checks as INSERT.
-Memory stays bounded by one record plus the transaction's write buffer.
+Memory stays bounded by one record (16 MiB) plus the transaction's write buffer.
 """
 from __future__ import annotations
 
@@ -124,7 +124,9 @@ class CopyIn:
                       for i, c in enumerate(table.columns)]
         self.types = [c.type for c in self.columns]
         self.ctx = ExecCtx(session, session.txn, [], session.catalog)
-        self.pending = ""
+        self.partial: list[str] = []  # the record in progress, in the pieces it arrived in
+        self.partial_len = 0
+        self.in_quotes = False  # whether it ends inside a quoted CSV field
         self.rows = 0
         self.skip_header = self.header
         self.done = False
@@ -134,38 +136,55 @@ class CopyIn:
             text = data.decode()
         except UnicodeDecodeError:
             raise errors.PgError(errors.CHARACTER_NOT_IN_REPERTOIRE, 'invalid byte sequence for encoding "UTF8"') from None
-        self.pending += text
-        if len(self.pending) > MAX_RECORD and "\n" not in self.pending:
+        self._scan(text)
+        # What stays pending is one unfinished record (a CSV one may span lines): bounded.
+        if self.partial_len > MAX_RECORD:
             raise errors.program_limit_exceeded("COPY record longer than 16 MiB")
-        self._drain(final=False)
 
     def finish(self) -> int:
-        self._drain(final=True)
+        if self.partial and not self.done:
+            rest = "".join(self.partial)
+            self.partial = []
+            if rest.strip():
+                self._record(rest.rstrip("\r"))
         return self.rows
 
-    def _drain(self, final: bool) -> None:
-        buf = self.pending
-        start = 0
+    def _scan(self, buf: str) -> None:
+        """Hand complete records to _record. Only the new chunk is scanned (the state of the
+        record in progress is kept in self.in_quotes and self.partial), so a record costs linear
+        time however it is split into CopyData messages."""
+        start = pos = 0
+        in_quotes = self.in_quotes
+        quote = self.quote if self.format == "csv" else None
         while not self.done:
-            end = buf.find("\n", start)
+            if in_quotes:
+                # Inside a quoted CSV field newlines are data; a doubled quote closes and reopens.
+                q = buf.find(quote, pos)
+                if q < 0:
+                    break
+                in_quotes = False
+                pos = q + 1
+                continue
+            end = buf.find("\n", pos)
+            if quote is not None:
+                q = buf.find(quote, pos, end if end >= 0 else len(buf))
+                if q >= 0:
+                    in_quotes = True
+                    pos = q + 1
+                    continue
             if end < 0:
                 break
             record = buf[start:end]
-            if self.format == "csv":
-                while record.count(self.quote) % 2 == 1:  # a quoted field spans lines
-                    nxt = buf.find("\n", end + 1)
-                    if nxt < 0:
-                        self.pending = buf[start:]
-                        return
-                    end = nxt
-                    record = buf[start:end]
-            start = end + 1
+            if self.partial:
+                record = "".join(self.partial) + record
+                self.partial = []
+                self.partial_len = 0
             self._record(record.rstrip("\r"))
-        rest = buf[start:]
-        self.pending = rest
-        if final and rest.strip() and not self.done:
-            self.pending = ""
-            self._record(rest.rstrip("\r"))
+            start = pos = end + 1
+        self.in_quotes = in_quotes
+        if start < len(buf) and not self.done:
+            self.partial.append(buf[start:])
+            self.partial_len += len(buf) - start
 
     def _record(self, record: str) -> None:
         if self.skip_header:

@@ -21,6 +21,7 @@ import decimal
 import json
 import math
 import re
+import struct
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -208,6 +209,37 @@ def format_float(v: float) -> str:
     return r
 
 
+_F32 = struct.Struct(">f")
+
+
+def format_float4(v: float) -> str:
+    """float4out: the shortest digits that read back as the same 32-bit float (a FLOAT4 value
+    is kept as a Python float holding a 32-bit value; its repr would show the widening)."""
+    if v != v or v in (math.inf, -math.inf):
+        return format_float(v)
+    try:
+        target = _F32.pack(v)
+    except OverflowError:
+        return format_float(v)
+    for precision in range(1, 10):
+        candidate = float(f"{v:.{precision}g}")
+        try:
+            if _F32.pack(candidate) == target:
+                break
+        except OverflowError:  # rounded up past the largest float4
+            continue
+    else:
+        candidate = v
+    sign, digit_tuple, exponent = Decimal(repr(candidate)).normalize().as_tuple()
+    adjusted = exponent + len(digit_tuple) - 1  # type: ignore[operator]
+    if -4 <= adjusted < 6 or not candidate:
+        return format_float(candidate)
+    # Exponential from 1e+06 on, where float4out switches (FLT_DIG), like float8out at 1e+15.
+    digits = "".join(map(str, digit_tuple))
+    mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    return f"{'-' if sign else ''}{mantissa}e{'-' if adjusted < 0 else '+'}{abs(adjusted):02d}"
+
+
 def format_decimal(v: Decimal) -> str:
     if v.is_nan():
         return "NaN"
@@ -304,7 +336,7 @@ def format_text(v: Any, typ: SQLType, tz: datetime.tzinfo = UTC) -> str:
     if fam == "string":
         return v
     if fam == "float":
-        return format_float(v)
+        return format_float4(v) if typ.oid == 700 else format_float(v)
     if fam == "decimal":
         return format_decimal(v)
     if fam == "bool":
@@ -343,6 +375,8 @@ def value_formatter(typ: SQLType, tz: datetime.tzinfo = UTC) -> Callable[[Any], 
         return format_decimal
     if fam == "bool":
         return format_bool
+    if fam == "float":
+        return format_float4 if typ.oid == 700 else format_float
     if fam == "timestamptz":
         return lambda v: format_timestamptz(v, tz)
     return lambda v: format_text(v, typ, tz)
@@ -359,8 +393,15 @@ def _bad(text: str, typ: SQLType) -> errors.PgError:
 
 
 def parse_int(text: str, typ: SQLType = T.INT8) -> int:
+    s = text.strip()
+    # Python's int() also takes other scripts' digits; SQL takes ASCII only. Anything longer
+    # than 40 characters is out of range anyway, and int() of a huge string is slow.
+    if not s.isascii():
+        raise _bad(text, typ)
+    if len(s) > 40 and s.lstrip("+-").isdigit():
+        check_int_range(1 << 64, typ)  # raises
     try:
-        v = int(text.strip())
+        v = int(s)
     except ValueError:
         raise _bad(text, typ) from None
     return check_int_range(v, typ)
@@ -377,6 +418,8 @@ def check_int_range(v: int, typ: SQLType) -> int:
 
 def parse_float(text: str, typ: SQLType = T.FLOAT8) -> float:
     s = text.strip().lower()
+    if not s.isascii():
+        raise _bad(text, typ)
     if s in ("nan",):
         return math.nan
     if s in ("infinity", "+infinity", "inf", "+inf"):
@@ -396,10 +439,33 @@ def parse_decimal(text: str, typ: SQLType = T.DECIMAL) -> Decimal:
         return Decimal("Infinity")
     if low in ("-infinity", "-inf"):
         return Decimal("-Infinity")
+    if not s.isascii():
+        raise _bad(text, typ)
     try:
         d = Decimal(s)
     except decimal.InvalidOperation:
         raise _bad(text, typ) from None
+    if d.is_nan():
+        if d.is_snan() or low.lstrip("+-") != "nan":
+            raise _bad(text, typ)
+        return Decimal("NaN")
+    return check_decimal_range(d)
+
+
+# NUMERIC's limits in PostgreSQL: 131072 digits before the decimal point, 16383 after. They
+# also bound the text a value prints as, which a client must not be able to make gigantic.
+MAX_DECIMAL_ADJUSTED = 131071
+MIN_DECIMAL_EXPONENT = -16383
+
+
+def check_decimal_range(d: Decimal) -> Decimal:
+    if d.is_finite():
+        if d and d.adjusted() > MAX_DECIMAL_ADJUSTED:
+            raise errors.out_of_range("value overflows numeric format")
+        if d.as_tuple().exponent < MIN_DECIMAL_EXPONENT:  # type: ignore[operator]
+            raise errors.out_of_range("value overflows numeric format")
+        if not d and d.is_signed():
+            return d.copy_abs()  # -0 is 0, as in PostgreSQL
     return d
 
 
@@ -456,7 +522,11 @@ def parse_date(text: str) -> datetime.date:
             year = int(m.group(1))
             if m.group(4) and m.group(4).upper() == "BC":
                 year = 1 - year
-            return datetime.date(year, int(m.group(2)), int(m.group(3)))
+            try:
+                return datetime.date(year, int(m.group(2)), int(m.group(3)))
+            except ValueError:
+                raise errors.PgError(errors.DATETIME_FIELD_OVERFLOW,
+                                     f'parsing as type date: field value out of range: "{text}"') from None
         low = text.strip().lower()
         if low == "epoch":
             return EPOCH_DATE
@@ -574,7 +644,7 @@ def parse_interval(text: str, default_unit: str = "second") -> Interval:
     if m and s.upper() != "P":
         return _iso_interval(m)
     months = days = 0
-    micros = 0.0
+    micros: float = 0  # stays an exact int unless a fraction appears
     ago = False
     low = s.lower()
     if low.endswith(" ago"):
@@ -623,8 +693,16 @@ def parse_interval(text: str, default_unit: str = "second") -> Interval:
     except ValueError:
         raise errors.PgError(errors.INVALID_DATETIME_FORMAT,
                              f'could not parse "{text}" as type interval') from None
-    iv = Interval(months, days, round(micros))
+    iv = check_interval_range(Interval(months, days, round(micros)))
     return -iv if ago else iv
+
+
+def check_interval_range(iv: Interval) -> Interval:
+    """Intervals keep PostgreSQL's field widths (32-bit months and days, 64-bit microseconds)."""
+    if not (-(1 << 31) <= iv.months < 1 << 31 and -(1 << 31) <= iv.days < 1 << 31
+            and -(1 << 63) <= iv.micros < 1 << 63):
+        raise errors.PgError(errors.DATETIME_FIELD_OVERFLOW, "interval out of range")
+    return iv
 
 
 def _iso_interval(m: re.Match) -> Interval:
@@ -632,7 +710,7 @@ def _iso_interval(m: re.Match) -> Interval:
     months = y * 12 + mo
     days = w * 7 + d + (months - int(months)) * 30
     micros = ((h * 60 + mi) * 60 + s) * 1_000_000 + (days - int(days)) * MICROS_PER_DAY
-    return Interval(int(months), int(days), round(micros))
+    return check_interval_range(Interval(int(months), int(days), round(micros)))
 
 
 def parse_uuid(text: str) -> uuid.UUID:
@@ -642,11 +720,27 @@ def parse_uuid(text: str) -> uuid.UUID:
         raise errors.invalid_text(f'could not parse "{text}" as type uuid: uuid: incorrect UUID length: {text}') from None
 
 
+def _json_number(text: str) -> Any:
+    return check_decimal_range(Decimal(text))
+
+
+def _json_int(text: str) -> int | Decimal:
+    # int() refuses more than 4300 digits; JSON numbers are arbitrary-precision.
+    return int(text) if len(text) < 1000 else _json_number(text)
+
+
+def _json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def parse_json(text: str) -> Json:
     try:
-        return Json(json.loads(text, parse_float=Decimal))
+        value = Json(json.loads(text, parse_float=_json_number, parse_int=_json_int,
+                                parse_constant=_json_constant))
+        value.text.encode()  # a lone surrogate escape (\ud800) has no UTF-8 form
     except (ValueError, RecursionError) as exc:
         raise errors.invalid_text(f"could not parse JSON: {exc}") from None
+    return value
 
 
 def parse_array(text: str, elem: SQLType, tz: datetime.tzinfo = UTC) -> list:

@@ -108,13 +108,17 @@ class Engine:
         """The newest committed catalog (for authentication and the HBA check)."""
         return self.catalog_for(Txn(self.store, is_read_only_snapshot=True))
 
-    def cached_plan(self, key: tuple) -> Any:
+    def cached_plan(self, key: tuple, count_miss: bool = True) -> Any:
+        """The plan cached under key (False: known not to be cacheable; None: not seen).
+
+        count_miss=False is for a look that falls back to a fuller one, which counts it.
+        """
         plan = self.plan_cache.get(key)
         if plan is not None:
             self.plan_cache.move_to_end(key)
             if plan:
                 self.plan_cache_hits += 1
-        else:
+        elif count_miss:
             self.plan_cache_misses += 1
         return plan
 

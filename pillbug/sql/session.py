@@ -172,8 +172,6 @@ class Session:
         self.vars["database"] = database
         self.vars["session_user"] = user
         self.vars["crdb_version"] = engine.version_string
-        for name, value in (options or {}).items():
-            self.set_var(name, value)
         self.timezone: datetime.tzinfo = datetime.UTC
         self.server_version_string = engine.version_string
         self.node_start_time = engine.start_time
@@ -199,6 +197,9 @@ class Session:
         self.deallocate_all = False
         self.discarded = False
         self.local_vars: dict[str, str] = {}  # SET LOCAL: the values to restore when the txn ends
+        # Startup options last: setting a variable needs the state above (timezone, reports).
+        for name, value in (options or {}).items():
+            self.set_var(name, value)
 
     # ---- session variables ---------------------------------------------------------------
 
@@ -610,14 +611,8 @@ class Session:
     # The driver for the simple query protocol: one implicit transaction per Query message.
     async def run_simple(self, sql: str, sink: ResultSink) -> None:
         self.active_query = sql
-        try:
-            statements = self.parse(sql)
-        except errors.PgError as exc:
-            self.fail(exc)
-            raise
-        if not statements:
-            raise _EmptyQuery()
-        retry_safe = self.state == NO_TXN and all(_is_retry_safe(s) for s in statements)
+        retry_safe = self.state == NO_TXN
+        statements: list[Statement] | None = None
         attempt = 0
         turn: _RetryTurn | None = None
         try:
@@ -625,6 +620,13 @@ class Session:
                 mark = sink.mark()
                 commits = self.commits
                 try:
+                    hit = self._cached_text_plan(sql)
+                    if hit is not None:
+                        await self._run_cached(hit[0], hit[1], sink)
+                        return
+                    if statements is None:
+                        statements = self._parse_batch(sql)
+                        retry_safe = retry_safe and all(_is_retry_safe(s) for s in statements)
                     await self._run_batch(statements, sink)
                     return
                 except errors.PgError as exc:
@@ -640,6 +642,59 @@ class Session:
         finally:
             if turn is not None:
                 turn.give_back()
+
+    def _parse_batch(self, sql: str) -> list[Statement]:
+        try:
+            statements = self.parse(sql)
+        except errors.PgError as exc:
+            self.fail(exc)
+            raise
+        if not statements:
+            raise _EmptyQuery()
+        return statements
+
+    def _cached_text_plan(self, sql: str) -> tuple[CachedPlan, list[str]] | None:
+        """The cached plan of a one-statement query text, found without parsing it.
+
+        Most statements a client sends as text have run before with other literals; their
+        plan is in the cache under the lifted text (see _plan_for_text), so parsing them again
+        would only cost time. Begins the implicit transaction the lookup needs (the catalog
+        version is read through it) and ends it again on a miss.
+        """
+        state = self.state
+        if state != NO_TXN and state != OPEN:
+            return None
+        text = sql.strip()
+        if text.endswith(";"):
+            text = text[:-1].rstrip()
+        if not text or ";" in text:
+            return None
+        lifted = lift_literals(text)
+        if lifted is None or lifted[2]:
+            return None  # not DML, or it names $n placeholders a simple query cannot bind
+        lifted_text, literals, _ = lifted
+        began = self.txn is None
+        if began:
+            self._begin(implicit=True)
+        cached = None
+        if not self._ddl_in_txn:
+            key = (self.catalog.version, self.database, self.user,
+                   cache_key(lifted_text, literals) if literals else text)
+            cached = self.engine.cached_plan(key, count_miss=False)
+        if not cached:
+            if began:
+                self._end()
+            return None
+        return cached, [lit for _, lit in literals]
+
+    async def _run_cached(self, cached: CachedPlan, literals: list[str], sink: ResultSink) -> None:
+        try:
+            outcome = self.run_plan(cached, self._bind_literals(cached, [], literals))
+            await self.write_outcome(outcome, sink, describe=True)
+        except errors.PgError as exc:
+            self.fail(exc)
+            raise
+        await self._finish_implicit()
 
     def _pop_conflict_key(self) -> bytes | None:
         key = self.last_conflict_key
@@ -681,6 +736,8 @@ class Session:
         self.running_ctx = outcome.ctx
         try:
             count = portal.rows_sent if portal is not None else 0
+            # max_rows counts the rows of this Execute; count is the portal's total so far.
+            stop_at = count + max_rows if max_rows else 0
             columns = outcome.columns
             if columns is not None and describe:
                 sink.row_description(columns)
@@ -699,18 +756,18 @@ class Session:
                             batch = next(rows, None)
                             if batch is None:
                                 break
-                        if max_rows and count + len(batch) > max_rows:
-                            take = max_rows - count
+                        if max_rows and count + len(batch) > stop_at:
+                            take = stop_at - count
                             sink.data_rows(batch[:take], columns)
                             assert portal is not None
                             portal.pending = batch[take:]
-                            portal.rows_sent = max_rows
+                            portal.rows_sent = stop_at
                             sink.portal_suspended()
                             return False
                         sink.data_rows(batch, columns)
                         count += len(batch)
                         await sink.drain()
-                        if max_rows and count == max_rows:
+                        if max_rows and count == stop_at:
                             assert portal is not None
                             portal.rows_sent = count
                             portal.pending = []

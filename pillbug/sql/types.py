@@ -91,6 +91,9 @@ TIMESTAMPTZ = _t("timestamptz", 1184, "TIMESTAMPTZ", "timestamp with time zone",
 INTERVAL = _t("interval", 1186, "INTERVAL", "interval", 16)
 UUID = _t("uuid", 2950, "UUID", "uuid", 16)
 JSONB = _t("jsonb", 3802, "JSONB", "jsonb")
+# JSON is JSONB in CockroachDB; this type only names what a client declared as a parameter of
+# PostgreSQL's json type (OID 114), whose binary form has no version byte.
+JSON = _t("jsonb", 114, "JSONB", "json")
 VOID = _t("void", 2278, "VOID", "void", 4)
 ANY = _t("any", 2276, "ANY", "anyelement", 4)
 RECORD = _t("record", 2249, "RECORD", "record")
@@ -184,6 +187,7 @@ BY_OID[23] = INT4
 BY_OID[21] = INT2
 BY_OID[1043] = varchar()
 BY_OID[1042] = char(1)
+BY_OID[114] = JSON
 for _typ in list(BY_OID.values()):
     if _typ.family != "array" and _typ.oid in _ARRAY_OIDS:
         BY_OID[_ARRAY_OIDS[_typ.oid]] = array_of(_typ)

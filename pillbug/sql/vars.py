@@ -59,7 +59,8 @@ def _one_of(*choices: str) -> Callable[[str], str]:
 
 
 def _encoding(value: str) -> str:
-    v = value.strip().upper().replace("-", "")
+    # PostgreSQL ignores everything but letters and digits in encoding names (asyncpg sends 'utf-8').
+    v = "".join(c for c in value.upper() if c.isalnum())
     if v in ("UTF8", "UNICODE"):
         return "UTF8"
     raise errors.invalid_parameter_value(f"unimplemented client encoding: \"{value}\"")

@@ -11,12 +11,12 @@ import datetime
 from typing import Any
 
 from pillbug.kv.txn import Txn
-from pillbug.util import errors
+from pillbug.util import errors, timeslice
 
 
 class ExecCtx:
     __slots__ = ("params", "txn", "session", "outer", "subquery_cache", "txn_time", "statement_time",
-                 "timezone", "database", "user", "rows_affected", "catalog", "canceled",
+                 "timezone", "database", "user", "rows_affected", "catalog", "_canceled",
                  "server_version_string", "backend_pid", "node_start_time", "ticks")
 
     def __init__(self, session: Any, txn: Txn, params: list, catalog: Any) -> None:
@@ -27,7 +27,7 @@ class ExecCtx:
         self.outer: list[tuple] = []
         self.subquery_cache: dict[object, list[tuple]] = {}
         self.rows_affected = 0
-        self.canceled = False
+        self._canceled = False
         self.ticks = 0
         if session is not None:
             self.txn_time = session.txn_time
@@ -38,6 +38,17 @@ class ExecCtx:
             self.server_version_string = session.server_version_string
             self.backend_pid = session.backend_pid
             self.node_start_time = session.node_start_time
+
+    @property
+    def canceled(self) -> bool:
+        # Operators read this once per batch: the point where a long statement lets the node's
+        # other connections (and its own CancelRequest) run (util/timeslice.py).
+        timeslice.yield_point()
+        return self._canceled
+
+    @canceled.setter
+    def canceled(self, value: bool) -> None:
+        self._canceled = value
 
     # Builtins that need the session call these.
     def session_var(self, name: str) -> str:

@@ -887,7 +887,10 @@ class Generate(Node):
         self.label = label
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
-        yield from _chunks(iter(self.produce(ctx)))
+        for chunk in _chunks(iter(self.produce(ctx))):
+            if ctx.canceled:  # generate_series can be made as long as a client likes
+                raise errors.query_canceled()
+            yield chunk
 
     def explain_name(self) -> str:
         return self.label or "virtual table"

@@ -50,7 +50,8 @@ _LITERAL = re.compile(r"""
   | (?P<bail>--|/\*|\$|')
 """, re.VERBOSE)
 _NUMBER = re.compile(r"(?<![\w$.])(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?![\w$])")
-_TYPMOD_ARGS = re.compile(r"[\d\s,]*")
+_TYPMOD_WINDOW = 24  # "(1000, 999)" and the like fit; a type modifier is never longer
+MAX_LIFTED = 1000  # a statement with more literals is planned from its own text, uncached
 
 
 def _previous_word(sql: str, end: int) -> str:
@@ -65,11 +66,18 @@ def _previous_word(sql: str, end: int) -> str:
 
 
 def _in_type_modifier(sql: str, start: int) -> bool:
-    """Whether a number at start is inside VARCHAR( ... ) / DECIMAL( ... , ...)."""
-    paren = sql.rfind("(", 0, start)
-    if paren < 0 or not _TYPMOD_ARGS.fullmatch(sql, paren + 1, start):
+    """Whether a number at start is inside VARCHAR( ... ) / DECIMAL( ... , ...).
+
+    Looks back over at most a short window of digits, commas and spaces, so that a long IN list
+    costs constant work per number.
+    """
+    i = start - 1
+    limit = max(start - _TYPMOD_WINDOW, 0)
+    while i >= limit and (sql[i].isspace() or sql[i] == "," or sql[i].isdigit()):
+        i -= 1
+    if i < limit or sql[i] != "(":
         return False
-    return _previous_word(sql, paren) in _TYPES_WITH_MODIFIERS
+    return _previous_word(sql, i) in _TYPES_WITH_MODIFIERS
 
 
 def lift_literals(sql: str) -> tuple[str, list[Literal], int] | None:
@@ -113,6 +121,8 @@ def lift_literals(sql: str) -> tuple[str, list[Literal], int] | None:
             is_int = text.isdigit() and int(text) <= _INT64_MAX
             literals.append(("i" if is_int else "n", text))
             spans.append((start, end))
+        if len(literals) > MAX_LIFTED:
+            return None
         elif kind == "param":
             explicit = max(explicit, int(m.group(kind)[1:]))
         elif kind == "bail":
