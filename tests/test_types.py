@@ -84,9 +84,6 @@ TYPE_CASES = [
     ("DATE[]", [[datetime.date(2020, 1, 1), None]]),
     ("UUID[]", [[uuid.UUID(int=5)]]),
 ]
-# asyncpg fetches the codecs of arrays other than text[] and oid[] with an introspection query
-# that uses WITH RECURSIVE, which the planner does not support yet.
-ASYNCPG_NEEDS_INTROSPECTION = {"INT8[]", "BOOL[]", "FLOAT8[]", "DECIMAL[]", "DATE[]", "UUID[]"}
 
 
 def _ids(cases):
@@ -195,8 +192,6 @@ async def _asyncpg_connect(node, database):
 @pytest.mark.parametrize("index", range(len(TYPE_CASES)), ids=_ids(TYPE_CASES))
 def test_asyncpg_roundtrip(node, typedb, index):
     typ, values = TYPE_CASES[index]
-    if typ in ASYNCPG_NEEDS_INTROSPECTION:
-        pytest.xfail("asyncpg's type introspection query needs WITH RECURSIVE")
     table = f"rt_{index}"
 
     async def run():

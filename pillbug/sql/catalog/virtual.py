@@ -731,6 +731,9 @@ _empty("pg_catalog", "pg_publication_rel", "oid oid, prpubid oid, prrelid oid, p
 _empty("pg_catalog", "pg_publication_namespace", "oid oid, pnpubid oid, pnnspid oid")
 _empty("pg_catalog", "pg_rewrite", "oid oid, rulename name, ev_class oid, ev_type char, ev_enabled char, "
        "is_instead bool, ev_qual text, ev_action text")
+# CockroachDB has no range types; drivers (asyncpg) still join pg_range when they introspect.
+_empty("pg_catalog", "pg_range", "rngtypid oid, rngsubtype oid, rngmultitypid oid, rngcollation oid, "
+       "rngsubopc oid, rngcanonical regproc, rngsubdiff regproc")
 _empty("pg_catalog", "pg_enum", "oid oid, enumtypid oid, enumsortorder float4, enumlabel name")
 _empty("pg_catalog", "pg_extension", "oid oid, extname name, extowner oid, extnamespace oid, "
        "extrelocatable bool, extversion text, extconfig oid[], extcondition text[]")
