@@ -216,6 +216,37 @@ def test_concurrent_commits_share_synced_batches(harness):
     assert stats.largest_batch > 1
 
 
+def test_a_lone_client_commits_inline_and_concurrent_ones_share_batches(harness):
+    store = harness.store
+    for i in range(20):
+        result = harness.run(store.commit([], [(b"in/%02d" % i, b"v")], alone=True))
+        assert result.succeeded and store.current_revision() == result.revision
+    assert store.stats.inline_batches == 20
+
+    async def many():
+        # The writer thread is busy with the first of these: the rest must queue behind it,
+        # even though each says it is alone, and share synced batches.
+        return await asyncio.gather(*(store.commit([], [(b"cc/%03d" % i, b"v")], alone=i > 0)
+                                      for i in range(200)))
+    results = harness.run(many())
+    assert all(r.succeeded for r in results)
+    assert store.stats.inline_batches < 20 + 200 and store.stats.largest_batch > 1
+    assert len(store.scan(b"cc/", b"cc0", store.current_revision())) == 200
+
+
+def test_an_inline_commit_that_needs_a_bigger_map_goes_to_the_writer(tmp_path):
+    h = StoreHarness(str(tmp_path / "store"), map_size=1 << 17)  # 128 KiB
+    try:
+        value = os.urandom(4000)
+        for i in range(100):  # about 400 KiB: the map must grow, which only the writer can do
+            result = h.run(h.store.commit([], [(b"big/%03d" % i, value)], alone=True))
+            assert result.succeeded
+        assert h.store.stats.map_grows >= 1
+        assert len(h.store.scan(b"big/", b"big0", h.store.current_revision())) == 100
+    finally:
+        h.close()
+
+
 def test_acknowledged_commits_are_in_the_file_for_another_process(harness):
     revision = 0
 

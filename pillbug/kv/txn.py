@@ -237,10 +237,11 @@ class Txn:
 
     # ---- commit --------------------------------------------------------------------------
 
-    async def commit(self) -> int:
+    async def commit(self, alone: bool = False) -> int:
         """Commit; returns the commit revision (the read revision for a read-only transaction).
 
-        Raises a 40001 PgError when a read is no longer current.
+        Raises a 40001 PgError when a read is no longer current. `alone` is the store's hint
+        that no other client is active (see Store.commit).
         """
         assert not self._done, "transaction already finished"
         self._done = True
@@ -252,7 +253,7 @@ class Txn:
         compares: list = [KeyCompare(k, m) for k, m in self.reads.items()]
         compares.extend(RangeCompare(s, e, read_revision) for s, e in self.spans)
         try:
-            result: CommitResult = await self.store.commit(compares, list(self.writes.items()))
+            result: CommitResult = await self.store.commit(compares, list(self.writes.items()), alone)
         except CommitFailedError as exc:
             raise errors.PgError(errors.IO_ERROR, f"commit failed, nothing was written: {exc}") from None
         if not result.succeeded:

@@ -409,7 +409,7 @@ class Session:
         txn = self.txn
         assert txn is not None
         try:
-            await txn.commit()
+            await txn.commit(self.engine.is_alone())
         except errors.PgError as exc:
             if exc.code == errors.SERIALIZATION_FAILURE:
                 self.last_conflict_key = txn.conflict_key
@@ -611,6 +611,7 @@ class Session:
     # The driver for the simple query protocol: one implicit transaction per Query message.
     async def run_simple(self, sql: str, sink: ResultSink) -> None:
         self.active_query = sql
+        self.engine.note_active(self.backend_pid)
         retry_safe = self.state == NO_TXN
         statements: list[Statement] | None = None
         attempt = 0
@@ -796,6 +797,7 @@ class Session:
     # ---- the extended protocol ------------------------------------------------------------
 
     async def execute_portal(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:
+        self.engine.note_active(self.backend_pid)
         prepared = portal.prepared
         stmt = prepared.statement
         if stmt is None:

@@ -87,12 +87,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def commit(self, compares: Sequence[Compare],
-                     writes: Sequence[tuple[bytes, bytes | None]]) -> CommitResult:
+                     writes: Sequence[tuple[bytes, bytes | None]], alone: bool = False) -> CommitResult:
         """Apply writes atomically and durably iff every compare holds.
 
         A write with value None is a delete (a tombstone version). The returned revision is the
         new revision of every written key. Durable means synced before this returns. Raises
         CommitFailedError when the commit certainly did not apply for another reason.
+        `alone` hints that no other client is active now, so that an engine may commit on the
+        caller's thread rather than hand the commit to a group-commit queue.
         """
 
     @abc.abstractmethod
