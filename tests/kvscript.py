@@ -12,6 +12,10 @@ Store commands:
   compact R            revision
   restart [recent=N]   close and reopen the store on its path (keeping N recent revisions in memory)
   dump                 every raw entry of the latest, history and revlog databases, decoded
+                       (after a checkpoint: what waits in the write-ahead log goes into LMDB)
+
+Each script runs twice: as written, and with a checkpoint after every commit, so that its reads
+are answered once from the memtable and once from LMDB; the output must be the same.
 Transaction commands (T names a transaction):
   txn T [at=R]         get T K          scan T START END [limit=N] [reverse]
   put T K V            del T K          savepoint T NAME      rollback-to T NAME
@@ -105,8 +109,9 @@ def write(script: Script) -> None:
 
 
 class Runner:
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, checkpoint_every_commit: bool = False) -> None:
         self.directory = directory
+        self.checkpoint_every_commit = checkpoint_every_commit
         self.loop = asyncio.new_event_loop()
         self.store = LMDBStore(directory)
         self.txns: dict[str, Txn] = {}
@@ -154,6 +159,7 @@ class Runner:
             else:
                 raise AssertionError(f"unknown commit line {line!r}")
         result = self.loop.run_until_complete(self.store.commit(compares, writes))
+        self._after_commit()
         if result.succeeded:
             return f"r{result.revision}"
         return f"failed: {_show_compare(result.failed)} (changed: {show(result.conflict_key)})"
@@ -194,8 +200,13 @@ class Runner:
             lmdb_store._RECENT_REVISIONS = default
         return f"reopened at r{self.store.current_revision()}, compacted at r{self.store.compacted_revision()}"
 
+    def _after_commit(self) -> None:
+        if self.checkpoint_every_commit:
+            self.loop.run_until_complete(self.store.checkpoint())
+
     def cmd_dump(self, args: list[str], opts: dict, body: list[str]) -> str:
         store = self.store
+        self.loop.run_until_complete(store.checkpoint())
         out = []
         u64 = struct.Struct(">Q")
         with store._env.begin() as txn:
@@ -241,6 +252,7 @@ class Runner:
         async def commit_all() -> list:
             return await asyncio.gather(*(self.txns[n].commit() for n in names), return_exceptions=True)
         outcomes = self.loop.run_until_complete(commit_all())
+        self._after_commit()
         lines = []
         for name, outcome in zip(names, outcomes):
             if isinstance(outcome, PgError):
@@ -260,9 +272,9 @@ def _show_compare(compare: object) -> str:
     return f"rcmp {show(compare.start)} {show(compare.end)} {compare.revision}"
 
 
-def run_script(path: str, directory: str) -> None:
+def run_script(path: str, directory: str, checkpoint_every_commit: bool = False) -> None:
     script = parse(path)
-    runner = Runner(directory)
+    runner = Runner(directory, checkpoint_every_commit)
     failures = []
     try:
         for case in script.cases:
@@ -272,7 +284,7 @@ def run_script(path: str, directory: str) -> None:
                                 f"expected:\n{case.expected}\nactual:\n{case.actual}\n")
     finally:
         runner.close()
-    if REWRITE:
+    if REWRITE and not checkpoint_every_commit:
         write(script)
         return
     assert not failures, "\n".join(failures)

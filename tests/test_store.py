@@ -15,7 +15,7 @@ import time
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kvscript import run_script
 
@@ -29,9 +29,10 @@ from pillbug.util.errors import PgError
 SCRIPTS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "testdata", "kv", "*.txt")))
 
 
+@pytest.mark.parametrize("checkpointed", [False, True], ids=["log", "checkpointed"])
 @pytest.mark.parametrize("path", SCRIPTS, ids=[os.path.basename(p)[:-4] for p in SCRIPTS])
-def test_script(path, tmp_path):
-    run_script(path, str(tmp_path / "store"))
+def test_script(path, checkpointed, tmp_path):
+    run_script(path, str(tmp_path / "store"), checkpoint_every_commit=checkpointed)
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -138,7 +139,8 @@ def test_watch_replays_then_follows(harness):
 # ---- growing the map ---------------------------------------------------------------------------
 
 def test_map_grows_while_readers_keep_reading(tmp_path):
-    h = StoreHarness(str(tmp_path / "store"), map_size=1 << 18)  # 256 KiB
+    # A small log: checkpoints (which grow the map) run while the loop keeps reading.
+    h = StoreHarness(str(tmp_path / "store"), map_size=1 << 18, log_capacity=1 << 16)  # 256 KiB, 64 KiB
     try:
         store = h.store
         value = os.urandom(2000)
@@ -157,7 +159,7 @@ def test_map_grows_while_readers_keep_reading(tmp_path):
         h.run(load())
         assert store.stats.map_grows >= 3
         assert len(store.scan(b"g/", b"g0", store.current_revision())) == 800
-        h.restart(map_size=1 << 18)  # reopening with the old, smaller size keeps the data
+        h.restart(map_size=1 << 18, log_capacity=1 << 16)  # reopening with the old, smaller size keeps the data
         assert len(h.store.scan(b"g/", b"g0", h.store.current_revision())) == 800
     finally:
         h.close()
@@ -234,35 +236,121 @@ def test_a_lone_client_commits_inline_and_concurrent_ones_share_batches(harness)
     assert len(store.scan(b"cc/", b"cc0", store.current_revision())) == 200
 
 
-def test_an_inline_commit_that_needs_a_bigger_map_goes_to_the_writer(tmp_path):
-    h = StoreHarness(str(tmp_path / "store"), map_size=1 << 17)  # 128 KiB
+def test_checkpoints_grow_the_map_while_a_lone_client_commits_inline(tmp_path):
+    h = StoreHarness(str(tmp_path / "store"), map_size=1 << 17, log_capacity=1 << 16)  # 128 KiB, 64 KiB
     try:
         value = os.urandom(4000)
-        for i in range(100):  # about 400 KiB: the map must grow, which only the writer can do
+        for i in range(100):  # about 400 KiB: checkpoints on the writer thread must grow the map
             result = h.run(h.store.commit([], [(b"big/%03d" % i, value)], alone=True))
             assert result.succeeded
-        assert h.store.stats.map_grows >= 1
+        assert h.store.stats.inline_batches == 100
+        assert h.store.stats.checkpoints >= 1 and h.store.stats.map_grows >= 1
         assert len(h.store.scan(b"big/", b"big0", h.store.current_revision())) == 100
     finally:
         h.close()
 
 
-def test_acknowledged_commits_are_in_the_file_for_another_process(harness):
-    revision = 0
+CRASHING_WRITER = """
+import asyncio, os, sys
+from pillbug.storage.lmdb_store import LMDBStore
 
-    async def commits():
-        return await asyncio.gather(*(harness.store.commit([], [(b"p/%d" % i, b"v")]) for i in range(50)))
-    revision = max(r.revision for r in harness.run(commits()))
-    # Another process opens the same LMDB environment right after the acknowledgements.
-    reader = (
-        "import lmdb, struct, sys\n"
-        "env = lmdb.open(sys.argv[1], readonly=True, max_dbs=8, subdir=True)\n"
-        "db = env.open_db(b'revlog', create=False)\n"
-        "with env.begin() as t:\n"
-        "    c = t.cursor(db=db); c.last(); print(struct.unpack('>Q', c.key())[0])\n")
-    out = subprocess.run([sys.executable, "-c", reader, harness.path], capture_output=True, text=True,
-                         check=True).stdout
-    assert int(out) == revision
+async def main(path, checkpoints_before_crash):
+    store = LMDBStore(path, log_capacity=1 << 16)
+    original = store._write_revisions
+    done = [0]
+
+    def write_revisions(txn, revisions):
+        if done[0] == checkpoints_before_crash:
+            original(txn, revisions[: len(revisions) // 2])
+            os._exit(0)  # the machine dies in the middle of a checkpoint: LMDB never sees it
+        done[0] += 1
+        original(txn, revisions)
+    store._write_revisions = write_revisions
+    value = b"v" * 900
+    for round_ in range(1000):
+        results = await asyncio.gather(*(store.commit([], [(b"k/%04d/%d" % (round_, i), value)], alone=i == 0)
+                                         for i in range(3)))
+        print(max(r.revision for r in results), flush=True)  # acknowledged
+    os._exit(0)  # a crash without a checkpoint or close
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+@pytest.mark.parametrize("checkpoints_before_crash", [0, 2, 1000])
+def test_every_acknowledged_commit_survives_a_crash(tmp_path, checkpoints_before_crash):
+    """The process dies after acknowledging commits: between checkpoints (only the log has the
+    last ones), or in the middle of a checkpoint (the two logs hold them between them)."""
+    path = str(tmp_path / "store")
+    proc = subprocess.run([sys.executable, "-c", CRASHING_WRITER, path, str(checkpoints_before_crash)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    acknowledged = int(proc.stdout.split()[-1])
+    h = StoreHarness(path)
+    try:
+        assert h.store.current_revision() >= acknowledged
+        rows = h.store.scan(b"k/", b"k0", h.store.current_revision())
+        assert len(rows) == h.store.current_revision() and all(v == b"v" * 900 for _, v, _ in rows)
+        h.restart()  # the replayed commits are in LMDB now, and the logs start over
+        assert len(h.store.scan(b"k/", b"k0", h.store.current_revision())) == len(rows)
+    finally:
+        h.close()
+
+
+def test_a_torn_record_at_the_end_of_the_log_is_ignored(tmp_path):
+    h = StoreHarness(str(tmp_path / "store"))
+    acknowledged = [h.commit([(b"t/%d" % i, b"v")]) for i in range(5)][-1]
+    wal_file = h.store._logs[h.store._active]
+    with open(wal_file.path, "r+b") as f:  # a crash in the middle of the next append
+        f.seek(wal_file.end)
+        f.write(b"\x40\x00\x00\x00garbage")
+    # The crash: the store goes away without its closing checkpoint.
+    h.store._requests.put(None)
+    h.store._writer.join()
+    h.store._drop_snapshot()
+    h.store._close_files()
+    h.store = LMDBStore(h.path)
+    assert h.store.current_revision() == acknowledged
+    assert h.commit([(b"t/after", b"v")]) == acknowledged + 1
+    h.close()
+
+
+def test_a_failed_log_write_leaves_the_outcome_unknown_and_stops_commits(harness, monkeypatch):
+    before = harness.commit([(b"f/a", b"1")])
+
+    def failing_append(self, records):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(lmdb_store.WriteAheadLog, "append", failing_append)
+    txn = Txn(harness.store)
+    txn.put(b"f/b", b"2")
+    with pytest.raises(PgError) as info:
+        harness.run(txn.commit())
+    assert info.value.code == "40003"
+    monkeypatch.undo()
+    txn = Txn(harness.store)
+    txn.put(b"f/c", b"3")
+    with pytest.raises(PgError) as info:
+        harness.run(txn.commit())
+    assert info.value.code == "58030" and "restart the node" in info.value.message
+    assert harness.store.current_revision() == before  # nothing unacknowledged became visible
+    assert harness.store.get(b"f/a", before)[0] == b"1"
+
+
+def test_a_large_commit_goes_straight_into_lmdb(tmp_path):
+    h = StoreHarness(str(tmp_path / "store"))
+    try:
+        small = h.commit([(b"l/small", b"s")])
+        big = {b"l/big/%04d" % i: os.urandom(1000) for i in range(400)}  # 400 KB: bigger than a record may be
+        revision = h.commit(list(big.items()))
+        assert revision == small + 1
+        assert h.store.stats.checkpoints == 1 and h.store._flushed == revision  # durable in LMDB at once
+        assert {k: v for k, v, _ in h.store.scan(b"l/big/", b"l/big0", revision)} == big
+        assert h.commit([(b"l/after", b"a")]) == revision + 1  # the log goes on after it
+        h.restart()
+        assert h.store.current_revision() == revision + 1
+        assert h.store.get(b"l/small", revision + 1)[0] == b"s"
+    finally:
+        h.close()
 
 
 def test_close_finishes_pending_commits(tmp_path):
@@ -347,3 +435,49 @@ def test_hlc_never_goes_backwards(steps):
         assert ts > last
         assert hlc.wall_ns(ts) >= wall[0]  # and never lags the wall clock
         last = ts
+
+
+# ---- the memtable in front of LMDB ---------------------------------------------------------------
+
+_KEYS = [b"a", b"a\x00", b"ab", b"b", b"c"]
+_STEP = st.one_of(
+    st.just("checkpoint"),
+    st.lists(st.tuples(st.sampled_from(_KEYS), st.one_of(st.none(), st.binary(max_size=3))),
+             min_size=1, max_size=4, unique_by=lambda w: w[0]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(_STEP, max_size=12))
+def test_reads_agree_with_a_model_wherever_the_versions_live(tmp_path_factory, steps):
+    """Versions waiting in the memtable, in LMDB, or some in each: every get and scan at every
+    revision answers as a plain list of versions says it should."""
+    h = StoreHarness(str(tmp_path_factory.mktemp("model") / "store"), log_capacity=1 << 16)
+    versions: dict[bytes, list[tuple[int, bytes | None]]] = {}
+    try:
+        for step in steps:
+            if step == "checkpoint":
+                h.run(h.store.checkpoint())
+                continue
+            revision = h.commit(step)
+            for key, value in step:
+                if value is not None or (versions.get(key) and versions[key][-1][1] is not None):
+                    versions.setdefault(key, []).append((revision, value))
+
+        def model_get(key, at):
+            older = [v for v in versions.get(key, []) if v[0] <= at]
+            return (older[-1][1], older[-1][0]) if older else (None, 0)
+
+        store = h.store
+        for at in range(store.current_revision() + 1):
+            live = [(k, *model_get(k, at)) for k in sorted(_KEYS)]
+            live = [(k, v, m) for k, v, m in live if v is not None]
+            for key in _KEYS:
+                assert store.get(key, at) == model_get(key, at)
+            for start, end in ((b"", b"\xff"), (b"a", b"b"), (b"a\x00", b"c"), (b"ab", b"ab\x00")):
+                expected = [row for row in live if start <= row[0] < end]
+                assert store.scan(start, end, at) == expected
+                assert store.scan(start, end, at, limit=2) == expected[:2]
+                assert store.scan(start, end, at, reverse=True) == expected[::-1]
+                assert store.scan(start, end, at, limit=1, reverse=True) == expected[::-1][:1]
+    finally:
+        h.close()

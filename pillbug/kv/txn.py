@@ -30,6 +30,7 @@ from collections.abc import Iterator
 
 from pillbug.storage.store import (
     CommitFailedError,
+    CommitOutcomeUnknownError,
     CommitResult,
     CompactedError,
     KeyCompare,
@@ -256,6 +257,9 @@ class Txn:
             result: CommitResult = await self.store.commit(compares, list(self.writes.items()), alone)
         except CommitFailedError as exc:
             raise errors.PgError(errors.IO_ERROR, f"commit failed, nothing was written: {exc}") from None
+        except CommitOutcomeUnknownError as exc:
+            raise errors.statement_completion_unknown(
+                f"result is ambiguous (the commit may or may not have applied): {exc}") from None
         if not result.succeeded:
             self.conflict_key = result.conflict_key
             if isinstance(result.failed, RangeCompare):

@@ -186,6 +186,7 @@ class Node:
                 "storage_commits": float(stats.commits) if stats else 0.0,
                 "storage_commit_batches": float(stats.batches) if stats else 0.0,
                 "storage_commit_conflicts": float(stats.conflicts) if stats else 0.0,
+                "storage_checkpoints": float(stats.checkpoints) if stats else 0.0,
                 "sql_optimizer_plan_cache_hits": float(engine.plan_cache_hits) if engine else 0.0,
                 "sql_optimizer_plan_cache_misses": float(engine.plan_cache_misses) if engine else 0.0,
                 "liveness_livenodes": 1.0}

@@ -15,6 +15,7 @@ import itertools
 import platform
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from typing import Any
 
 from pillbug import CRDB_COMPAT_VERSION, __version__
@@ -34,11 +35,12 @@ class RetryTurns:
 
     Optimistic transactions that all contend on one key would otherwise race again on every
     retry, and an unlucky statement could lose many times in a row. A retry waits for its turn
-    on the key it lost on and runs while holding it, so that it competes only with first
-    attempts, which then queue up behind it if they lose. The turn is handed straight to the
-    next waiter (no lost wake-ups when a waiting session goes away). Entries exist only while a
-    turn is held, and a session waits for or holds at most one, so this is bounded by the
-    number of sessions.
+    on the key it lost on and runs while holding it. A first attempt that would write a key
+    whose turn someone else holds gives way (Session._commit: it fails as if it had lost, and
+    queues up), so the holder never loses to newcomers that were scheduled before it. The turn
+    is handed straight to the next waiter (no lost wake-ups when a waiting session goes away).
+    Entries exist only while a turn is held, and a session waits for or holds at most one, so
+    this is bounded by the number of sessions.
     """
 
     def __init__(self) -> None:
@@ -59,6 +61,15 @@ class RetryTurns:
             elif turn in waiters:
                 waiters.remove(turn)
             raise
+
+    def held_elsewhere(self, keys: Iterable[bytes], mine: bytes | None) -> bytes | None:
+        """One of `keys` whose turn is held, other than `mine` (the caller's), or None."""
+        queues = self._queues
+        if queues:
+            for key in keys:
+                if key in queues and key != mine:
+                    return key
+        return None
 
     def give_back(self, key: bytes) -> None:
         waiters = self._queues[key]

@@ -51,6 +51,7 @@ from pillbug.sql.rowenc import TableCodec
 from pillbug.sql.sem import builtins
 from pillbug.sql.sem.build import NotCacheable, ParamTypes, ScopeColumn
 from pillbug.util import errors, hlc
+from pillbug.util.encoding import pretty_key
 
 NO_TXN, OPEN, ABORTED, COMMIT_WAIT = "NoTxn", "Open", "Aborted", "CommitWait"
 MAX_IMPLICIT_RETRIES = 100
@@ -181,6 +182,7 @@ class Session:
         # (name, SavepointMark), innermost last
         self.savepoints: list[tuple[str, SavepointMark]] = []
         self.last_conflict_key: bytes | None = None  # of the last commit that failed with 40001
+        self.retry_turn: _RetryTurn | None = None  # of the statement the server is retrying
         self.commits = 0  # transactions this session committed (tells a batch what it did)
         self.txn_time = datetime.datetime.now(datetime.UTC)
         self._txn_catalog: Catalog | None = None
@@ -409,6 +411,8 @@ class Session:
         txn = self.txn
         assert txn is not None
         try:
+            if self.implicit and txn.has_writes:
+                self._give_way_to_retries(txn)
             await txn.commit(self.engine.is_alone())
         except errors.PgError as exc:
             if exc.code == errors.SERIALIZATION_FAILURE:
@@ -418,6 +422,17 @@ class Session:
             self.txn = None
         if txn.has_writes:
             self.commits += 1
+
+    def _give_way_to_retries(self, txn: Txn) -> None:
+        """A statement the server retries holds the turn on the key it lost on: a first
+        attempt that writes that key loses to it now and queues for the turn (RetryTurns)."""
+        turn = self.retry_turn
+        key = self.engine.retry_turns.held_elsewhere(txn.writes, turn.key if turn is not None else None)
+        if key is not None:
+            txn.conflict_key = key
+            raise errors.serialization_failure(
+                "TransactionRetryWithProtoRefreshError: WriteTooOldError: a retried statement "
+                f"holds the turn on key {pretty_key(key)}")
 
     @property
     def ready_status(self) -> str:
@@ -638,10 +653,11 @@ class Session:
                             and attempt < MAX_IMPLICIT_RETRIES and sink.rewind(mark)):
                         raise
                 attempt += 1
-                turn = turn or _RetryTurn(self.engine.retry_turns)
+                turn = self.retry_turn = turn or _RetryTurn(self.engine.retry_turns)
                 await turn.wait(self._pop_conflict_key(), attempt)
         finally:
             if turn is not None:
+                self.retry_turn = None
                 turn.give_back()
 
     def _parse_batch(self, sql: str) -> list[Statement]:
@@ -826,10 +842,11 @@ class Session:
                         raise
                 attempt += 1
                 portal.done = False
-                turn = turn or _RetryTurn(self.engine.retry_turns)
+                turn = self.retry_turn = turn or _RetryTurn(self.engine.retry_turns)
                 await turn.wait(self._pop_conflict_key(), attempt)
         finally:
             if turn is not None:
+                self.retry_turn = None
                 turn.give_back()
 
     async def _execute_portal_once(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:

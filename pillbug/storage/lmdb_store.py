@@ -1,29 +1,46 @@
-"""The embedded Store engine: versioned keys in LMDB, group-committed by one writer thread.
+"""The embedded Store engine: versioned keys in LMDB behind a write-ahead log.
 
-Layout (four LMDB databases in one environment under --store):
+Layout (four LMDB databases in one environment under --store, and two log files beside them):
   latest   key -> mod_revision (8 bytes BE) + flag (0 live, 1 tombstone) + value
   history  escaped(key) + ~revision (8 bytes BE) -> flag + value, for every older version
   revlog   revision (8 bytes BE) -> HLC timestamp (16 bytes BE) + the keys it wrote (marshal)
   meta     b"compacted" -> the compacted revision
+  wal.0, wal.1   write-ahead logs (wal.py)
 
 A read at revision R looks at `latest`; when the latest version is newer than R it seeks
 `history` to the newest version at or before R (the inverted revision makes that the first
 entry at or after escaped(key) + ~R). Escaping makes history keys prefix-free, so a seek never
 lands on a version of another key that merely starts with the same bytes.
 
-Threads. Reads run on one thread (the event loop's) through one cached read snapshot, renewed
-when the revision moves. Every commit() call is queued to one writer thread, which owns all
-LMDB write transactions (LMDB requires a write transaction to begin and end on one thread).
+Commits (docs/architecture.md, 2026-12-04). A synced LMDB commit flushes twice (data pages, then
+the meta page) and writes several B-tree pages; appending a small record to a preallocated log
+and flushing once costs about a third of that. So a commit goes through three steps:
+  1. admit: on the event loop's thread, check its compares against the newest state (memtable
+     first, then LMDB), give it the next revision and put its versions in the memtable
+     (memtable.py), where they stay invisible until published;
+  2. make durable: append its record to the active log and flush. Commits admitted during one
+     turn of the loop share one append at the end of that turn (group commit); a lone client's
+     commit is appended at once;
+  3. publish: the current revision moves on and the caller hears of it.
+A checkpoint, on the writer thread, later writes many commits from the memtable into LMDB in one
+synced write transaction. When one starts, appends switch to the other log, so the log it
+empties needs no further writes and is free again once it is done; opening the store replays
+from both logs what LMDB lacks, so every acknowledged commit survives a crash. Checkpoints start
+when CHECKPOINT_REVISIONS commits or half a log are waiting, CHECKPOINT_IDLE_SECONDS after a
+commit, before compaction and on close. A commit whose record is bigger than LARGE_COMMIT_BYTES
+is made durable by a checkpoint of its own instead (other commits wait meanwhile), so that a
+store too full for it refuses it at once.
 
-Group commit: the writer takes all queued commits, checks each one's compares against the state
-left by the ones before it, applies the survivors in one LMDB write transaction, syncs it once
-(sync=True, metasync=True), and only then publishes the new revision and resolves the callers'
-futures: many sessions' commits share one fsync and nobody hears of a commit before it is
-durable. `stats` counts commits and synced batches.
+Threads. Admitting, appending, reading and evicting from the memtable all happen on the event
+loop's thread, so none of it needs a lock, and no commit waits for another thread to be
+scheduled (under a busy loop, a thread can wait many GIL switch intervals). Reads go through one
+cached LMDB snapshot, renewed when a checkpoint has moved LMDB on; the memtable then lets go of
+what the new snapshot holds. The writer thread runs checkpoints and compaction (LMDB requires a
+write transaction to begin and end on one thread).
 
 Range compares ("no key in [a, b) changed after R") are checked against an in-memory log of the
 keys each recent revision wrote; when R is older than that log (after a restart the log starts
-empty), by scanning `latest` instead, whose tombstones record deletes. Compaction drops
+empty), by scanning the memtable and `latest`, whose tombstones record deletes. Compaction drops
 tombstones, so a range compare older than the compaction horizon fails (the transaction is
 older than the GC horizon, 25 hours by default).
 
@@ -32,7 +49,7 @@ to drop its snapshot and grow the map (LMDB remaps, which is only safe with no t
 anywhere in the process), waits for that, and retries.
 
 Compaction runs on the writer thread in chunks of bounded size (an LMDB write transaction must
-hold all its dirty pages in memory), serving queued commits between chunks.
+hold all its dirty pages in memory), running queued checkpoints between chunks.
 """
 from __future__ import annotations
 
@@ -45,14 +62,16 @@ import queue
 import struct
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import lmdb
 
+from pillbug.storage.memtable import MemTable, Writes
 from pillbug.storage.store import (
     CommitFailedError,
+    CommitOutcomeUnknownError,
     CommitResult,
     CompactedError,
     Compare,
@@ -61,6 +80,7 @@ from pillbug.storage.store import (
     Store,
     WatchEvent,
 )
+from pillbug.storage.wal import DEFAULT_CAPACITY, HEADER_BYTES, WriteAheadLog, encode_payload, framed_size
 from pillbug.util import hlc
 
 log = logging.getLogger(__name__)
@@ -69,11 +89,15 @@ _U64 = struct.Struct(">Q")
 _MAX_U64 = (1 << 64) - 1
 _LIVE = b"\x00"
 _TOMBSTONE = b"\x01"
-_MAX_BATCH = 512  # commits taken into one synced LMDB transaction
 _RECENT_REVISIONS = 8192  # revisions whose written keys stay in memory for range compares
 _WATCH_QUEUE = 10000  # events buffered for a watcher before it is cut off
 _COMPACT_CHUNK = 2000  # latest keys (or revlog entries) visited per compaction transaction
 _MAX_MAP_GROWS = 8  # doublings tried for one transaction before giving up
+CHECKPOINT_REVISIONS = 4096  # commits waiting for LMDB that start a checkpoint
+CHECKPOINT_IDLE_SECONDS = 1.0  # how long a commit waits for LMDB at most, when nothing else starts one
+# A commit whose log record would be bigger goes straight into LMDB (a checkpoint of its own): the
+# log is for the many small commits whose flush a client waits for (and at most a quarter of it).
+LARGE_COMMIT_BYTES = 256 << 10
 
 _STAMP_BYTES = 16  # an HLC timestamp (wall ns << 16 | logical) needs 80 bits
 
@@ -92,25 +116,64 @@ def _history_prefix(key: bytes) -> bytes:
     return key.replace(b"\x00", b"\x00\xff") + b"\x00\x01"
 
 
+def _first(pair: tuple) -> object:
+    return pair[0]
+
+
+def _merge(rows: Iterator[tuple[bytes, bytes, int]], overlay: Iterator[tuple[bytes, bytes | None, int]],
+           reverse: bool) -> Iterator[tuple[bytes, bytes, int]]:
+    """LMDB's live rows merged with the memtable's versions of the same range (which win, and
+    whose tombstones hide rows), in key order (or reverse)."""
+    pending = next(overlay, None)
+    for row in rows:
+        key = row[0]
+        while pending is not None and (pending[0] > key if reverse else pending[0] < key):
+            if pending[1] is not None:
+                yield pending  # type: ignore[misc]
+            pending = next(overlay, None)
+        if pending is not None and pending[0] == key:
+            if pending[1] is not None:
+                yield pending  # type: ignore[misc]
+            pending = next(overlay, None)
+            continue
+        yield row
+    while pending is not None:
+        if pending[1] is not None:
+            yield pending  # type: ignore[misc]
+        pending = next(overlay, None)
+
+
 @dataclass
 class StoreStats:
-    """Counters written under the write lock (read anywhere, for metrics and tests)."""
+    """Counters (read anywhere, for metrics and tests)."""
     commits: int = 0  # commits that applied writes
     conflicts: int = 0  # commits refused because a compare failed
-    batches: int = 0  # synced LMDB write transactions that applied at least one commit
-    largest_batch: int = 0  # most commits applied by one synced transaction
-    inline_batches: int = 0  # synced transactions run on the caller's thread (a lone client)
+    batches: int = 0  # log flushes (or checkpoints of a large commit) that made commits durable
+    largest_batch: int = 0  # most commits made durable by one flush
+    inline_batches: int = 0  # flushes of a lone client's commit, at once
+    checkpoints: int = 0  # synced LMDB write transactions that took commits from the memtable
     map_grows: int = 0
     compactions: int = 0
 
 
-class _Commit:
-    __slots__ = ("compares", "writes", "future", "loop")
+class _Pending:
+    """An admitted commit waiting for the next log flush (payload None: nothing to write)."""
+    __slots__ = ("revision", "payload", "future", "writes")
 
-    def __init__(self, compares: Sequence[Compare], writes: Sequence[tuple[bytes, bytes | None]],
-                 future: asyncio.Future, loop: asyncio.AbstractEventLoop) -> None:
-        self.compares = compares
+    def __init__(self, revision: int, payload: bytes | None, future: asyncio.Future, writes: Writes) -> None:
+        self.revision = revision
+        self.payload = payload
+        self.future = future
         self.writes = writes
+
+
+class _Checkpoint:
+    """For the writer thread: write `entries` into LMDB, then resolve `future`."""
+    __slots__ = ("entries", "future", "loop")
+
+    def __init__(self, entries: list[tuple[int, int, Writes]], future: asyncio.Future,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.entries = entries
         self.future = future
         self.loop = loop
 
@@ -130,9 +193,11 @@ class _Closing(Exception):
 
 class LMDBStore(Store):
     def __init__(self, path: str, map_size: int = 1 << 36,
-                 wall_clock: Callable[[], int] | None = None) -> None:
+                 wall_clock: Callable[[], int] | None = None,
+                 log_capacity: int = DEFAULT_CAPACITY) -> None:
         os.makedirs(path, exist_ok=True)
         self.path = path
+        # LMDB's own commits are checkpoints: rare, and fully synced.
         self._env = lmdb.open(path, map_size=map_size, max_dbs=8, sync=True, metasync=True,
                               readahead=False, max_readers=2048, subdir=True)
         self._latest = self._env.open_db(b"latest")
@@ -151,17 +216,53 @@ class LMDBStore(Store):
             raw = txn.get(b"compacted", db=self._meta)
             self._compacted = _U64.unpack(raw)[0] if raw else 0
         self.stats = StoreStats()
-        # The read thread's cached snapshot, renewed when the revision moves.
+        # The read thread's cached snapshot, renewed when a checkpoint moves LMDB on.
         self._read_txn: lmdb.Transaction | None = None
-        self._read_txn_revision = -1
+        self._snapshot_flushed = -1  # the newest revision that snapshot holds
+        self._mem = MemTable()
+        self._logs = [WriteAheadLog(os.path.join(path, f"wal.{i}"), log_capacity) for i in (0, 1)]
+        try:
+            self._recover()
+        except BaseException:
+            self._close_files()
+            raise
+        self._active = 0  # the log that appends go to; the other one is free
+        self._admitted = self._revision  # the newest revision given to a commit
+        self._flushed = self._revision  # the newest revision in LMDB (set by the writer thread)
+        self._large = min(LARGE_COMMIT_BYTES, (log_capacity - HEADER_BYTES) // 4)
+        self._pending: list[_Pending] = []
+        self._flush_scheduled = False
+        self._log_failure: str | None = None  # set when a log write failed: nothing more may commit
+        self._checkpointing: asyncio.Future | None = None  # the checkpoint in flight
+        self._checkpoint_timer: asyncio.TimerHandle | None = None
+        self._gate: asyncio.Future | None = None  # a large commit in flight: others wait to be admitted
         self._recent: deque[tuple[int, list[bytes]]] = deque(maxlen=_RECENT_REVISIONS)
         self._watchers: list[tuple[bytes, asyncio.Queue]] = []
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        self._deferred: list[_Compact] = []  # compactions that arrived during a compaction
-        self._write_lock = threading.Lock()  # one write transaction at a time: writer or inline
+        self._deferred: list[_Checkpoint | _Compact] = []  # arrived during a compaction
+        # The loop that reads (and must grow the map): the one the latest request came from.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="lmdb-writer", daemon=True)
         self._writer.start()
+
+    def _recover(self) -> None:
+        """Write the commits in the logs that LMDB lacks (the node stopped between checkpoints)
+        into LMDB, then start both logs over."""
+        records = sorted((entry for wal in self._logs for entry in wal.records()), key=_first)
+        missing = []
+        for entry in records:
+            if entry[0] == self._revision + len(missing) + 1:
+                missing.append(entry)
+            elif entry[0] > self._revision + len(missing):
+                break  # a gap: nothing after it can have been acknowledged
+        if missing:
+            self._in_write_txn(lambda txn: self._write_revisions(txn, missing), None)
+            self._revision = missing[-1][0]
+            self._clock.update(missing[-1][1])
+            log.info("replayed %d commits from the write-ahead log", len(missing))
+        for wal in self._logs:
+            wal.reset(self._revision)
 
     # ---- reads (the read thread) ---------------------------------------------------------
 
@@ -176,22 +277,26 @@ class LMDBStore(Store):
             return self._clock.now()
 
     def _snapshot(self) -> lmdb.Transaction:
-        revision = self._revision
+        flushed = self._flushed
         txn = self._read_txn
-        if txn is None or self._read_txn_revision != revision:
+        if txn is None or self._snapshot_flushed != flushed:
             if txn is not None:
                 txn.abort()
-            # Opened after reading self._revision, so it contains every revision up to it.
+            # Opened after reading self._flushed, so it holds every revision up to it; only
+            # then may the memtable let go of them.
             txn = self._env.begin()
             self._read_txn = txn
-            self._read_txn_revision = revision
+            self._snapshot_flushed = flushed
+            oldest = self._mem.oldest_revision()
+            if oldest and oldest <= flushed:
+                self._mem.evict(flushed)
         return txn
 
     def _drop_snapshot(self) -> None:
         if self._read_txn is not None:
             self._read_txn.abort()
             self._read_txn = None
-            self._read_txn_revision = -1
+            self._snapshot_flushed = -1
 
     def get(self, key: bytes, at: int) -> tuple[bytes | None, int]:
         txn = self._snapshot()
@@ -199,6 +304,11 @@ class LMDBStore(Store):
         # anything, so a snapshot that lacks old versions is always caught here.
         if at < self._compacted:
             raise CompactedError(at, self._compacted)
+        listed = self._mem.versions.get(key)
+        if listed is not None:
+            for revision, value in reversed(listed):
+                if revision <= at:
+                    return value, revision
         raw = txn.get(key, db=self._latest)
         if raw is None:
             return None, 0
@@ -224,9 +334,22 @@ class LMDBStore(Store):
         txn = self._snapshot()
         if at < self._compacted:
             raise CompactedError(at, self._compacted)
-        out: list[tuple[bytes, bytes, int]] = []
         if start >= end:
-            return out
+            return []
+        rows = self._lmdb_rows(txn, start, end, at, reverse)
+        overlay = self._mem.overlay(start, end, at) if self._mem.keys else None
+        if overlay:
+            rows = _merge(rows, reversed(overlay) if reverse else iter(overlay), reverse)
+        out: list[tuple[bytes, bytes, int]] = []
+        for row in rows:
+            out.append(row)
+            if limit and len(out) >= limit:
+                break
+        return out
+
+    def _lmdb_rows(self, txn: lmdb.Transaction, start: bytes, end: bytes, at: int,
+                   reverse: bool) -> Iterator[tuple[bytes, bytes, int]]:
+        """Live (key, value, mod_revision) in LMDB in [start, end) as of `at`, in key order."""
         cursor = txn.cursor(db=self._latest)
         if reverse:
             if cursor.set_range(end):
@@ -234,45 +357,51 @@ class LMDBStore(Store):
             else:
                 found = cursor.last()
             if not found:
-                return out
+                return
             entries = cursor.iterprev()
         else:
             if not cursor.set_range(start):
-                return out
+                return
             entries = cursor.iternext()
         unpack = _U64.unpack_from
         for key, raw in entries:
             if reverse:
                 if key < start:
-                    break
+                    return
             elif key >= end:
-                break
+                return
             mod = unpack(raw)[0]
             if mod <= at:
                 if raw[8] == 0:
-                    out.append((key, raw[9:], mod))
-                else:
-                    continue
+                    yield key, raw[9:], mod
             else:
                 value, mod = self._older_version(txn, key, at)
-                if value is None:
-                    continue
-                out.append((key, value, mod))
-            if limit and len(out) >= limit:
-                break
-        return out
+                if value is not None:
+                    yield key, value, mod
 
     def revision_timestamp(self, revision: int) -> int:
         if revision == 0:
             return 0
-        raw = self._snapshot().get(_U64.pack(revision), db=self._revlog)
-        if raw is None or revision < self._compacted:
+        txn = self._snapshot()
+        if revision < self._compacted or revision > self._revision:
+            raise CompactedError(revision, self._compacted)
+        if revision > self._snapshot_flushed:
+            stamp = self._mem.stamp(revision)
+            if stamp is None:
+                raise CompactedError(revision, self._compacted)
+            return stamp
+        raw = txn.get(_U64.pack(revision), db=self._revlog)
+        if raw is None:
             raise CompactedError(revision, self._compacted)
         return _stamp(raw)
 
     def revision_at(self, timestamp: int) -> int:
         txn = self._snapshot()
-        lo, hi = max(self._compacted, 1), self._read_txn_revision
+        recent = self._mem.revision_at(timestamp, self._revision)
+        if recent is not None:
+            return recent
+        # A large commit's checkpoint reaches LMDB just before the commit is published.
+        lo, hi = max(self._compacted, 1), min(self._snapshot_flushed, self._revision)
         found = 0
         while lo <= hi:  # revision timestamps increase with the revision
             mid = (lo + hi) // 2
@@ -287,91 +416,352 @@ class LMDBStore(Store):
                 hi = mid - 1
         return found
 
-    # ---- commits -------------------------------------------------------------------------
+    # ---- commits (the loop's thread) -------------------------------------------------------
 
     async def commit(self, compares: Sequence[Compare],
                      writes: Sequence[tuple[bytes, bytes | None]], alone: bool = False) -> CommitResult:
         if self._closed:
             raise RuntimeError("store is closed")
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        request = _Commit(compares, writes, future, loop)
-        # A lone client gains nothing from group commit, and handing its commit to the writer
-        # thread and back costs a tenth of the commit: commit here, blocking the loop for the
-        # sync, when the writer has nothing to do. Concurrent clients keep sharing fsyncs.
-        if alone and self._requests.empty() and not self._deferred and self._write_lock.acquire(blocking=False):
+        loop = self._loop = asyncio.get_running_loop()
+        while self._gate is not None:
+            await asyncio.shield(self._gate)
+        if self._log_failure is not None:
+            raise CommitFailedError(self._log_failure)
+        view = self._snapshot()
+        failed = self._check(view, compares)
+        if failed is not None:
+            self.stats.conflicts += 1
+            if self._admitted > self._revision:
+                # It may have lost to a commit that is not durable yet: answer once that one
+                # is visible, so that a retry reads it instead of losing to it again.
+                await self._wait_for_flush(_Pending(self._admitted, None, loop.create_future(), []))
+            return CommitResult(0, failed[0], failed[1])
+        if not writes:
+            if self._admitted == self._revision:
+                return CommitResult(self._revision)
+            # It saw commits that are not durable yet: it may only answer once they are.
+            return await self._wait_for_flush(_Pending(self._admitted, None, loop.create_future(), []))
+        effective: Writes = []
+        for key, value in sorted(writes, key=_first):
+            if value is None and self._is_absent(view, key):
+                continue  # deleting what is already absent writes no version
+            effective.append((key, value))
+        revision = self._admitted + 1
+        with self._clock_lock:
+            stamp = self._clock.now()
+        self._mem.add(revision, stamp, effective)
+        self._admitted = revision
+        self._recent.append((revision, [key for key, _ in effective]))
+        payload = encode_payload(stamp, effective)
+        if len(payload) > self._large:
+            return await self._commit_large(revision, effective)
+        wal = self._logs[self._active]
+        # A lone client gains nothing from waiting for the end of the loop's turn: its commit
+        # is flushed at once (when nothing admitted before it is still waiting).
+        if alone and not self._pending and self._revision == revision - 1 and framed_size(payload) <= wal.room():
             try:
-                done = self._run_batch([request], inline=True)
-            finally:
-                self._write_lock.release()
-            if done:
-                self.stats.inline_batches += 1
-                return await future
-        self._requests.put(request)
-        return await future
+                wal.append([(revision, payload)])
+            except OSError as exc:
+                self._fail_log(exc)
+                raise CommitOutcomeUnknownError(f"the write-ahead log could not be written: {exc}") from None
+            self.stats.inline_batches += 1
+            self._published([revision], [effective])
+            return CommitResult(revision)
+        return await self._wait_for_flush(_Pending(revision, payload, loop.create_future(), effective))
+
+    async def _wait_for_flush(self, pending: _Pending) -> CommitResult:
+        self._pending.append(pending)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_pending)
+        return await pending.future
+
+    def _flush_pending(self) -> None:
+        """At the end of a turn of the loop: make every commit admitted during it durable with
+        one log append (two when the active log fills up and a checkpoint frees the other)."""
+        self._flush_scheduled = False
+        while self._pending:
+            if self._log_failure is not None:
+                failure = CommitFailedError(self._log_failure)
+                for pending in self._pending:
+                    _fail(pending.future, failure)
+                self._pending = []
+                return
+            wal = self._logs[self._active]
+            room = wal.room()
+            count = 0
+            for pending in self._pending:
+                size = framed_size(pending.payload) if pending.payload is not None else 0
+                if size > room:
+                    break
+                room -= size
+                count += 1
+            if count == 0:
+                # The active log is full: switch to the other one. When that one still holds
+                # commits that LMDB lacks, the checkpoint running (or started) for them flushes
+                # again when it ends.
+                if not self._start_checkpoint():
+                    return
+                continue
+            batch = self._pending[:count]
+            del self._pending[:count]
+            records = [(p.revision, p.payload) for p in batch if p.payload is not None]
+            if records:
+                try:
+                    wal.append(records)
+                except OSError as exc:
+                    self._fail_log(exc)
+                    unknown = CommitOutcomeUnknownError(f"the write-ahead log could not be written: {exc}")
+                    for pending in batch:
+                        _fail(pending.future, unknown)
+                    continue
+            written = [p for p in batch if p.payload is not None]
+            if written:
+                self._published([p.revision for p in written], [p.writes for p in written])
+            for pending in batch:
+                _resolve(pending.future, CommitResult(pending.revision))
+
+    def _fail_log(self, exc: OSError) -> None:
+        # Which records reached the disk is unknown, and a restart will replay those that did:
+        # their callers cannot be told either way, and nothing more may commit after them.
+        log.error("the write-ahead log could not be written: %s", exc)
+        self._log_failure = f"the write-ahead log failed earlier ({exc}); restart the node"
+
+    def _published(self, revisions: list[int], writes: list[Writes]) -> None:
+        """Durable: visible to reads from now on."""
+        self._revision = revisions[-1]
+        stats = self.stats
+        stats.batches += 1
+        stats.commits += len(revisions)
+        stats.largest_batch = max(stats.largest_batch, len(revisions))
+        if self._watchers:
+            self._notify([WatchEvent(rev, key, value) for rev, pairs in zip(revisions, writes)
+                          for key, value in pairs])
+        waiting = self._revision - self._flushed
+        if waiting >= CHECKPOINT_REVISIONS or self._logs[self._active].room() < self._logs[self._active].capacity // 2:
+            self._start_checkpoint()
+        elif waiting and self._checkpoint_timer is None and self._loop is not None:
+            self._checkpoint_timer = self._loop.call_later(CHECKPOINT_IDLE_SECONDS, self._checkpoint_when_idle)
+
+    async def _commit_large(self, revision: int, writes: Writes) -> CommitResult:
+        """Make a big commit durable by a checkpoint of its own, with every commit admitted
+        before it. Nothing else is admitted meanwhile, so that a failure takes back this one
+        alone (the commits before it stay, and wait for the log as usual)."""
+        loop = asyncio.get_running_loop()
+        gate = self._gate = loop.create_future()
+        try:
+            while self._checkpointing is not None:
+                await asyncio.wait({self._checkpointing})  # its failure is not this commit's
+            if self._log_failure is not None:
+                raise CommitFailedError(self._log_failure)
+            try:
+                await self._run_checkpoint_on_writer(revision, loop)
+            except Exception as exc:
+                log.warning("a large commit could not be written: %s", exc)
+                raise CommitFailedError(f"the store could not commit: {exc}") from None
+        except BaseException:
+            self._mem.take_back(revision - 1)
+            self._admitted = revision - 1
+            if self._recent and self._recent[-1][0] == revision:
+                self._recent.pop()
+            if self._pending and not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush_pending)
+            raise
+        finally:
+            self._gate = None
+            gate.set_result(None)
+        # Everything up to it is in LMDB: both logs are free, and the next record follows it.
+        self._logs[self._active].reset(revision)
+        waiting, self._pending = self._pending, []
+        written = [p for p in waiting if p.payload is not None and p.revision > self._revision]
+        self._published([p.revision for p in written] + [revision], [p.writes for p in written] + [writes])
+        for pending in waiting:
+            _resolve(pending.future, CommitResult(pending.revision))
+        return CommitResult(revision)
+
+    def _check(self, view: lmdb.Transaction, compares: Sequence[Compare]) -> tuple[Compare, bytes] | None:
+        mem = self._mem
+        for compare in compares:
+            if type(compare) is KeyCompare:
+                newest = mem.newest(compare.key)
+                if newest is not None:
+                    mod = newest[0]
+                else:
+                    raw = view.get(compare.key, db=self._latest)
+                    mod = _U64.unpack_from(raw)[0] if raw is not None else 0
+                if mod != compare.mod_revision:
+                    return compare, compare.key
+            else:
+                assert isinstance(compare, RangeCompare)
+                key = self._changed_in_range(view, compare)
+                if key is not None:
+                    return compare, key
+        return None
+
+    def _is_absent(self, view: lmdb.Transaction, key: bytes) -> bool:
+        newest = self._mem.newest(key)
+        if newest is not None:
+            return newest[1] is None
+        raw = view.get(key, db=self._latest)
+        return raw is None or raw[8] == 1
+
+    def _changed_in_range(self, view: lmdb.Transaction, compare: RangeCompare) -> bytes | None:
+        """A key in [start, end) written after compare.revision by an admitted commit, or None."""
+        since = compare.revision
+        if since >= self._admitted:
+            return None
+        recent = self._recent
+        start, end = compare.start, compare.end
+        # The log answers when it holds every revision after `since`: revisions enter it
+        # consecutively, as they are admitted.
+        if (recent[0][0] <= since + 1) if recent else since >= self._admitted:
+            for rev, keys in reversed(recent):
+                if rev <= since:
+                    break
+                i = bisect.bisect_left(keys, start)
+                if i < len(keys) and keys[i] < end:
+                    return keys[i]
+            return None
+        if since < self._compacted:
+            # Tombstones at or below the horizon are gone: a delete in the range can no longer
+            # be seen, so the compare cannot be proven to hold.
+            return start
+        changed = self._mem.changed_key(start, end, since)
+        if changed is not None:
+            return changed
+        cursor = view.cursor(db=self._latest)
+        if not cursor.set_range(start):
+            return None
+        for key, raw in cursor.iternext():
+            if key >= end:
+                return None
+            if _U64.unpack_from(raw)[0] > since:
+                return key
+        return None
+
+    # ---- checkpoints -----------------------------------------------------------------------
+
+    def _start_checkpoint(self) -> bool:
+        """Start writing the durable commits into LMDB and, when the other log holds nothing
+        that LMDB lacks, switch appends to it. Returns whether appends switched."""
+        if (self._checkpointing is not None or self._gate is not None or self._log_failure is not None
+                or self._loop is None):
+            return False
+        if self._checkpoint_timer is not None:
+            self._checkpoint_timer.cancel()
+            self._checkpoint_timer = None
+        target = self._revision
+        other = 1 - self._active
+        switched = self._logs[other].last <= self._flushed
+        if switched:
+            # Records up to `target` stay where they are, later ones go to the other log;
+            # the active one is free once the checkpoint has written `target`.
+            self._logs[other].reset(target)
+            self._active = other
+        if target > self._flushed:
+            self._checkpointing = self._loop.create_task(self._run_checkpoint_on_writer(target, self._loop))
+            self._checkpointing.add_done_callback(self._checkpoint_done)
+        return switched
+
+    async def _run_checkpoint_on_writer(self, target: int, loop: asyncio.AbstractEventLoop) -> None:
+        entries = self._mem.revisions_between(self._flushed + 1, target)
+        future = loop.create_future()
+        self._requests.put(_Checkpoint(entries, future, loop))
+        await future
+        self._snapshot()  # let the memtable go of what LMDB holds now
+
+    def _checkpoint_done(self, task: asyncio.Task) -> None:
+        self._checkpointing = None
+        if not task.cancelled() and task.exception() is not None:
+            # The commits stay in the logs and the memtable; the next checkpoint retries.
+            log.error("checkpoint failed: %s", task.exception())
+        if self._pending and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_pending)
+        if self._revision > self._flushed and self._checkpoint_timer is None:
+            self._checkpoint_timer = asyncio.get_running_loop().call_later(
+                CHECKPOINT_IDLE_SECONDS, self._checkpoint_when_idle)
+
+    def _checkpoint_when_idle(self) -> None:
+        self._checkpoint_timer = None
+        if self._revision > self._flushed and not self._closed:
+            self._start_checkpoint()
+
+    async def checkpoint(self) -> None:
+        """Write every durable commit into LMDB now (compaction, close and tests need it)."""
+        while True:
+            busy = self._gate or self._checkpointing
+            if busy is not None:
+                await asyncio.wait({busy})
+                continue
+            if self._revision <= self._flushed:
+                return
+            if self._log_failure is not None:
+                raise CommitFailedError(self._log_failure)
+            self._loop = asyncio.get_running_loop()
+            self._start_checkpoint()
+            task = self._checkpointing
+            if task is None:
+                raise CommitFailedError("a checkpoint could not start")
+            await asyncio.shield(task)  # raises what made it fail
+
+    # ---- the writer thread ---------------------------------------------------------------
 
     async def compact(self, revision: int) -> None:
         if self._closed:
             raise RuntimeError("store is closed")
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
+        revision = min(revision, self._revision)
+        if revision > self._flushed:  # what compaction drops must be in LMDB for it to find
+            await self.checkpoint()
         future = loop.create_future()
-        self._requests.put(_Compact(min(revision, self._revision), future, loop))
+        self._requests.put(_Compact(revision, future, loop))
         await future
+        self._drop_snapshot()  # reads from now on see the compacted store (and LMDB reuses its pages)
 
     def _write_loop(self) -> None:
         try:
             while True:
-                if self._deferred:
-                    request = self._deferred.pop(0)
-                else:
-                    request = self._requests.get()
+                request = self._deferred.pop(0) if self._deferred else self._requests.get()
                 if request is None:
                     return
-                with self._write_lock:
-                    if isinstance(request, _Compact):
-                        self._run_compaction(request)
-                    else:
-                        self._serve(request)
+                self._serve(request)
         except _Closing:
             return
         finally:
             for request in self._deferred:  # closing: nothing more will be compacted
                 _post(request.loop, _resolve, request.future, None)
 
-    def _serve(self, first: _Commit) -> None:
-        """Run `first` and every commit queued behind it as one batch (one synced transaction)."""
-        batch = [first]
-        stop = False
-        while len(batch) < _MAX_BATCH:
-            try:
-                more = self._requests.get_nowait()
-            except queue.Empty:
-                break
-            if more is None:
-                stop = True
-                break
-            if isinstance(more, _Compact):
-                self._deferred.append(more)
-                continue
-            batch.append(more)
-        self._run_batch(batch)
-        if stop:
-            raise _Closing()
+    def _serve(self, request: _Checkpoint | _Compact) -> None:
+        if isinstance(request, _Compact):
+            self._run_compaction(request)
+            return
+        try:
+            entries = request.entries
+            if entries:
+                self._in_write_txn(lambda txn: self._write_revisions(txn, entries), request.loop)
+                self._flushed = entries[-1][0]
+                self.stats.checkpoints += 1
+            _post(request.loop, _resolve, request.future, None)
+        except Exception as exc:
+            _post(request.loop, _fail, request.future, exc)
 
     def _serve_waiting(self) -> None:
-        """Between compaction chunks: run the commits that queued up meanwhile."""
-        try:
-            first = self._requests.get_nowait()
-        except queue.Empty:
-            return
-        if first is None:
-            raise _Closing()
-        if isinstance(first, _Compact):
-            self._deferred.append(first)
-            return
-        self._serve(first)
+        """Between compaction chunks: run the checkpoints that queued up meanwhile."""
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if request is None:
+                raise _Closing()
+            if isinstance(request, _Compact):
+                self._deferred.append(request)
+            else:
+                self._serve(request)
 
-    def _in_write_txn(self, fn: Callable[[lmdb.Transaction], _R], loop: asyncio.AbstractEventLoop) -> _R:
+    def _in_write_txn(self, fn: Callable[[lmdb.Transaction], _R], loop: asyncio.AbstractEventLoop | None) -> _R:
         """Run fn in one synced write transaction, growing the map when it is full."""
         for _ in range(_MAX_MAP_GROWS):
             try:
@@ -381,7 +771,7 @@ class LMDBStore(Store):
                 self._grow_map(loop)
         raise lmdb.MapFullError("the store's map could not be grown enough for one transaction")
 
-    def _grow_map(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _grow_map(self, loop: asyncio.AbstractEventLoop | None) -> None:
         size = self._env.info()["map_size"]
         disk = os.statvfs(self.path)
         if size >= disk.f_blocks * disk.f_frsize:
@@ -397,163 +787,35 @@ class LMDBStore(Store):
             try:
                 self._drop_snapshot()
                 self._env.set_mapsize(new_size)
-            except BaseException as exc:  # reported to the writer, which fails the batch
+            except BaseException as exc:  # reported to the writer, which fails the checkpoint
                 failure.append(exc)
             finally:
                 done.set()
 
-        try:
-            loop.call_soon_threadsafe(grow)
-        except RuntimeError:  # the loop is closed: nobody reads, grow here
+        if loop is None:  # opening the store: nobody reads yet
             grow()
+        else:
+            try:
+                loop.call_soon_threadsafe(grow)
+            except RuntimeError:  # the loop is closed: nobody reads, grow here
+                grow()
         done.wait()
         if failure:
             raise failure[0]
         self.stats.map_grows += 1
         log.info("store map grown to %d bytes", new_size)
 
-    def _run_batch(self, batch: list[_Commit], inline: bool = False) -> bool:
-        """Commit a batch in one synced write transaction and tell its callers.
-
-        inline: on the loop's own thread, which cannot grow the map (growing needs the loop
-        free of read snapshots): returns False untouched when the map is full, for the writer
-        thread to retry.
-        """
-        try:
-            if inline:
-                with self._env.begin(write=True) as txn:
-                    results, applied, written, revision = self._apply(txn, batch)
-            else:
-                results, applied, written, revision = self._in_write_txn(
-                    lambda txn: self._apply(txn, batch), batch[0].loop)
-        except lmdb.MapFullError as exc:
-            if inline:
-                return False
-            self._fail_batch(batch, exc)
-            return True
-        except Exception as exc:  # an I/O error or a full disk: nobody in the batch committed
-            self._fail_batch(batch, exc)
-            return True
-        stats = self.stats
-        if applied:
-            stats.batches += 1
-            stats.commits += len(applied)
-            stats.largest_batch = max(stats.largest_batch, len(applied))
-        stats.conflicts += sum(1 for r in results if not r.succeeded)
-        self._recent.extend(applied)
-        self._revision = revision  # published only once durable
-        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        for request, result, keys in zip(batch, results, written):
-            by_loop.setdefault(request.loop, []).append((request, result, keys))
-        for loop, done in by_loop.items():
-            _post(loop, self._finish, done)
-        return True
-
-    def _fail_batch(self, batch: list[_Commit], exc: Exception) -> None:
-        if len(batch) > 1:  # one commit too big to fit must not fail the others with it
-            for request in batch:
-                self._run_batch([request])
-            return
-        log.exception("commit failed")
-        failure = CommitFailedError(f"the store could not commit: {exc}")
-        for request in batch:
-            _post(request.loop, _fail, request.future, failure)
-
-    def _apply(self, txn: lmdb.Transaction, batch: list[_Commit]
-               ) -> tuple[list[CommitResult], list[tuple[int, list[bytes]]], list[list[bytes]], int]:
-        revision = self._revision
-        results: list[CommitResult] = []
-        applied: list[tuple[int, list[bytes]]] = []
-        written: list[list[bytes]] = []
+    def _write_revisions(self, txn: lmdb.Transaction, revisions: Sequence[tuple[int, int, Writes]]) -> None:
         latest, history, revlog = self._latest, self._history, self._revlog
-        for request in batch:
-            failed = self._check(txn, request.compares, applied, revision)
-            if failed is not None:
-                results.append(CommitResult(0, failed[0], failed[1]))
-                written.append([])
-                continue
-            if not request.writes:
-                results.append(CommitResult(revision))
-                written.append([])
-                continue
-            revision += 1
+        for revision, stamp, writes in revisions:
             rev_bytes = _U64.pack(revision)
-            keys = []
-            for key, value in request.writes:
+            for key, value in writes:
                 old = txn.get(key, db=latest)
-                if value is None and (old is None or old[8] == 1):
-                    continue  # deleting what is already absent writes no version
                 if old is not None:
                     txn.put(_history_key(key, _U64.unpack_from(old)[0]), old[8:], db=history)
                 txn.put(key, rev_bytes + (_TOMBSTONE if value is None else _LIVE + value), db=latest)
-                keys.append(key)
-            keys.sort()
-            with self._clock_lock:
-                stamp = self._clock.now()
+            keys = [key for key, _ in writes]
             txn.put(rev_bytes, stamp.to_bytes(_STAMP_BYTES, "big") + marshal.dumps(keys), db=revlog)
-            applied.append((revision, keys))
-            written.append(keys)
-            results.append(CommitResult(revision))
-        return results, applied, written, revision
-
-    def _check(self, txn: lmdb.Transaction, compares: Sequence[Compare],
-               pending: list[tuple[int, list[bytes]]],
-               revision: int) -> tuple[Compare, bytes] | None:
-        for compare in compares:
-            if type(compare) is KeyCompare:
-                raw = txn.get(compare.key, db=self._latest)
-                mod = _U64.unpack_from(raw)[0] if raw is not None else 0
-                if mod != compare.mod_revision:
-                    return compare, compare.key
-            else:
-                assert isinstance(compare, RangeCompare)
-                key = self._changed_in_range(txn, compare, pending, revision)
-                if key is not None:
-                    return compare, key
-        return None
-
-    def _changed_in_range(self, txn: lmdb.Transaction, compare: RangeCompare,
-                          pending: list[tuple[int, list[bytes]]], revision: int) -> bytes | None:
-        """A key in [start, end) written after compare.revision (as of `revision`), or None."""
-        since = compare.revision
-        if since >= revision:
-            return None
-        recent = self._recent
-        # The log answers when it holds every revision after `since`: revisions enter it
-        # consecutively, and `pending` holds this batch's (not yet published) ones.
-        if (recent[0][0] <= since + 1) if recent else since >= self._revision:
-            for log_part in (pending, recent):
-                for rev, keys in reversed(log_part):
-                    if rev <= since:
-                        break
-                    i = bisect.bisect_left(keys, compare.start)
-                    if i < len(keys) and keys[i] < compare.end:
-                        return keys[i]
-            return None
-        if since < self._compacted:
-            # Tombstones at or below the horizon are gone: a delete in the range can no longer
-            # be seen, so the compare cannot be proven to hold.
-            return compare.start
-        cursor = txn.cursor(db=self._latest)
-        if not cursor.set_range(compare.start):
-            return None
-        for key, raw in cursor.iternext():
-            if key >= compare.end:
-                return None
-            if _U64.unpack_from(raw)[0] > since:
-                return key
-        return None
-
-    def _finish(self, done: list[tuple[_Commit, CommitResult, list[bytes]]]) -> None:
-        events: list[WatchEvent] = []
-        for request, result, keys in done:
-            if not request.future.done():
-                request.future.set_result(result)
-            if self._watchers and keys:
-                values = dict(request.writes)
-                events.extend(WatchEvent(result.revision, k, values[k]) for k in keys)
-        if events:
-            self._notify(events)
 
     # ---- compaction ----------------------------------------------------------------------
 
@@ -667,17 +929,19 @@ class LMDBStore(Store):
         if from_revision < self._compacted:
             raise CompactedError(from_revision, self._compacted)
         out = []
+        in_lmdb = min(up_to, self._snapshot_flushed)
         cursor = txn.cursor(db=self._revlog)
-        if not cursor.set_range(_U64.pack(from_revision)):
-            return out
-        for rkey, raw in cursor.iternext():
-            rev = _U64.unpack(rkey)[0]
-            if rev > up_to:
-                break
-            for key in marshal.loads(raw[_STAMP_BYTES:]):
-                if key.startswith(prefix):
-                    value, _ = self.get(key, rev)
-                    out.append(WatchEvent(rev, key, value))
+        if from_revision <= in_lmdb and cursor.set_range(_U64.pack(from_revision)):
+            for rkey, raw in cursor.iternext():
+                rev = _U64.unpack(rkey)[0]
+                if rev > in_lmdb:
+                    break
+                for key in marshal.loads(raw[_STAMP_BYTES:]):
+                    if key.startswith(prefix):
+                        value, _ = self.get(key, rev)
+                        out.append(WatchEvent(rev, key, value))
+        for rev, _, writes in self._mem.revisions_between(max(from_revision, in_lmdb + 1), up_to):
+            out.extend(WatchEvent(rev, key, value) for key, value in writes if key.startswith(prefix))
         return out
 
     def _notify(self, events: list[WatchEvent]) -> None:
@@ -698,10 +962,31 @@ class LMDBStore(Store):
         if self._closed:
             return
         self._closed = True
+        loop = self._loop = asyncio.get_running_loop()
+        while self._pending or self._gate is not None:
+            if self._pending:
+                self._flush_pending()
+            if self._gate is not None:
+                await asyncio.wait({self._gate})
+            elif self._pending:  # the active log is full: a checkpoint frees the other one
+                if self._checkpointing is None:
+                    break  # the logs failed: _flush_pending failed them all
+                await asyncio.wait({self._checkpointing})
+        if self._checkpoint_timer is not None:
+            self._checkpoint_timer.cancel()
+        try:
+            await self.checkpoint()
+        except Exception as exc:  # the logs keep every commit: the next start replays them
+            log.error("the closing checkpoint failed: %s", exc)
         self._requests.put(None)
-        await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
+        await loop.run_in_executor(None, self._writer.join)
         self._drop_snapshot()
+        self._close_files()
+
+    def _close_files(self) -> None:
         self._env.close()
+        for wal in self._logs:
+            wal.close()
 
 
 def _post(loop: asyncio.AbstractEventLoop, fn: Callable, *args: object) -> None:

@@ -62,6 +62,10 @@ class CommitFailedError(Exception):
     """The commit definitely did not apply (an I/O error, a full disk); nothing of it is visible."""
 
 
+class CommitOutcomeUnknownError(Exception):
+    """The commit's durable write failed part-way: it may or may not have applied."""
+
+
 class Store(abc.ABC):
     """Versioned bytes with snapshot reads and one atomic conditional commit."""
 
@@ -92,7 +96,8 @@ class Store(abc.ABC):
 
         A write with value None is a delete (a tombstone version). The returned revision is the
         new revision of every written key. Durable means synced before this returns. Raises
-        CommitFailedError when the commit certainly did not apply for another reason.
+        CommitFailedError when the commit certainly did not apply for another reason, and
+        CommitOutcomeUnknownError when nobody can tell whether it did.
         `alone` hints that no other client is active now, so that an engine may commit on the
         caller's thread rather than hand the commit to a group-commit queue.
         """
