@@ -15,6 +15,12 @@ where a literal is required), and the caller then plans the original text instea
 
 The kinds of the lifted literals are part of the key, so that `x = 1` and `x = '1'` do not share
 a plan. This module knows nothing of plans; it returns text.
+
+Every statement sent as text passes here, point reads included, so the scan's outcome is
+remembered by the statement's shape: its text with every digit turned into 0. Two texts of one
+shape differ only in their digits, so the scanner, which tells digits apart only from other
+characters, finds literals at the same places in both and decides the same for each. Only texts
+without quotes use this (a client's strings would fill the memo with shapes seen once).
 """
 from __future__ import annotations
 
@@ -52,6 +58,9 @@ _LITERAL = re.compile(r"""
 _NUMBER = re.compile(r"(?<![\w$.])(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?![\w$])")
 _TYPMOD_WINDOW = 24  # "(1000, 999)" and the like fit; a type modifier is never longer
 MAX_LIFTED = 1000  # a statement with more literals is planned from its own text, uncached
+_ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")  # bytes: str.translate is ten times slower
+SHAPES_MEMO_SIZE = 4096  # shapes remembered; the memo starts over when it is full
+_shapes: dict[bytes, list[tuple[int, int]]] = {}  # shape -> where its lifted literals stand
 
 
 def _previous_word(sql: str, end: int) -> str:
@@ -92,14 +101,48 @@ def lift_literals(sql: str) -> tuple[str, list[Literal], int] | None:
         return None
     if "[" in sql and _STATEMENT_SOURCE.search(sql):
         return None  # [EXPLAIN ...] shows its literals; [SHOW ...] has none worth sharing
-    literals: list[Literal] = []
-    spans: list[tuple[int, int]] = []  # where the lifted literals stand in sql
-    explicit = 0
-    # Every statement sent as text passes here (point reads included): a handful of regex
-    # matches per statement; the output is built from slices of the input at the end.
     if "--" in sql or "/*" in sql:
         return None
     quoted = "'" in sql or '"' in sql or "$" in sql
+    if quoted or _INT64_MIN_DIGITS in sql:
+        scanned = _scan(sql, quoted)
+        if scanned is None:
+            return None
+        literals, spans, explicit = scanned
+    else:
+        shape = sql.encode("utf-8", "surrogatepass").translate(_ZERO_DIGITS)
+        known = _shapes.get(shape)
+        if known is None:
+            scanned = _scan(sql, quoted)
+            if scanned is None:
+                return None
+            literals, spans, explicit = scanned
+            if len(_shapes) >= SHAPES_MEMO_SIZE:
+                _shapes.clear()
+            _shapes[shape] = spans
+        else:
+            spans, explicit = known, 0
+            literals = []
+            for start, end in spans:
+                text = sql[start:end]
+                literals.append(("i" if text.isdigit() and int(text) <= _INT64_MAX else "n", text))
+    if not literals:
+        return sql, literals, explicit
+    out = []
+    last = 0
+    for n, (start, end) in enumerate(spans, explicit + 1):
+        out.append(sql[last:start])
+        out.append(f"${n}")
+        last = end
+    out.append(sql[last:])
+    return "".join(out), literals, explicit
+
+
+def _scan(sql: str, quoted: bool) -> tuple[list[Literal], list[tuple[int, int]], int] | None:
+    """The literals to lift, where they stand, and the highest explicit $n; None: no lifting."""
+    literals: list[Literal] = []
+    spans: list[tuple[int, int]] = []
+    explicit = 0
     for m in (_LITERAL if quoted else _NUMBER).finditer(sql):
         kind = m.lastgroup
         start, end = m.span()
@@ -127,16 +170,7 @@ def lift_literals(sql: str) -> tuple[str, list[Literal], int] | None:
             explicit = max(explicit, int(m.group(kind)[1:]))
         elif kind == "bail":
             return None
-    if not literals:
-        return sql, literals, explicit
-    out = []
-    last = 0
-    for n, (start, end) in enumerate(spans, explicit + 1):
-        out.append(sql[last:start])
-        out.append(f"${n}")
-        last = end
-    out.append(sql[last:])
-    return "".join(out), literals, explicit
+    return literals, spans, explicit
 
 
 def cache_key(lifted_text: str, literals: list[Literal]) -> str:
