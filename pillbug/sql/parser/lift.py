@@ -58,9 +58,11 @@ _LITERAL = re.compile(r"""
 _NUMBER = re.compile(r"(?<![\w$.])(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(?![\w$])")
 _TYPMOD_WINDOW = 24  # "(1000, 999)" and the like fit; a type modifier is never longer
 MAX_LIFTED = 1000  # a statement with more literals is planned from its own text, uncached
+_ASCII_DIGIT = re.compile(r"[0-9]")
 _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")  # bytes: str.translate is ten times slower
 SHAPES_MEMO_SIZE = 4096  # shapes remembered; the memo starts over when it is full
-_shapes: dict[bytes, list[tuple[int, int]]] = {}  # shape -> where its lifted literals stand
+# shape -> where its lifted literals stand, and its lifted text when every statement of the shape has the same
+_shapes: dict[bytes, tuple[list[tuple[int, int]], str | None]] = {}
 
 
 def _previous_word(sql: str, end: int) -> str:
@@ -95,39 +97,45 @@ def lift_literals(sql: str) -> tuple[str, list[Literal], int] | None:
     Returns None when the statement should not be lifted (not DML, or it holds something the
     lifter does not fully understand: comments, dollar quotes, prefixed strings).
     """
+    if "--" in sql or "/*" in sql:
+        return None
+    quoted = "'" in sql or '"' in sql or "$" in sql
+    shape = None
+    if not quoted and _INT64_MIN_DIGITS not in sql:
+        shape = sql.encode("utf-8", "surrogatepass").translate(_ZERO_DIGITS)
+        known = _shapes.get(shape)
+        if known is not None:
+            # Its shape passed every check below already.
+            spans, lifted_text = known
+            literals = []
+            for start, end in spans:
+                text = sql[start:end]
+                literals.append(("i" if text.isdigit() and int(text) <= _INT64_MAX else "n", text))
+            return lifted_text or _replace(sql, spans, 0), literals, 0
     head = sql.lstrip()[:7].lower()
     word = head.split(None, 1)[0] if head else ""
     if word.rstrip("(") not in LIFTABLE_STATEMENTS:
         return None
     if "[" in sql and _STATEMENT_SOURCE.search(sql):
         return None  # [EXPLAIN ...] shows its literals; [SHOW ...] has none worth sharing
-    if "--" in sql or "/*" in sql:
+    scanned = _scan(sql, quoted)
+    if scanned is None:
         return None
-    quoted = "'" in sql or '"' in sql or "$" in sql
-    if quoted or _INT64_MIN_DIGITS in sql:
-        scanned = _scan(sql, quoted)
-        if scanned is None:
-            return None
-        literals, spans, explicit = scanned
-    else:
-        shape = sql.encode("utf-8", "surrogatepass").translate(_ZERO_DIGITS)
-        known = _shapes.get(shape)
-        if known is None:
-            scanned = _scan(sql, quoted)
-            if scanned is None:
-                return None
-            literals, spans, explicit = scanned
-            if len(_shapes) >= SHAPES_MEMO_SIZE:
-                _shapes.clear()
-            _shapes[shape] = spans
-        else:
-            spans, explicit = known, 0
-            literals = []
-            for start, end in spans:
-                text = sql[start:end]
-                literals.append(("i" if text.isdigit() and int(text) <= _INT64_MAX else "n", text))
-    if not literals:
-        return sql, literals, explicit
+    literals, spans, explicit = scanned
+    lifted = _replace(sql, spans, explicit) if literals else sql
+    if shape is not None:
+        if len(_shapes) >= SHAPES_MEMO_SIZE:
+            _shapes.clear()
+        # The lifted text is the same for the whole shape when no digit stands outside the
+        # literals (an identifier such as t2 does: its statements each keep their own).
+        ends = [0] + [end for _, end in spans]
+        starts = [start for start, _ in spans] + [len(sql)]
+        outside = any(_ASCII_DIGIT.search(sql, a, b) for a, b in zip(ends, starts))
+        _shapes[shape] = (spans, None if outside else lifted)
+    return lifted, literals, explicit
+
+
+def _replace(sql: str, spans: list[tuple[int, int]], explicit: int) -> str:
     out = []
     last = 0
     for n, (start, end) in enumerate(spans, explicit + 1):
@@ -135,7 +143,7 @@ def lift_literals(sql: str) -> tuple[str, list[Literal], int] | None:
         out.append(f"${n}")
         last = end
     out.append(sql[last:])
-    return "".join(out), literals, explicit
+    return "".join(out)
 
 
 def _scan(sql: str, quoted: bool) -> tuple[list[Literal], list[tuple[int, int]], int] | None:
