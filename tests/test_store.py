@@ -22,7 +22,7 @@ from kvscript import run_script
 from pillbug.kv.txn import Txn
 from pillbug.storage import lmdb_store
 from pillbug.storage.lmdb_store import LMDBStore
-from pillbug.storage.store import CompactedError
+from pillbug.storage.store import CommitFailedError, CompactedError
 from pillbug.util import hlc
 from pillbug.util.errors import PgError
 
@@ -479,5 +479,34 @@ def test_reads_agree_with_a_model_wherever_the_versions_live(tmp_path_factory, s
                 assert store.scan(start, end, at, limit=2) == expected[:2]
                 assert store.scan(start, end, at, reverse=True) == expected[::-1]
                 assert store.scan(start, end, at, limit=1, reverse=True) == expected[::-1][:1]
+    finally:
+        h.close()
+
+
+def test_when_lmdb_cannot_take_the_log_commits_fail_instead_of_waiting(tmp_path, monkeypatch):
+    """Checkpoints keep failing (the map may not grow), so the logs fill up: later commits get
+    an error, acknowledged ones stay durable, and a restart with room replays them."""
+    monkeypatch.setattr(lmdb_store, "_MAX_MAP_GROWS", 1)
+    h = StoreHarness(str(tmp_path / "store"), map_size=1 << 17, log_capacity=1 << 16)
+    acknowledged = []
+    try:
+        async def fill():
+            for i in range(400):
+                try:
+                    result = await h.store.commit([], [(b"f/%04d" % i, os.urandom(900))], alone=True)
+                except CommitFailedError:
+                    return
+                acknowledged.append((b"f/%04d" % i, result.revision))
+                await asyncio.sleep(0)  # let checkpoints run (and fail)
+        h.run(asyncio.wait_for(fill(), 60))
+        assert 0 < len(acknowledged) < 400
+        assert h.store.current_revision() == acknowledged[-1][1]
+    finally:
+        h.close()
+    monkeypatch.undo()
+    h = StoreHarness(str(tmp_path / "store"))
+    try:
+        rows = h.store.scan(b"f/", b"f0", h.store.current_revision())
+        assert [k for k, _, _ in rows] == [k for k, _ in acknowledged]
     finally:
         h.close()

@@ -234,6 +234,8 @@ class LMDBStore(Store):
         self._flush_scheduled = False
         self._log_failure: str | None = None  # set when a log write failed: nothing more may commit
         self._checkpointing: asyncio.Future | None = None  # the checkpoint in flight
+        self._checkpoint_error: BaseException | None = None  # why the last checkpoint failed
+        self._checkpoint_retry_at = 0.0  # (loop time) after a failure, no new one before this
         self._checkpoint_timer: asyncio.TimerHandle | None = None
         self._gate: asyncio.Future | None = None  # a large commit in flight: others wait to be admitted
         self._recent: deque[tuple[int, list[bytes]]] = deque(maxlen=_RECENT_REVISIONS)
@@ -449,12 +451,12 @@ class LMDBStore(Store):
         revision = self._admitted + 1
         with self._clock_lock:
             stamp = self._clock.now()
-        self._mem.add(revision, stamp, effective)
         self._admitted = revision
         self._recent.append((revision, [key for key, _ in effective]))
         payload = encode_payload(stamp, effective)
         if len(payload) > self._large:
-            return await self._commit_large(revision, effective)
+            return await self._commit_large((revision, stamp, effective))
+        self._mem.add(revision, stamp, effective)
         wal = self._logs[self._active]
         # A lone client gains nothing from waiting for the end of the loop's turn: its commit
         # is flushed at once (when nothing admitted before it is still waiting).
@@ -499,10 +501,16 @@ class LMDBStore(Store):
             if count == 0:
                 # The active log is full: switch to the other one. When that one still holds
                 # commits that LMDB lacks, the checkpoint running (or started) for them flushes
-                # again when it ends.
-                if not self._start_checkpoint():
-                    return
-                continue
+                # again when it ends; when checkpoints fail, nothing more fits.
+                if self._start_checkpoint():
+                    continue
+                if self._checkpointing is None and self._checkpoint_error is not None:
+                    failure = CommitFailedError(
+                        f"the write-ahead log is full and LMDB cannot take its commits: {self._checkpoint_error}")
+                    for pending in self._pending:
+                        _fail(pending.future, failure)
+                    self._pending = []
+                return
             batch = self._pending[:count]
             del self._pending[:count]
             records = [(p.revision, p.payload) for p in batch if p.payload is not None]
@@ -543,10 +551,12 @@ class LMDBStore(Store):
         elif waiting and self._checkpoint_timer is None and self._loop is not None:
             self._checkpoint_timer = self._loop.call_later(CHECKPOINT_IDLE_SECONDS, self._checkpoint_when_idle)
 
-    async def _commit_large(self, revision: int, writes: Writes) -> CommitResult:
+    async def _commit_large(self, entry: tuple[int, int, Writes]) -> CommitResult:
         """Make a big commit durable by a checkpoint of its own, with every commit admitted
         before it. Nothing else is admitted meanwhile, so that a failure takes back this one
-        alone (the commits before it stay, and wait for the log as usual)."""
+        alone (the commits before it stay, and wait for the log as usual). Its versions go
+        straight to LMDB, never through the memtable."""
+        revision, _, writes = entry
         loop = asyncio.get_running_loop()
         gate = self._gate = loop.create_future()
         try:
@@ -555,12 +565,11 @@ class LMDBStore(Store):
             if self._log_failure is not None:
                 raise CommitFailedError(self._log_failure)
             try:
-                await self._run_checkpoint_on_writer(revision, loop)
+                await self._run_checkpoint_on_writer(revision - 1, loop, entry)
             except Exception as exc:
                 log.warning("a large commit could not be written: %s", exc)
                 raise CommitFailedError(f"the store could not commit: {exc}") from None
         except BaseException:
-            self._mem.take_back(revision - 1)
             self._admitted = revision - 1
             if self._recent and self._recent[-1][0] == revision:
                 self._recent.pop()
@@ -646,7 +655,7 @@ class LMDBStore(Store):
         """Start writing the durable commits into LMDB and, when the other log holds nothing
         that LMDB lacks, switch appends to it. Returns whether appends switched."""
         if (self._checkpointing is not None or self._gate is not None or self._log_failure is not None
-                or self._loop is None):
+                or self._loop is None or self._loop.time() < self._checkpoint_retry_at):
             return False
         if self._checkpoint_timer is not None:
             self._checkpoint_timer.cancel()
@@ -664,8 +673,12 @@ class LMDBStore(Store):
             self._checkpointing.add_done_callback(self._checkpoint_done)
         return switched
 
-    async def _run_checkpoint_on_writer(self, target: int, loop: asyncio.AbstractEventLoop) -> None:
+    async def _run_checkpoint_on_writer(self, target: int, loop: asyncio.AbstractEventLoop,
+                                        large: tuple[int, int, Writes] | None = None) -> None:
+        """Write the memtable's revisions up to `target` (and a large commit after them)."""
         entries = self._mem.revisions_between(self._flushed + 1, target)
+        if large is not None:
+            entries.append(large)
         future = loop.create_future()
         self._requests.put(_Checkpoint(entries, future, loop))
         await future
@@ -673,9 +686,11 @@ class LMDBStore(Store):
 
     def _checkpoint_done(self, task: asyncio.Task) -> None:
         self._checkpointing = None
-        if not task.cancelled() and task.exception() is not None:
-            # The commits stay in the logs and the memtable; the next checkpoint retries.
-            log.error("checkpoint failed: %s", task.exception())
+        self._checkpoint_error = None if task.cancelled() else task.exception()
+        if self._checkpoint_error is not None:
+            # The commits stay in the logs and the memtable; a checkpoint retries a while later.
+            log.error("checkpoint failed: %s", self._checkpoint_error)
+            self._checkpoint_retry_at = asyncio.get_running_loop().time() + CHECKPOINT_IDLE_SECONDS
         if self._pending and not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_pending)
@@ -700,10 +715,10 @@ class LMDBStore(Store):
             if self._log_failure is not None:
                 raise CommitFailedError(self._log_failure)
             self._loop = asyncio.get_running_loop()
+            self._checkpoint_retry_at = 0.0  # asked for: no waiting after an earlier failure
             self._start_checkpoint()
             task = self._checkpointing
-            if task is None:
-                raise CommitFailedError("a checkpoint could not start")
+            assert task is not None, "a checkpoint starts when commits wait and nothing else runs"
             await asyncio.shield(task)  # raises what made it fail
 
     # ---- the writer thread ---------------------------------------------------------------

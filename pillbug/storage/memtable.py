@@ -60,24 +60,6 @@ class MemTable:
             for key in new_keys:
                 bisect.insort(self.keys, key)
 
-    def take_back(self, after: int) -> None:
-        """Forget the commits after revision `after` (they never became durable; nobody has
-        read them, since they were never published)."""
-        revisions = self.revisions
-        versions = self.versions
-        gone = False
-        while revisions and revisions[-1][0] > after:
-            _, _, writes = revisions.pop()
-            for key, value in writes:
-                listed = versions[key]
-                listed.pop()
-                if not listed:
-                    del versions[key]
-                    gone = True
-                self.bytes -= len(key) + (len(value) if value is not None else 0)
-        if gone:
-            self.keys = sorted(versions)
-
     def evict(self, flushed: int) -> None:
         """Drop every version at or before `flushed`: LMDB holds them now."""
         revisions = self.revisions
@@ -163,4 +145,4 @@ class MemTable:
         if not revisions or first > last:
             return []
         oldest = revisions[0][0]
-        return revisions[max(first - oldest, 0):max(last - oldest + 1, 0)]
+        return revisions[max(first - oldest, 0):max(last - oldest + 1, 0)]  # a copy
