@@ -427,9 +427,28 @@ def parse_float(text: str, typ: SQLType = T.FLOAT8) -> float:
     if s in ("-infinity", "-inf"):
         return -math.inf
     try:
-        return float(s)
+        v = float(s)
     except ValueError:
         raise _bad(text, typ) from None
+    if typ.oid == 700 and not math.isinf(v):
+        try:
+            narrowed = to_float4(v)
+        except errors.PgError:
+            narrowed = math.inf
+        # Too big or too small (but not zero) for a float4: out of range, as PostgreSQL says.
+        v = math.inf if narrowed == 0.0 and v != 0.0 else narrowed
+    # Python reads 1e400 as inf and 1e-400 as 0; PostgreSQL calls both out of range.
+    if math.isinf(v) or (v == 0.0 and any(c in "123456789" for c in s.partition("e")[0])):
+        raise errors.out_of_range(f'"{text}" is out of range for type {typ.display}')
+    return v
+
+
+def to_float4(v: float) -> float:
+    """v rounded to the nearest 32-bit float (how a FLOAT4 value is kept); 22003 past its range."""
+    try:
+        return _F32.unpack(_F32.pack(v))[0]
+    except OverflowError:
+        raise errors.out_of_range("float4 value out of range") from None
 
 
 def parse_decimal(text: str, typ: SQLType = T.DECIMAL) -> Decimal:

@@ -194,7 +194,7 @@ def cast_fn(src: SQLType, dst: SQLType, explicit: bool = True) -> CastImpl:
     elif df == "float":
         if sf in ("int", "float", "decimal", "bool", "interval"):
             if dst.width == 32:
-                return lambda v, ctx: _float4(to_float(v))
+                return lambda v, ctx: datum.to_float4(to_float(v))
             return lambda v, ctx: to_float(v)
     elif df == "decimal":
         if sf in ("int", "float", "decimal", "bool", "interval"):
@@ -250,14 +250,6 @@ def cast_fn(src: SQLType, dst: SQLType, explicit: bool = True) -> CastImpl:
     raise errors.PgError(errors.CANNOT_COERCE, f"invalid cast: {src.display} -> {dst.crdb_name}")
 
 
-def _float4(v: float) -> float:
-    import struct
-    try:
-        return struct.unpack("f", struct.pack("f", v))[0]
-    except OverflowError:
-        raise errors.out_of_range("float4 value out of range") from None
-
-
 def _json_scalar(v: Json, dst: SQLType) -> Any:
     x = v.value
     if dst.family == "bool":
@@ -299,7 +291,7 @@ def assignment_fn(src: SQLType, dst: SQLType) -> CastImpl | None:
             return lambda v, ctx: datum.round_decimal(v, dst)
         if df == "float":
             if dst.width == 32:
-                return lambda v, ctx: _float4(v)
+                return lambda v, ctx: datum.to_float4(v)
             return None
         if df == "array":
             inner = assignment_fn(src.elem or T.STRING, dst.elem or T.STRING)
