@@ -400,8 +400,10 @@ def test_cockroach_restart_protocol(node, conn, db):
     cur.execute("SAVEPOINT cockroach_restart")
     cur.execute("SAVEPOINT cockroach_restart")  # declared again at the top of a loop: a no-op
     cur.execute("SELECT v FROM kv WHERE k = 1")
-    cur.execute("UPDATE kv SET v = 100 WHERE k = 1")
+    # Committed after this transaction read k = 1 (and before it locks the row to write it: a
+    # write to a row another open transaction has written waits for that transaction).
     other.cursor().execute("UPDATE kv SET v = 15 WHERE k = 1")
+    cur.execute("UPDATE kv SET v = 100 WHERE k = 1")
     err = _fails(cur, "RELEASE SAVEPOINT cockroach_restart", "40001")
     assert "restart transaction" in str(err) and "/1/1" in str(err)  # names the conflicting key
     _fails(cur, "SELECT 1", "25P02")

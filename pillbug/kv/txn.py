@@ -17,6 +17,12 @@ Picture (revisions left to right; T1 and T2 both read x at r5, both write y):
   r6  x=2 (T2 commits first)
   T1 commits: compare "x still at r5" fails -> 40001; T1 restarts at r6 and sees x=2.
 
+Locks (kv/locks.py): get_for_update() takes a key's lock before reading it, so that writers of
+one row queue rather than fail at commit; when the key changed after the snapshot, the snapshot
+moves forward (refresh) if nothing else this transaction read changed meanwhile, else it reads
+at its old snapshot and fails at commit. Locks go when the transaction commits, fails or is
+abandoned. The commit's compares stay the only thing that SERIALIZABLE rests on.
+
 Savepoints: savepoint() returns a position in an undo log of the writes made since the first
 savepoint was taken; rollback_to() undoes the writes after it. Reads stay recorded: the undone
 work may have influenced what the client did next, and keeping them can only add conflicts.
@@ -25,9 +31,12 @@ This module knows nothing of SQL; it deals in keys and values.
 """
 from __future__ import annotations
 
+import asyncio
 import bisect
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
+from pillbug.kv.locks import LockTable
 from pillbug.storage.store import (
     CommitFailedError,
     CommitOutcomeUnknownError,
@@ -45,6 +54,8 @@ _SCAN_BATCH = 1024
 MAX_TXN_WRITES = 2_000_000
 MAX_UNDO_ENTRIES = 2 * MAX_TXN_WRITES
 MAX_READ_SPANS = 100_000
+# A refresh re-reads the spans this transaction scanned; past this many rows it gives up (40001).
+MAX_REFRESH_ROWS = 10_000
 
 _ABSENT = object()  # undo log: the key had no buffered write before
 
@@ -54,11 +65,15 @@ class Txn:
 
     __slots__ = ("store", "read_revision", "timestamp", "reads", "spans", "writes",
                  "_sorted_write_keys", "is_read_only_snapshot", "writes_refused", "committed_revision",
-                 "conflict_key", "_undo", "_done")
+                 "conflict_key", "_undo", "_done", "locks", "locked", "waiting_for")
 
     def __init__(self, store: Store, read_revision: int | None = None,
-                 is_read_only_snapshot: bool = False, writes_refused: str | None = None) -> None:
+                 is_read_only_snapshot: bool = False, writes_refused: str | None = None,
+                 locks: LockTable | None = None) -> None:
         self.store = store
+        self.locks = locks
+        self.locked: list[bytes] = []  # keys whose lock this transaction holds
+        self.waiting_for: bytes | None = None  # the key whose lock it waits for
         self.read_revision = store.current_revision() if read_revision is None else read_revision
         self.timestamp = store.now()
         self.reads: dict[bytes, int] = {}
@@ -89,6 +104,54 @@ class Txn:
         if not self.is_read_only_snapshot:
             self.reads[key] = mod
         return value
+
+    def get_for_update(self, key: bytes, wait: Callable[[asyncio.Future, float], None]) -> bytes | None:
+        """get(), after taking key's lock; wait(future, began) blocks until the future is
+        resolved or a while has passed, and raises to give up (a canceled statement, a lock
+        timeout counted from `began`)."""
+        locks = self.locks
+        if locks is None or key in self.writes or self.writes_refused is not None:
+            return self.get(key)
+        future = locks.acquire(self, key)
+        began = time.monotonic()
+        while future is not None:
+            self.waiting_for = key
+            try:
+                wait(future, began)
+            finally:
+                self.waiting_for = None
+            future = locks.acquire(self, key)
+        store = self.store
+        newest = store.current_revision()
+        if newest > self.read_revision and store.get(key, newest)[1] > self.read_revision:
+            # A newer version committed since this snapshot was taken: move the snapshot on if
+            # nothing this transaction read has changed meanwhile. If something has, it reads
+            # the old version and its commit fails with 40001 (as CockroachDB's does when a
+            # refresh fails): no write is ever made on top of a version it did not read.
+            self._refresh(newest)
+        return self.get(key)
+
+    def _refresh(self, new: int) -> None:
+        """Move the snapshot to revision `new`, if everything read so far is unchanged."""
+        try:
+            changed = self._changed_read(self.read_revision, new)
+        except CompactedError:
+            return
+        if changed is None:
+            self.read_revision = new
+
+    def _changed_read(self, old: int, new: int) -> bytes | None:
+        """A key (or the start of a span) this transaction read that changed after `old`."""
+        store = self.store
+        changed = next((k for k, mod in self.reads.items() if store.get(k, new)[1] != mod), None)
+        budget = MAX_REFRESH_ROWS
+        for start, end in self.spans if changed is None else ():
+            before = store.scan(start, end, old, budget + 1)
+            after = store.scan(start, end, new, budget + 1)
+            budget -= max(len(before), len(after))
+            if budget < 0 or [(k, m) for k, _, m in before] != [(k, m) for k, _, m in after]:
+                return start
+        return changed
 
     def scan(self, start: bytes, end: bytes, limit: int = 0,
              reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
@@ -246,6 +309,13 @@ class Txn:
         """
         assert not self._done, "transaction already finished"
         self._done = True
+        try:
+            return await self._commit(alone)
+        finally:
+            if self.locked:
+                self.release_locks()
+
+    async def _commit(self, alone: bool) -> int:
         if not self.writes:
             # A read-only transaction read one consistent snapshot: nothing to check.
             self.committed_revision = self.read_revision
@@ -276,6 +346,13 @@ class Txn:
 
     def abandon(self) -> None:
         self._done = True
+        if self.locked:
+            self.release_locks()
+
+    def release_locks(self) -> None:
+        """Let go of every lock (the transaction failed; its writes may still be undone)."""
+        assert self.locks is not None
+        self.locks.release_all(self)
 
     @property
     def is_done(self) -> bool:

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pillbug import CRDB_COMPAT_VERSION, __version__
+from pillbug.kv.locks import LockTable
 from pillbug.kv.txn import Txn
 from pillbug.sql.catalog import system
 from pillbug.sql.catalog.system import Catalog
@@ -84,6 +85,7 @@ class RetryTurns:
 class Engine:
     def __init__(self, store: Store, node_id: int = 1, cluster_name: str = "") -> None:
         self.store = store
+        self.locks = LockTable()  # row locks of this node's transactions (kv/locks.py)
         self.node_id = node_id
         self.cluster_name = cluster_name
         self.start_time = datetime.datetime.now(datetime.UTC)

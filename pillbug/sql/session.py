@@ -365,7 +365,7 @@ class Session:
             return Txn(store, self.as_of_revision, is_read_only_snapshot=True)
         if self.read_only_txn or self.vars["default_transaction_read_only"] == "on":
             return Txn(store, writes_refused="READ ONLY")
-        return Txn(store)
+        return Txn(store, locks=self.engine.locks)
 
     def _begin(self, implicit: bool) -> None:
         self.txn = self._new_txn()
@@ -452,6 +452,9 @@ class Session:
         state = self.state
         if state == OPEN:
             self.state = ABORTED
+            if self.txn is not None and self.txn.locked:
+                # CockroachDB aborts the transaction here: its rows are free for others at once.
+                self.txn.release_locks()
         elif state == NO_TXN:
             self._end()
 

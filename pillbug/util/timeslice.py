@@ -14,6 +14,7 @@ because creating one costs about ten. This module knows nothing of SQL or of the
 """
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 from collections.abc import Callable
@@ -36,6 +37,25 @@ def yield_point() -> None:
         current.parent.switch(PAUSED)
 
 
+def wait(future: asyncio.Future, at_most: float) -> bool:
+    """Inside a sliced call: pause until future is resolved or at_most seconds have passed, and
+    return True. Outside one (nothing could run meanwhile) return False at once."""
+    current = greenlet.getcurrent()
+    if type(current) is not _SliceGreenlet:
+        return False
+    timer = asyncio.get_running_loop().call_later(at_most, _wake, future)
+    try:
+        current.parent.switch(future)
+    finally:
+        timer.cancel()
+    return True
+
+
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _serve() -> None:
     """The body of a Slicer's greenlet: run one job per switch, hand back its outcome."""
     parent = greenlet.getcurrent().parent
@@ -50,8 +70,9 @@ def _serve() -> None:
 
 
 class Slicer:
-    """Runs fn(arg) so that it can pause at yield_point(); start() and resume() return its result,
-    raise its exception, or return PAUSED (then call resume() later, and nothing else first)."""
+    """Runs fn(arg) so that it can pause at yield_point() or in wait(); start() and resume()
+    return its result, raise its exception, or return PAUSED, or the future it waits for (then
+    call resume() later, or once the future is done, and nothing else first)."""
 
     __slots__ = ("_green", "paused")
 
@@ -76,9 +97,9 @@ class Slicer:
     def _settle(self, green: _SliceGreenlet, job: Any) -> Any:
         green.deadline = time.monotonic() + SLICE_SECONDS
         outcome = green.switch(job) if job is not None else green.switch()
-        if outcome is PAUSED:
+        if outcome is PAUSED or isinstance(outcome, asyncio.Future):
             self.paused = True
-            return PAUSED
+            return outcome
         self.paused = False
         ok, value = outcome
         if not ok:

@@ -7,11 +7,15 @@ The session fills it in; plans only read it (and call back into the session thro
 """
 from __future__ import annotations
 
+import asyncio
 import datetime
+import time
 from typing import Any
 
 from pillbug.kv.txn import Txn
 from pillbug.util import errors, timeslice
+
+LOCK_POLL_SECONDS = 0.1  # how soon a statement waiting for a row lock notices a cancel
 
 
 class ExecCtx:
@@ -72,6 +76,23 @@ class ExecCtx:
 
     def resolve_reg(self, typ: Any, name: str) -> int:
         return self.session.resolve_reg(typ, name)
+
+    def wait_for_lock(self, future: asyncio.Future, began: float) -> None:
+        """Block this statement until a row lock it waits for (since `began`, monotonic) is let
+        go (kv/locks.py), or a short while has passed, so that a cancel or the session's
+        lock_timeout is noticed; the caller asks for the lock again and calls back."""
+        timeout_ms = int(self.session.show_var("lock_timeout")) if self.session is not None else 0
+        at_most = LOCK_POLL_SECONDS
+        if timeout_ms:
+            at_most = max(min(at_most, began + timeout_ms / 1000 - time.monotonic()), 0.0)
+        if not timeslice.wait(future, at_most):
+            # Nothing else can run on this thread meanwhile: waiting would never end.
+            raise errors.serialization_failure(
+                "TransactionRetryWithProtoRefreshError: WriteTooOldError: a row this statement "
+                "updates is locked by another transaction")
+        self.check_cancel()
+        if timeout_ms and (time.monotonic() - began) * 1000 >= timeout_ms:
+            raise errors.PgError(errors.LOCK_NOT_AVAILABLE, "canceling statement due to lock timeout")
 
     def check_cancel(self) -> None:
         if self.canceled:

@@ -179,18 +179,20 @@ class Scan(Node):
 
 
 class PointGet(Node):
-    """At most one row, by its primary key."""
+    """At most one row, by its primary key; when `for_update`, the row's lock is taken first
+    (the source of an UPDATE or DELETE, or SELECT ... FOR UPDATE: kv/locks.py)."""
 
     def __init__(self, columns: list, codec: TableCodec, key: Callable[[ExecCtx], bytes | None]) -> None:
         self.columns = columns
         self.codec = codec
         self.key = key
+        self.for_update = False
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         key = self.key(ctx)
         if key is None:
             return
-        value = ctx.txn.get(key)
+        value = ctx.txn.get_for_update(key, ctx.wait_for_lock) if self.for_update else ctx.txn.get(key)
         if value is not None:
             yield [self.codec.decode_row(value)]
 
@@ -199,7 +201,10 @@ class PointGet(Node):
 
     def explain_attrs(self) -> list[str]:
         table = self.codec.table
-        return [f"table: {table.name}@{table.primary_index.name}", *self.info]
+        attrs = [f"table: {table.name}@{table.primary_index.name}", *self.info]
+        if self.for_update:
+            attrs.append("locking strength: for update")
+        return attrs
 
 
 class IndexScan(Node):

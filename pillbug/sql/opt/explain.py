@@ -188,7 +188,12 @@ class CountingTxn:
             s.kv_calls += call
 
     def get(self, key: bytes) -> bytes | None:
-        value = self.txn.get(key)
+        return self._counted(key, self.txn.get(key))
+
+    def get_for_update(self, key: bytes, wait: Any) -> bytes | None:
+        return self._counted(key, self.txn.get_for_update(key, wait))
+
+    def _counted(self, key: bytes, value: bytes | None) -> bytes | None:
         self._count(value is not None, len(key) + len(value) if value is not None else 0, 1)
         return value
 

@@ -298,6 +298,15 @@ def _set_clause(planner: Planner, builder: ExprBuilder, table: TableDesc, target
     return sets
 
 
+def lock_point_rows(node: N.Node) -> None:
+    """Rows found by primary key (through filters) are locked as they are read, so that
+    concurrent writers of one row queue for it rather than fail at commit (kv/locks.py)."""
+    while isinstance(node, N.Filter):
+        node = node.child
+    if isinstance(node, N.PointGet):
+        node.for_update = True
+
+
 def _target_rows(planner: Planner, table: TableDesc, alias: str, body: dict, hint: str | None,
                  extra_from: list) -> tuple[N.Node, Scope]:
     """The rows a WHERE clause selects from the target table (through the best index), joined
@@ -317,6 +326,8 @@ def _target_rows(planner: Planner, table: TableDesc, alias: str, body: dict, hin
     simple = [c for c in where if not any(isinstance(e, Subquery) for e in c.walk())]
     correlated = [c for c in where if all(c is not s for s in simple)]
     node, residual = planner._join_sources(sources, offsets, simple, columns)
+    if not extra_from:
+        lock_point_rows(node)
     if residual or correlated:
         node = filter_node(node, residual + correlated)
     if extra_from:
