@@ -179,8 +179,8 @@ class Scan(Node):
 
 
 class PointGet(Node):
-    """At most one row, by its primary key; when `for_update`, the row's lock is taken first
-    (the source of an UPDATE or DELETE, or SELECT ... FOR UPDATE: kv/locks.py)."""
+    """At most one row, by its primary key; when `for_update` (the rows an UPDATE or DELETE
+    changes), the row's lock is taken first (kv/locks.py)."""
 
     def __init__(self, columns: list, codec: TableCodec, key: Callable[[ExecCtx], bytes | None]) -> None:
         self.columns = columns
