@@ -39,6 +39,14 @@ def _in_thread(fn):
     return thread, outcome
 
 
+def _waits(conn, sql):
+    """Runs sql on conn in a thread, and checks that it waits (for a row lock)."""
+    thread, outcome = _in_thread(lambda: conn.cursor().execute(sql))
+    thread.join(0.3)
+    assert thread.is_alive(), f"{sql} did not wait"
+    return thread, outcome
+
+
 def test_writers_of_one_row_queue_and_all_commit(node, counter):
     """Explicit transactions over several round trips, all on one row: without locks most
     would fail with 40001; with them, each waits its turn and commits."""
@@ -73,9 +81,7 @@ def test_a_waiting_writer_reads_what_the_holder_committed(node, counter):
         holder.cursor().execute("UPDATE counter SET v = v + 10 WHERE k = 1")
         waiter = node.connect(database=counter)
         try:
-            thread, outcome = _in_thread(lambda: waiter.cursor().execute("UPDATE counter SET v = v * 2 WHERE k = 1"))
-            thread.join(0.5)
-            assert thread.is_alive(), "the second writer did not wait for the first"
+            thread, outcome = _waits(waiter, "UPDATE counter SET v = v * 2 WHERE k = 1")
             holder.commit()
             thread.join(10)
             assert not thread.is_alive() and "error" not in outcome, outcome
@@ -92,9 +98,7 @@ def test_a_deadlock_is_broken_with_40001(node, counter):
     try:
         first.cursor().execute("UPDATE counter SET v = v + 1 WHERE k = 1")
         second.cursor().execute("UPDATE counter SET v = v + 1 WHERE k = 2")
-        thread, outcome = _in_thread(lambda: first.cursor().execute("UPDATE counter SET v = v + 1 WHERE k = 2"))
-        thread.join(0.3)
-        assert thread.is_alive()  # first waits for second
+        thread, outcome = _waits(first, "UPDATE counter SET v = v + 1 WHERE k = 2")  # for second
         with pytest.raises(psycopg2.Error) as info:
             second.cursor().execute("UPDATE counter SET v = v + 1 WHERE k = 1")  # would close the cycle
         assert info.value.pgcode == psycopg2.errorcodes.SERIALIZATION_FAILURE
@@ -134,9 +138,7 @@ def test_a_cancel_ends_a_wait(node, counter):
     waiter = node.connect(database=counter)
     try:
         holder.cursor().execute("UPDATE counter SET v = 5 WHERE k = 1")
-        thread, outcome = _in_thread(lambda: waiter.cursor().execute("UPDATE counter SET v = 6 WHERE k = 1"))
-        thread.join(0.3)
-        assert thread.is_alive()
+        thread, outcome = _waits(waiter, "UPDATE counter SET v = 6 WHERE k = 1")
         waiter.cancel()
         thread.join(10)
         assert not thread.is_alive()
@@ -153,9 +155,7 @@ def test_a_dropped_connection_lets_go_of_its_locks(node, counter):
     holder.cursor().execute("UPDATE counter SET v = 99 WHERE k = 1")
     waiter = node.connect(database=counter)
     try:
-        thread, outcome = _in_thread(lambda: waiter.cursor().execute("UPDATE counter SET v = v + 1 WHERE k = 1"))
-        thread.join(0.3)
-        assert thread.is_alive()
+        thread, outcome = _waits(waiter, "UPDATE counter SET v = v + 1 WHERE k = 1")
         holder.close()  # never committed: its write is gone, and so is its lock
         thread.join(10)
         assert not thread.is_alive() and "error" not in outcome, outcome
