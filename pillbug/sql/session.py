@@ -184,7 +184,6 @@ class Session:
         self.last_conflict_key: bytes | None = None  # of the last commit that failed with 40001
         self.retry_turn: _RetryTurn | None = None  # of the statement the server is retrying
         self.commits = 0  # transactions this session committed (tells a batch what it did)
-        self.txn_time = datetime.datetime.now(datetime.UTC)
         self._txn_catalog: Catalog | None = None
         self._ddl_in_txn = False
         self.sql_prepared: dict[str, Prepared] = {}
@@ -353,6 +352,14 @@ class Session:
         from pillbug.sql import ddl
         return ddl.sequence_set(self, name, value)
 
+    @property
+    def txn_time(self) -> datetime.datetime:
+        """What now() returns: the time the transaction began (its timestamp's wall time)."""
+        txn = self.txn
+        if txn is None:
+            return datetime.datetime.now(datetime.UTC)
+        return datetime.datetime.fromtimestamp(hlc.wall_ns(txn.timestamp) / 1e9, datetime.UTC)
+
     def cluster_logical_timestamp(self) -> Decimal:
         assert self.txn is not None
         return hlc.to_decimal(self.txn.timestamp)
@@ -370,8 +377,6 @@ class Session:
     def _begin(self, implicit: bool) -> None:
         self.txn = self._new_txn()
         self.implicit = implicit
-        self.txn_time = datetime.datetime.fromtimestamp(hlc.wall_ns(self.txn.timestamp) / 1e9,
-                                                        datetime.UTC)
         self._txn_catalog = None
         self._ddl_in_txn = False
         self.savepoints = []
@@ -401,8 +406,6 @@ class Session:
         if self.txn is not None:
             self.txn.abandon()
         self.txn = self._new_txn()
-        self.txn_time = datetime.datetime.fromtimestamp(hlc.wall_ns(self.txn.timestamp) / 1e9,
-                                                        datetime.UTC)
         self._txn_catalog = None
         self._ddl_in_txn = False
         self.state = OPEN

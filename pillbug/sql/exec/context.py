@@ -19,7 +19,7 @@ LOCK_POLL_SECONDS = 0.1  # how soon a statement waiting for a row lock notices a
 
 
 class ExecCtx:
-    __slots__ = ("params", "txn", "session", "outer", "subquery_cache", "txn_time", "statement_time",
+    __slots__ = ("params", "txn", "session", "outer", "subquery_cache", "_txn_time", "_statement_ns",
                  "timezone", "database", "user", "rows_affected", "catalog", "_canceled",
                  "server_version_string", "backend_pid", "node_start_time", "ticks")
 
@@ -33,15 +33,26 @@ class ExecCtx:
         self.rows_affected = 0
         self._canceled = False
         self.ticks = 0
+        # The clocks builtins read: taken now, turned into datetimes only if a statement asks.
+        self._txn_time: datetime.datetime | None = None
+        self._statement_ns = time.time_ns()
         if session is not None:
-            self.txn_time = session.txn_time
-            self.statement_time = datetime.datetime.now(datetime.UTC)
             self.timezone = session.timezone
             self.database = session.database
             self.user = session.user
             self.server_version_string = session.server_version_string
             self.backend_pid = session.backend_pid
             self.node_start_time = session.node_start_time
+
+    @property
+    def txn_time(self) -> datetime.datetime:
+        if self._txn_time is None:
+            self._txn_time = self.session.txn_time
+        return self._txn_time
+
+    @property
+    def statement_time(self) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(self._statement_ns / 1e9, datetime.UTC)
 
     @property
     def canceled(self) -> bool:
