@@ -508,6 +508,7 @@ def alter_table(session: Any, stmt: Statement) -> str:
     ast = _ast(stmt)
     new = _copy(table)
     rewrite = False
+    converters: dict[int, Any] = {}  # column id -> its new value computed from the old row
     for cmd, cmd_ast in zip(body["cmds"], ast.cmds):
         c = cmd["AlterTableCmd"]
         sub = c["subtype"]
@@ -586,9 +587,10 @@ def alter_table(session: Any, stmt: Statement) -> str:
                 raise errors.undefined_object(f'constraint "{name}" of relation "{new.name}" does not exist')
         elif sub == "AT_AlterColumnType":
             col = new.column(c["name"])
-            typ = type_from_node(c["def"]["ColumnDef"]["typeName"])
-            if typ.family != col.type.family:
-                raise errors.feature_not_supported("ALTER COLUMN TYPE between type families is not supported")
+            cd = c["def"]["ColumnDef"]
+            typ = type_from_node(cd["typeName"])
+            if typ.family != col.type.family or cd.get("raw_default") is not None:
+                converters[col.id] = _general_conversion(session, table, col, typ, cd, len(body["cmds"]))
             col.type = typ
             rewrite = True
         else:
@@ -596,7 +598,7 @@ def alter_table(session: Any, stmt: Statement) -> str:
     _validate_defaults(session, new)
     new.version += 1
     if rewrite:
-        _rewrite_table(session, table, new)
+        _rewrite_table(session, table, new, converters)
     system.write_descriptor(session.txn, new)
     _changed(session)
     return "ALTER TABLE"
@@ -619,8 +621,70 @@ def _replace_primary_key(table: TableDesc, name: str | None, keys: list[tuple[st
     table.reindex()
 
 
-def _rewrite_table(session: Any, old: TableDesc, new: TableDesc) -> None:
-    """Rewrite every row (and index entry) from the old layout to the new one."""
+def _general_conversion(session: Any, table: TableDesc, col: Any, typ: T.SQLType, cd: dict,
+                        n_cmds: int) -> Any:
+    """ALTER COLUMN TYPE across type families (or with USING): every row's value is recomputed
+    from the old row by the USING expression, or by a cast. CockroachDB calls this the general
+    conversion and refuses it unless enable_experimental_alter_column_type_general is on, for
+    indexed or constrained columns, inside an explicit transaction, and next to other commands;
+    Pillbug keeps those limits, so that what works here works there."""
+    if session.show_var("enable_experimental_alter_column_type_general") != "on":
+        raise errors.PgError(
+            errors.FEATURE_NOT_SUPPORTED,
+            f"ALTER COLUMN TYPE from {col.type.display} to {typ.display} is only supported experimentally",
+            hint=f"See: {errors.issue_url(49329)}\n--\nyou can enable alter column type general support "
+                 "by running `SET enable_experimental_alter_column_type_general = true`")
+    if any(col.id in _chk_columns(table, chk.expr) for chk in table.checks):
+        raise errors.unimplemented("ALTER COLUMN TYPE for a column that has a constraint is currently not supported",
+                                   48288)
+    if any(col.id in idx.column_ids for idx in [table.primary_index, *table.indexes]):
+        raise errors.unimplemented("ALTER COLUMN TYPE requiring rewrite of on-disk data is currently not "
+                                   "supported for columns that are part of an index", 47636)
+    if not session.implicit:
+        raise errors.unimplemented("ALTER COLUMN TYPE is not supported inside a transaction", 49351)
+    if n_cmds > 1:
+        raise errors.unimplemented("ALTER COLUMN TYPE cannot be used in combination with other ALTER TABLE "
+                                   "commands", 49351)
+    using = cd.get("raw_default")
+    if using is None:
+        using = {"TypeCast": {"arg": {"ColumnRef": {"fields": [{"String": {"sval": col.name}}]}},
+                              "typeName": cd["typeName"]}}
+    builder = ExprBuilder(_bctx(), table_scope(table, table.name), clause="ALTER COLUMN TYPE USING EXPRESSION")
+    try:
+        expr = builder.build(using)
+    except errors.PgError as exc:
+        if exc.code != errors.CANNOT_COERCE:
+            raise
+        raise errors.PgError(errors.CANNOT_COERCE,
+                             f"the requested type conversion ({col.type.display} -> {typ.display}) "
+                             "requires an explicit USING expression") from None
+    return assign_expr(expr, col.name, typ, ParamTypes()).compile()
+
+
+def _chk_columns(table: TableDesc, text: str) -> set[int]:
+    """Ids of the columns a CHECK expression names."""
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("ColumnRef")
+            if ref is not None:
+                last = ref["fields"][-1]
+                if "String" in last:
+                    names.add(last["String"]["sval"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(parse_expression(text))
+    return {c.id for c in table.columns if c.name in names}
+
+
+def _rewrite_table(session: Any, old: TableDesc, new: TableDesc,
+                   converters: dict[int, Any] | None = None) -> None:
+    """Rewrite every row (and index entry) from the old layout to the new one; a column in
+    `converters` gets its value computed from the old row."""
     txn = session.txn
     old_codec = TableCodec(old)
     new_codec = TableCodec(new)
@@ -629,7 +693,9 @@ def _rewrite_table(session: Any, old: TableDesc, new: TableDesc) -> None:
     builder = ExprBuilder(_bctx(), Scope([]), clause="DEFAULT")
     old_positions = {c.id: i for i, c in enumerate(old.columns)}
     for col in new.columns:
-        if col.id in old_positions:
+        if converters and col.id in converters:
+            defaults.append(converters[col.id])
+        elif col.id in old_positions:
             defaults.append(None)
         elif col.default is not None:
             defaults.append(assign_expr(builder.build(parse_expression(col.default)), col.name, col.type,
@@ -644,7 +710,7 @@ def _rewrite_table(session: Any, old: TableDesc, new: TableDesc) -> None:
     checks = row_checks(Planner(session, ParamTypes()), new)
     writer = TableWriter(new_codec)
     for old_row in rows:
-        new_row = tuple(old_row[old_positions[c.id]] if d is None else d((), ctx)
+        new_row = tuple(old_row[old_positions[c.id]] if d is None else d(old_row, ctx)
                         for c, d in zip(new.columns, defaults))
         try:
             checks.validate(new_row, ctx)

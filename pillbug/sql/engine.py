@@ -14,7 +14,7 @@ import datetime
 import itertools
 import platform
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -100,6 +100,9 @@ class Engine:
         self._pids = itertools.count(1)
         self.sessions: dict[int, Any] = {}
         self.retry_turns = RetryTurns()
+        # crdb_internal.increment_feature_counter(name) counts here; crdb_internal.feature_usage
+        # shows the counts. Per node and not persisted, as CockroachDB's telemetry counters are.
+        self.feature_usage: Counter[str] = Counter()
         self.version_string = (
             f"CockroachDB CCL {CRDB_COMPAT_VERSION} ({platform.machine()}-pc-linux-gnu, "
             f"built {time.strftime('%Y/%m/%d')}, Pillbug {__version__}, Python {platform.python_version()})")

@@ -144,6 +144,9 @@ DEFINITIONS: dict[str, tuple[str, Callable[[str], str]]] = {
     "serial_normalization": ("rowid", _one_of("rowid")),
     "allow_prepare_as_opt_plan": ("off", _any),
     "enable_implicit_select_for_update": ("on", _bool),
+    # ALTER COLUMN TYPE between type families (a rewrite of every row) is experimental in
+    # CockroachDB and refused unless this is on (ddl.py).
+    "enable_experimental_alter_column_type_general": ("off", _bool),
     "statement_timeout_ms": ("0", _any),
     "tracing": ("off", _any),
     "lc_messages": ("C", _any),

@@ -208,3 +208,28 @@ def in_failed_transaction() -> PgError:
 
 def invalid_parameter_value(message: str) -> PgError:
     return PgError(INVALID_PARAMETER_VALUE, message)
+
+
+# CockroachDB's hint for an unimplemented feature without a tracking issue
+# (pkg/util/errorutil/unimplemented); with an issue it names the issue's page instead.
+_UNIMPLEMENTED_HINT = "You have attempted to use a feature that is not yet implemented."
+_UNTRACKED_HINT = (
+    "\n\nPlease check the public issue tracker to check whether this problem is\n"
+    "already tracked. If you cannot find it there, please report the error\n"
+    "with details by creating a new issue.\n\n"
+    "If you would rather not post publicly, please contact us directly\n"
+    "using the support form.\n\nWe appreciate your feedback.")
+
+
+def issue_url(issue: int) -> str:
+    """CockroachDB's link to a tracking issue, for the release Pillbug follows."""
+    from pillbug import CRDB_COMPAT_VERSION
+    release = ".".join(CRDB_COMPAT_VERSION.split(".")[:2])
+    return f"https://go.crdb.dev/issue-v/{issue}/{release}"
+
+
+def unimplemented(what: str, issue: int | None = None, detail: str | None = None) -> PgError:
+    """A feature Pillbug does not have: 0A000 'unimplemented: <what>', with CockroachDB's hint
+    (and the link to CockroachDB's tracking issue when there is one)."""
+    hint = _UNIMPLEMENTED_HINT + (f"\nSee: {issue_url(issue)}" if issue else _UNTRACKED_HINT)
+    return PgError(FEATURE_NOT_SUPPORTED, f"unimplemented: {what}", detail=detail, hint=hint)

@@ -806,6 +806,11 @@ def _crdb_tables(ctx: Any) -> Iterable[tuple]:
         yield (t.id, t.parent_id, t.name, db.name if db else "", t.version, "PUBLIC", None, None)
 
 
+@virtual("crdb_internal", "feature_usage", "feature_name text, usage_count int8")
+def _feature_usage(ctx: Any) -> Iterable[tuple]:
+    yield from sorted(ctx.session.engine.feature_usage.items())
+
+
 def resolve_reg(session: Any, typ: T.SQLType, name: str) -> int:
     """'accounts'::regclass and friends: a name to its OID."""
     text = name.strip()

@@ -141,12 +141,13 @@ class AggHook(GroupingHook):
     """Expressions after GROUP BY: group keys and aggregate calls become output columns."""
 
     def __init__(self, input_scope: Scope, group_exprs: list[Expr], group_nodes: list[dict],
-                 bctx: BuildContext) -> None:
+                 bctx: BuildContext, base_tables: dict[str, TableDesc] | None = None) -> None:
         self.input_scope = input_scope
         self.bctx = bctx
         self.group_exprs = group_exprs
         self.by_key = {node_key(n): i for i, n in enumerate(group_nodes)}
         self.by_column = {e.index: i for i, e in enumerate(group_exprs) if isinstance(e, ColRef)}
+        self.determined = _determined_tables(input_scope, group_exprs, base_tables or {})
         self.aggs: list[tuple[str, list[Expr], bool, Expr | None, bool, T.SQLType, Callable, list]] = []
         self.agg_keys: dict[str, int] = {}
         # window function columns: placeholders while the aggregates are being collected, then
@@ -172,6 +173,8 @@ class AggHook(GroupingHook):
                 gi = self.by_column.get(index)
                 if gi is not None:
                     return ColRef(gi, col.type, col.name)
+                if (col.table, col.table_id) in self.determined:
+                    return self._dependent(index, col)
                 raise errors.PgError(
                     errors.GROUPING_ERROR,
                     f'column "{col.name}" must appear in the GROUP BY clause or be used in an aggregate function')
@@ -181,6 +184,17 @@ class AggHook(GroupingHook):
             if name in builtins.AGGREGATES and not body.get("over"):
                 return self._aggregate(name, body, key)
         return None
+
+    def _dependent(self, index: int, col: ScopeColumn) -> Expr:
+        """A column of a table whose primary key is grouped: one value per group, carried
+        through the aggregation as CockroachDB does, by any_not_null."""
+        key = f"\x00dependent {index}"
+        existing = self.agg_keys.get(key)
+        if existing is None:
+            self.aggs.append(("any_not_null", [ColRef(index, col.type, col.name)], False, None, False, col.type,
+                              builtins.AnyNotNull, []))
+            existing = self.agg_keys[key] = len(self.aggs) - 1
+        return ColRef(len(self.group_exprs) + existing, col.type, col.name)
 
     def _aggregate(self, name: str, body: dict, key: str) -> Expr:
         existing = self.agg_keys.get(key)
@@ -214,6 +228,21 @@ class AggHook(GroupingHook):
         self.aggs.append((name, args, bool(body.get("agg_distinct")), filter_expr, star, typ, factory, order))
         self.agg_keys[key] = len(self.aggs) - 1
         return ColRef(len(self.group_exprs) + len(self.aggs) - 1, typ, name)
+
+
+def _determined_tables(scope: Scope, group_exprs: list[Expr],
+                       base_tables: dict[str, TableDesc]) -> set[tuple[str | None, int]]:
+    """The (alias, table id) of each table in FROM whose primary key columns are all grouping
+    columns: every other column of that table has one value per group (a functional dependency),
+    so it may be selected without being grouped, as in CockroachDB and PostgreSQL."""
+    grouped: dict[tuple[str | None, int], set[int]] = {}
+    for e in group_exprs:
+        if isinstance(e, ColRef) and 0 <= e.index < len(scope.columns):
+            c = scope.columns[e.index]
+            if c.table_id:
+                grouped.setdefault((c.table, c.table_id), set()).add(c.column_id)
+    return {(alias, t.id) for alias, t in base_tables.items()
+            if set(t.primary_index.column_ids) <= grouped.get((alias, t.id), set())}
 
 
 def referenced_columns(node: Any) -> set[str] | None:
@@ -477,6 +506,8 @@ class Planner:
             builder = ExprBuilder(self.bctx, scope, clause="SELECT")
             args = [builder.build(a) for a in fc.get("args", [])]
             overload, args = resolve_overload(fdef, args, self.params)
+            if fdef.srf_row is not None and len(fdef.srf_row([a.type for a in args])) > 1:
+                raise errors.feature_not_supported(f"{fname}() returns several columns: call it in FROM")
             hidden = f"\x00srf{len(calls)}"
             calls.append((overload, [a.compile() for a in args], overload.result_type([a.type for a in args]), hidden))
             new_targets.append({"ResTarget": {**rt, "name": rt.get("name") or target_name(rt["val"]),
@@ -649,6 +680,25 @@ class Planner:
 
     # ---- aggregation ---------------------------------------------------------------------
 
+    def _base_tables(self, from_clause: list) -> dict[str, TableDesc]:
+        """The tables (not views, subqueries or CTEs) that FROM reads directly, by alias: only
+        their rows are known to be determined by their primary key."""
+        out: dict[str, TableDesc] = {}
+        ctes = {name for scope_ctes in self.ctes for name in scope_ctes}
+        for item in from_clause:
+            (kind, body), = item.items()
+            if kind == "JoinExpr":
+                out.update(self._base_tables([body["larg"], body["rarg"]]))
+            elif kind == "RangeVar":
+                names = [n for n in (body.get("catalogname"), body.get("schemaname"), body["relname"]) if n]
+                if len(names) == 1 and names[0] in ctes:
+                    continue
+                what, obj = self.env.resolve_table_name(names)
+                if what == "table" and not obj.is_view:
+                    alias = body["alias"]["aliasname"] if body.get("alias") else body["relname"]
+                    out[alias] = obj
+        return out
+
     def _plan_aggregate(self, body: dict, node: N.Node, scope: Scope, outer: Scope | None) -> QueryPlan:
         in_builder = ExprBuilder(self.bctx, scope, clause="GROUP BY")
         group_nodes = []
@@ -677,7 +727,7 @@ class Planner:
             if e.type.family == "unknown":
                 e = coerce(e, T.STRING, self.params)
             group_exprs.append(e)
-        hook = AggHook(scope, group_exprs, group_nodes, self.bctx)
+        hook = AggHook(scope, group_exprs, group_nodes, self.bctx, self._base_tables(body.get("fromClause") or []))
         # The row after aggregation: group keys, then aggregate results. Expressions over it are
         # built through the hook; its scope has no columns of its own, only the outer query's.
         agg_scope = Scope([], outer)
@@ -825,17 +875,21 @@ class Planner:
         fns = [a.compile() for a in args]
         if fdef.is_srf:
             typ = overload.result_type([a.type for a in args])
-            col_names = fdef.srf_columns or [name]
-            types = [typ] if len(col_names) == 1 else [T.STRING, typ][:len(col_names)]
+            if fdef.srf_row is not None and overload.variadic:
+                col_names, types = map(list, zip(*fdef.srf_row([a.type for a in args])))
+            else:
+                col_names = fdef.srf_columns or [name]
+                types = [typ] if len(col_names) == 1 else [T.STRING, typ][:len(col_names)]
             if name in ("jsonb_each", "json_each"):
                 types = [T.STRING, T.JSONB]
             cols = [ScopeColumn(n if len(col_names) > 1 or n != name else alias if alias_node else n, t, alias)
                     for n, t in zip(col_names, types)]
             impl = overload.impl
+            strict = overload.strict
 
             def produce(ctx: ExecCtx) -> Any:
                 vals = [f((), ctx) for f in fns]
-                if None in vals:
+                if strict and None in vals:
                     return []
                 return impl(*vals)
         else:

@@ -50,6 +50,9 @@ class FunctionDef:
     overloads: list[Overload] = field(default_factory=list)
     is_srf: bool = False  # set-returning: impl returns an iterable of rows (tuples)
     srf_columns: list[str] | None = None
+    # for a set-returning function whose columns depend on its arguments (unnest(a, b, ...)):
+    # the argument types -> the names and types of its columns
+    srf_row: Callable[[list[SQLType]], list[tuple[str, SQLType]]] | None = None
 
 
 FUNCTIONS: dict[str, FunctionDef] = {}
@@ -57,7 +60,8 @@ FUNCTIONS: dict[str, FunctionDef] = {}
 
 def fn(name: str, args: tuple[str, ...], returns: ReturnSpec, *, variadic: bool = False,
        strict: bool = True, needs_ctx: bool = False, volatile: bool = False,
-       srf: bool = False, srf_columns: list[str] | None = None) -> Callable:
+       srf: bool = False, srf_columns: list[str] | None = None,
+       srf_row: Callable[[list[SQLType]], list[tuple[str, SQLType]]] | None = None) -> Callable:
     def register(impl: Callable) -> Callable:
         for alias in name.split("|"):
             d = FUNCTIONS.setdefault(alias, FunctionDef(alias))
@@ -65,6 +69,7 @@ def fn(name: str, args: tuple[str, ...], returns: ReturnSpec, *, variadic: bool 
             if srf:
                 d.is_srf = True
                 d.srf_columns = srf_columns
+                d.srf_row = srf_row or d.srf_row
         return impl
     return register
 
@@ -220,6 +225,13 @@ def _in_recovery() -> bool:
 @fn("crdb_internal.node_id", (), T.INT8, strict=False)
 def _node_id() -> int:
     return 1
+
+
+@fn("crdb_internal.increment_feature_counter", ("string",), T.BOOL, needs_ctx=True, volatile=True)
+def _increment_feature_counter(ctx: Any, feature: str) -> bool:
+    """Drivers (django-cockroachdb, ...) report themselves here once per process."""
+    ctx.session.engine.feature_usage[feature] += 1
+    return True
 
 
 # ---- strings ------------------------------------------------------------------------------
@@ -1261,9 +1273,23 @@ def _string_to_array(s: str, sep: str) -> list:
     return s.split(sep) if sep else list(s)
 
 
+def _unnest_row(types: list[SQLType]) -> list[tuple[str, SQLType]]:
+    return [("unnest", t.elem or T.STRING) for t in types]
+
+
 @fn("unnest", ("array",), lambda ts: ts[0].elem or T.STRING, srf=True, srf_columns=["unnest"])
 def _unnest(a: list) -> list[tuple]:
     return [(x,) for x in a]
+
+
+@fn("unnest", ("array", "array"), lambda ts: ts[0].elem or T.STRING, variadic=True, strict=False,
+    srf=True, srf_row=_unnest_row)
+def _unnest_zip(*arrays: list | None) -> list[tuple]:
+    """unnest(a, b, ...) in FROM: the arrays side by side, the shorter ones padded with NULLs
+    (a NULL array counts as empty). bulk_create in Django's PostgreSQL backend inserts this way."""
+    arrays = tuple(a or [] for a in arrays)
+    n = max(len(a) for a in arrays)
+    return [tuple(a[i] if i < len(a) else None for a in arrays) for i in range(n)]
 
 
 @fn("generate_series", ("int", "int"), T.INT8, srf=True, srf_columns=["generate_series"])
@@ -1414,6 +1440,23 @@ class MinMax(Aggregate):
 
     def result(self) -> Any:
         return self.best
+
+
+class AnyNotNull(Aggregate):
+    """The group's first non-NULL value. CockroachDB's internal aggregate for a column that is
+    functionally dependent on the grouping columns (all of its values in a group are equal), which
+    is what lets SELECT name ... GROUP BY id, the primary key, run. Not callable from SQL."""
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def add(self, v: Any) -> None:
+        if self.value is None:
+            self.value = v
+
+    def result(self) -> Any:
+        return self.value
 
 
 class BoolAgg(Aggregate):
