@@ -967,6 +967,39 @@ class ProjectSet(Node):
         return "project set"
 
 
+class LateralFunction(Node):
+    """FROM a, f(a.x): each row of the child followed by each row the function returns for it
+    (a row for which it returns none is dropped, as in a cross join)."""
+
+    def __init__(self, child: Node, columns: list, rows_for: Callable[[tuple, ExecCtx], Any],
+                 label: str) -> None:
+        self.child = child
+        self.columns = columns
+        self.rows_for = rows_for
+        self.label = label
+
+    def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        rows_for = self.rows_for
+        out: list[tuple] = []
+        for batch in self.child.batches(ctx):
+            for row in batch:
+                for produced in rows_for(row, ctx):
+                    out.append(row + tuple(produced))
+                    if len(out) >= BATCH:
+                        if ctx.canceled:
+                            raise errors.query_canceled()
+                        yield out
+                        out = []
+        if out:
+            yield out
+
+    def children(self) -> list[Node]:
+        return [self.child]
+
+    def explain_name(self) -> str:
+        return f"lateral {self.label}"
+
+
 class RunFirst(Node):
     """Runs the WITH clause's data-modifying statements (materialized, so a reference to one
     reads the same rows) before the statement that follows them."""

@@ -230,6 +230,12 @@ class AggHook(GroupingHook):
         return ColRef(len(self.group_exprs) + len(self.aggs) - 1, typ, name)
 
 
+def _with_ordinality(rows_for: Callable[[tuple, ExecCtx], Any]) -> Callable[[tuple, ExecCtx], Any]:
+    def numbered(row: tuple, ctx: ExecCtx) -> Any:
+        return [(*r, n) for n, r in enumerate(rows_for(row, ctx), 1)]
+    return numbered
+
+
 def _determined_tables(scope: Scope, group_exprs: list[Expr],
                        base_tables: dict[str, TableDesc]) -> set[tuple[str | None, int]]:
     """The (alias, table id) of each table in FROM whose primary key columns are all grouping
@@ -456,7 +462,11 @@ class Planner:
     # ---- SELECT --------------------------------------------------------------------------
 
     def _plan_simple_select(self, body: dict, outer: Scope | None) -> QueryPlan:
-        sources = [self._plan_from_item(item, outer) for item in body.get("fromClause") or []]
+        items = body.get("fromClause") or []
+        if len(items) > 1 and self._is_lateral_function(items[-1], outer):
+            sources = [self._plan_lateral_function(items, outer)]
+        else:
+            sources = [self._plan_from_item(item, outer) for item in items]
         # Lay the FROM items side by side: a row of the whole FROM is their concatenation.
         from_columns: list[ScopeColumn] = []
         offsets = []
@@ -857,14 +867,21 @@ class Planner:
         return Source(None, cols, table, self.env.codec(table), alias, hint)
 
     def _plan_range_function(self, body: dict, outer: Scope | None) -> Source:
-        if body.get("lateral") or body.get("ordinality") or len(body["functions"]) != 1:
-            raise errors.feature_not_supported("this form of function in FROM is not supported")
+        cols, rows_for, label = self._range_function(body, Scope([], outer))
+        return Source(N.Generate(cols, lambda ctx: rows_for((), ctx), label), cols, alias=cols[0].table or "")
+
+    def _range_function(self, body: dict, arg_scope: Scope
+                        ) -> tuple[list[ScopeColumn], Callable[[tuple, ExecCtx], Any], str]:
+        """A function in FROM: its columns, and its rows for one row of `arg_scope` (the columns
+        its arguments may read: none, or those of the FROM items before it when it is lateral)."""
+        if len(body["functions"]) != 1:
+            raise errors.unimplemented("ROWS FROM with several functions")
         call = body["functions"][0]["List"]["items"][0]
         if "FuncCall" not in call:
-            raise errors.feature_not_supported("only function calls are supported in FROM")
+            raise errors.unimplemented("only function calls are supported in FROM")
         fc = call["FuncCall"]
         name = fc["funcname"][-1]["String"]["sval"].lower()
-        builder = ExprBuilder(self.bctx, Scope([], outer), clause="FROM")
+        builder = ExprBuilder(self.bctx, arg_scope, clause="FROM")
         args = [builder.build(a) for a in fc.get("args", [])]
         fdef = builtins.FUNCTIONS.get(name)
         if fdef is None:
@@ -873,6 +890,8 @@ class Planner:
         alias_node = body.get("alias")
         alias = alias_node["aliasname"] if alias_node else name
         fns = [a.compile() for a in args]
+        impl = overload.impl
+        rows_for: Callable[[tuple, ExecCtx], Any]
         if fdef.is_srf:
             typ = overload.result_type([a.type for a in args])
             if fdef.srf_row is not None and overload.variadic:
@@ -884,25 +903,58 @@ class Planner:
                 types = [T.STRING, T.JSONB]
             cols = [ScopeColumn(n if len(col_names) > 1 or n != name else alias if alias_node else n, t, alias)
                     for n, t in zip(col_names, types)]
-            impl = overload.impl
             strict = overload.strict
 
-            def produce(ctx: ExecCtx) -> Any:
-                vals = [f((), ctx) for f in fns]
+            def rows_for(row: tuple, ctx: ExecCtx) -> Any:
+                vals = [f(row, ctx) for f in fns]
                 if strict and None in vals:
                     return []
                 return impl(*vals)
         else:
             typ = overload.result_type([a.type for a in args])
             cols = [ScopeColumn(alias if alias_node else name, typ, alias)]
-            impl = overload.impl
             needs_ctx = overload.needs_ctx
 
-            def produce(ctx: ExecCtx) -> Any:
-                vals = [f((), ctx) for f in fns]
+            def rows_for(row: tuple, ctx: ExecCtx) -> Any:
+                vals = [f(row, ctx) for f in fns]
                 return [(impl(ctx, *vals) if needs_ctx else impl(*vals),)]
-        cols = _rename(cols, alias_node, alias)
-        return Source(N.Generate(cols, produce, f"function {name}"), cols, alias=alias)
+        if body.get("ordinality"):
+            # WITH ORDINALITY numbers the function's rows from 1 in a last column
+            # (Django reads pg_constraint.conkey this way).
+            cols = [*cols, ScopeColumn("ordinality", T.INT8, alias)]
+            rows_for = _with_ordinality(rows_for)
+        return _rename(cols, alias_node, alias), rows_for, f"function {name}"
+
+    def _is_lateral_function(self, item: dict, outer: Scope | None) -> bool:
+        """Whether a function in FROM reads columns of the FROM items before it."""
+        if "RangeFunction" not in item:
+            return False
+        body = item["RangeFunction"]
+        if body.get("lateral"):
+            return True
+        try:
+            self._range_function(body, Scope([], outer))
+        except errors.PgError as exc:
+            if exc.code in (errors.UNDEFINED_COLUMN, errors.UNDEFINED_TABLE):
+                return True
+            raise
+        return False
+
+    def _plan_lateral_function(self, items: list, outer: Scope | None) -> Source:
+        """FROM a, b, f(a.x, b.y): a function after other FROM items may read their columns
+        (implicitly LATERAL, as in PostgreSQL); each row of the items before it is joined with
+        the rows the function returns for it."""
+        sources = [self._plan_from_item(item, outer) for item in items[:-1]]
+        left_columns: list[ScopeColumn] = []
+        offsets = []
+        for src in sources:
+            offsets.append(len(left_columns))
+            left_columns.extend(src.columns)
+        left, residual = self._join_sources(sources, offsets, [], left_columns)
+        assert not residual
+        fn_cols, rows_for, label = self._range_function(items[-1]["RangeFunction"], Scope(left_columns, outer))
+        columns = left_columns + fn_cols
+        return Source(N.LateralFunction(left, columns, rows_for, label), columns, alias="")
 
     def _plan_join_expr(self, body: dict, outer: Scope | None) -> Source:
         left = self._plan_from_item(body["larg"], outer)
