@@ -6,7 +6,8 @@ a list of records separated by blank lines:
     statement ok                       the statement succeeds
     statement count 3                  ... and affects (or returns) 3 rows
     statement error <regex>            it fails and the error message matches the regex
-    statement error pgcode 42P01 [re]  ... with that SQLSTATE (and optionally a message regex)
+    statement error pgcode 42P01 [re]  ... with that SQLSTATE (and optionally a regex over the message,
+                                       detail and 'HINT: ' hint)
     query IT[R...] [rowsort|valuesort|nosort|colnames ...]
     SELECT ...
     ----
@@ -282,6 +283,7 @@ class LogicRunner:
         diag = exc.diag
         message = diag.message_primary or str(exc)
         full = message + ("\n" + diag.message_detail if diag.message_detail else "")
+        full += "\nHINT: " + diag.message_hint if diag.message_hint else ""
         if rec.error_code is not None and exc.pgcode != rec.error_code:
             self.fail(rec, f"expected SQLSTATE {rec.error_code}, got {exc.pgcode}: {message}")
         if rec.error_pattern is not None and not re.search(rec.error_pattern, full):

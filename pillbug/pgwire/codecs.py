@@ -209,7 +209,7 @@ def binary_encoder(typ: SQLType) -> Encoder:
         return lambda v: _I64.pack(((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000 + v.microsecond)
     if fam == "array":
         return _array_encoder(typ)
-    raise errors.feature_not_supported(f"binary format for type {typ.crdb_name} is not supported")
+    raise errors.unimplemented(f"binary format for type {typ.crdb_name} is not supported")
 
 
 def _array_encoder(typ: SQLType) -> Encoder:
@@ -355,7 +355,7 @@ def binary_decoder(typ: SQLType) -> Decoder:
         return _decode_time
     if fam == "array":
         return _array_decoder(typ)
-    raise errors.feature_not_supported(f"binary format for type {typ.crdb_name} is not supported")
+    raise errors.unimplemented(f"binary format for type {typ.crdb_name} is not supported")
 
 
 _ARRAY_HEADER = struct.Struct(">iiI")
@@ -380,7 +380,7 @@ def _array_decoder(typ: SQLType) -> Decoder:
         if ndim < 0 or flags not in (0, 1):
             raise _bad_binary("invalid array flags or number of dimensions")
         if ndim != 1:
-            raise errors.feature_not_supported("multi-dimensional arrays are not supported")
+            raise errors.unimplemented("multi-dimensional arrays are not supported")
         if elem_oid not in accepted:
             raise errors.PgError(errors.DATATYPE_MISMATCH,
                                  f"binary data has array element type {elem_oid} instead of expected {elem.oid}")

@@ -840,7 +840,7 @@ class Connection(asyncio.Protocol):
         self.close()
 
     def _function_call(self, body: bytes) -> None:
-        self._error(errors.feature_not_supported("the fastpath function call protocol is not supported"))
+        self._error(errors.unimplemented("the fastpath function call protocol is not supported"))
         self._ready()
 
     def _unexpected_copy(self, body: bytes) -> None:

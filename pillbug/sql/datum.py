@@ -833,7 +833,7 @@ def parse_text(text: str, typ: SQLType, tz: datetime.tzinfo = UTC) -> Any:
         return parse_time(text)
     if fam in ("unknown", "any"):
         return text
-    raise errors.feature_not_supported(f"cannot parse values of type {typ.crdb_name}")
+    raise errors.unimplemented(f"cannot parse values of type {typ.crdb_name}")
 
 
 def check_string_width(v: str, typ: SQLType) -> str:

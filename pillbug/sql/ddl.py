@@ -13,7 +13,7 @@ from typing import Any
 import pglast
 from pglast.stream import RawStream
 
-from pillbug.sql import access
+from pillbug.sql import access, unsupported
 from pillbug.sql import types as T
 from pillbug.sql.catalog import system
 from pillbug.sql.catalog.descriptors import (
@@ -101,9 +101,9 @@ def _name_taken(session: Any, db: DatabaseDesc, schema_id: int, name: str) -> bo
 def create_table(session: Any, stmt: Statement) -> str:
     body = stmt.node
     if body.get("inhRelations") or body.get("partbound") or body.get("partspec"):
-        raise errors.feature_not_supported("table inheritance and partitioning are not supported")
+        raise errors.unimplemented("table inheritance and partitioning are not supported")
     if body.get("relation", {}).get("relpersistence") == "t":
-        raise errors.feature_not_supported("temporary tables are not supported")
+        raise errors.unimplemented("temporary tables are not supported")
     names = _range_names(body["relation"])
     db, schema_id, name = _target_db_schema(session, names)
     _check_create(session, db, schema_id)
@@ -164,9 +164,9 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
             elif ctype == "CONSTR_FOREIGN":
                 raise errors.feature_not_supported("foreign key constraints are not supported yet")
             else:
-                raise errors.feature_not_supported(f"constraint {ctype} is not supported")
+                raise unsupported.constraint(ctype)
         else:
-            raise errors.feature_not_supported(f"{next(iter(elt))} in CREATE TABLE is not supported")
+            raise unsupported.table_element(next(iter(elt)))
     if not columns:
         raise errors.PgError(errors.INVALID_TABLE_DEFINITION, "table must contain at least 1 column")
     by_name = {c.name: c for c in columns}
@@ -256,9 +256,9 @@ def _column_from_def(cd: dict, cd_ast: Any, column_id: int) -> tuple[ColumnDesc,
         elif ctype == "CONSTR_FOREIGN":
             raise errors.feature_not_supported("foreign key constraints are not supported yet")
         elif ctype in ("CONSTR_GENERATED",):
-            raise errors.feature_not_supported("computed columns are not supported yet")
+            raise errors.unimplemented("computed columns are not supported")
         else:
-            raise errors.feature_not_supported(f"column constraint {ctype} is not supported")
+            raise unsupported.constraint(ctype)
     if explicit_null and is_pk:
         raise errors.syntax_error(f'conflicting NULL/NOT NULL declarations for column "{name}"')
     return col, is_pk, unique, checks
@@ -269,7 +269,7 @@ def _index_params(idx: dict) -> tuple[list[tuple[str, str]], list[str]]:
     for p in idx.get("indexParams") or []:
         ie = p["IndexElem"]
         if "name" not in ie:
-            raise errors.feature_not_supported("indexes on expressions are not supported")
+            raise errors.unimplemented("indexes on expressions are not supported")
         keys.append((ie["name"], "desc" if ie.get("ordering") == "SORTBY_DESC" else "asc"))
     storing = [p["IndexElem"]["name"] for p in idx.get("indexIncludingParams") or []]
     return keys, storing
@@ -385,7 +385,7 @@ def drop_objects(session: Any, stmt: Statement) -> str:
         return drop_schema(session, stmt)
     if kind in ("OBJECT_DATABASE",):
         raise errors.internal_error("DROP DATABASE goes through drop_database")
-    raise errors.feature_not_supported(f"DROP {kind[7:]} is not supported")
+    raise unsupported.object_statement("DROP", kind)
 
 
 def drop_table_desc(session: Any, table: TableDesc) -> None:
@@ -413,10 +413,9 @@ def truncate(session: Any, stmt: Statement) -> str:
 def create_index(session: Any, stmt: Statement) -> str:
     body = stmt.node
     if body.get("whereClause"):
-        raise errors.feature_not_supported("partial indexes are not supported")
+        raise errors.unimplemented("partial indexes are not supported")
     if body.get("accessMethod", "btree") not in ("btree", "prefix"):
-        raise errors.feature_not_supported(
-            f"{body['accessMethod'].upper()} (inverted) indexes are not supported")
+        raise errors.unimplemented(f"{body['accessMethod'].upper()} (inverted) indexes are not supported")
     table = _resolve_table(session, _range_names(body["relation"]))
     assert table is not None
     if table.is_view or table.is_sequence:
@@ -499,7 +498,7 @@ def drop_index(session: Any, stmt: Statement) -> str:
 def alter_table(session: Any, stmt: Statement) -> str:
     body = stmt.node
     if body.get("objtype") not in (None, "OBJECT_TABLE"):
-        raise errors.feature_not_supported(f"ALTER {body['objtype'][7:]} is not supported")
+        raise unsupported.object_statement("ALTER", body["objtype"])
     table = _resolve_table(session, _range_names(body["relation"]), missing_ok=body.get("missing_ok", False))
     if table is None:
         _notice(session, f'relation "{body["relation"]["relname"]}" does not exist, skipping')
@@ -521,7 +520,7 @@ def alter_table(session: Any, stmt: Statement) -> str:
                 raise errors.PgError(errors.DUPLICATE_COLUMN, f'column "{cd["colname"]}" of relation "{new.name}" already exists')
             col, is_pk, unique, checks = _column_from_def(cd, cmd_ast.def_, new.next_column_id)
             if is_pk:
-                raise errors.feature_not_supported("adding a primary key column is not supported")
+                raise errors.unimplemented("adding a primary key column is not supported")
             new.next_column_id += 1
             new.columns.append(col)
             new.reindex()
@@ -573,7 +572,7 @@ def alter_table(session: Any, stmt: Statement) -> str:
             elif ctype == "CONSTR_FOREIGN":
                 raise errors.feature_not_supported("foreign key constraints are not supported yet")
             else:
-                raise errors.feature_not_supported(f"constraint {ctype} is not supported")
+                raise unsupported.constraint(ctype)
         elif sub == "AT_DropConstraint":
             name = c["name"]
             if any(k.name == name for k in new.checks):
@@ -594,7 +593,7 @@ def alter_table(session: Any, stmt: Statement) -> str:
             col.type = typ
             rewrite = True
         else:
-            raise errors.feature_not_supported(f"ALTER TABLE {sub[3:]} is not supported")
+            raise unsupported.alter_table_command(sub)
     _validate_defaults(session, new)
     new.version += 1
     if rewrite:
@@ -906,7 +905,7 @@ def create_schema(session: Any, stmt: Statement) -> str:
     body = stmt.node
     name = body.get("schemaname")
     if body.get("schemaElts"):
-        raise errors.feature_not_supported("CREATE SCHEMA with elements is not supported")
+        raise errors.unimplemented("CREATE SCHEMA with elements is not supported")
     db = session.current_db()
     _check_create(session, db, 0)  # CREATE on the database itself, as in CockroachDB
     if name in db.schemas or name in ("pg_catalog", "information_schema", "crdb_internal"):
@@ -1014,7 +1013,7 @@ def rename(session: Any, stmt: Statement) -> str:
         system.write_descriptor(txn, new)
         _changed(session)
         return "ALTER TABLE" if rtype != "OBJECT_VIEW" else "ALTER VIEW"
-    raise errors.feature_not_supported(f"RENAME {rtype[7:]} is not supported")
+    raise unsupported.object_statement("ALTER", rtype)
 
 
 def _rename_index(session: Any, stmt: Statement, old_name: str, new_name: str) -> str:

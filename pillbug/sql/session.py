@@ -35,7 +35,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from pillbug.kv.txn import Txn
-from pillbug.sql import access
+from pillbug.sql import access, unsupported
 from pillbug.sql import types as T
 from pillbug.sql import vars as session_vars
 from pillbug.sql.catalog import system
@@ -939,8 +939,8 @@ class Session:
         if kind == "TRANS_STMT_ROLLBACK_TO":
             return self._rollback_to(name)
         if kind in ("TRANS_STMT_PREPARE", "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"):
-            raise errors.feature_not_supported("two-phase commit is not supported")
-        raise errors.feature_not_supported(f"{kind} is not supported")
+            raise errors.unimplemented("two-phase commit is not supported")
+        raise unsupported.statement("TransactionStmt")
 
     def _is_commit_on_release(self, name: str) -> bool:
         return name.startswith(COMMIT_ON_RELEASE_PREFIX) or self.vars.get("force_savepoint_restart") == "on"

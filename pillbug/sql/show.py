@@ -90,7 +90,7 @@ def _grant_columns(node: dict) -> list[ScopeColumn]:
 def run(session: Any, stmt: Statement) -> Result:
     fn = globals().get("_" + stmt.kind)
     if fn is None:
-        raise errors.feature_not_supported(f"{stmt.kind} is not supported")
+        raise errors.unimplemented("this SHOW statement is not supported")
     rows = fn(session, stmt.node)
     return columns_of(stmt.kind, stmt) or [], rows
 
@@ -160,7 +160,7 @@ def _ShowSchemas(session: Any, node: dict) -> list[tuple]:
 def _table(session: Any, names: list[str]) -> TableDesc:
     kind, obj = session.resolve_table_name(names)
     if kind != "table":
-        raise errors.feature_not_supported("SHOW on virtual tables is not supported")
+        raise errors.unimplemented("SHOW on virtual tables is not supported")
     if not _visible(session, obj):
         raise errors.insufficient_privilege(
             f"user {session.user} has no privileges on relation {obj.name}")

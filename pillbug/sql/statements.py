@@ -10,7 +10,7 @@ import datetime
 from decimal import Decimal
 from typing import Any
 
-from pillbug.sql import access, ddl, settings, show, users
+from pillbug.sql import access, ddl, settings, show, unsupported, users
 from pillbug.sql import types as T
 from pillbug.sql.catalog import system
 from pillbug.sql.exec.context import ExecCtx
@@ -95,7 +95,7 @@ def _execute(session: Any, stmt: Statement, params: list) -> Any:
         return _outcome(columns, rows, "SHOW")
     handler = _HANDLERS.get(kind)
     if handler is None:
-        raise errors.feature_not_supported(f"statement {kind} is not supported")
+        raise unsupported.statement(kind, stmt.node)
     tag = handler(session, stmt)
     return _outcome(None, None, tag)
 
@@ -115,7 +115,7 @@ def _set(session: Any, node: dict) -> str:
         if name == "TIME ZONE":
             name = "timezone"
         else:
-            raise errors.feature_not_supported(f"SET {name} is not supported")
+            raise errors.unimplemented(f"SET {name} is not supported")
     if kind in ("VAR_RESET", "VAR_SET_DEFAULT"):
         session.reset_var(name)
         return "RESET" if kind == "VAR_RESET" else "SET"
@@ -211,7 +211,7 @@ def _deallocate(session: Any, stmt: Statement) -> str:
 
 
 def _comment(session: Any, stmt: Statement) -> str:
-    raise errors.feature_not_supported("COMMENT ON is not supported yet")
+    raise unsupported.statement("CommentStmt")
 
 
 _HANDLERS = {

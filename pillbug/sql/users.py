@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any
 
-from pillbug.sql import access
+from pillbug.sql import access, unsupported
 from pillbug.sql.catalog import system
 from pillbug.sql.catalog.system import ADMIN_ROLE, PUBLIC_ROLE, ROOT_USER, UserRecord
 from pillbug.sql.parser.front import Statement
@@ -72,9 +72,9 @@ def _apply_options(session: Any, user: UserRecord, options: list[dict]) -> None:
         elif name == "validUntil":
             user.options["valid_until"] = arg["String"]["sval"] if arg else None
         elif name in ("superuser", "inherit", "replication", "bypassrls", "connectionlimit"):
-            raise errors.feature_not_supported(f"role option {name.upper()} is not supported")
+            raise errors.unimplemented(f"role option {name.upper()} is not supported")
         else:
-            raise errors.feature_not_supported(f"role option {name} is not supported")
+            raise errors.unimplemented(f"role option {name} is not supported")
 
 
 def create_role(session: Any, stmt: Statement) -> str:
@@ -220,7 +220,7 @@ def _objects(session: Any, body: dict) -> list[Any]:
                 raise errors.insufficient_privilege(f"cannot grant on virtual table {'.'.join(names)}")
             out.append(table)
         else:
-            raise errors.feature_not_supported(f"GRANT on {objtype} is not supported")
+            raise unsupported.object_statement("GRANT on", objtype)
     return out
 
 

@@ -834,7 +834,7 @@ def resolve_reg(session: Any, typ: T.SQLType, name: str) -> int:
         if text not in session.catalog_or_latest().users:
             raise errors.undefined_object(f'role "{text}" does not exist')
         return user_oid(text)
-    raise errors.feature_not_supported(f"cannot resolve {typ.pg_name} values")
+    raise errors.unimplemented(f"cannot resolve {typ.pg_name} values")
 
 
 def _assign_oids() -> None:

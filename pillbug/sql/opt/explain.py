@@ -42,7 +42,7 @@ def plan_explain(planner: Planner, stmt: Statement,
     options = {o["DefElem"]["defname"].lower() for o in stmt.node.get("options") or []}
     unknown = options - {"analyze", "verbose", "costs", "format"}
     if unknown:
-        raise errors.feature_not_supported(f"EXPLAIN option {sorted(unknown)[0].upper()} is not supported")
+        raise errors.unimplemented(f"EXPLAIN option {sorted(unknown)[0].upper()} is not supported")
     (kind, node), = stmt.node["query"].items()
     inner = Statement(kind, node, stmt.text, stmt.upsert, stmt.index_hints, stmt.as_of)
     started = time.perf_counter()

@@ -120,7 +120,7 @@ def _arbiter(table: TableDesc, codec: TableCodec, infer: dict | None) -> IndexCo
     for elem in infer.get("indexElems") or []:
         ie = elem["IndexElem"]
         if "name" not in ie:
-            raise errors.feature_not_supported("ON CONFLICT on expressions is not supported")
+            raise errors.unimplemented("ON CONFLICT on expressions is not supported")
         names.append(ie["name"])
     wanted = {table.column(n).id for n in names}
     for ic in [codec.primary, *codec.secondaries]:
@@ -144,7 +144,7 @@ def plan_insert(planner: Planner, stmt: Statement) -> QueryPlan:
         for c in body["cols"]:
             rt = c["ResTarget"]
             if rt.get("indirection"):
-                raise errors.feature_not_supported("assigning to array elements or fields is not supported")
+                raise errors.unimplemented("assigning to array elements or fields is not supported")
             target.append(table.column(rt["name"]))
     else:
         target = [c for c in table.columns if not c.hidden]
@@ -276,7 +276,7 @@ def _set_clause(planner: Planner, builder: ExprBuilder, table: TableDesc, target
         if "MultiAssignRef" in val:
             source = val["MultiAssignRef"]["source"]
             if "RowExpr" not in source:
-                raise errors.feature_not_supported("SET (a, b) = (SELECT ...) is not supported")
+                raise errors.unimplemented("SET (a, b) = (SELECT ...) is not supported")
             values = source["RowExpr"]["args"]
             if len(values) != val["MultiAssignRef"]["ncolumns"]:
                 raise errors.syntax_error(
@@ -284,7 +284,7 @@ def _set_clause(planner: Planner, builder: ExprBuilder, table: TableDesc, target
                     f"number of values ({len(values)})")
             val = values[val["MultiAssignRef"]["colno"] - 1]
         if rt.get("indirection"):
-            raise errors.feature_not_supported("assigning to array elements or fields is not supported")
+            raise errors.unimplemented("assigning to array elements or fields is not supported")
         col = table.column(rt["name"])
         if col.id in seen:
             raise errors.PgError(errors.SYNTAX_ERROR, f'multiple assignments to the same column "{col.name}"')

@@ -7,6 +7,7 @@ DELETE and EXPLAIN; it returns the plan and the command tag. The planner also co
 from __future__ import annotations
 
 from pillbug.sql import types as T
+from pillbug.sql import unsupported
 from pillbug.sql.exec import nodes as N
 from pillbug.sql.exec.nodes import GUARDED, python_error
 from pillbug.sql.opt import explain, mutations
@@ -46,4 +47,4 @@ def _plan(planner: Planner, stmt: Statement) -> tuple[QueryPlan, str]:
         return with_mutations_first(plan, first), tag
     if kind == "ExplainStmt":
         return explain.plan_explain(planner, stmt, _plan), "EXPLAIN"
-    raise errors.feature_not_supported(f"EXPLAIN of {kind} is not supported")
+    raise errors.unimplemented(f"EXPLAIN of {unsupported.statement_name(kind)[0]} is not supported")

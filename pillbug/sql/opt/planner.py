@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pillbug.sql import types as T
+from pillbug.sql import unsupported
 from pillbug.sql.catalog.descriptors import TableDesc
 from pillbug.sql.catalog.system import Catalog
 from pillbug.sql.exec import nodes as N
@@ -311,7 +312,7 @@ class Planner:
         """node: {"SelectStmt": {...}} (also VALUES and set operations)."""
         (kind, body), = node.items()
         if kind != "SelectStmt":
-            raise errors.feature_not_supported(f"{kind} is not supported as a query")
+            raise errors.unimplemented(f"{unsupported.statement_name(kind)[0]} is not supported as a query")
         with self.with_clause(body.get("withClause"), outer) as first:
             plan = self._plan_select_body(body, outer)
         return with_mutations_first(plan, first)
@@ -341,7 +342,7 @@ class Planner:
                     scope_ctes[cte["ctename"]] = QueryPlan(node, plan.columns)
                     continue
                 if q_kind != "SelectStmt":
-                    raise errors.feature_not_supported(f"{q_kind} is not supported in WITH")
+                    raise errors.unimplemented(f"{unsupported.statement_name(q_kind)[0]} is not supported in WITH")
                 names = [n["String"]["sval"] for n in cte.get("aliascolnames") or []]
                 body = q["SelectStmt"]
                 if with_clause.get("recursive") and body.get("op", "SETOP_NONE") == "SETOP_UNION":
@@ -512,12 +513,12 @@ class Planner:
                 new_targets.append(t)
                 continue
             if fdef.srf_columns and len(fdef.srf_columns) > 1:
-                raise errors.feature_not_supported(f"{fname}() returns several columns: call it in FROM")
+                raise errors.unimplemented(f"{fname}() returns several columns: call it in FROM")
             builder = ExprBuilder(self.bctx, scope, clause="SELECT")
             args = [builder.build(a) for a in fc.get("args", [])]
             overload, args = resolve_overload(fdef, args, self.params)
             if fdef.srf_row is not None and len(fdef.srf_row([a.type for a in args])) > 1:
-                raise errors.feature_not_supported(f"{fname}() returns several columns: call it in FROM")
+                raise errors.unimplemented(f"{fname}() returns several columns: call it in FROM")
             hidden = f"\x00srf{len(calls)}"
             calls.append((overload, [a.compile() for a in args], overload.result_type([a.type for a in args]), hidden))
             new_targets.append({"ResTarget": {**rt, "name": rt.get("name") or target_name(rt["val"]),
@@ -656,7 +657,7 @@ class Planner:
             if pos is None:
                 e = ExprBuilder(self.bctx, outer_for_exprs).build(sb["node"])
                 if not isinstance(e, ColRef):
-                    raise errors.feature_not_supported("ORDER BY on a set operation must name an output column")
+                    raise errors.unimplemented("ORDER BY on a set operation must name an output column")
                 pos = e.index
             desc, nulls = _sort_direction(sb)
             sort_refs.append((pos, desc, nulls))
@@ -784,7 +785,7 @@ class Planner:
             return self._plan_range_var(body)
         if kind == "RangeSubselect":
             if body.get("lateral"):
-                raise errors.feature_not_supported("LATERAL is not supported")
+                raise errors.unimplemented("LATERAL subqueries are not supported")
             plan = self.plan_query(body["subquery"], outer)
             alias = body.get("alias", {}).get("aliasname", "")
             cols = _rename(plan.columns, body.get("alias"), alias)
@@ -795,7 +796,7 @@ class Planner:
             return self._plan_range_function(body, outer)
         if kind == "StatementSource":
             return self._plan_statement_source(body)
-        raise errors.feature_not_supported(f"FROM item {kind} is not supported")
+        raise unsupported.from_item(kind)
 
     def _plan_statement_source(self, body: dict) -> Source:
         """[SHOW ...], [EXPLAIN ...], [INSERT ... RETURNING ...] used as a table."""
@@ -963,7 +964,7 @@ class Planner:
         kind = {"JOIN_INNER": "inner", "JOIN_LEFT": "left", "JOIN_RIGHT": "right",
                 "JOIN_FULL": "full"}.get(jointype)
         if kind is None:
-            raise errors.feature_not_supported(f"{jointype} is not supported")
+            raise errors.unimplemented("this join type is not supported")
         columns = left.columns + right.columns
         scope = Scope(columns, outer)
         cond: list[Expr] = []

@@ -141,7 +141,7 @@ def _frame(over: dict, builder: ExprBuilder) -> Frame:
     if not opts & _NONDEFAULT:
         return Frame()
     if opts & (_GROUPS | _EXCLUDE):
-        raise errors.feature_not_supported("GROUPS frames and frame exclusion are not supported")
+        raise errors.unimplemented("GROUPS frames and frame exclusion are not supported")
     frame = Frame(mode="rows" if opts & _ROWS else "range")
     frame.start = ("unbounded" if opts & _START_UNBOUNDED else "current" if opts & _START_CURRENT
                    else "preceding" if opts & _START_PRECEDING else "following")
@@ -149,7 +149,7 @@ def _frame(over: dict, builder: ExprBuilder) -> Frame:
         frame.end = ("unbounded" if opts & _END_UNBOUNDED else "current" if opts & _END_CURRENT
                      else "preceding" if opts & _END_PRECEDING else "following")
     if frame.mode == "range" and (frame.start in ("preceding", "following") or frame.end in ("preceding", "following")):
-        raise errors.feature_not_supported("RANGE frames with offsets are not supported")
+        raise errors.unimplemented("RANGE frames with offsets are not supported")
     if over.get("startOffset"):
         frame.start_offset = coerce(builder.build(over["startOffset"]), T.INT8, builder.ctx.params).compile()
     if over.get("endOffset"):
@@ -161,7 +161,7 @@ def _function(c: WindowCall, builder: ExprBuilder) -> tuple[WindowFunc, T.SQLTyp
     body = c.call
     name = body["funcname"][-1]["String"]["sval"].lower()
     if body.get("agg_distinct") or body.get("agg_filter") or body.get("agg_order"):
-        raise errors.feature_not_supported(f"DISTINCT, FILTER and ORDER BY are not supported in window {name}()")
+        raise errors.unimplemented(f"DISTINCT, FILTER and ORDER BY are not supported in window {name}()")
     star = bool(body.get("agg_star"))
     params = builder.ctx.params
     args = [builder.build(a) for a in body.get("args", [])]

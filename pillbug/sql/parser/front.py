@@ -471,7 +471,7 @@ def _maybe_lift(toks: _Tokens, stmt: Statement, edits: list, start: int | None, 
     if is_index:
         unique = w0 == "UNIQUE"
         if w0 == "INVERTED":
-            raise errors.feature_not_supported("inverted indexes are not supported")
+            raise errors.unimplemented("inverted indexes are not supported")
         body = elem_text.split(None, 2 if unique else 1)
         rest = body[-1] if len(body) > (2 if unique else 1) else ""
         if rest.lstrip().startswith("("):

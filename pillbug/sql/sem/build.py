@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from pillbug.sql import datum
+from pillbug.sql import datum, unsupported
 from pillbug.sql import types as T
 from pillbug.sql.sem import builtins, casts, ops, pg_builtins  # noqa: F401  (registers its functions)
 from pillbug.sql.sem.expr import (
@@ -213,7 +213,7 @@ class ExprBuilder:
         (kind, body), = node.items()
         method = getattr(self, "_" + kind, None)
         if method is None:
-            raise errors.feature_not_supported(f"expression {kind} is not supported")
+            raise unsupported.expression(kind)
         return method(body)
 
     def build_typed(self, node: dict, typ: SQLType) -> Expr:
@@ -254,7 +254,7 @@ class ExprBuilder:
                 return Const(bytes.fromhex(raw[1:]), T.BYTES)
             if raw[:1] == "b":  # CockroachDB's b'...' bytes literal (PostgreSQL's B'0101' is upper case)
                 return Const(_unescape_bytes(raw[1:]), T.BYTES)
-            raise errors.feature_not_supported("bit string literals are not supported")
+            raise errors.unimplemented("bit string literals are not supported")
         raise errors.internal_error(f"unknown constant {body}")
 
     def _ParamRef(self, body: dict) -> Expr:
@@ -368,7 +368,7 @@ class ExprBuilder:
                     return None
                 return want_all
             return Call("any" if not want_all else "all", [arg, arr], T.BOOL, any_all, strict=False)
-        raise errors.feature_not_supported(f"operator kind {kind} is not supported")
+        raise unsupported.operator(kind)
 
     def _row_compare(self, op: str, left: list, right: list) -> Expr:
         """(a, b) op (c, d): element by element, with SQL's NULL rules for each comparison."""
@@ -579,7 +579,7 @@ class ExprBuilder:
     def _SQLValueFunction(self, body: dict) -> Expr:
         name = _SVF.get(body["op"])
         if name is None:
-            raise errors.feature_not_supported(f"{body['op']} is not supported")
+            raise unsupported.value_function(body["op"])
         return self.call(name, [])
 
     def _FuncCall(self, body: dict) -> Expr:
@@ -609,7 +609,7 @@ class ExprBuilder:
                         lambda ctx, a, b: None if a is not None and b is not None and a == b else a,
                         strict=False)
         if name == "iferror":
-            raise errors.feature_not_supported("iferror is not supported")
+            raise errors.unimplemented("iferror is not supported")
         if name == "if" and len(args) == 3:
             cond = coerce(args[0], T.BOOL, self.ctx.params)
             a, b = self.unify(args[1], args[2])
@@ -621,7 +621,7 @@ class ExprBuilder:
         if fdef is None:
             raise errors.undefined_function(f"unknown function: {name}()")
         if fdef.is_srf:
-            raise errors.feature_not_supported(
+            raise errors.unimplemented(
                 f"set-returning function {name}() is only supported in the FROM clause and at the top of "
                 f"the select list")
         overload, coerced = resolve_overload(fdef, args, self.ctx.params)
@@ -710,7 +710,7 @@ class ExprBuilder:
             if "A_Indices" in ind:
                 idx = ind["A_Indices"]
                 if idx.get("is_slice"):
-                    raise errors.feature_not_supported("array slices are not supported")
+                    raise errors.unimplemented("array slices are not supported")
                 sub = coerce(self.build(idx["uidx"]), T.INT8, self.ctx.params)
                 if arg.type.family == "jsonb":
                     arg = Call("->", [arg, sub], T.JSONB, ops.json_fetch)
@@ -721,13 +721,13 @@ class ExprBuilder:
                 arg = Call("subscript", [arg, sub], elem,
                            lambda a, i: a[i - 1] if 1 <= i <= len(a) else None)
             else:
-                raise errors.feature_not_supported("field selection is not supported")
+                raise errors.unimplemented("field selection is not supported")
         return arg
 
     def _SubLink(self, body: dict) -> Expr:
         kind = body["subLinkType"]
         if self.ctx.plan_subquery is None:
-            raise errors.feature_not_supported("subqueries are not supported here")
+            raise errors.unimplemented("subqueries are not supported here")
         run, columns, correlated = self.ctx.plan_subquery(body["subselect"], self.scope, self.ctx)
         if kind == "EXISTS_SUBLINK":
             return Subquery("exists", run, T.BOOL, correlated)
@@ -750,13 +750,13 @@ class ExprBuilder:
             op = body["operName"][-1]["String"]["sval"] if body.get("operName") else "="
             return Subquery("any" if kind == "ANY_SUBLINK" else "all", run, T.BOOL, correlated,
                             arg=arg, op=op)
-        raise errors.feature_not_supported(f"subquery kind {kind} is not supported")
+        raise unsupported.sublink(kind)
 
     def _RowExpr(self, body: dict) -> Expr:
-        raise errors.feature_not_supported("row constructors are not supported yet")
+        raise unsupported.expression("RowExpr")
 
     def _GroupingFunc(self, body: dict) -> Expr:
-        raise errors.feature_not_supported("GROUPING() is not supported")
+        raise unsupported.expression("GroupingFunc")
 
 
 def ops_compare_fn(op: str) -> Callable[[Any, Any], bool]:
