@@ -331,6 +331,8 @@ def format_array(v: list, elem: SQLType) -> str:
 def format_text(v: Any, typ: SQLType, tz: datetime.tzinfo = UTC) -> str:
     """The PostgreSQL text output of a non-NULL value of type typ."""
     fam = typ.family
+    if typ.oid == T.REGTYPE.oid:
+        return format_regtype(v)
     if fam == "int" or fam == "oid":
         return str(int(v))
     if fam == "string":
@@ -361,12 +363,37 @@ def format_text(v: Any, typ: SQLType, tz: datetime.tzinfo = UTC) -> str:
         return format_array(v, typ.elem or T.STRING)
     if fam == "time":
         return format_time(v)
+    if fam == "record" and typ.fields:
+        return format_record(v, typ)
     return str(v)
+
+
+def format_record(v: tuple, typ: SQLType) -> str:
+    """A record's text form, as PostgreSQL's record_out writes it: (1,"a b",)."""
+    out = []
+    for x, (_, ftyp) in zip(v, typ.fields):
+        if x is None:
+            out.append("")
+            continue
+        s = format_text(x, ftyp)
+        if s == "" or any(c in s for c in ' ,()"\\') or any(c.isspace() for c in s):
+            s = '"' + s.replace("\\", "\\\\").replace('"', '""') + '"'
+        out.append(s)
+    return "(" + ",".join(out) + ")"
+
+
+def format_regtype(oid: int) -> str:
+    """A regtype's text form: the type's name, as PostgreSQL's regtypeout prints it (bigint,
+    character varying, text[], trigger); an OID no type has prints as the number."""
+    typ = T.BY_OID.get(int(oid))
+    return str(int(oid)) if typ is None else typ.pg_name
 
 
 def value_formatter(typ: SQLType, tz: datetime.tzinfo = UTC) -> Callable[[Any], str]:
     """A fast text formatter for one type (used once per column, then per value)."""
     fam = typ.family
+    if typ.oid == T.REGTYPE.oid:
+        return format_regtype
     if fam in ("int", "oid"):
         return str
     if fam == "string":

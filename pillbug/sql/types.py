@@ -26,6 +26,9 @@ class SQLType:
     precision: int = 0  # DECIMAL(precision, scale); 0 means unconstrained
     scale: int = 0
     elem: SQLType | None = None  # element type of an array
+    # the named fields of a record (the rows of _pg_expandarray() in a select list); values of a
+    # record are tuples in this order
+    fields: tuple[tuple[str, SQLType], ...] = ()
 
     @property
     def typmod(self) -> int:
@@ -97,6 +100,10 @@ JSON = _t("jsonb", 114, "JSONB", "json")
 VOID = _t("void", 2278, "VOID", "void", 4)
 ANY = _t("any", 2276, "ANY", "anyelement", 4)
 RECORD = _t("record", 2249, "RECORD", "record")
+# pseudo-types: functions' signatures in pg_proc name them, and clients cast names to them
+# ('trigger'::regtype); no value has them
+TRIGGER = _t("trigger", 2279, "TRIGGER", "trigger", 4)
+ANYARRAY = _t("any", 2277, "ANYARRAY", "anyarray")
 INET = _t("inet", 869, "INET", "inet")
 INT2VECTOR = SQLType("array", 22, "INT2VECTOR", "int2vector", -1, elem=INT2)
 OIDVECTOR = SQLType("array", 30, "OIDVECTOR", "oidvector", -1, elem=OID)
@@ -112,6 +119,11 @@ _ARRAY_OIDS = {
 def array_of(elem: SQLType) -> SQLType:
     oid = _ARRAY_OIDS.get(elem.oid, 0)
     return SQLType("array", oid, f"{elem.crdb_name}[]", f"{elem.pg_name}[]", -1, elem=elem)
+
+
+def record_of(fields: list[tuple[str, SQLType]]) -> SQLType:
+    """The type of a record with these named fields."""
+    return SQLType("record", RECORD.oid, "RECORD", "record", fields=tuple(fields))
 
 
 def varchar(width: int = 0) -> SQLType:
@@ -169,6 +181,7 @@ _BY_NAME: dict[str, SQLType] = {
     "regprocedure": REGPROCEDURE, "regnamespace": REGNAMESPACE, "regrole": REGROLE,
     "name": NAME, "inet": INET, "void": VOID, "record": RECORD,
     "int2vector": INT2VECTOR, "oidvector": OIDVECTOR, "anyelement": ANY,
+    "trigger": TRIGGER, "anyarray": ANYARRAY,
 }
 for _alias in list(_BY_NAME):
     if _alias.startswith("pg_catalog."):

@@ -487,7 +487,8 @@ def _pg_type(ctx: Any) -> Iterable[tuple]:
         category = {"int": "N", "float": "N", "decimal": "N", "string": "S", "bool": "B", "bytes": "U",
                     "date": "D", "timestamp": "D", "timestamptz": "D", "interval": "T", "array": "A",
                     "uuid": "U", "jsonb": "U", "oid": "N"}.get(typ.family, "U")
-        yield (oid, name, 11, user_oid("admin"), typ.typlen, typ.typlen > 0, "b", category, False, True,
+        kind = "p" if typ.family in ("void", "record", "any", "trigger", "unknown") else "b"
+        yield (oid, name, 11, user_oid("admin"), typ.typlen, typ.typlen > 0, kind, category, False, True,
                ",", 0, elem, array_oid, 0, 0, 0, 0, 0, 0, 0, "i", "x", False, 0, -1, 0,
                100 if typ.family == "string" else 0, None, None, None)
 
@@ -500,7 +501,8 @@ def _pg_type_name(typ: T.SQLType) -> str:
             1043: "varchar", 1082: "date", 1083: "time", 1114: "timestamp", 1184: "timestamptz",
             1186: "interval", 1700: "numeric", 2950: "uuid", 3802: "jsonb", 2205: "regclass",
             2206: "regtype", 24: "regproc", 2202: "regprocedure", 4089: "regnamespace",
-            4096: "regrole", 2278: "void", 2276: "anyelement", 2249: "record", 869: "inet"}.get(
+            4096: "regrole", 2278: "void", 2276: "anyelement", 2249: "record", 869: "inet",
+            2279: "trigger", 2277: "anyarray"}.get(
         typ.oid, typ.pg_name)
 
 
@@ -687,18 +689,104 @@ def _pg_sequence(ctx: Any) -> Iterable[tuple]:
          "proargmodes char[], proargnames text[], proargdefaults text, protrftypes oid[], prosrc text, "
          "probin text, proconfig text[], proacl text[], proisagg bool, proiswindow bool")
 def _pg_proc(ctx: Any) -> Iterable[tuple]:
-    from pillbug.sql.sem import builtins
-    oid = 5_000_000
-    for name in sorted(builtins.FUNCTIONS):
-        for ov in builtins.FUNCTIONS[name].overloads:
-            oid += 1
-            yield (oid, name, 11, user_oid("node"), 12, 1.0, 0.0, 0, "f", False, False, ov.strict,
-                   builtins.FUNCTIONS[name].is_srf, "v" if ov.volatile else "s", "s", len(ov.args), 0, 25,
-                   [], None, None, None, None, None, name, None, None, None, False, False)
-    for name in sorted(builtins.AGGREGATES):
-        oid += 1
-        yield (oid, name, 11, user_oid("node"), 12, 1.0, 0.0, 0, "a", False, False, False, False, "i",
-               "s", 1, 0, 25, [], None, None, None, None, None, name, None, None, None, True, False)
+    node = user_oid(NODE_USER)
+    for p in builtin_procs():
+        volatility = "v" if p.volatile else "i" if p.kind == "a" else "s"
+        yield (p.oid, p.name, SCHEMA_OIDS[p.schema], node, INTERNAL_LANGUAGE, 1.0, 1000.0 if p.returns_set else 0.0,
+               p.variadic, p.kind, False, False, p.strict, p.returns_set, volatility, "s", len(p.arg_types), 0,
+               p.return_type, list(p.arg_types), None, None, None, None, None, p.name, None, None, None,
+               p.kind == "a", p.kind == "w")
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinProc:
+    """One overload of a builtin function, as pg_proc shows it."""
+    oid: int
+    schema: str
+    name: str
+    arg_types: tuple[int, ...]  # type OIDs; polymorphic arguments are anyelement or anyarray
+    return_type: int
+    kind: str  # "f" function, "a" aggregate, "w" window function
+    returns_set: bool = False
+    strict: bool = True
+    volatile: bool = False
+    variadic: int = 0  # the element type of a VARIADIC last argument
+
+
+# Argument families of sem/builtins.py overloads -> the type OIDs pg_proc shows for them.
+_FAMILY_OIDS = {"int": 20, "float": 701, "decimal": 1700, "string": 25, "bool": 16, "bytes": 17, "date": 1082,
+                "timestamp": 1114, "timestamptz": 1184, "interval": 1186, "uuid": 2950, "jsonb": 3802,
+                "oid": 26, "time": 1083, "string_array": 1009, "array": T.ANYARRAY.oid, "any": T.ANY.oid,
+                "inet": 869}
+PROC_OID_BASE = 5_000_000  # builtins' OIDs count up from here, in name order
+INTERNAL_LANGUAGE = 12  # pg_language's "internal": builtins are written in the server's language
+_PROCS: list[BuiltinProc] = []
+_PROCS_BY_OID: dict[int, BuiltinProc] = {}
+
+
+def builtin_procs() -> list[BuiltinProc]:
+    """Every builtin function, aggregate and window function overload, with a stable OID (the
+    builtins are fixed for a build, so the list is computed once)."""
+    if not _PROCS:
+        from pillbug.sql.exec.window import NAVIGATION, RANKING
+        from pillbug.sql.sem import builtins
+        entries: list[tuple[str, Any]] = [(name, d) for name, d in builtins.FUNCTIONS.items()]
+        entries += [(name, a) for name, a in builtins.AGGREGATES.items()]
+        entries += [(name, None) for name in RANKING | NAVIGATION]
+        oid = PROC_OID_BASE
+        for name, d in sorted(entries, key=lambda e: e[0]):
+            schema, _, proname = name.rpartition(".")
+            schema = schema or "pg_catalog"
+            if d is None:
+                oid += 1
+                ret = 20 if name in ("row_number", "rank", "dense_rank", "ntile") else \
+                    701 if name in ("percent_rank", "cume_dist") else T.ANY.oid
+                args = (T.ANY.oid,) if name in NAVIGATION else (20,) if name == "ntile" else ()
+                _PROCS.append(BuiltinProc(oid, schema, proname, args, ret, "w", strict=False))
+            elif isinstance(d, builtins.AggregateDef):
+                oid += 1
+                args = (T.ANY.oid,) * max(d.arity)
+                _PROCS.append(BuiltinProc(oid, schema, proname, args, _return_oid(d.result_type, args), "a",
+                                          strict=False))
+            else:
+                for ov in d.overloads:
+                    oid += 1
+                    args = tuple(_FAMILY_OIDS.get(f, T.ANY.oid) for f in ov.args)
+                    _PROCS.append(BuiltinProc(
+                        oid, schema, proname, args, _return_oid(ov.returns, args), "f", d.is_srf, ov.strict,
+                        ov.volatile, args[-1] if ov.variadic and args else 0))
+        _PROCS_BY_OID.update((p.oid, p) for p in _PROCS)
+    return _PROCS
+
+
+def builtin_proc(oid: int) -> BuiltinProc | None:
+    builtin_procs()
+    return _PROCS_BY_OID.get(oid)
+
+
+def _return_oid(returns: Any, arg_oids: tuple[int, ...]) -> int:
+    if isinstance(returns, T.SQLType):
+        return returns.oid
+    # The result type of a polymorphic function follows its arguments; for the pseudo-types
+    # pg_proc names them by, the rule may not apply (an anyarray has no element type): such a
+    # function returns anyelement, as PostgreSQL's polymorphic functions are shown.
+    try:
+        typ = returns([T.BY_OID.get(a, T.ANY) for a in arg_oids])
+    except (AttributeError, IndexError, TypeError, errors.PgError):
+        return T.ANY.oid
+    return typ.oid if typ.oid and typ.family not in ("unknown",) else T.ANY.oid
+
+
+@virtual("pg_catalog", "pg_language",
+         "oid oid, lanname name, lanowner oid, lanispl bool, lanpltrusted bool, lanplcallfoid oid, "
+         "laninline oid, lanvalidator oid, lanacl text[]")
+def _pg_language(ctx: Any) -> Iterable[tuple]:
+    # CockroachDB's rows; builtins are "internal", and no user language can be created here
+    node = user_oid(NODE_USER)
+    yield (INTERNAL_LANGUAGE, "internal", node, False, False, 0, 0, 2246, None)
+    yield (13, "c", node, False, False, 0, 0, 2247, None)
+    yield (14, "sql", node, False, True, 0, 0, 2248, None)
+    yield (14024, "plpgsql", node, True, True, 0, 0, 0, None)
 
 
 def _empty(schema: str, name: str, columns: str) -> None:

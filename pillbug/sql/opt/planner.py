@@ -231,6 +231,21 @@ class AggHook(GroupingHook):
         return ColRef(len(self.group_exprs) + len(self.aggs) - 1, typ, name)
 
 
+def _function_name(fc: dict) -> str:
+    """A function call's name as the registry keys it (schema-qualified for crdb_internal. and
+    information_schema. functions)."""
+    names = [n["String"]["sval"].lower() for n in fc["funcname"]]
+    if len(names) > 1 and names[0] in ("pg_catalog", "public"):
+        names = names[1:]
+    return ".".join(names)
+
+
+def _rows_as_records(impl: Callable[..., Any]) -> Callable[..., Any]:
+    def records(*args: Any) -> Any:
+        return ((tuple(r),) for r in impl(*args))
+    return records
+
+
 def _with_ordinality(rows_for: Callable[[tuple, ExecCtx], Any]) -> Callable[[tuple, ExecCtx], Any]:
     def numbered(row: tuple, ctx: ExecCtx) -> Any:
         return [(*r, n) for n, r in enumerate(rows_for(row, ctx), 1)]
@@ -490,6 +505,9 @@ class Planner:
         aggregating = bool(group_clause) or having is not None or has_aggregates(target_list) or \
             has_aggregates([s["SortBy"]["node"] for s in sort_clause])
         if aggregating:
+            # a set-returning function over the input rows (SELECT regexp_split_to_table(s, ',')
+            # AS w, count(*) ... GROUP BY w) runs before the grouping
+            node, scope, body = self._project_set(body, node, scope, over_aggregates=False)
             return self._plan_aggregate(body, node, scope, outer)
         node, scope, body = self._project_set(body, node, scope)
         if window.has_windows([target_list, sort_clause]):
@@ -497,7 +515,8 @@ class Planner:
             node, scope = window.plan(calls, node, scope, ExprBuilder(self.bctx, scope, clause="SELECT"))
         return self._finish_select(body, node, scope, ExprBuilder(self.bctx, scope, clause="SELECT"), outer)
 
-    def _project_set(self, body: dict, node: N.Node, scope: Scope) -> tuple[N.Node, Scope, dict]:
+    def _project_set(self, body: dict, node: N.Node, scope: Scope,
+                     over_aggregates: bool = True) -> tuple[N.Node, Scope, dict]:
         """Set-returning functions in the select list (SELECT unnest(a), generate_series(1, 3)):
         each input row becomes as many rows as its longest function result, the results added
         as hidden columns that the rewritten target list reads."""
@@ -506,10 +525,13 @@ class Planner:
         new_targets = []
         for t in targets:
             rt = t["ResTarget"]
-            fc = rt["val"].get("FuncCall")
-            fname = fc["funcname"][-1]["String"]["sval"].lower() if fc else ""
+            # f(...) or (f(...)).field, the field of a function returning records
+            indirection = rt["val"].get("A_Indirection")
+            fc = (indirection["arg"] if indirection else rt["val"]).get("FuncCall")
+            fname = _function_name(fc) if fc else ""
             fdef = builtins.FUNCTIONS.get(fname)
-            if fdef is None or not fdef.is_srf or fc.get("over"):
+            if fdef is None or not fdef.is_srf or fc.get("over") or \
+                    (not over_aggregates and has_aggregates(fc.get("args", []))):
                 new_targets.append(t)
                 continue
             if fdef.srf_columns and len(fdef.srf_columns) > 1:
@@ -517,15 +539,22 @@ class Planner:
             builder = ExprBuilder(self.bctx, scope, clause="SELECT")
             args = [builder.build(a) for a in fc.get("args", [])]
             overload, args = resolve_overload(fdef, args, self.params)
-            if fdef.srf_row is not None and len(fdef.srf_row([a.type for a in args])) > 1:
-                raise errors.unimplemented(f"{fname}() returns several columns: call it in FROM")
+            impl = overload.impl
+            typ = overload.result_type([a.type for a in args])
+            row = fdef.srf_row([a.type for a in args]) if fdef.srf_row is not None else []
+            if len(row) > 1:
+                # a row of several columns is one value here: a record with named fields
+                typ = T.record_of(row)
+                impl = _rows_as_records(impl)
             hidden = f"\x00srf{len(calls)}"
-            calls.append((overload, [a.compile() for a in args], overload.result_type([a.type for a in args]), hidden))
+            calls.append((impl, [a.compile() for a in args], typ, hidden))
+            ref = {"ColumnRef": {"fields": [{"String": {"sval": hidden}}]}}
+            new_val = {"A_Indirection": {**indirection, "arg": ref}} if indirection else ref
             new_targets.append({"ResTarget": {**rt, "name": rt.get("name") or target_name(rt["val"]),
-                                              "val": {"ColumnRef": {"fields": [{"String": {"sval": hidden}}]}}}})
+                                              "val": new_val}})
         if not calls:
             return node, scope, body
-        fns = [(c[0].impl, c[1]) for c in calls]
+        fns = [(c[0], c[1]) for c in calls]
         columns = scope.columns + [ScopeColumn(c[3], c[2], hidden=True) for c in calls]
         out = N.ProjectSet(node, columns, fns)
         return out, Scope(columns, scope.outer), {**body, "targetList": new_targets}
@@ -881,7 +910,7 @@ class Planner:
         if "FuncCall" not in call:
             raise errors.unimplemented("only function calls are supported in FROM")
         fc = call["FuncCall"]
-        name = fc["funcname"][-1]["String"]["sval"].lower()
+        name = _function_name(fc)
         builder = ExprBuilder(self.bctx, arg_scope, clause="FROM")
         args = [builder.build(a) for a in fc.get("args", [])]
         fdef = builtins.FUNCTIONS.get(name)
@@ -895,7 +924,7 @@ class Planner:
         rows_for: Callable[[tuple, ExecCtx], Any]
         if fdef.is_srf:
             typ = overload.result_type([a.type for a in args])
-            if fdef.srf_row is not None and overload.variadic:
+            if fdef.srf_row is not None:
                 col_names, types = map(list, zip(*fdef.srf_row([a.type for a in args])))
             else:
                 col_names = fdef.srf_columns or [name]

@@ -720,6 +720,8 @@ class ExprBuilder:
                 elem = arg.type.elem or T.STRING
                 arg = Call("subscript", [arg, sub], elem,
                            lambda a, i: a[i - 1] if 1 <= i <= len(a) else None)
+            elif "String" in ind and arg.type.fields:
+                arg = _field(arg, ind["String"]["sval"])
             else:
                 raise errors.unimplemented("field selection is not supported")
         return arg
@@ -961,6 +963,14 @@ def cast_expr(arg: Expr, typ: SQLType, params: ParamTypes) -> Expr:
 
 
 _FAMILY_ORDER = {"int": 0, "decimal": 1, "float": 2}
+
+
+def _field(record: Expr, name: str) -> Expr:
+    """(record).name: one field of a record value."""
+    for i, (field_name, field_type) in enumerate(record.type.fields):
+        if field_name == name:
+            return Call(f"field {name}", [record], field_type, lambda r, i=i: r[i])
+    raise errors.undefined_column(name)
 
 
 def resolve_overload(fdef: builtins.FunctionDef, args: list[Expr],

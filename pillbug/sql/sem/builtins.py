@@ -500,6 +500,46 @@ def _regexp_replace4(s: str, pattern: str, rep: str, flags: str) -> str:
     return rx.sub(py_rep, s, count=0 if "g" in flags else 1)
 
 
+def _regexp_split(s: str, pattern: str, flags: str = "") -> list[str]:
+    """PostgreSQL's split: a zero-length match at either end of the string, or right after the
+    previous match, does not split (so '' splits between characters)."""
+    import re as _re
+
+    from pillbug.sql.sem.ops import regex
+    rx = regex(pattern, _re.I if "i" in flags else 0)
+    parts = []
+    start = 0
+    prev_end = -1
+    for m in rx.finditer(s):
+        if m.start() == m.end() and m.start() in (0, len(s), prev_end):
+            continue
+        parts.append(s[start:m.start()])
+        start = prev_end = m.end()
+    parts.append(s[start:])
+    return parts
+
+
+@fn("regexp_split_to_array", ("string", "string"), T.STRING_ARRAY)
+def _regexp_split_to_array(s: str, pattern: str) -> list[str]:
+    return _regexp_split(s, pattern)
+
+
+@fn("regexp_split_to_array", ("string", "string", "string"), T.STRING_ARRAY)
+def _regexp_split_to_array3(s: str, pattern: str, flags: str) -> list[str]:
+    return _regexp_split(s, pattern, flags)
+
+
+@fn("regexp_split_to_table", ("string", "string"), T.STRING, srf=True, srf_columns=["regexp_split_to_table"])
+def _regexp_split_to_table(s: str, pattern: str) -> list[tuple]:
+    return [(p,) for p in _regexp_split(s, pattern)]
+
+
+@fn("regexp_split_to_table", ("string", "string", "string"), T.STRING, srf=True,
+    srf_columns=["regexp_split_to_table"])
+def _regexp_split_to_table3(s: str, pattern: str, flags: str) -> list[tuple]:
+    return [(p,) for p in _regexp_split(s, pattern, flags)]
+
+
 @fn("to_uuid", ("string",), T.BYTES)
 def _to_uuid(s: str) -> bytes:
     return datum.parse_uuid(s).bytes
@@ -1290,6 +1330,18 @@ def _unnest_zip(*arrays: list | None) -> list[tuple]:
     arrays = tuple(a or [] for a in arrays)
     n = max(len(a) for a in arrays)
     return [tuple(a[i] if i < len(a) else None for a in arrays) for i in range(n)]
+
+
+def _expandarray_row(types: list[SQLType]) -> list[tuple[str, SQLType]]:
+    return [("x", types[0].elem or T.STRING), ("n", T.INT8)]
+
+
+@fn("information_schema._pg_expandarray", ("array",), lambda ts: T.record_of(_expandarray_row(ts)),
+    srf=True, srf_row=_expandarray_row)
+def _pg_expandarray(a: list) -> list[tuple]:
+    """Each element with its position (from 1): pgjdbc's getPrimaryKeys and getIndexInfo pair
+    pg_index.indkey's columns with their order this way."""
+    return [(x, i) for i, x in enumerate(a, 1)]
 
 
 @fn("generate_series", ("int", "int"), T.INT8, srf=True, srf_columns=["generate_series"])

@@ -234,8 +234,39 @@ def _pg_type_is_visible(oid: int) -> bool | None:
 
 
 @fn("pg_function_is_visible", ("oid",), T.BOOL)
-def _pg_function_is_visible(oid: int) -> bool:
-    return True  # builtins live in pg_catalog, which is always searched first
+def _pg_function_is_visible(oid: int) -> bool | None:
+    # pg_catalog is always searched first; crdb_internal and information_schema never are
+    proc = virtual.builtin_proc(oid)
+    return None if proc is None else proc.schema == "pg_catalog"
+
+
+# ---- functions --------------------------------------------------------------------------------
+
+
+def _type_name(oid: int) -> str:
+    typ = T.BY_OID.get(oid)
+    return format_type(typ, -1) if typ is not None else "???"
+
+
+@fn("pg_get_function_result", ("oid",), T.STRING)
+def _pg_get_function_result(oid: int) -> str | None:
+    """A function's result type as psql's \\df shows it (SETOF for a set-returning function)."""
+    proc = virtual.builtin_proc(oid)
+    if proc is None:
+        return None
+    return ("SETOF " if proc.returns_set else "") + _type_name(proc.return_type)
+
+
+@fn("pg_get_function_arguments|pg_get_function_identity_arguments", ("oid",), T.STRING)
+def _pg_get_function_arguments(oid: int) -> str | None:
+    proc = virtual.builtin_proc(oid)
+    if proc is None:
+        return None
+    names = [_type_name(a) for a in proc.arg_types]
+    if proc.variadic and names:
+        # PostgreSQL shows a variadic argument of any type as "any", others by their array type
+        names[-1] = "VARIADIC " + ('"any"' if proc.variadic in (T.ANY.oid, T.ANYARRAY.oid) else names[-1] + "[]")
+    return ", ".join(names)
 
 
 # ---- users and privileges ---------------------------------------------------------------------
