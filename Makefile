@@ -11,8 +11,9 @@ CA_KEY ?= pillbug-ca/ca.key
 # The admin-role user created (with a generated password, printed once) on the first start.
 ADMIN_USER ?= dbadmin
 # Debian packages the tests and the benchmark use: psql and pgbench (the real clients),
-# and a PostgreSQL server that bench/ starts to compare against.
-DEB_PACKAGES := postgresql-client postgresql openssl
+# a PostgreSQL server that bench/ starts to compare against, and a JDK with Debian's pgjdbc
+# (tests/test_jdbc.py compiles and runs a JDBC client).
+DEB_PACKAGES := postgresql-client postgresql openssl default-jdk-headless libpostgresql-jdbc-java
 
 .PHONY: install deps start certs test lint bench clean
 
@@ -30,6 +31,8 @@ deps:
 	command -v pgbench >/dev/null || missing="$$missing postgresql-client"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \
+	test -f /usr/share/java/postgresql.jar || missing="$$missing libpostgresql-jdbc-java"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
