@@ -109,6 +109,20 @@ MODELS_V2 = [
     ('unique_together = [("name", "sku")]', 'unique_together = [("sku", "status")]'),
 ]
 
+# The third: RenameField, RemoveField, AddField, AlterField adding an index, a descending index,
+# a CHECK constraint and a UniqueConstraint; then back to 0002 and forward again.
+MODELS_V3 = [
+    ("    note = models.TextField(null=True, blank=True)\n", "    remark = models.TextField(null=True, blank=True)\n"),
+    ("    stock = models.PositiveIntegerField(default=7)\n", ""),
+    ("    label = models.CharField(max_length=30)\n",
+     "    label = models.CharField(max_length=30, db_index=True)\n"
+     "    color = models.CharField(max_length=10, default='red')\n"),
+    ('        indexes = [models.Index(fields=["status", "price"])]\n',
+     '        indexes = [models.Index(fields=["status", "price"]), models.Index(fields=["-created"], name="prod_created")]\n'
+     '        constraints = [models.CheckConstraint(condition=models.Q(price__gte=0), name="price_nonneg"),\n'
+     '                       models.UniqueConstraint(fields=["name", "status"], name="uniq_name_status")]\n'),
+]
+
 ORM_SCRIPT = """
 import datetime, decimal, json
 import django
@@ -268,6 +282,31 @@ def check_chain(tmp_path, node: Node, database: str, apps: list[str], constraint
                             "FROM shop_product WHERE name = 'p1'")
     finally:
         conn.close()
+
+    models = (tmp_path / "shop" / "models.py").read_text()
+    for old, new in MODELS_V3:
+        assert old in models
+        models = models.replace(old, new)
+    (tmp_path / "shop" / "models.py").write_text(models)
+    # makemigrations asks whether note was renamed to remark
+    proc = subprocess.run([sys.executable, "-m", "django", "makemigrations", "shop"], cwd=tmp_path, env=env,
+                          input="y\n", capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = django(tmp_path, env, "migrate")
+    assert "Applying shop.0003" in out
+    rows = node.sql("SELECT name, remark FROM shop_product ORDER BY name", database=database)
+    assert rows == [("p1", None), ("p2", None)]
+    with pytest.raises(psycopg2.errors.CheckViolation):
+        node.sql("UPDATE shop_product SET price = -1 WHERE name = 'p1'", database=database)
+    indexes = {r[0] for r in node.sql("SELECT indexname FROM pg_indexes WHERE tablename = 'shop_product'",
+                                      database=database)}
+    assert {"prod_created", "uniq_name_status"} <= indexes
+    out = django(tmp_path, env, "migrate", "shop", "0002")
+    assert "Unapplying shop.0003" in out
+    rows = node.sql("SELECT name, note, stock FROM shop_product ORDER BY name", database=database)
+    assert rows == [("p1", None, 7), ("p2", None, 7)]
+    out = django(tmp_path, env, "migrate", "shop")
+    assert "Applying shop.0003" in out
 
     out = django(tmp_path, env, "migrate", "shop", "zero")
     assert "Unapplying shop.0001_initial... OK" in out
