@@ -8,6 +8,7 @@ expressions are kept as SQL text, printed by pglast's deparser.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pglast
@@ -134,7 +135,7 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
     for elt, elt_ast in zip(body.get("tableElts") or [], ast.tableElts or []):
         if "ColumnDef" in elt:
             cd = elt["ColumnDef"]
-            col, col_pk, col_unique, col_checks = _column_from_def(cd, elt_ast, next_id)
+            col, col_pk, col_unique, col_checks = _column_from_def(session, cd, elt_ast, next_id)
             if any(c.name == col.name for c in columns):
                 raise errors.PgError(errors.DUPLICATE_COLUMN, f'column "{col.name}" specified more than once')
             columns.append(col)
@@ -223,10 +224,14 @@ def _check_indexable(col: ColumnDesc) -> None:
                              f"column {col.name} is of type {col.type.display} and thus is not indexable")
 
 
-def _column_from_def(cd: dict, cd_ast: Any, column_id: int) -> tuple[ColumnDesc, bool, bool, list]:
+def _type_resolver(session: Any) -> Any:
+    return functools.partial(session.catalog.resolve_type, session.database)
+
+
+def _column_from_def(session: Any, cd: dict, cd_ast: Any, column_id: int) -> tuple[ColumnDesc, bool, bool, list]:
     name = cd["colname"]
     type_node = cd["typeName"]
-    typ = type_from_node(type_node)
+    typ = type_from_node(type_node, _type_resolver(session))
     col = ColumnDesc(column_id, name, typ)
     if is_serial_type(type_node):
         col.default = "unique_rowid()"
@@ -308,7 +313,7 @@ def _add_index(table: TableDesc, name: str | None, keys: list[tuple[str, str]], 
 
 
 def _add_check(session: Any, table: TableDesc, name: str | None, expr_text: str) -> CheckDesc:
-    builder = ExprBuilder(_bctx(), table_scope(table, table.name), clause="CHECK")
+    builder = ExprBuilder(_bctx(session), table_scope(table, table.name), clause="CHECK")
     expr = builder.build_predicate(parse_expression(expr_text))
     from pillbug.sql.sem.expr import ColRef
     used = sorted({table.columns[e.index].id for e in expr.walk() if isinstance(e, ColRef)})
@@ -320,13 +325,13 @@ def _add_check(session: Any, table: TableDesc, name: str | None, expr_text: str)
     return chk
 
 
-def _bctx() -> Any:
+def _bctx(session: Any) -> Any:
     from pillbug.sql.sem.build import BuildContext
-    return BuildContext(ParamTypes())
+    return BuildContext(ParamTypes(), resolve_type=_type_resolver(session))
 
 
 def _validate_defaults(session: Any, table: TableDesc) -> None:
-    builder = ExprBuilder(_bctx(), Scope([]), clause="DEFAULT")
+    builder = ExprBuilder(_bctx(session), Scope([]), clause="DEFAULT")
     for col in table.columns:
         if col.default is not None:
             e = builder.build(parse_expression(col.default))
@@ -439,7 +444,10 @@ def create_index(session: Any, stmt: Statement) -> str:
 
 
 def _copy(table: TableDesc) -> TableDesc:
-    return TableDesc.from_json(table.to_json())
+    new = TableDesc.from_json(table.to_json())
+    for col, old in zip(new.columns, table.columns):
+        col.type = old.type  # from_json leaves enum types unresolved (members come from the catalog)
+    return new
 
 
 def _backfill_index(session: Any, table: TableDesc, idx: IndexDesc) -> None:
@@ -518,7 +526,7 @@ def alter_table(session: Any, stmt: Statement) -> str:
                     _notice(session, f'column "{cd["colname"]}" of relation "{new.name}" already exists, skipping')
                     continue
                 raise errors.PgError(errors.DUPLICATE_COLUMN, f'column "{cd["colname"]}" of relation "{new.name}" already exists')
-            col, is_pk, unique, checks = _column_from_def(cd, cmd_ast.def_, new.next_column_id)
+            col, is_pk, unique, checks = _column_from_def(session, cd, cmd_ast.def_, new.next_column_id)
             if is_pk:
                 raise errors.feature_not_supported("adding a primary key column is not supported")
             new.next_column_id += 1
@@ -586,7 +594,7 @@ def alter_table(session: Any, stmt: Statement) -> str:
                 raise errors.undefined_object(f'constraint "{name}" of relation "{new.name}" does not exist')
         elif sub == "AT_AlterColumnType":
             col = new.column(c["name"])
-            typ = type_from_node(c["def"]["ColumnDef"]["typeName"])
+            typ = type_from_node(c["def"]["ColumnDef"]["typeName"], _type_resolver(session))
             if typ.family != col.type.family:
                 raise errors.feature_not_supported("ALTER COLUMN TYPE between type families is not supported")
             col.type = typ
@@ -626,7 +634,7 @@ def _rewrite_table(session: Any, old: TableDesc, new: TableDesc) -> None:
     new_codec = TableCodec(new)
     ctx = ExecCtx(session, txn, [], session.catalog)
     defaults = []
-    builder = ExprBuilder(_bctx(), Scope([]), clause="DEFAULT")
+    builder = ExprBuilder(_bctx(session), Scope([]), clause="DEFAULT")
     old_positions = {c.id: i for i, c in enumerate(old.columns)}
     for col in new.columns:
         if col.id in old_positions:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pillbug.sql import access, settings
+from pillbug.sql import access, enum_ddl, settings
 from pillbug.sql import types as T
 from pillbug.sql.catalog.descriptors import PUBLIC_SCHEMA, DatabaseDesc, TableDesc
 from pillbug.sql.catalog.system import ADMIN_ROLE, ROOT_USER
@@ -57,6 +57,8 @@ _COLUMNS: dict[str, Any] = {
                             ("description", S)),
     "ShowSessionUser": (("session_user", S),),
     "ShowSequences": (("sequence_schema", S), ("sequence_name", S)),
+    "ShowEnums": enum_ddl.SHOW_ENUMS_COLUMNS,
+    "ShowTypes": enum_ddl.SHOW_TYPES_COLUMNS,
     "ShowJobs": (("job_id", INT), ("job_type", S), ("description", S), ("status", S), ("created", T.TIMESTAMPTZ)),
     "ShowSessions": (("node_id", INT), ("session_id", S), ("user_name", S), ("client_address", S),
                      ("application_name", S), ("active_queries", S), ("session_start", T.TIMESTAMPTZ)),
@@ -414,6 +416,10 @@ def _ShowSequences(session: Any, node: dict) -> list[tuple]:
     db = session.current_db()
     return [(_schema_name(session, db, t.schema_id), t.name) for t in session.catalog.tables_in(db.id)
             if t.is_sequence]
+
+
+_ShowEnums = enum_ddl.show_enums
+_ShowTypes = enum_ddl.show_types
 
 
 def _ShowJobs(session: Any, node: dict) -> list[tuple]:

@@ -19,6 +19,13 @@ PUBLIC_SCHEMA = "public"
 
 
 def type_to_json(typ: SQLType) -> str:
+    # An enum column names its type by descriptor id ("@105", "@105[]"): the type's name and
+    # members may change after the column is created.
+    base, dims = typ, 0
+    while base.family == "array" and base.elem is not None:
+        base, dims = base.elem, dims + 1
+    if base.family == "enum":
+        return f"@{base.oid - T.ENUM_OID_OFFSET}" + "[]" * dims
     return typ.crdb_name
 
 
@@ -28,6 +35,11 @@ def type_from_json(name: str) -> SQLType:
     while name.endswith("[]"):
         name = name[:-2]
         dims += 1
+    if name.startswith("@"):
+        typ = T.enum_placeholder(int(name[1:]))
+        for _ in range(dims):
+            typ = T.array_of(typ)
+        return typ
     mods: list[int] = []
     if "(" in name:
         name, _, rest = name.partition("(")
@@ -245,7 +257,36 @@ class TableDesc:
                    d.get("sequence"), d.get("view_query"))
 
 
-Descriptor = DatabaseDesc | SchemaDesc | TableDesc
+@dataclass(slots=True)
+class TypeDesc:
+    """A user-defined type (an enum): its members in declaration order, each a label and the
+    physical representation that keys and row values store (see sql/enums.py). The type's
+    array type has its own id (its OID is that id's), as in CockroachDB, but no descriptor."""
+    id: int
+    name: str
+    parent_id: int  # database id
+    schema_id: int
+    array_id: int
+    members: list[tuple[str, bytes]]
+    privileges: Privileges
+    version: int = 1
+
+    kind = "type"
+
+    def to_json(self) -> dict:
+        return {"kind": "type", "id": self.id, "name": self.name, "parent_id": self.parent_id,
+                "schema_id": self.schema_id, "array_id": self.array_id,
+                "members": [[label, rep.hex()] for label, rep in self.members],
+                "privileges": self.privileges.to_json(), "version": self.version}
+
+    @classmethod
+    def from_json(cls, d: dict) -> TypeDesc:
+        return cls(d["id"], d["name"], d["parent_id"], d["schema_id"], d["array_id"],
+                   [(label, bytes.fromhex(rep)) for label, rep in d["members"]],
+                   Privileges.from_json(d["privileges"]), d.get("version", 1))
+
+
+Descriptor = DatabaseDesc | SchemaDesc | TableDesc | TypeDesc
 
 
 def descriptor_from_bytes(raw: bytes) -> Descriptor:
@@ -257,6 +298,8 @@ def descriptor_from_bytes(raw: bytes) -> Descriptor:
         return DatabaseDesc.from_json(d)
     if kind == "schema":
         return SchemaDesc.from_json(d)
+    if kind == "type":
+        return TypeDesc.from_json(d)
     raise errors.internal_error(f"unknown descriptor kind {kind}")
 
 

@@ -258,8 +258,21 @@ def data_type_name(typ: T.SQLType) -> str:
     """information_schema.columns.data_type: PostgreSQL's spelling without modifiers."""
     if typ.family == "array":
         return "ARRAY"
+    if typ.family == "enum":
+        return "USER-DEFINED"
     base = typ.pg_name.split("(")[0]
     return base
+
+
+def _udt_schema(typ: T.SQLType) -> str:
+    base = typ.elem if typ.family == "array" and typ.elem is not None else typ
+    return base.enum.schema if base.enum is not None else "pg_catalog"
+
+
+def _udt_name(typ: T.SQLType) -> str:
+    if typ.family == "array" and typ.elem is not None and typ.elem.family == "enum":
+        return "_" + typ.elem.pg_name
+    return typ.pg_name.split("(")[0]
 
 
 # ---- information_schema ---------------------------------------------------------------------
@@ -317,7 +330,8 @@ def _info_columns(ctx: Any) -> Iterable[tuple]:
                    "YES" if col.nullable else "NO", data_type_name(typ), char_len,
                    char_len * 4 if char_len else None, precision, radix, scale, None,
                    None, None, None, None, None, None, None, None, None, None, None,
-                   db.name, "pg_catalog", typ.pg_name.split("(")[0], None, None, None, None, str(pos),
+                   db.name, _udt_schema(typ), _udt_name(typ),
+                   None, None, None, None, str(pos),
                    "NO", "NO", None, None, None, None, None, None, "NEVER", None,
                    "YES", "YES" if col.hidden else "NO", typ.crdb_name)
 
@@ -490,6 +504,40 @@ def _pg_type(ctx: Any) -> Iterable[tuple]:
         yield (oid, name, 11, user_oid("admin"), typ.typlen, typ.typlen > 0, "b", category, False, True,
                ",", 0, elem, array_oid, 0, 0, 0, 0, 0, 0, 0, "i", "x", False, 0, -1, 0,
                100 if typ.family == "string" else 0, None, None, None)
+    yield from _enum_pg_types(ctx)
+
+
+# PostgreSQL's OIDs of the I/O functions of enums and arrays (pg_proc has no rows for them here)
+ENUM_IN, ENUM_OUT, ENUM_RECV, ENUM_SEND = 3504, 3505, 3532, 3533
+ARRAY_IN, ARRAY_OUT, ARRAY_RECV, ARRAY_SEND = 750, 751, 2400, 2401
+
+
+def _enum_types(ctx: Any) -> list[tuple[Any, T.SQLType]]:
+    """(TypeDesc, SQLType) of the current database's enum types, by OID."""
+    catalog = _catalog(ctx)
+    db = _db(ctx)
+    return sorted(((d, catalog.enum_types[d.id + T.ENUM_OID_OFFSET]) for d in catalog.types.values()
+                   if d.parent_id == db.id), key=lambda dt: dt[0].id)
+
+
+def _enum_pg_types(ctx: Any) -> Iterable[tuple]:
+    for desc, typ in _enum_types(ctx):
+        assert typ.enum is not None
+        owner = user_oid(desc.privileges.owner)
+        yield (typ.oid, desc.name, desc.schema_id, owner, -1, False, "e", "E", False, True, ",", 0, 0,
+               typ.enum.array_oid, ENUM_IN, ENUM_OUT, ENUM_RECV, ENUM_SEND, 0, 0, 0, "i", "p", False, 0,
+               -1, 0, 0, None, None, None)
+        yield (typ.enum.array_oid, "_" + desc.name, desc.schema_id, owner, -1, False, "b", "A", False,
+               True, ",", 0, typ.oid, 0, ARRAY_IN, ARRAY_OUT, ARRAY_RECV, ARRAY_SEND, 0, 0, 0, "i", "x",
+               False, 0, -1, 0, 0, None, None, None)
+
+
+@virtual("pg_catalog", "pg_enum", "oid oid, enumtypid oid, enumsortorder float4, enumlabel name")
+def _pg_enum(ctx: Any) -> Iterable[tuple]:
+    for desc, typ in _enum_types(ctx):
+        for order, (label, rep) in enumerate(desc.members, start=1):
+            # a member's OID stays the same when members are added around it or it is renamed
+            yield (zlib.crc32(rep, desc.id) | 0x8000_0000, typ.oid, float(order), label)
 
 
 def _pg_type_name(typ: T.SQLType) -> str:
@@ -734,7 +782,6 @@ _empty("pg_catalog", "pg_rewrite", "oid oid, rulename name, ev_class oid, ev_typ
 # CockroachDB has no range types; drivers (asyncpg) still join pg_range when they introspect.
 _empty("pg_catalog", "pg_range", "rngtypid oid, rngsubtype oid, rngmultitypid oid, rngcollation oid, "
        "rngsubopc oid, rngcanonical regproc, rngsubdiff regproc")
-_empty("pg_catalog", "pg_enum", "oid oid, enumtypid oid, enumsortorder float4, enumlabel name")
 _empty("pg_catalog", "pg_extension", "oid oid, extname name, extowner oid, extnamespace oid, "
        "extrelocatable bool, extversion text, extconfig oid[], extcondition text[]")
 _empty("pg_catalog", "pg_foreign_table", "ftrelid oid, ftserver oid, ftoptions text[]")
@@ -817,7 +864,10 @@ def resolve_reg(session: Any, typ: T.SQLType, name: str) -> int:
         try:
             return T.lookup(text.lower()).oid
         except errors.PgError:
-            raise errors.undefined_object(f'type "{text}" does not exist') from None
+            user_type = session.catalog.resolve_type(session.database, [p.strip('"') for p in text.split(".")])
+            if user_type is None:
+                raise errors.undefined_object(f'type "{text}" does not exist') from None
+            return user_type.oid
     if typ.oid == T.REGNAMESPACE.oid:
         db = session.current_db()
         if text in db.schemas:

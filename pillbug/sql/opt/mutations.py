@@ -21,7 +21,7 @@ from pillbug.sql.parser.front import Statement, parse_expression
 from pillbug.sql.rowenc import IndexCodec, TableCodec
 from pillbug.sql.sem import casts
 from pillbug.sql.sem.build import ExprBuilder, Scope, ScopeColumn, coerce
-from pillbug.sql.sem.expr import Cast, Compiled, Const, Expr, Subquery, conjuncts
+from pillbug.sql.sem.expr import ArrayCtor, Cast, Compiled, Const, Expr, Subquery, conjuncts
 from pillbug.util import errors
 
 
@@ -33,7 +33,8 @@ def _parsed_expression(text: str) -> dict:
 def assign_expr(e: Expr, col_name: str, col_type: T.SQLType, params: Any) -> Expr:
     """Type a value bound for a column: infer placeholders, or apply the assignment cast."""
     if e.type.family == "unknown" or (isinstance(e, Const) and e.untyped) or \
-            getattr(e, "lifted_kind", None) is not None:
+            getattr(e, "lifted_kind", None) is not None or \
+            (isinstance(e, ArrayCtor) and col_type.elem is not None and col_type.elem.family == "enum"):
         try:
             e = coerce(e, col_type, params)
         except errors.PgError as exc:

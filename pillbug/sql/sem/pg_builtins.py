@@ -25,11 +25,11 @@ from pillbug.util import errors
 # ---- types ----------------------------------------------------------------------------------
 
 
-@fn("format_type", ("oid", "int"), T.STRING, strict=False)
-def _format_type(oid: int | None, typmod: int | None) -> str | None:
+@fn("format_type", ("oid", "int"), T.STRING, strict=False, needs_ctx=True)
+def _format_type(ctx: Any, oid: int | None, typmod: int | None) -> str | None:
     if oid is None:
         return None
-    typ = T.BY_OID.get(oid)
+    typ = T.BY_OID.get(oid) or _catalog(ctx).type_by_oid(oid)  # built in, or an enum
     if typ is None:
         return "???"
     if typmod is None and typ.oid == 1042:
