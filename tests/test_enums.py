@@ -16,7 +16,31 @@ import psycopg.types.enum
 import pytest
 import sqlalchemy as sa
 from conftest import Node
+from hypothesis import given
+from hypothesis import strategies as st
 from psycopg.types.enum import EnumInfo, register_enum
+
+from pillbug.sql.enums import initial_reps, rep_between
+from pillbug.util import encoding as enc
+
+
+@given(st.integers(min_value=0, max_value=600), st.lists(st.integers(min_value=0, max_value=10_000), max_size=200))
+def test_physical_representations_keep_declaration_order(n: int, positions: list[int]) -> None:
+    """Members declared at once, then added one at a time anywhere (ADD VALUE BEFORE/AFTER):
+    every member's byte string, and so its key encoding, sorts in declaration order, and no
+    existing member's changes."""
+    reps = initial_reps(n)
+    assert all(len(r) <= 2 for r in reps)  # short keys for ordinary enums
+    for p in positions:
+        at = p % (len(reps) + 1)
+        lo = reps[at - 1] if at > 0 else b""
+        hi = reps[at] if at < len(reps) else None
+        new = rep_between(lo, hi)
+        assert new and new[-1] != 0  # room stays below it too
+        reps.insert(at, new)
+    assert all(a < b for a, b in zip(reps, reps[1:]))
+    keys = [enc.encode_bytes(r) for r in reps]
+    assert all(a < b for a, b in zip(keys, keys[1:]))
 
 
 def _setup(node: Node, db: str) -> None:

@@ -94,7 +94,8 @@ def _check_create(session: Any, db: DatabaseDesc, schema_id: int) -> None:
 
 
 def _name_taken(session: Any, db: DatabaseDesc, schema_id: int, name: str) -> bool:
-    return session.catalog.tables.get((db.id, schema_id, name)) is not None
+    key = (db.id, schema_id, name)
+    return session.catalog.tables.get(key) is not None or session.catalog.types.get(key) is not None
 
 
 # ---- tables ----------------------------------------------------------------------------------
@@ -400,6 +401,12 @@ def drop_table_desc(session: Any, table: TableDesc) -> None:
         txn.delete(system.sequence_key(table.id))
     txn.delete(system.descriptor_key(table.id))
     system.delete_namespace(txn, table.parent_id, table.schema_id, table.name)
+
+
+def _drop_type_desc(session: Any, desc: Any) -> None:
+    """Remove a type (enum_ddl.drop_types checks that nothing uses it first)."""
+    session.txn.delete(system.descriptor_key(desc.id))
+    system.delete_namespace(session.txn, desc.parent_id, desc.schema_id, desc.name)
 
 
 def truncate(session: Any, stmt: Statement) -> str:
@@ -835,6 +842,8 @@ def drop_database(session: Any, stmt: Statement) -> str:
     for table in tables:
         drop_table_desc(session, table)
     txn = session.txn
+    for tdesc in [t for t in catalog.types.values() if t.parent_id == db.id]:
+        _drop_type_desc(session, tdesc)
     for schema_name, schema_id in db.schemas.items():
         txn.delete(system.descriptor_key(schema_id))
         system.delete_namespace(txn, db.id, 0, schema_name)
@@ -881,11 +890,19 @@ def drop_schema(session: Any, stmt: Statement) -> str:
         if name == PUBLIC_SCHEMA:
             raise errors.feature_not_supported("cannot drop schema public")
         tables = [t for t in session.catalog.tables_in(db.id) if t.schema_id == schema_id]
-        if tables and body.get("behavior") != "DROP_CASCADE":
+        types = [t for t in session.catalog.types.values() if t.parent_id == db.id and t.schema_id == schema_id]
+        if (tables or types) and body.get("behavior") != "DROP_CASCADE":
             raise errors.PgError(errors.DEPENDENT_OBJECTS_STILL_EXIST,
                                  f'schema "{name}" is not empty and CASCADE was not specified')
         for t in tables:
             drop_table_desc(session, t)
+        for tdesc in types:
+            users = [u for u, _ in session.catalog.type_users(tdesc.id) if u.schema_id != schema_id]
+            if users:
+                raise errors.PgError(errors.DEPENDENT_OBJECTS_STILL_EXIST,
+                                     f'cannot drop type "{tdesc.name}" because other objects '
+                                     f'([{", ".join(sorted(u.name for u in users))}]) still depend on it')
+            _drop_type_desc(session, tdesc)
         new_db = DatabaseDesc.from_json(db.to_json())
         del new_db.schemas[name]
         txn = session.txn

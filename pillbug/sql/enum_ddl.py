@@ -115,6 +115,7 @@ def alter_enum(session: Any, stmt: Statement) -> str:
             raise errors.PgError(errors.DUPLICATE_OBJECT, f'enum label "{new_label}" already exists')
         i = labels.index(old_label)
         new.members[i] = (new_label, new.members[i][1])
+        _rename_in_defaults(session, desc, old_label, new_label)
     else:
         if new_label in labels:
             if body.get("skipIfNewValExists"):
@@ -134,6 +135,29 @@ def alter_enum(session: Any, stmt: Statement) -> str:
     _write(session, new)
     ddl._changed(session)
     return "ALTER TYPE"
+
+
+def _sql_string(label: str) -> str:
+    return "'" + label.replace("'", "''") + "'"
+
+
+def _rename_in_defaults(session: Any, desc: TypeDesc, old_label: str, new_label: str) -> None:
+    """Column defaults are stored as SQL text: a default that is the renamed label (as 'x' or
+    'x'::type) follows the rename, as it does in CockroachDB, where defaults are stored typed."""
+    old_text, new_text = _sql_string(old_label), _sql_string(new_label)
+    for table in {t.id: t for t, _ in session.catalog.type_users(desc.id)}.values():
+        changed = ddl._copy(table)
+        for col in changed.columns:
+            d = col.default
+            if d is None:
+                continue
+            if d == old_text:  # DEFAULT 'x'
+                col.default = new_text
+            elif d.startswith(f"CAST({old_text} AS "):  # DEFAULT 'x'::type, as deparsed
+                col.default = f"CAST({new_text} AS " + d[len(f"CAST({old_text} AS "):]
+        if any(a.default != b.default for a, b in zip(changed.columns, table.columns)):
+            changed.version += 1
+            system.write_descriptor(session.txn, changed)
 
 
 def drop_value(session: Any, stmt: Statement) -> str:
@@ -170,7 +194,7 @@ def _check_value_unused(session: Any, table: TableDesc, column: str, rep: bytes,
             raise errors.PgError(errors.DEPENDENT_OBJECTS_STILL_EXIST,
                                  f'could not remove enum value "{label}" as it is being used by '
                                  f'"{table.name}" in row: {column}=\'{label}\'')
-    if col.default is not None and f"'{label}'" in col.default:
+    if col.default is not None and _sql_string(label) in col.default:
         raise errors.PgError(errors.DEPENDENT_OBJECTS_STILL_EXIST,
                              f'could not remove enum value "{label}" as it is being used in a '
                              f'default expression of "{table.name}"')
@@ -215,8 +239,7 @@ def drop_types(session: Any, stmt: Statement) -> str:
             raise errors.PgError(errors.DEPENDENT_OBJECTS_STILL_EXIST,
                                  f'cannot drop type "{desc.name}" because other objects ([{listed}]) '
                                  f'still depend on it')
-        session.txn.delete(system.descriptor_key(desc.id))
-        system.delete_namespace(session.txn, desc.parent_id, desc.schema_id, desc.name)
+        ddl._drop_type_desc(session, desc)
     ddl._changed(session)
     return "DROP TYPE"
 

@@ -207,6 +207,10 @@ class Catalog:
         desc = self.type_desc(db, schema, names[-1])
         if desc is None:
             return None
+        if db_name != database:
+            # as in CockroachDB: a database's objects may use only its own types
+            raise errors.feature_not_supported(
+                f"cross database type references are not supported: {'.'.join(names)}")
         return self.enum_types[desc.id + T.ENUM_OID_OFFSET]
 
     def type_users(self, type_id: int) -> list[tuple[TableDesc, str]]:
