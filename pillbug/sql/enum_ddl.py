@@ -258,18 +258,21 @@ SHOW_TYPES_COLUMNS = (("schema", T.STRING), ("name", T.STRING), ("owner", T.STRI
 
 
 def _types_in(session: Any, source: list[str] | None) -> list[tuple[str, TypeDesc]]:
+    """The types of the current database, or of FROM schema / FROM db.schema."""
     catalog = session.catalog
-    if source:
+    if source and len(source) == 2:
         db = catalog.database(source[0])
         if db is None:
             raise errors.undefined_database(source[0])
     else:
         db = session.current_db()
+    if source and source[-1] not in db.schemas:
+        raise errors.PgError(errors.INVALID_SCHEMA_NAME, f'schema "{".".join(source)}" does not exist')
     schema_names = {sid: name for name, sid in db.schemas.items()}
     found = [(schema_names.get(t.schema_id, PUBLIC_SCHEMA), t) for t in catalog.types.values()
              if t.parent_id == db.id]
-    if source and len(source) > 1:
-        found = [(s, t) for s, t in found if s == source[1]]
+    if source:
+        found = [(s, t) for s, t in found if s == source[-1]]
     return sorted(found, key=lambda st: (st[0], st[1].name))
 
 
