@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import io
 import ssl
 
 import asyncpg
@@ -123,6 +124,9 @@ def test_psycopg2_returns_strings(node: Node, db: str) -> None:
             oid = cur.description[1].type_code
             cur.execute("SELECT typname, typtype FROM pg_type WHERE oid = %s", (oid,))
             assert cur.fetchone() == ("mood", "e")
+            cur.copy_expert("COPY feelings (id, m, ms) FROM STDIN", io.StringIO("7\tok\t{sad,ok}\n8\t\\N\t\\N\n"))
+            cur.execute("SELECT id, m, ms::STRING FROM feelings WHERE id >= 7 ORDER BY id")
+            assert cur.fetchall() == [(7, "ok", "{sad,ok}"), (8, None, None)]
             cur.execute("SELECT 'zzz'::mood")
     except Exception as exc:
         assert getattr(exc, "pgcode", None) == "22P02"
@@ -165,13 +169,14 @@ def test_only_the_owner_or_an_admin_alters_a_type(node: Node, db: str) -> None:
         conn.close()
 
 
-def _engine(node: Node, db: str) -> sa.Engine:
+def _engine(node: Node, db: str, driver: str) -> sa.Engine:
     url = node.url(database=db)
-    return sa.create_engine("cockroachdb" + url.removeprefix("postgresql"))
+    return sa.create_engine(driver + url.removeprefix("postgresql"))
 
 
-def test_sqlalchemy_enum_create_reflect_drop(node: Node, db: str) -> None:
-    engine = _engine(node, db)
+@pytest.mark.parametrize("driver", ["cockroachdb", "cockroachdb+psycopg"])
+def test_sqlalchemy_enum_create_reflect_drop(node: Node, db: str, driver: str) -> None:
+    engine = _engine(node, db, driver)
     metadata = sa.MetaData()
     pets = sa.Table("pets", metadata,
                     sa.Column("id", sa.Integer, primary_key=True),
