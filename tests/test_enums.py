@@ -165,6 +165,16 @@ def test_only_the_owner_or_an_admin_alters_a_type(node: Node, db: str) -> None:
             cur.execute("CREATE TYPE mine AS ENUM ('x')")
             cur.execute("ALTER TYPE mine ADD VALUE 'y'")
             cur.execute("DROP TYPE mine")
+            with pytest.raises(Exception) as info:
+                cur.execute("ALTER TYPE rootmood OWNER TO testuser")
+            assert info.value.pgcode == "42501"
+        node.sql("ALTER TYPE rootmood OWNER TO testuser", database=db)  # root is an admin
+        with conn.cursor() as cur:
+            cur.execute("SELECT owner FROM [SHOW TYPES] WHERE name = 'rootmood'")
+            assert cur.fetchone() == ("testuser",)
+            cur.execute("ALTER TYPE rootmood ADD VALUE 'b'")  # the new owner may
+            cur.execute("SELECT enum_range(NULL::rootmood)::STRING")
+            assert cur.fetchone() == ("{a,b}",)
     finally:
         conn.close()
 

@@ -219,6 +219,29 @@ def rename_type(session: Any, stmt: Statement) -> str:
     return "ALTER TYPE"
 
 
+def alter_owner(session: Any, stmt: Statement) -> str:
+    """ALTER TYPE ... OWNER TO role (the only ALTER ... OWNER TO supported so far)."""
+    body = stmt.node
+    if body["objectType"] != "OBJECT_TYPE":
+        raise errors.feature_not_supported(f"ALTER {body['objectType'][7:]} ... OWNER TO is not supported")
+    desc = _resolve(session, _names(body["object"]["List"]["items"]))
+    assert desc is not None
+    _check_owner(session, desc)
+    spec = body["newowner"]
+    owner = session.user if spec.get("roletype") in ("ROLESPEC_CURRENT_USER", "ROLESPEC_SESSION_USER") \
+        else spec["rolename"]
+    catalog = session.catalog
+    if owner not in catalog.users:
+        raise errors.undefined_object(f'role/user "{owner}" does not exist')
+    if not catalog.is_admin(session.user) and owner not in catalog.roles_of(session.user):
+        raise errors.insufficient_privilege(f"must be member of role {owner}")
+    new = _copy(desc)
+    new.privileges.owner = owner
+    _write(session, new)
+    ddl._changed(session)
+    return "ALTER TYPE"
+
+
 # ---- DROP TYPE -------------------------------------------------------------------------------
 
 def drop_types(session: Any, stmt: Statement) -> str:

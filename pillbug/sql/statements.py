@@ -226,6 +226,7 @@ _HANDLERS = {
     "CreateEnumStmt": enum_ddl.create_enum,
     "AlterEnumStmt": enum_ddl.alter_enum,
     "AlterEnumDropValue": enum_ddl.drop_value,
+    "AlterOwnerStmt": enum_ddl.alter_owner,
     "ViewStmt": ddl.create_view,
     "CreateSeqStmt": ddl.create_sequence,
     "CreatedbStmt": ddl.create_database,
