@@ -392,7 +392,7 @@ def _referential_constraints(ctx: Any) -> Iterable[tuple]:
                 continue
             idx = foreign_keys.referenced_index(parent, fk.ref_column_ids)
             yield (db.name, schema, fk.name, db.name, names.get(parent.schema_id, "public"),
-                   idx.name if idx is not None else None, foreign_keys.MATCH_NAMES[fk.match],
+                   idx.name if idx is not None else None, {"s": "NONE", "f": "FULL"}.get(fk.match, "PARTIAL"),
                    foreign_keys.ACTION_NAMES[fk.on_update], foreign_keys.ACTION_NAMES[fk.on_delete],
                    t.name, parent.name)
 
