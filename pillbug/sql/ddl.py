@@ -14,7 +14,7 @@ from typing import Any
 import pglast
 from pglast.stream import RawStream
 
-from pillbug.sql import access
+from pillbug.sql import access, fk_ddl
 from pillbug.sql import types as T
 from pillbug.sql.catalog import system
 from pillbug.sql.catalog.descriptors import (
@@ -132,6 +132,7 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
     # secondary indexes in the order they appear: (position, name, keys, unique, storing)
     indexes: list[tuple[int, str | None, list[tuple[str, str]], bool, list[str]]] = []
     checks: list[tuple[str | None, str]] = []
+    fk_cons: list[dict] = []
     next_id = 1
     for elt, elt_ast in zip(body.get("tableElts") or [], ast.tableElts or []):
         if "ColumnDef" in elt:
@@ -149,6 +150,7 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
             if col_unique:
                 indexes.append((cd.get("location", 0), None, [(col.name, "asc")], True, []))
             checks.extend(col_checks)
+            fk_cons.extend(fk_ddl.inline_constraints(cd))
         elif "Constraint" in elt:
             con = elt["Constraint"]
             ctype = con["contype"]
@@ -164,7 +166,7 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
             elif ctype == "CONSTR_CHECK":
                 checks.append((con.get("conname"), deparse(elt_ast.raw_expr)))
             elif ctype == "CONSTR_FOREIGN":
-                raise errors.feature_not_supported("foreign key constraints are not supported yet")
+                fk_cons.append(con)
             else:
                 raise errors.feature_not_supported(f"constraint {ctype} is not supported")
         else:
@@ -199,8 +201,14 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
         _add_index(table, idx_name, keys, unique=unique, storing=storing)
     for con_name, expr_text in checks:
         _add_check(session, table, con_name, expr_text)
+    for con in fk_cons:
+        fk_ddl.add_foreign_key(session, table, con, _add_plain_index)
     _validate_defaults(session, table)
     return table
+
+
+def _add_plain_index(table: TableDesc, name: str, keys: list[tuple[str, str]]) -> IndexDesc:
+    return _add_index(table, name, keys, unique=False, storing=[])
 
 
 def _constraint_keys(stmt: Statement, con: dict) -> list[tuple[str, str]]:
@@ -260,7 +268,7 @@ def _column_from_def(session: Any, cd: dict, cd_ast: Any, column_id: int) -> tup
             col.default = "unique_rowid()"
             col.nullable = False
         elif ctype == "CONSTR_FOREIGN":
-            raise errors.feature_not_supported("foreign key constraints are not supported yet")
+            pass  # the caller adds it once the table is complete (fk_ddl.inline_constraints)
         elif ctype in ("CONSTR_GENERATED",):
             raise errors.feature_not_supported("computed columns are not supported yet")
         else:
@@ -369,12 +377,17 @@ def drop_objects(session: Any, stmt: Statement) -> str:
     kind = body["removeType"]
     if kind in ("OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_SEQUENCE"):
         what = {"OBJECT_TABLE": "TABLE", "OBJECT_VIEW": "VIEW", "OBJECT_SEQUENCE": "SEQUENCE"}[kind]
+        found = []
         for obj in body["objects"]:
             names = [n["String"]["sval"] for n in obj["List"]["items"]]
             table = _resolve_table(session, names, missing_ok=body.get("missing_ok", False))
             if table is None:
                 _notice(session, f'relation "{".".join(names)}" does not exist, skipping')
                 continue
+            found.append(table)
+        edits = fk_ddl.Edits(session)
+        edits.dropped = {t.id for t in found}
+        for table in found:
             if what == "TABLE" and (table.is_view or table.is_sequence):
                 raise errors.PgError(errors.WRONG_OBJECT_TYPE, f'"{table.name}" is not a table')
             if what == "VIEW" and not table.is_view:
@@ -382,7 +395,10 @@ def drop_objects(session: Any, stmt: Statement) -> str:
             if what == "SEQUENCE" and not table.is_sequence:
                 raise errors.PgError(errors.WRONG_OBJECT_TYPE, f'"{table.name}" is not a sequence')
             session.check_privilege(table, "DROP")
+            fk_ddl.drop_table_references(session, table, body.get("behavior") == "DROP_CASCADE", edits,
+                                         edits.dropped)
             drop_table_desc(session, table)
+        edits.write()
         _changed(session)
         return f"DROP {what}"
     if kind == "OBJECT_INDEX":
@@ -410,11 +426,14 @@ def _drop_type_desc(session: Any, desc: Any) -> None:
 
 
 def truncate(session: Any, stmt: Statement) -> str:
+    named = []
     for rel in stmt.node["relations"]:
         table = _resolve_table(session, _range_names(rel["RangeVar"]))
         assert table is not None
         if table.is_view or table.is_sequence:
             raise errors.PgError(errors.WRONG_OBJECT_TYPE, f'"{table.name}" is not a table')
+        named.append(table)
+    for table in fk_ddl.truncate_closure(session, named, stmt.node.get("behavior") == "DROP_CASCADE"):
         session.check_privilege(table, "DROP")
         _delete_table_data(session, table)
     return "TRUNCATE"
@@ -500,6 +519,9 @@ def drop_index(session: Any, stmt: Statement) -> str:
         if idx.is_primary:
             raise errors.feature_not_supported("cannot drop the primary index of a table")
         new = _copy(table)
+        edits = fk_ddl.Edits(session)
+        fk_ddl.drop_index_references(session, table, idx, body.get("behavior") == "DROP_CASCADE", edits, new)
+        edits.write()
         new.indexes = [i for i in new.indexes if i.id != idx.id]
         new.version += 1
         prefix = enc.encode_int(table.id) + enc.encode_int(idx.id)
@@ -523,6 +545,8 @@ def alter_table(session: Any, stmt: Statement) -> str:
     ast = _ast(stmt)
     new = _copy(table)
     rewrite = False
+    to_validate = []  # foreign keys whose existing rows are checked once the table is rewritten
+    edits = fk_ddl.Edits(session)
     for cmd, cmd_ast in zip(body["cmds"], ast.cmds):
         c = cmd["AlterTableCmd"]
         sub = c["subtype"]
@@ -543,6 +567,8 @@ def alter_table(session: Any, stmt: Statement) -> str:
                 _add_index(new, None, [(col.name, "asc")], True, [])
             for con_name, text in checks:
                 _add_check(session, new, con_name, text)
+            for con in fk_ddl.inline_constraints(cd):
+                to_validate.append(fk_ddl.add_foreign_key(session, new, con, _add_plain_index)[0])
             rewrite = True
         elif sub == "AT_DropColumn":
             name = c["name"]
@@ -553,7 +579,13 @@ def alter_table(session: Any, stmt: Statement) -> str:
                 raise errors.undefined_column(name)
             if col.id in new.primary_index.column_ids:
                 raise errors.feature_not_supported(f'column "{name}" is referenced by the primary key')
-            # as in CockroachDB, indexes that use the column go with it
+            cascade = c.get("behavior") == "DROP_CASCADE"
+            # as in CockroachDB, indexes that use the column go with it, and so do the column's
+            # own foreign keys; those of other tables that need one of the indexes need CASCADE
+            new.foreign_keys = [f for f in new.foreign_keys if col.id not in f.column_ids]
+            for idx in list(new.indexes):
+                if col.id in idx.column_ids or col.id in idx.storing_ids:
+                    fk_ddl.drop_index_references(session, table, idx, cascade, edits, new)
             new.indexes = [i for i in new.indexes if col.id not in i.column_ids and col.id not in i.storing_ids]
             new.checks = [k for k in new.checks if col.id not in k.column_ids]
             new.columns = [x for x in new.columns if x.id != col.id]
@@ -585,14 +617,31 @@ def alter_table(session: Any, stmt: Statement) -> str:
                 _add_check(session, new, con.get("conname"), deparse(cmd_ast.def_.raw_expr))
                 rewrite = True
             elif ctype == "CONSTR_FOREIGN":
-                raise errors.feature_not_supported("foreign key constraints are not supported yet")
+                fk, added_index = fk_ddl.add_foreign_key(session, new, con, _add_plain_index)
+                rewrite = rewrite or added_index
+                if con.get("skip_validation"):
+                    fk.validated = False
+                else:
+                    to_validate.append(fk)
             else:
                 raise errors.feature_not_supported(f"constraint {ctype} is not supported")
+        elif sub == "AT_ValidateConstraint":
+            name = c["name"]
+            fk = next((f for f in new.foreign_keys if f.name == name), None)
+            if fk is not None:
+                fk.validated = True
+                to_validate.append(fk)
+            elif name not in fk_ddl.constraint_names(new):
+                raise errors.undefined_object(f'constraint "{name}" of relation "{new.name}" does not exist')
         elif sub == "AT_DropConstraint":
             name = c["name"]
-            if any(k.name == name for k in new.checks):
+            if any(f.name == name for f in new.foreign_keys):
+                new.foreign_keys = [f for f in new.foreign_keys if f.name != name]
+            elif any(k.name == name for k in new.checks):
                 new.checks = [k for k in new.checks if k.name != name]
             elif any(i.name == name and i.unique for i in new.indexes):
+                idx = next(i for i in new.indexes if i.name == name)
+                fk_ddl.drop_index_references(session, table, idx, c.get("behavior") == "DROP_CASCADE", edits, new)
                 new.indexes = [i for i in new.indexes if i.name != name]
                 rewrite = True
             elif new.primary_index.name == name:
@@ -612,6 +661,9 @@ def alter_table(session: Any, stmt: Statement) -> str:
     new.version += 1
     if rewrite:
         _rewrite_table(session, table, new)
+    for fk in to_validate:
+        fk_ddl.validate(session, new, fk)
+    edits.write()
     system.write_descriptor(session.txn, new)
     _changed(session)
     return "ALTER TABLE"
@@ -894,8 +946,12 @@ def drop_schema(session: Any, stmt: Statement) -> str:
         if (tables or types) and body.get("behavior") != "DROP_CASCADE":
             raise errors.PgError(errors.DEPENDENT_OBJECTS_STILL_EXIST,
                                  f'schema "{name}" is not empty and CASCADE was not specified')
+        edits = fk_ddl.Edits(session)
+        edits.dropped = {t.id for t in tables}
         for t in tables:
+            fk_ddl.drop_table_references(session, t, True, edits, edits.dropped)
             drop_table_desc(session, t)
+        edits.write()
         for tdesc in types:
             users = [u for u, _ in session.catalog.type_users(tdesc.id) if u.schema_id != schema_id]
             if users:
@@ -956,7 +1012,12 @@ def rename(session: Any, stmt: Statement) -> str:
             new.reindex()
         elif rtype == "OBJECT_TABCONSTRAINT":
             idx = new.find_index(body["subname"])
-            if idx is not None:
+            fk = next((f for f in new.foreign_keys if f.name == body["subname"]), None)
+            if new_name in fk_ddl.constraint_names(new):
+                raise errors.PgError(errors.DUPLICATE_OBJECT, f'duplicate constraint name: "{new_name}"')
+            if fk is not None:
+                fk.name = new_name
+            elif idx is not None:
                 idx.name = new_name
             else:
                 chk = next((c for c in new.checks if c.name == body["subname"]), None)

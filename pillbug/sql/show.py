@@ -10,6 +10,7 @@ from typing import Any
 
 from pillbug.sql import access, enum_ddl, settings
 from pillbug.sql import types as T
+from pillbug.sql.catalog import foreign_keys
 from pillbug.sql.catalog.descriptors import PUBLIC_SCHEMA, DatabaseDesc, TableDesc
 from pillbug.sql.catalog.system import ADMIN_ROLE, ROOT_USER
 from pillbug.sql.parser.front import Statement
@@ -232,6 +233,9 @@ def _ShowConstraints(session: Any, node: dict) -> list[tuple]:
             rows.append((table.name, idx.name, "UNIQUE", f"UNIQUE ({_index_cols(table, idx)})", True))
     for chk in table.checks:
         rows.append((table.name, chk.name, "CHECK", f"CHECK (({chk.expr}))", True))
+    for fk in table.foreign_keys:
+        rows.append((table.name, fk.name, "FOREIGN KEY", foreign_keys.definition(session.catalog, table, fk),
+                     fk.validated))
     rows.sort(key=lambda r: r[1])
     return rows
 
@@ -262,6 +266,9 @@ def create_statement(session: Any, table: TableDesc) -> str:
         lines.append(" ".join(parts))
     pk = table.primary_index
     lines.append(f"CONSTRAINT {pk.name} PRIMARY KEY ({_index_cols(table, pk)})")
+    for fk in table.foreign_keys:
+        lines.append(f"CONSTRAINT {foreign_keys.quote_name(fk.name)} "
+                     f"{foreign_keys.definition(session.catalog, table, fk, True, True)}")
     for idx in table.indexes:
         line = f"{'UNIQUE ' if idx.unique else ''}INDEX {idx.name} ({_index_cols(table, idx)})"
         if idx.storing_ids:

@@ -1,8 +1,9 @@
 """Descriptors: what a database, schema or table is, stored as JSON under system keys.
 
 A TableDesc lists its columns (with stable ids; a new column gets next_column_id), its primary
-index and secondary indexes (each a list of column ids and directions), its CHECK constraints and
-its privileges. Descriptors are values like any other: they are written in the transaction that
+index and secondary indexes (each a list of column ids and directions), its CHECK constraints, its
+outbound FOREIGN KEY constraints (the referencing side only: who references a table is derived
+from the catalog, so that a reference lives in exactly one descriptor) and its privileges. Descriptors are values like any other: they are written in the transaction that
 runs the DDL, so DDL is transactional. This module knows nothing of how they are stored or cached.
 """
 from __future__ import annotations
@@ -113,6 +114,33 @@ class CheckDesc:
 
 
 @dataclass(slots=True)
+class ForeignKeyDesc:
+    """A FOREIGN KEY constraint, stored on the referencing (child) table.
+
+    Actions and the match type use pg_constraint's one-letter codes: 'a' NO ACTION, 'r' RESTRICT,
+    'c' CASCADE, 'n' SET NULL, 'd' SET DEFAULT; match 's' SIMPLE, 'f' FULL."""
+    name: str
+    column_ids: list[int]
+    ref_table_id: int
+    ref_column_ids: list[int]
+    on_delete: str = "a"
+    on_update: str = "a"
+    match: str = "s"
+    validated: bool = True
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "column_ids": self.column_ids, "ref_table_id": self.ref_table_id,
+                "ref_column_ids": self.ref_column_ids, "on_delete": self.on_delete,
+                "on_update": self.on_update, "match": self.match, "validated": self.validated}
+
+    @classmethod
+    def from_json(cls, d: dict) -> ForeignKeyDesc:
+        return cls(d["name"], list(d["column_ids"]), d["ref_table_id"], list(d["ref_column_ids"]),
+                   d.get("on_delete", "a"), d.get("on_update", "a"), d.get("match", "s"),
+                   d.get("validated", True))
+
+
+@dataclass(slots=True)
 class Privileges:
     """Grants on one object: user -> set of privilege names ("ALL" covers everything)."""
     owner: str
@@ -181,6 +209,7 @@ class TableDesc:
     version: int = 1
     sequence: dict | None = None  # for sequences: {"start":..., "increment":...}
     view_query: str | None = None
+    foreign_keys: list[ForeignKeyDesc] = field(default_factory=list)
     # derived, not stored:
     _by_name: dict[str, ColumnDesc] = field(default_factory=dict, repr=False)
     _by_id: dict[int, ColumnDesc] = field(default_factory=dict, repr=False)
@@ -243,6 +272,8 @@ class TableDesc:
             d["sequence"] = self.sequence
         if self.view_query is not None:
             d["view_query"] = self.view_query
+        if self.foreign_keys:
+            d["foreign_keys"] = [fk.to_json() for fk in self.foreign_keys]
         return d
 
     @classmethod
@@ -254,7 +285,8 @@ class TableDesc:
                    Privileges.from_json(d["privileges"]),
                    [CheckDesc.from_json(c) for c in d.get("checks", [])],
                    d.get("next_column_id", 1), d.get("next_index_id", 2), d.get("version", 1),
-                   d.get("sequence"), d.get("view_query"))
+                   d.get("sequence"), d.get("view_query"),
+                   [ForeignKeyDesc.from_json(f) for f in d.get("foreign_keys", [])])
 
 
 @dataclass(slots=True)

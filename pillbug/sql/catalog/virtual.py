@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pillbug.sql import types as T
-from pillbug.sql.catalog.descriptors import DatabaseDesc, IndexDesc, TableDesc
+from pillbug.sql.catalog import foreign_keys
+from pillbug.sql.catalog.descriptors import DatabaseDesc, ForeignKeyDesc, IndexDesc, TableDesc
 from pillbug.sql.catalog.system import Catalog
 from pillbug.util import errors
 
@@ -162,7 +163,7 @@ def relation_by_oid(catalog: Catalog, oid: int) -> tuple[TableDesc, IndexDesc | 
 
 @dataclass(frozen=True, slots=True)
 class Constraint:
-    """One row of pg_constraint: a table's primary key, a unique index, or a CHECK."""
+    """One row of pg_constraint: a table's primary key, a unique index, a CHECK or a FOREIGN KEY."""
     oid: int
     name: str
     contype: str  # 'p', 'u' or 'c'
@@ -175,13 +176,18 @@ class Constraint:
         """pg_get_constraintdef(): what the constraint says, as CockroachDB prints it."""
         if self.check_expr is not None:
             return f"CHECK (({self.check_expr}))"
+        if self.contype == "f":
+            return self.columns_text
         return f"{'PRIMARY KEY' if self.contype == 'p' else 'UNIQUE'} ({self.columns_text})"
 
-    columns_text: str = ""
+    columns_text: str = ""  # a foreign key's whole definition
+    fk: ForeignKeyDesc | None = None
+    ref_table: TableDesc | None = None
 
 
-def table_constraints(table: TableDesc) -> list[Constraint]:
-    """The constraints of a table in a stable order (their OIDs depend on it)."""
+def table_constraints(table: TableDesc, catalog: Catalog | None = None) -> list[Constraint]:
+    """The constraints of a table in a stable order (their OIDs depend on it); foreign keys
+    (which name other tables) only when the catalog is given."""
     if table.is_view or table.is_sequence:
         return []
     out = []
@@ -197,6 +203,15 @@ def table_constraints(table: TableDesc) -> list[Constraint]:
         n += 1
         out.append(Constraint(constraint_oid(table, n), chk.name, "c",
                               [table.position(c) + 1 for c in chk.column_ids], None, chk.expr))
+    for fk in table.foreign_keys if catalog is not None else ():
+        n += 1
+        parent = catalog.by_id.get(fk.ref_table_id)
+        if not isinstance(parent, TableDesc):
+            continue
+        idx = foreign_keys.referenced_index(parent, fk.ref_column_ids)
+        out.append(Constraint(constraint_oid(table, n), fk.name, "f",
+                              [table.position(c) + 1 for c in fk.column_ids], idx, None,
+                              foreign_keys.definition(catalog, table, fk, show_not_valid=True), fk, parent))
     return out
 
 
@@ -206,7 +221,7 @@ def constraint_by_oid(catalog: Catalog, oid: int) -> tuple[TableDesc, Constraint
     table = catalog.by_id.get((oid - CONSTRAINT_OID_BASE) // _PER_TABLE)
     if not isinstance(table, TableDesc):
         return None
-    for con in table_constraints(table):
+    for con in table_constraints(table, catalog):
         if con.oid == oid:
             return table, con
     return None
@@ -350,6 +365,12 @@ def _key_column_usage(ctx: Any) -> Iterable[tuple]:
                 continue
             for pos, cid in enumerate(idx.column_ids, start=1):
                 yield (db.name, schema, idx.name, db.name, schema, t.name, t.column_by_id(cid).name, pos, None)
+        for fk in t.foreign_keys:
+            parent = _catalog(ctx).by_id.get(fk.ref_table_id)
+            ref_idx = foreign_keys.referenced_index(parent, fk.ref_column_ids) if isinstance(parent, TableDesc) else None
+            for pos, (cid, ref) in enumerate(zip(fk.column_ids, fk.ref_column_ids), start=1):
+                in_unique = ref_idx.column_ids.index(ref) + 1 if ref_idx is not None else None
+                yield (db.name, schema, fk.name, db.name, schema, t.name, t.column_by_id(cid).name, pos, in_unique)
 
 
 @virtual("information_schema", "table_constraints",
@@ -366,6 +387,53 @@ def _table_constraints(ctx: Any) -> Iterable[tuple]:
                 yield (db.name, schema, idx.name, db.name, schema, t.name, "UNIQUE", "NO", "NO")
         for chk in t.checks:
             yield (db.name, schema, chk.name, db.name, schema, t.name, "CHECK", "NO", "NO")
+        for fk in t.foreign_keys:
+            yield (db.name, schema, fk.name, db.name, schema, t.name, "FOREIGN KEY", "NO", "NO")
+
+
+@virtual("information_schema", "referential_constraints",
+         "constraint_catalog text, constraint_schema text, constraint_name text, "
+         "unique_constraint_catalog text, unique_constraint_schema text, unique_constraint_name text, "
+         "match_option text, update_rule text, delete_rule text, table_name text, referenced_table_name text")
+def _referential_constraints(ctx: Any) -> Iterable[tuple]:
+    db = _db(ctx)
+    catalog = _catalog(ctx)
+    names = _schema_names(db)
+    for t, schema in _tables(ctx):
+        for fk in t.foreign_keys:
+            parent = catalog.by_id.get(fk.ref_table_id)
+            if not isinstance(parent, TableDesc):
+                continue
+            idx = foreign_keys.referenced_index(parent, fk.ref_column_ids)
+            yield (db.name, schema, fk.name, db.name, names.get(parent.schema_id, "public"),
+                   idx.name if idx is not None else None, {"s": "NONE", "f": "FULL"}.get(fk.match, "PARTIAL"),
+                   foreign_keys.ACTION_NAMES[fk.on_update], foreign_keys.ACTION_NAMES[fk.on_delete],
+                   t.name, parent.name)
+
+
+@virtual("information_schema", "constraint_column_usage",
+         "table_catalog text, table_schema text, table_name text, column_name text, "
+         "constraint_catalog text, constraint_schema text, constraint_name text")
+def _constraint_column_usage(ctx: Any) -> Iterable[tuple]:
+    db = _db(ctx)
+    catalog = _catalog(ctx)
+    names = _schema_names(db)
+    for t, schema in _tables(ctx):
+        if t.is_view or t.is_sequence:
+            continue
+        for idx in t.all_indexes():
+            if idx.unique:
+                for cid in idx.column_ids:
+                    yield (db.name, schema, t.name, t.column_by_id(cid).name, db.name, schema, idx.name)
+        for chk in t.checks:
+            for cid in chk.column_ids:
+                yield (db.name, schema, t.name, t.column_by_id(cid).name, db.name, schema, chk.name)
+        for fk in t.foreign_keys:
+            parent = catalog.by_id.get(fk.ref_table_id)
+            if isinstance(parent, TableDesc):
+                for cid in fk.ref_column_ids:
+                    yield (db.name, names.get(parent.schema_id, "public"), parent.name,
+                           parent.column_by_id(cid).name, db.name, schema, fk.name)
 
 
 @virtual("information_schema", "views",
@@ -615,7 +683,15 @@ def _pg_index(ctx: Any) -> Iterable[tuple]:
          "conexclop oid[], conbin text, consrc text, condef text, conparentid oid")
 def _pg_constraint(ctx: Any) -> Iterable[tuple]:
     for t, _ in _tables(ctx):
-        for con in table_constraints(t):
+        for con in table_constraints(t, _catalog(ctx)):
+            fk, parent = con.fk, con.ref_table
+            if fk is not None and parent is not None:
+                assert con.index is not None
+                yield (con.oid, con.name, t.schema_id, "f", False, False, fk.validated, t.id, 0,
+                       index_oid(parent, con.index.id), parent.id, fk.on_update, fk.on_delete, fk.match,
+                       True, 0, True, con.attnums, [parent.position(c) + 1 for c in fk.ref_column_ids],
+                       None, None, None, None, None, None, con.definition, 0)
+                continue
             indid = index_oid(t, con.index.id) if con.index is not None else 0
             yield (con.oid, con.name, t.schema_id, con.contype, False, False, True, t.id, 0, indid, 0,
                    " ", " ", " ", True, 0, True, con.attnums, None, None, None, None, None,
