@@ -207,6 +207,8 @@ def binary_encoder(typ: SQLType) -> Encoder:
         return lambda v: b"\x01" + v.text.encode()
     if fam == "time":
         return lambda v: _I64.pack(((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000 + v.microsecond)
+    if fam == "enum":
+        return lambda v: v.label.encode()  # enum_send: the label's bytes, as in text format
     if fam == "array":
         return _array_encoder(typ)
     raise errors.unimplemented(f"binary format for type {typ.crdb_name} is not supported")
@@ -353,6 +355,8 @@ def binary_decoder(typ: SQLType) -> Decoder:
         return _decode_json if typ.oid == T.JSON.oid else _decode_jsonb
     if fam == "time":
         return _decode_time
+    if fam == "enum":
+        return text_decoder(typ)  # enum_recv takes the label's bytes
     if fam == "array":
         return _array_decoder(typ)
     raise errors.unimplemented(f"binary format for type {typ.crdb_name} is not supported")
@@ -412,7 +416,7 @@ def _array_decoder(typ: SQLType) -> Decoder:
 
 _COMPATIBLE_ELEMENTS = {
     "int": {20, 21, 23}, "float": {700, 701}, "string": {25, 1043, 1042, 19, 705},
-    "timestamp": {1114}, "timestamptz": {1184},
+    "timestamp": {1114}, "timestamptz": {1184}, "enum": {25, 1043, 705},
 }
 
 

@@ -40,7 +40,6 @@ from pillbug.pgwire import codecs
 from pillbug.pgwire import messages as M
 from pillbug.pgwire.auth import Authenticator
 from pillbug.sql import statements as sql_statements
-from pillbug.sql import types as T
 from pillbug.sql import vars as session_vars
 from pillbug.sql.copy import CopyIn
 from pillbug.sql.parser import front
@@ -664,7 +663,7 @@ class Connection(asyncio.Protocol):
                                      f'prepared statement "{name}" already exists')
             if len(self.statements) >= MAX_PREPARED and name:
                 raise errors.program_limit_exceeded("too many prepared statements on this connection")
-            types = [T.by_oid(o) if o else None for o in oids]
+            types = [session.type_by_oid(o) if o else None for o in oids]
             prepared = session.prepare(sql, types)
         except errors.PgError as exc:
             self._extended_error(exc)

@@ -858,6 +858,9 @@ def parse_text(text: str, typ: SQLType, tz: datetime.tzinfo = UTC) -> Any:
         return parse_array(text, typ.elem or T.STRING, tz)
     if fam == "time":
         return parse_time(text)
+    if fam == "enum":
+        assert typ.enum is not None
+        return typ.enum.parse(text)
     if fam in ("unknown", "any"):
         return text
     raise errors.unimplemented(f"cannot parse values of type {typ.crdb_name}")

@@ -8,12 +8,13 @@ expressions are kept as SQL text, printed by pglast's deparser.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pglast
 from pglast.stream import RawStream
 
-from pillbug.sql import access, unsupported
+from pillbug.sql import access, fk_ddl, unsupported
 from pillbug.sql import types as T
 from pillbug.sql.catalog import system
 from pillbug.sql.catalog.descriptors import (
@@ -93,7 +94,8 @@ def _check_create(session: Any, db: DatabaseDesc, schema_id: int) -> None:
 
 
 def _name_taken(session: Any, db: DatabaseDesc, schema_id: int, name: str) -> bool:
-    return session.catalog.tables.get((db.id, schema_id, name)) is not None
+    key = (db.id, schema_id, name)
+    return session.catalog.tables.get(key) is not None or session.catalog.types.get(key) is not None
 
 
 # ---- tables ----------------------------------------------------------------------------------
@@ -130,11 +132,12 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
     # secondary indexes in the order they appear: (position, name, keys, unique, storing)
     indexes: list[tuple[int, str | None, list[tuple[str, str]], bool, list[str]]] = []
     checks: list[tuple[str | None, str]] = []
+    fk_cons: list[dict] = []
     next_id = 1
     for elt, elt_ast in zip(body.get("tableElts") or [], ast.tableElts or []):
         if "ColumnDef" in elt:
             cd = elt["ColumnDef"]
-            col, col_pk, col_unique, col_checks = _column_from_def(cd, elt_ast, next_id)
+            col, col_pk, col_unique, col_checks = _column_from_def(session, cd, elt_ast, next_id)
             if any(c.name == col.name for c in columns):
                 raise errors.PgError(errors.DUPLICATE_COLUMN, f'column "{col.name}" specified more than once')
             columns.append(col)
@@ -147,6 +150,7 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
             if col_unique:
                 indexes.append((cd.get("location", 0), None, [(col.name, "asc")], True, []))
             checks.extend(col_checks)
+            fk_cons.extend(fk_ddl.inline_constraints(cd))
         elif "Constraint" in elt:
             con = elt["Constraint"]
             ctype = con["contype"]
@@ -162,7 +166,7 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
             elif ctype == "CONSTR_CHECK":
                 checks.append((con.get("conname"), deparse(elt_ast.raw_expr)))
             elif ctype == "CONSTR_FOREIGN":
-                raise errors.feature_not_supported("foreign key constraints are not supported yet")
+                fk_cons.append(con)
             else:
                 raise unsupported.constraint(ctype)
         else:
@@ -197,8 +201,14 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
         _add_index(table, idx_name, keys, unique=unique, storing=storing)
     for con_name, expr_text in checks:
         _add_check(session, table, con_name, expr_text)
+    for con in fk_cons:
+        fk_ddl.add_foreign_key(session, table, con, _add_plain_index)
     _validate_defaults(session, table)
     return table
+
+
+def _add_plain_index(table: TableDesc, name: str, keys: list[tuple[str, str]]) -> IndexDesc:
+    return _add_index(table, name, keys, unique=False, storing=[])
 
 
 def _constraint_keys(stmt: Statement, con: dict) -> list[tuple[str, str]]:
@@ -223,10 +233,14 @@ def _check_indexable(col: ColumnDesc) -> None:
                              f"column {col.name} is of type {col.type.display} and thus is not indexable")
 
 
-def _column_from_def(cd: dict, cd_ast: Any, column_id: int) -> tuple[ColumnDesc, bool, bool, list]:
+def _type_resolver(session: Any) -> Any:
+    return functools.partial(session.catalog.resolve_type, session.database)
+
+
+def _column_from_def(session: Any, cd: dict, cd_ast: Any, column_id: int) -> tuple[ColumnDesc, bool, bool, list]:
     name = cd["colname"]
     type_node = cd["typeName"]
-    typ = type_from_node(type_node)
+    typ = type_from_node(type_node, _type_resolver(session))
     col = ColumnDesc(column_id, name, typ)
     if is_serial_type(type_node):
         col.default = "unique_rowid()"
@@ -254,7 +268,7 @@ def _column_from_def(cd: dict, cd_ast: Any, column_id: int) -> tuple[ColumnDesc,
             col.default = "unique_rowid()"
             col.nullable = False
         elif ctype == "CONSTR_FOREIGN":
-            raise errors.feature_not_supported("foreign key constraints are not supported yet")
+            pass  # the caller adds it once the table is complete (fk_ddl.inline_constraints)
         elif ctype in ("CONSTR_GENERATED",):
             raise errors.unimplemented("computed columns are not supported")
         else:
@@ -308,7 +322,7 @@ def _add_index(table: TableDesc, name: str | None, keys: list[tuple[str, str]], 
 
 
 def _add_check(session: Any, table: TableDesc, name: str | None, expr_text: str) -> CheckDesc:
-    builder = ExprBuilder(_bctx(), table_scope(table, table.name), clause="CHECK")
+    builder = ExprBuilder(_bctx(session), table_scope(table, table.name), clause="CHECK")
     expr = builder.build_predicate(parse_expression(expr_text))
     from pillbug.sql.sem.expr import ColRef
     used = sorted({table.columns[e.index].id for e in expr.walk() if isinstance(e, ColRef)})
@@ -320,13 +334,13 @@ def _add_check(session: Any, table: TableDesc, name: str | None, expr_text: str)
     return chk
 
 
-def _bctx() -> Any:
+def _bctx(session: Any) -> Any:
     from pillbug.sql.sem.build import BuildContext
-    return BuildContext(ParamTypes())
+    return BuildContext(ParamTypes(), resolve_type=_type_resolver(session))
 
 
 def _validate_defaults(session: Any, table: TableDesc) -> None:
-    builder = ExprBuilder(_bctx(), Scope([]), clause="DEFAULT")
+    builder = ExprBuilder(_bctx(session), Scope([]), clause="DEFAULT")
     for col in table.columns:
         if col.default is not None:
             e = builder.build(parse_expression(col.default))
@@ -363,12 +377,17 @@ def drop_objects(session: Any, stmt: Statement) -> str:
     kind = body["removeType"]
     if kind in ("OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_SEQUENCE"):
         what = {"OBJECT_TABLE": "TABLE", "OBJECT_VIEW": "VIEW", "OBJECT_SEQUENCE": "SEQUENCE"}[kind]
+        found = []
         for obj in body["objects"]:
             names = [n["String"]["sval"] for n in obj["List"]["items"]]
             table = _resolve_table(session, names, missing_ok=body.get("missing_ok", False))
             if table is None:
                 _notice(session, f'relation "{".".join(names)}" does not exist, skipping')
                 continue
+            found.append(table)
+        edits = fk_ddl.Edits(session)
+        edits.dropped = {t.id for t in found}
+        for table in found:
             if what == "TABLE" and (table.is_view or table.is_sequence):
                 raise errors.PgError(errors.WRONG_OBJECT_TYPE, f'"{table.name}" is not a table')
             if what == "VIEW" and not table.is_view:
@@ -376,7 +395,10 @@ def drop_objects(session: Any, stmt: Statement) -> str:
             if what == "SEQUENCE" and not table.is_sequence:
                 raise errors.PgError(errors.WRONG_OBJECT_TYPE, f'"{table.name}" is not a sequence')
             session.check_privilege(table, "DROP")
+            fk_ddl.drop_table_references(session, table, body.get("behavior") == "DROP_CASCADE", edits,
+                                         edits.dropped)
             drop_table_desc(session, table)
+        edits.write()
         _changed(session)
         return f"DROP {what}"
     if kind == "OBJECT_INDEX":
@@ -397,12 +419,21 @@ def drop_table_desc(session: Any, table: TableDesc) -> None:
     system.delete_namespace(txn, table.parent_id, table.schema_id, table.name)
 
 
+def _drop_type_desc(session: Any, desc: Any) -> None:
+    """Remove a type (enum_ddl.drop_types checks that nothing uses it first)."""
+    session.txn.delete(system.descriptor_key(desc.id))
+    system.delete_namespace(session.txn, desc.parent_id, desc.schema_id, desc.name)
+
+
 def truncate(session: Any, stmt: Statement) -> str:
+    named = []
     for rel in stmt.node["relations"]:
         table = _resolve_table(session, _range_names(rel["RangeVar"]))
         assert table is not None
         if table.is_view or table.is_sequence:
             raise errors.PgError(errors.WRONG_OBJECT_TYPE, f'"{table.name}" is not a table')
+        named.append(table)
+    for table in fk_ddl.truncate_closure(session, named, stmt.node.get("behavior") == "DROP_CASCADE"):
         session.check_privilege(table, "DROP")
         _delete_table_data(session, table)
     return "TRUNCATE"
@@ -438,7 +469,10 @@ def create_index(session: Any, stmt: Statement) -> str:
 
 
 def _copy(table: TableDesc) -> TableDesc:
-    return TableDesc.from_json(table.to_json())
+    new = TableDesc.from_json(table.to_json())
+    for col, old in zip(new.columns, table.columns):
+        col.type = old.type  # from_json leaves enum types unresolved (members come from the catalog)
+    return new
 
 
 def _backfill_index(session: Any, table: TableDesc, idx: IndexDesc) -> None:
@@ -484,6 +518,9 @@ def drop_index(session: Any, stmt: Statement) -> str:
         if idx.is_primary:
             raise errors.feature_not_supported("cannot drop the primary index of a table")
         new = _copy(table)
+        edits = fk_ddl.Edits(session)
+        fk_ddl.drop_index_references(session, table, idx, body.get("behavior") == "DROP_CASCADE", edits, new)
+        edits.write()
         new.indexes = [i for i in new.indexes if i.id != idx.id]
         new.version += 1
         prefix = enc.encode_int(table.id) + enc.encode_int(idx.id)
@@ -508,6 +545,8 @@ def alter_table(session: Any, stmt: Statement) -> str:
     new = _copy(table)
     rewrite = False
     converters: dict[int, Any] = {}  # column id -> its new value computed from the old row
+    to_validate = []  # foreign keys whose existing rows are checked once the table is rewritten
+    edits = fk_ddl.Edits(session)
     for cmd, cmd_ast in zip(body["cmds"], ast.cmds):
         c = cmd["AlterTableCmd"]
         sub = c["subtype"]
@@ -518,7 +557,7 @@ def alter_table(session: Any, stmt: Statement) -> str:
                     _notice(session, f'column "{cd["colname"]}" of relation "{new.name}" already exists, skipping')
                     continue
                 raise errors.PgError(errors.DUPLICATE_COLUMN, f'column "{cd["colname"]}" of relation "{new.name}" already exists')
-            col, is_pk, unique, checks = _column_from_def(cd, cmd_ast.def_, new.next_column_id)
+            col, is_pk, unique, checks = _column_from_def(session, cd, cmd_ast.def_, new.next_column_id)
             if is_pk:
                 raise errors.unimplemented("adding a primary key column is not supported")
             new.next_column_id += 1
@@ -528,6 +567,8 @@ def alter_table(session: Any, stmt: Statement) -> str:
                 _add_index(new, None, [(col.name, "asc")], True, [])
             for con_name, text in checks:
                 _add_check(session, new, con_name, text)
+            for con in fk_ddl.inline_constraints(cd):
+                to_validate.append(fk_ddl.add_foreign_key(session, new, con, _add_plain_index)[0])
             rewrite = True
         elif sub == "AT_DropColumn":
             name = c["name"]
@@ -538,7 +579,13 @@ def alter_table(session: Any, stmt: Statement) -> str:
                 raise errors.undefined_column(name)
             if col.id in new.primary_index.column_ids:
                 raise errors.feature_not_supported(f'column "{name}" is referenced by the primary key')
-            # as in CockroachDB, indexes that use the column go with it
+            cascade = c.get("behavior") == "DROP_CASCADE"
+            # as in CockroachDB, indexes that use the column go with it, and so do the column's
+            # own foreign keys; those of other tables that need one of the indexes need CASCADE
+            new.foreign_keys = [f for f in new.foreign_keys if col.id not in f.column_ids]
+            for idx in list(new.indexes):
+                if col.id in idx.column_ids or col.id in idx.storing_ids:
+                    fk_ddl.drop_index_references(session, table, idx, cascade, edits, new)
             new.indexes = [i for i in new.indexes if col.id not in i.column_ids and col.id not in i.storing_ids]
             new.checks = [k for k in new.checks if col.id not in k.column_ids]
             new.columns = [x for x in new.columns if x.id != col.id]
@@ -570,14 +617,31 @@ def alter_table(session: Any, stmt: Statement) -> str:
                 _add_check(session, new, con.get("conname"), deparse(cmd_ast.def_.raw_expr))
                 rewrite = True
             elif ctype == "CONSTR_FOREIGN":
-                raise errors.feature_not_supported("foreign key constraints are not supported yet")
+                fk, added_index = fk_ddl.add_foreign_key(session, new, con, _add_plain_index)
+                rewrite = rewrite or added_index
+                if con.get("skip_validation"):
+                    fk.validated = False
+                else:
+                    to_validate.append(fk)
             else:
                 raise unsupported.constraint(ctype)
+        elif sub == "AT_ValidateConstraint":
+            name = c["name"]
+            fk = next((f for f in new.foreign_keys if f.name == name), None)
+            if fk is not None:
+                fk.validated = True
+                to_validate.append(fk)
+            elif name not in fk_ddl.constraint_names(new):
+                raise errors.undefined_object(f'constraint "{name}" of relation "{new.name}" does not exist')
         elif sub == "AT_DropConstraint":
             name = c["name"]
-            if any(k.name == name for k in new.checks):
+            if any(f.name == name for f in new.foreign_keys):
+                new.foreign_keys = [f for f in new.foreign_keys if f.name != name]
+            elif any(k.name == name for k in new.checks):
                 new.checks = [k for k in new.checks if k.name != name]
             elif any(i.name == name and i.unique for i in new.indexes):
+                idx = next(i for i in new.indexes if i.name == name)
+                fk_ddl.drop_index_references(session, table, idx, c.get("behavior") == "DROP_CASCADE", edits, new)
                 new.indexes = [i for i in new.indexes if i.name != name]
                 rewrite = True
             elif new.primary_index.name == name:
@@ -587,7 +651,7 @@ def alter_table(session: Any, stmt: Statement) -> str:
         elif sub == "AT_AlterColumnType":
             col = new.column(c["name"])
             cd = c["def"]["ColumnDef"]
-            typ = type_from_node(cd["typeName"])
+            typ = type_from_node(cd["typeName"], _type_resolver(session))
             if typ.family != col.type.family or cd.get("raw_default") is not None:
                 converters[col.id] = _general_conversion(session, table, col, typ, cd, len(body["cmds"]))
             col.type = typ
@@ -598,6 +662,9 @@ def alter_table(session: Any, stmt: Statement) -> str:
     new.version += 1
     if rewrite:
         _rewrite_table(session, table, new, converters)
+    for fk in to_validate:
+        fk_ddl.validate(session, new, fk)
+    edits.write()
     system.write_descriptor(session.txn, new)
     _changed(session)
     return "ALTER TABLE"
@@ -633,7 +700,8 @@ def _general_conversion(session: Any, table: TableDesc, col: Any, typ: T.SQLType
             f"ALTER COLUMN TYPE from {col.type.display} to {typ.display} is only supported experimentally",
             hint=f"See: {errors.issue_url(49329)}\n--\nyou can enable alter column type general support "
                  "by running `SET enable_experimental_alter_column_type_general = true`")
-    if any(col.id in _chk_columns(table, chk.expr) for chk in table.checks):
+    if any(col.id in _chk_columns(table, chk.expr) for chk in table.checks) or \
+            any(col.id in fk.column_ids for fk in table.foreign_keys):
         raise errors.unimplemented("ALTER COLUMN TYPE for a column that has a constraint is currently not supported",
                                    48288)
     if any(col.id in idx.column_ids for idx in [table.primary_index, *table.indexes]):
@@ -648,7 +716,7 @@ def _general_conversion(session: Any, table: TableDesc, col: Any, typ: T.SQLType
     if using is None:
         using = {"TypeCast": {"arg": {"ColumnRef": {"fields": [{"String": {"sval": col.name}}]}},
                               "typeName": cd["typeName"]}}
-    builder = ExprBuilder(_bctx(), table_scope(table, table.name), clause="ALTER COLUMN TYPE USING EXPRESSION")
+    builder = ExprBuilder(_bctx(session), table_scope(table, table.name), clause="ALTER COLUMN TYPE USING EXPRESSION")
     try:
         expr = builder.build(using)
     except errors.PgError as exc:
@@ -689,7 +757,7 @@ def _rewrite_table(session: Any, old: TableDesc, new: TableDesc,
     new_codec = TableCodec(new)
     ctx = ExecCtx(session, txn, [], session.catalog)
     defaults = []
-    builder = ExprBuilder(_bctx(), Scope([]), clause="DEFAULT")
+    builder = ExprBuilder(_bctx(session), Scope([]), clause="DEFAULT")
     old_positions = {c.id: i for i, c in enumerate(old.columns)}
     for col in new.columns:
         if converters and col.id in converters:
@@ -892,6 +960,8 @@ def drop_database(session: Any, stmt: Statement) -> str:
     for table in tables:
         drop_table_desc(session, table)
     txn = session.txn
+    for tdesc in [t for t in catalog.types.values() if t.parent_id == db.id]:
+        _drop_type_desc(session, tdesc)
     for schema_name, schema_id in db.schemas.items():
         txn.delete(system.descriptor_key(schema_id))
         system.delete_namespace(txn, db.id, 0, schema_name)
@@ -938,11 +1008,23 @@ def drop_schema(session: Any, stmt: Statement) -> str:
         if name == PUBLIC_SCHEMA:
             raise errors.feature_not_supported("cannot drop schema public")
         tables = [t for t in session.catalog.tables_in(db.id) if t.schema_id == schema_id]
-        if tables and body.get("behavior") != "DROP_CASCADE":
+        types = [t for t in session.catalog.types.values() if t.parent_id == db.id and t.schema_id == schema_id]
+        if (tables or types) and body.get("behavior") != "DROP_CASCADE":
             raise errors.PgError(errors.DEPENDENT_OBJECTS_STILL_EXIST,
                                  f'schema "{name}" is not empty and CASCADE was not specified')
+        edits = fk_ddl.Edits(session)
+        edits.dropped = {t.id for t in tables}
         for t in tables:
+            fk_ddl.drop_table_references(session, t, True, edits, edits.dropped)
             drop_table_desc(session, t)
+        edits.write()
+        for tdesc in types:
+            users = [u for u, _ in session.catalog.type_users(tdesc.id) if u.schema_id != schema_id]
+            if users:
+                raise errors.PgError(errors.DEPENDENT_OBJECTS_STILL_EXIST,
+                                     f'cannot drop type "{tdesc.name}" because other objects '
+                                     f'([{", ".join(sorted(u.name for u in users))}]) still depend on it')
+            _drop_type_desc(session, tdesc)
         new_db = DatabaseDesc.from_json(db.to_json())
         del new_db.schemas[name]
         txn = session.txn
@@ -996,7 +1078,12 @@ def rename(session: Any, stmt: Statement) -> str:
             new.reindex()
         elif rtype == "OBJECT_TABCONSTRAINT":
             idx = new.find_index(body["subname"])
-            if idx is not None:
+            fk = next((f for f in new.foreign_keys if f.name == body["subname"]), None)
+            if new_name in fk_ddl.constraint_names(new):
+                raise errors.PgError(errors.DUPLICATE_OBJECT, f'duplicate constraint name: "{new_name}"')
+            if fk is not None:
+                fk.name = new_name
+            elif idx is not None:
                 idx.name = new_name
             else:
                 chk = next((c for c in new.checks if c.name == body["subname"]), None)

@@ -78,6 +78,9 @@ def key_encoder(typ: SQLType) -> Callable[[Any], bytes]:
         return enc.encode_uuid
     if fam == "time":
         return lambda v: enc.encode_int(_time_micros(v))
+    if fam == "enum":
+        # the member's physical representation, whose byte order is declaration order
+        return lambda v: enc.encode_bytes(v.rep)
     raise errors.PgError(errors.FEATURE_NOT_SUPPORTED,
                          f"column of type {typ.crdb_name} is not indexable",
                          hint="CockroachDB does not index JSONB or array columns with ordinary indexes")
@@ -111,6 +114,8 @@ def _to_storage(typ: SQLType) -> Callable[[Any], Any] | None:
         return lambda v: v.text
     if fam == "time":
         return _time_micros
+    if fam == "enum":
+        return lambda v: v.rep  # not the label: RENAME VALUE must not rewrite rows
     if fam == "array":
         elem = _to_storage(typ.elem) if typ.elem else None
         if elem is None:
@@ -137,6 +142,9 @@ def _from_storage(typ: SQLType) -> Callable[[Any], Any] | None:
         return datum.parse_json
     if fam == "time":
         return lambda v: (datetime.datetime.min + datetime.timedelta(microseconds=v)).time()
+    if fam == "enum":
+        assert typ.enum is not None, "enum column types are resolved by the catalog"
+        return typ.enum.from_rep
     if fam == "array":
         elem = _from_storage(typ.elem) if typ.elem else None
         if elem is None:

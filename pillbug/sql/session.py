@@ -336,6 +336,15 @@ class Session:
                 return name
         return f"unknown (OID={oid})"
 
+    def type_by_oid(self, oid: int) -> T.SQLType:
+        """A parameter type a client names by OID: built in, or a user-defined (enum) type."""
+        found = T.BY_OID.get(oid)
+        if found is None:
+            found = self.catalog_or_latest().type_by_oid(oid)
+        if found is None:
+            raise errors.PgError(errors.UNDEFINED_OBJECT, f"type with OID {oid} does not exist")
+        return found
+
     def resolve_reg(self, typ: T.SQLType, name: str) -> int:
         from pillbug.sql.catalog import virtual
         return virtual.resolve_reg(self, typ, name)

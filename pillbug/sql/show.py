@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pillbug.sql import access, settings
+from pillbug.sql import access, enum_ddl, settings
 from pillbug.sql import types as T
+from pillbug.sql.catalog import foreign_keys
 from pillbug.sql.catalog.descriptors import PUBLIC_SCHEMA, DatabaseDesc, TableDesc
 from pillbug.sql.catalog.system import ADMIN_ROLE, ROOT_USER
 from pillbug.sql.parser.front import Statement
@@ -57,6 +58,8 @@ _COLUMNS: dict[str, Any] = {
                             ("description", S)),
     "ShowSessionUser": (("session_user", S),),
     "ShowSequences": (("sequence_schema", S), ("sequence_name", S)),
+    "ShowEnums": enum_ddl.SHOW_ENUMS_COLUMNS,
+    "ShowTypes": enum_ddl.SHOW_TYPES_COLUMNS,
     "ShowJobs": (("job_id", INT), ("job_type", S), ("description", S), ("status", S), ("created", T.TIMESTAMPTZ)),
     "ShowSessions": (("node_id", INT), ("session_id", S), ("user_name", S), ("client_address", S),
                      ("application_name", S), ("active_queries", S), ("session_start", T.TIMESTAMPTZ)),
@@ -230,6 +233,9 @@ def _ShowConstraints(session: Any, node: dict) -> list[tuple]:
             rows.append((table.name, idx.name, "UNIQUE", f"UNIQUE ({_index_cols(table, idx)})", True))
     for chk in table.checks:
         rows.append((table.name, chk.name, "CHECK", f"CHECK (({chk.expr}))", True))
+    for fk in table.foreign_keys:
+        rows.append((table.name, fk.name, "FOREIGN KEY", foreign_keys.definition(session.catalog, table, fk),
+                     fk.validated))
     rows.sort(key=lambda r: r[1])
     return rows
 
@@ -260,6 +266,9 @@ def create_statement(session: Any, table: TableDesc) -> str:
         lines.append(" ".join(parts))
     pk = table.primary_index
     lines.append(f"CONSTRAINT {pk.name} PRIMARY KEY ({_index_cols(table, pk)})")
+    for fk in table.foreign_keys:
+        lines.append(f"CONSTRAINT {foreign_keys.quote_name(fk.name)} "
+                     f"{foreign_keys.definition(session.catalog, table, fk, True, True)}")
     for idx in table.indexes:
         line = f"{'UNIQUE ' if idx.unique else ''}INDEX {idx.name} ({_index_cols(table, idx)})"
         if idx.storing_ids:
@@ -414,6 +423,10 @@ def _ShowSequences(session: Any, node: dict) -> list[tuple]:
     db = session.current_db()
     return [(_schema_name(session, db, t.schema_id), t.name) for t in session.catalog.tables_in(db.id)
             if t.is_sequence]
+
+
+_ShowEnums = enum_ddl.show_enums
+_ShowTypes = enum_ddl.show_types
 
 
 def _ShowJobs(session: Any, node: dict) -> list[tuple]:

@@ -10,7 +10,7 @@ import datetime
 from decimal import Decimal
 from typing import Any
 
-from pillbug.sql import access, ddl, settings, show, unsupported, users
+from pillbug.sql import access, ddl, enum_ddl, settings, show, unsupported, users
 from pillbug.sql import types as T
 from pillbug.sql.catalog import system
 from pillbug.sql.exec.context import ExecCtx
@@ -216,11 +216,17 @@ def _comment(session: Any, stmt: Statement) -> str:
 
 _HANDLERS = {
     "CreateStmt": ddl.create_table,
-    "DropStmt": ddl.drop_objects,
+    "DropStmt": lambda session, stmt: (enum_ddl.drop_types if stmt.node["removeType"] == "OBJECT_TYPE"
+                                       else ddl.drop_objects)(session, stmt),
     "IndexStmt": ddl.create_index,
     "TruncateStmt": ddl.truncate,
     "AlterTableStmt": ddl.alter_table,
-    "RenameStmt": ddl.rename,
+    "RenameStmt": lambda session, stmt: (enum_ddl.rename_type if stmt.node["renameType"] == "OBJECT_TYPE"
+                                         else ddl.rename)(session, stmt),
+    "CreateEnumStmt": enum_ddl.create_enum,
+    "AlterEnumStmt": enum_ddl.alter_enum,
+    "AlterEnumDropValue": enum_ddl.drop_value,
+    "AlterOwnerStmt": enum_ddl.alter_owner,
     "ViewStmt": ddl.create_view,
     "CreateSeqStmt": ddl.create_sequence,
     "CreatedbStmt": ddl.create_database,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pillbug.sql.enums import OID_OFFSET as ENUM_OID_OFFSET
+from pillbug.sql.enums import EnumInfo
 from pillbug.util import errors
 
 
@@ -26,6 +28,7 @@ class SQLType:
     precision: int = 0  # DECIMAL(precision, scale); 0 means unconstrained
     scale: int = 0
     elem: SQLType | None = None  # element type of an array
+    enum: EnumInfo | None = None  # the members of an enum type (family "enum")
     # the named fields of a record (the rows of _pg_expandarray() in a select list); values of a
     # record are tuples in this order
     fields: tuple[tuple[str, SQLType], ...] = ()
@@ -43,6 +46,8 @@ class SQLType:
         """The type's name in error messages, as CockroachDB words them (INT8 is "int")."""
         if self.family == "array" and self.elem is not None and self.oid not in (22, 30):
             return self.elem.display + "[]"
+        if self.family == "enum":
+            return self.pg_name
         name = self.crdb_name.split("(")[0].lower()
         return _MESSAGE_NAMES.get(name, name)
 
@@ -117,13 +122,25 @@ _ARRAY_OIDS = {
 
 
 def array_of(elem: SQLType) -> SQLType:
-    oid = _ARRAY_OIDS.get(elem.oid, 0)
+    oid = elem.enum.array_oid if elem.enum is not None else _ARRAY_OIDS.get(elem.oid, 0)
     return SQLType("array", oid, f"{elem.crdb_name}[]", f"{elem.pg_name}[]", -1, elem=elem)
 
 
 def record_of(fields: list[tuple[str, SQLType]]) -> SQLType:
     """The type of a record with these named fields."""
     return SQLType("record", RECORD.oid, "RECORD", "record", fields=tuple(fields))
+
+
+def enum_type(info: EnumInfo) -> SQLType:
+    """The SQL type of an enum: CockroachDB prints it schema-qualified (public.mood),
+    PostgreSQL's format_type and information_schema by its bare name."""
+    return SQLType("enum", info.oid, f"{info.schema}.{info.name}", info.name, -1, enum=info)
+
+
+def enum_placeholder(type_id: int) -> SQLType:
+    """An enum type known only by its descriptor id, as a stored column names it; the
+    catalog replaces it with the type's current members (see Catalog)."""
+    return SQLType("enum", type_id + ENUM_OID_OFFSET, f"@{type_id}", f"@{type_id}")
 
 
 def varchar(width: int = 0) -> SQLType:
@@ -187,6 +204,8 @@ for _alias in list(_BY_NAME):
     if _alias.startswith("pg_catalog."):
         continue
     _BY_NAME.setdefault("pg_catalog." + _alias, _BY_NAME[_alias])
+
+BUILTIN_NAMES = frozenset(_BY_NAME)
 
 SERIAL_NAMES = frozenset({"serial", "serial8", "bigserial", "serial4", "serial2", "smallserial",
                           "pg_catalog.serial", "pg_catalog.serial8", "pg_catalog.serial4",

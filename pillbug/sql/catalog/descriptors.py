@@ -1,8 +1,9 @@
 """Descriptors: what a database, schema or table is, stored as JSON under system keys.
 
 A TableDesc lists its columns (with stable ids; a new column gets next_column_id), its primary
-index and secondary indexes (each a list of column ids and directions), its CHECK constraints and
-its privileges. Descriptors are values like any other: they are written in the transaction that
+index and secondary indexes (each a list of column ids and directions), its CHECK constraints, its
+outbound FOREIGN KEY constraints (the referencing side only: who references a table is derived
+from the catalog, so that a reference lives in exactly one descriptor) and its privileges. Descriptors are values like any other: they are written in the transaction that
 runs the DDL, so DDL is transactional. This module knows nothing of how they are stored or cached.
 """
 from __future__ import annotations
@@ -19,6 +20,13 @@ PUBLIC_SCHEMA = "public"
 
 
 def type_to_json(typ: SQLType) -> str:
+    # An enum column names its type by descriptor id ("@105", "@105[]"): the type's name and
+    # members may change after the column is created.
+    base, dims = typ, 0
+    while base.family == "array" and base.elem is not None:
+        base, dims = base.elem, dims + 1
+    if base.family == "enum":
+        return f"@{base.oid - T.ENUM_OID_OFFSET}" + "[]" * dims
     return typ.crdb_name
 
 
@@ -28,6 +36,11 @@ def type_from_json(name: str) -> SQLType:
     while name.endswith("[]"):
         name = name[:-2]
         dims += 1
+    if name.startswith("@"):
+        typ = T.enum_placeholder(int(name[1:]))
+        for _ in range(dims):
+            typ = T.array_of(typ)
+        return typ
     mods: list[int] = []
     if "(" in name:
         name, _, rest = name.partition("(")
@@ -101,6 +114,33 @@ class CheckDesc:
 
 
 @dataclass(slots=True)
+class ForeignKeyDesc:
+    """A FOREIGN KEY constraint, stored on the referencing (child) table.
+
+    Actions and the match type use pg_constraint's one-letter codes: 'a' NO ACTION, 'r' RESTRICT,
+    'c' CASCADE, 'n' SET NULL, 'd' SET DEFAULT; match 's' SIMPLE, 'f' FULL."""
+    name: str
+    column_ids: list[int]
+    ref_table_id: int
+    ref_column_ids: list[int]
+    on_delete: str = "a"
+    on_update: str = "a"
+    match: str = "s"
+    validated: bool = True
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "column_ids": self.column_ids, "ref_table_id": self.ref_table_id,
+                "ref_column_ids": self.ref_column_ids, "on_delete": self.on_delete,
+                "on_update": self.on_update, "match": self.match, "validated": self.validated}
+
+    @classmethod
+    def from_json(cls, d: dict) -> ForeignKeyDesc:
+        return cls(d["name"], list(d["column_ids"]), d["ref_table_id"], list(d["ref_column_ids"]),
+                   d.get("on_delete", "a"), d.get("on_update", "a"), d.get("match", "s"),
+                   d.get("validated", True))
+
+
+@dataclass(slots=True)
 class Privileges:
     """Grants on one object: user -> set of privilege names ("ALL" covers everything)."""
     owner: str
@@ -169,6 +209,7 @@ class TableDesc:
     version: int = 1
     sequence: dict | None = None  # for sequences: {"start":..., "increment":...}
     view_query: str | None = None
+    foreign_keys: list[ForeignKeyDesc] = field(default_factory=list)
     # derived, not stored:
     _by_name: dict[str, ColumnDesc] = field(default_factory=dict, repr=False)
     _by_id: dict[int, ColumnDesc] = field(default_factory=dict, repr=False)
@@ -231,6 +272,8 @@ class TableDesc:
             d["sequence"] = self.sequence
         if self.view_query is not None:
             d["view_query"] = self.view_query
+        if self.foreign_keys:
+            d["foreign_keys"] = [fk.to_json() for fk in self.foreign_keys]
         return d
 
     @classmethod
@@ -242,10 +285,40 @@ class TableDesc:
                    Privileges.from_json(d["privileges"]),
                    [CheckDesc.from_json(c) for c in d.get("checks", [])],
                    d.get("next_column_id", 1), d.get("next_index_id", 2), d.get("version", 1),
-                   d.get("sequence"), d.get("view_query"))
+                   d.get("sequence"), d.get("view_query"),
+                   [ForeignKeyDesc.from_json(f) for f in d.get("foreign_keys", [])])
 
 
-Descriptor = DatabaseDesc | SchemaDesc | TableDesc
+@dataclass(slots=True)
+class TypeDesc:
+    """A user-defined type (an enum): its members in declaration order, each a label and the
+    physical representation that keys and row values store (see sql/enums.py). The type's
+    array type has its own id (its OID is that id's), as in CockroachDB, but no descriptor."""
+    id: int
+    name: str
+    parent_id: int  # database id
+    schema_id: int
+    array_id: int
+    members: list[tuple[str, bytes]]
+    privileges: Privileges
+    version: int = 1
+
+    kind = "type"
+
+    def to_json(self) -> dict:
+        return {"kind": "type", "id": self.id, "name": self.name, "parent_id": self.parent_id,
+                "schema_id": self.schema_id, "array_id": self.array_id,
+                "members": [[label, rep.hex()] for label, rep in self.members],
+                "privileges": self.privileges.to_json(), "version": self.version}
+
+    @classmethod
+    def from_json(cls, d: dict) -> TypeDesc:
+        return cls(d["id"], d["name"], d["parent_id"], d["schema_id"], d["array_id"],
+                   [(label, bytes.fromhex(rep)) for label, rep in d["members"]],
+                   Privileges.from_json(d["privileges"]), d.get("version", 1))
+
+
+Descriptor = DatabaseDesc | SchemaDesc | TableDesc | TypeDesc
 
 
 def descriptor_from_bytes(raw: bytes) -> Descriptor:
@@ -257,6 +330,8 @@ def descriptor_from_bytes(raw: bytes) -> Descriptor:
         return DatabaseDesc.from_json(d)
     if kind == "schema":
         return SchemaDesc.from_json(d)
+    if kind == "type":
+        return TypeDesc.from_json(d)
     raise errors.internal_error(f"unknown descriptor kind {kind}")
 
 

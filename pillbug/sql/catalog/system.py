@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pillbug.kv.txn import Txn
+from pillbug.sql import types as T
 from pillbug.sql.catalog.descriptors import (
     PUBLIC_SCHEMA,
     DatabaseDesc,
@@ -32,9 +33,12 @@ from pillbug.sql.catalog.descriptors import (
     Privileges,
     SchemaDesc,
     TableDesc,
+    TypeDesc,
     descriptor_from_bytes,
     descriptor_to_bytes,
 )
+from pillbug.sql.enums import EnumInfo
+from pillbug.sql.types import SQLType
 from pillbug.storage.store import Store
 from pillbug.util import encoding as enc
 from pillbug.util import errors
@@ -120,6 +124,8 @@ class Catalog:
         self.databases: dict[str, DatabaseDesc] = {}
         self.tables: dict[tuple[int, int, str], TableDesc] = {}
         self.schemas: dict[int, SchemaDesc] = {}
+        self.types: dict[tuple[int, int, str], TypeDesc] = {}
+        self.enum_types: dict[int, SQLType] = {}  # enum OID -> its SQLType (members resolved)
         for desc in descriptors:
             self.by_id[desc.id] = desc
             if isinstance(desc, DatabaseDesc):
@@ -128,6 +134,17 @@ class Catalog:
                 self.schemas[desc.id] = desc
             elif isinstance(desc, TableDesc):
                 self.tables[(desc.parent_id, desc.schema_id, desc.name)] = desc
+            elif isinstance(desc, TypeDesc):
+                self.types[(desc.parent_id, desc.schema_id, desc.name)] = desc
+        for tdesc in self.types.values():
+            schema = self.schemas.get(tdesc.schema_id)
+            info = EnumInfo(tdesc.id, tdesc.array_id, schema.name if schema else PUBLIC_SCHEMA,
+                            tdesc.name, tdesc.members)
+            self.enum_types[info.oid] = T.enum_type(info)
+        if self.enum_types:
+            for table in self.tables.values():
+                for col in table.columns:
+                    col.type = self._resolved(col.type)
         self.users = users
         self.members = members  # role -> {member: is_admin_option}
         self.settings = settings
@@ -146,6 +163,66 @@ class Catalog:
         if schema_id is None:
             return None
         return self.tables.get((db.id, schema_id, name))
+
+    def _resolved(self, typ: SQLType) -> SQLType:
+        """A stored column type with its enum placeholder replaced by the type's members."""
+        if typ.family == "enum" and typ.enum is None:
+            found = self.enum_types.get(typ.oid)
+            if found is None:
+                raise errors.internal_error(f"column refers to a missing type (OID {typ.oid})")
+            return found
+        if typ.family == "array" and typ.elem is not None and typ.elem.family == "enum":
+            return T.array_of(self._resolved(typ.elem))
+        return typ
+
+    # -- types --
+    def type_desc(self, db: DatabaseDesc, schema: str, name: str) -> TypeDesc | None:
+        schema_id = db.schemas.get(schema)
+        if schema_id is None:
+            return None
+        return self.types.get((db.id, schema_id, name))
+
+    def type_by_oid(self, oid: int) -> SQLType | None:
+        """A user-defined type or its array type by OID (built-in types are in types.BY_OID)."""
+        found = self.enum_types.get(oid)
+        if found is not None:
+            return found
+        for typ in self.enum_types.values():
+            assert typ.enum is not None
+            if typ.enum.array_oid == oid:
+                return T.array_of(typ)
+        return None
+
+    def resolve_type(self, database: str, names: list[str]) -> SQLType | None:
+        """The enum type a [db.][schema.]name denotes from a session in database, or None."""
+        if len(names) == 3:
+            db_name, schema = names[0], names[1]
+        elif len(names) == 2:
+            db_name, schema = database, names[0]
+        else:
+            db_name, schema = database, PUBLIC_SCHEMA
+        db = self.databases.get(db_name)
+        if db is None:
+            return None
+        desc = self.type_desc(db, schema, names[-1])
+        if desc is None:
+            return None
+        if db_name != database:
+            # as in CockroachDB: a database's objects may use only its own types
+            raise errors.feature_not_supported(
+                f"cross database type references are not supported: {'.'.join(names)}")
+        return self.enum_types[desc.id + T.ENUM_OID_OFFSET]
+
+    def type_users(self, type_id: int) -> list[tuple[TableDesc, str]]:
+        """(table, column name) of every column whose type is the type or an array of it."""
+        oid = type_id + T.ENUM_OID_OFFSET
+        out = []
+        for table in self.tables.values():
+            for col in table.columns:
+                typ = col.type.elem if col.type.family == "array" and col.type.elem else col.type
+                if typ.family == "enum" and typ.oid == oid:
+                    out.append((table, col.name))
+        return out
 
     def tables_in(self, db_id: int) -> list[TableDesc]:
         return sorted((t for t in self.tables.values() if t.parent_id == db_id), key=lambda t: t.name)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pillbug.sql import types as T
-from pillbug.sql.catalog.descriptors import DatabaseDesc, IndexDesc, TableDesc
+from pillbug.sql.catalog import foreign_keys
+from pillbug.sql.catalog.descriptors import DatabaseDesc, ForeignKeyDesc, IndexDesc, TableDesc
 from pillbug.sql.catalog.system import Catalog
 from pillbug.util import errors
 
@@ -162,7 +163,7 @@ def relation_by_oid(catalog: Catalog, oid: int) -> tuple[TableDesc, IndexDesc | 
 
 @dataclass(frozen=True, slots=True)
 class Constraint:
-    """One row of pg_constraint: a table's primary key, a unique index, or a CHECK."""
+    """One row of pg_constraint: a table's primary key, a unique index, a CHECK or a FOREIGN KEY."""
     oid: int
     name: str
     contype: str  # 'p', 'u' or 'c'
@@ -175,13 +176,18 @@ class Constraint:
         """pg_get_constraintdef(): what the constraint says, as CockroachDB prints it."""
         if self.check_expr is not None:
             return f"CHECK (({self.check_expr}))"
+        if self.contype == "f":
+            return self.columns_text
         return f"{'PRIMARY KEY' if self.contype == 'p' else 'UNIQUE'} ({self.columns_text})"
 
-    columns_text: str = ""
+    columns_text: str = ""  # a foreign key's whole definition
+    fk: ForeignKeyDesc | None = None
+    ref_table: TableDesc | None = None
 
 
-def table_constraints(table: TableDesc) -> list[Constraint]:
-    """The constraints of a table in a stable order (their OIDs depend on it)."""
+def table_constraints(table: TableDesc, catalog: Catalog | None = None) -> list[Constraint]:
+    """The constraints of a table in a stable order (their OIDs depend on it); foreign keys
+    (which name other tables) only when the catalog is given."""
     if table.is_view or table.is_sequence:
         return []
     out = []
@@ -197,6 +203,15 @@ def table_constraints(table: TableDesc) -> list[Constraint]:
         n += 1
         out.append(Constraint(constraint_oid(table, n), chk.name, "c",
                               [table.position(c) + 1 for c in chk.column_ids], None, chk.expr))
+    for fk in table.foreign_keys if catalog is not None else ():
+        n += 1
+        parent = catalog.by_id.get(fk.ref_table_id)
+        if not isinstance(parent, TableDesc):
+            continue
+        idx = foreign_keys.referenced_index(parent, fk.ref_column_ids)
+        out.append(Constraint(constraint_oid(table, n), fk.name, "f",
+                              [table.position(c) + 1 for c in fk.column_ids], idx, None,
+                              foreign_keys.definition(catalog, table, fk, show_not_valid=True), fk, parent))
     return out
 
 
@@ -206,7 +221,7 @@ def constraint_by_oid(catalog: Catalog, oid: int) -> tuple[TableDesc, Constraint
     table = catalog.by_id.get((oid - CONSTRAINT_OID_BASE) // _PER_TABLE)
     if not isinstance(table, TableDesc):
         return None
-    for con in table_constraints(table):
+    for con in table_constraints(table, catalog):
         if con.oid == oid:
             return table, con
     return None
@@ -258,8 +273,21 @@ def data_type_name(typ: T.SQLType) -> str:
     """information_schema.columns.data_type: PostgreSQL's spelling without modifiers."""
     if typ.family == "array":
         return "ARRAY"
+    if typ.family == "enum":
+        return "USER-DEFINED"
     base = typ.pg_name.split("(")[0]
     return base
+
+
+def _udt_schema(typ: T.SQLType) -> str:
+    base = typ.elem if typ.family == "array" and typ.elem is not None else typ
+    return base.enum.schema if base.enum is not None else "pg_catalog"
+
+
+def _udt_name(typ: T.SQLType) -> str:
+    if typ.family == "array" and typ.elem is not None and typ.elem.family == "enum":
+        return "_" + typ.elem.pg_name
+    return typ.pg_name.split("(")[0]
 
 
 # ---- information_schema ---------------------------------------------------------------------
@@ -317,7 +345,8 @@ def _info_columns(ctx: Any) -> Iterable[tuple]:
                    "YES" if col.nullable else "NO", data_type_name(typ), char_len,
                    char_len * 4 if char_len else None, precision, radix, scale, None,
                    None, None, None, None, None, None, None, None, None, None, None,
-                   db.name, "pg_catalog", typ.pg_name.split("(")[0], None, None, None, None, str(pos),
+                   db.name, _udt_schema(typ), _udt_name(typ),
+                   None, None, None, None, str(pos),
                    "NO", "NO", None, None, None, None, None, None, "NEVER", None,
                    "YES", "YES" if col.hidden else "NO", typ.crdb_name)
 
@@ -336,6 +365,12 @@ def _key_column_usage(ctx: Any) -> Iterable[tuple]:
                 continue
             for pos, cid in enumerate(idx.column_ids, start=1):
                 yield (db.name, schema, idx.name, db.name, schema, t.name, t.column_by_id(cid).name, pos, None)
+        for fk in t.foreign_keys:
+            parent = _catalog(ctx).by_id.get(fk.ref_table_id)
+            ref_idx = foreign_keys.referenced_index(parent, fk.ref_column_ids) if isinstance(parent, TableDesc) else None
+            for pos, (cid, ref) in enumerate(zip(fk.column_ids, fk.ref_column_ids), start=1):
+                in_unique = ref_idx.column_ids.index(ref) + 1 if ref_idx is not None else None
+                yield (db.name, schema, fk.name, db.name, schema, t.name, t.column_by_id(cid).name, pos, in_unique)
 
 
 @virtual("information_schema", "table_constraints",
@@ -352,6 +387,53 @@ def _table_constraints(ctx: Any) -> Iterable[tuple]:
                 yield (db.name, schema, idx.name, db.name, schema, t.name, "UNIQUE", "NO", "NO")
         for chk in t.checks:
             yield (db.name, schema, chk.name, db.name, schema, t.name, "CHECK", "NO", "NO")
+        for fk in t.foreign_keys:
+            yield (db.name, schema, fk.name, db.name, schema, t.name, "FOREIGN KEY", "NO", "NO")
+
+
+@virtual("information_schema", "referential_constraints",
+         "constraint_catalog text, constraint_schema text, constraint_name text, "
+         "unique_constraint_catalog text, unique_constraint_schema text, unique_constraint_name text, "
+         "match_option text, update_rule text, delete_rule text, table_name text, referenced_table_name text")
+def _referential_constraints(ctx: Any) -> Iterable[tuple]:
+    db = _db(ctx)
+    catalog = _catalog(ctx)
+    names = _schema_names(db)
+    for t, schema in _tables(ctx):
+        for fk in t.foreign_keys:
+            parent = catalog.by_id.get(fk.ref_table_id)
+            if not isinstance(parent, TableDesc):
+                continue
+            idx = foreign_keys.referenced_index(parent, fk.ref_column_ids)
+            yield (db.name, schema, fk.name, db.name, names.get(parent.schema_id, "public"),
+                   idx.name if idx is not None else None, {"s": "NONE", "f": "FULL"}.get(fk.match, "PARTIAL"),
+                   foreign_keys.ACTION_NAMES[fk.on_update], foreign_keys.ACTION_NAMES[fk.on_delete],
+                   t.name, parent.name)
+
+
+@virtual("information_schema", "constraint_column_usage",
+         "table_catalog text, table_schema text, table_name text, column_name text, "
+         "constraint_catalog text, constraint_schema text, constraint_name text")
+def _constraint_column_usage(ctx: Any) -> Iterable[tuple]:
+    db = _db(ctx)
+    catalog = _catalog(ctx)
+    names = _schema_names(db)
+    for t, schema in _tables(ctx):
+        if t.is_view or t.is_sequence:
+            continue
+        for idx in t.all_indexes():
+            if idx.unique:
+                for cid in idx.column_ids:
+                    yield (db.name, schema, t.name, t.column_by_id(cid).name, db.name, schema, idx.name)
+        for chk in t.checks:
+            for cid in chk.column_ids:
+                yield (db.name, schema, t.name, t.column_by_id(cid).name, db.name, schema, chk.name)
+        for fk in t.foreign_keys:
+            parent = catalog.by_id.get(fk.ref_table_id)
+            if isinstance(parent, TableDesc):
+                for cid in fk.ref_column_ids:
+                    yield (db.name, names.get(parent.schema_id, "public"), parent.name,
+                           parent.column_by_id(cid).name, db.name, schema, fk.name)
 
 
 @virtual("information_schema", "views",
@@ -491,6 +573,40 @@ def _pg_type(ctx: Any) -> Iterable[tuple]:
         yield (oid, name, 11, user_oid("admin"), typ.typlen, typ.typlen > 0, kind, category, False, True,
                ",", 0, elem, array_oid, 0, 0, 0, 0, 0, 0, 0, "i", "x", False, 0, -1, 0,
                100 if typ.family == "string" else 0, None, None, None)
+    yield from _enum_pg_types(ctx)
+
+
+# PostgreSQL's OIDs of the I/O functions of enums and arrays (pg_proc has no rows for them here)
+ENUM_IN, ENUM_OUT, ENUM_RECV, ENUM_SEND = 3504, 3505, 3532, 3533
+ARRAY_IN, ARRAY_OUT, ARRAY_RECV, ARRAY_SEND = 750, 751, 2400, 2401
+
+
+def _enum_types(ctx: Any) -> list[tuple[Any, T.SQLType]]:
+    """(TypeDesc, SQLType) of the current database's enum types, by OID."""
+    catalog = _catalog(ctx)
+    db = _db(ctx)
+    return sorted(((d, catalog.enum_types[d.id + T.ENUM_OID_OFFSET]) for d in catalog.types.values()
+                   if d.parent_id == db.id), key=lambda dt: dt[0].id)
+
+
+def _enum_pg_types(ctx: Any) -> Iterable[tuple]:
+    for desc, typ in _enum_types(ctx):
+        assert typ.enum is not None
+        owner = user_oid(desc.privileges.owner)
+        yield (typ.oid, desc.name, desc.schema_id, owner, -1, False, "e", "E", False, True, ",", 0, 0,
+               typ.enum.array_oid, ENUM_IN, ENUM_OUT, ENUM_RECV, ENUM_SEND, 0, 0, 0, "i", "p", False, 0,
+               -1, 0, 0, None, None, None)
+        yield (typ.enum.array_oid, "_" + desc.name, desc.schema_id, owner, -1, False, "b", "A", False,
+               True, ",", 0, typ.oid, 0, ARRAY_IN, ARRAY_OUT, ARRAY_RECV, ARRAY_SEND, 0, 0, 0, "i", "x",
+               False, 0, -1, 0, 0, None, None, None)
+
+
+@virtual("pg_catalog", "pg_enum", "oid oid, enumtypid oid, enumsortorder float4, enumlabel name")
+def _pg_enum(ctx: Any) -> Iterable[tuple]:
+    for desc, typ in _enum_types(ctx):
+        for order, (label, rep) in enumerate(desc.members, start=1):
+            # a member's OID stays the same when members are added around it or it is renamed
+            yield (zlib.crc32(rep, desc.id) | 0x8000_0000, typ.oid, float(order), label)
 
 
 def _pg_type_name(typ: T.SQLType) -> str:
@@ -569,7 +685,15 @@ def _pg_index(ctx: Any) -> Iterable[tuple]:
          "conexclop oid[], conbin text, consrc text, condef text, conparentid oid")
 def _pg_constraint(ctx: Any) -> Iterable[tuple]:
     for t, _ in _tables(ctx):
-        for con in table_constraints(t):
+        for con in table_constraints(t, _catalog(ctx)):
+            fk, parent = con.fk, con.ref_table
+            if fk is not None and parent is not None:
+                assert con.index is not None
+                yield (con.oid, con.name, t.schema_id, "f", False, False, fk.validated, t.id, 0,
+                       index_oid(parent, con.index.id), parent.id, fk.on_update, fk.on_delete, fk.match,
+                       True, 0, True, con.attnums, [parent.position(c) + 1 for c in fk.ref_column_ids],
+                       None, None, None, None, None, None, con.definition, 0)
+                continue
             indid = index_oid(t, con.index.id) if con.index is not None else 0
             yield (con.oid, con.name, t.schema_id, con.contype, False, False, True, t.id, 0, indid, 0,
                    " ", " ", " ", True, 0, True, con.attnums, None, None, None, None, None,
@@ -822,7 +946,6 @@ _empty("pg_catalog", "pg_rewrite", "oid oid, rulename name, ev_class oid, ev_typ
 # CockroachDB has no range types; drivers (asyncpg) still join pg_range when they introspect.
 _empty("pg_catalog", "pg_range", "rngtypid oid, rngsubtype oid, rngmultitypid oid, rngcollation oid, "
        "rngsubopc oid, rngcanonical regproc, rngsubdiff regproc")
-_empty("pg_catalog", "pg_enum", "oid oid, enumtypid oid, enumsortorder float4, enumlabel name")
 _empty("pg_catalog", "pg_extension", "oid oid, extname name, extowner oid, extnamespace oid, "
        "extrelocatable bool, extversion text, extconfig oid[], extcondition text[]")
 _empty("pg_catalog", "pg_foreign_table", "ftrelid oid, ftserver oid, ftoptions text[]")
@@ -910,7 +1033,10 @@ def resolve_reg(session: Any, typ: T.SQLType, name: str) -> int:
         try:
             return T.lookup(text.lower()).oid
         except errors.PgError:
-            raise errors.undefined_object(f'type "{text}" does not exist') from None
+            user_type = session.catalog.resolve_type(session.database, [p.strip('"') for p in text.split(".")])
+            if user_type is None:
+                raise errors.undefined_object(f'type "{text}" does not exist') from None
+            return user_type.oid
     if typ.oid == T.REGNAMESPACE.oid:
         db = session.current_db()
         if text in db.schemas:

@@ -21,7 +21,7 @@ LOCK_POLL_SECONDS = 0.1  # how soon a statement waiting for a row lock notices a
 class ExecCtx:
     __slots__ = ("params", "txn", "session", "outer", "subquery_cache", "_txn_time", "_statement_ns",
                  "timezone", "database", "user", "rows_affected", "catalog", "_canceled",
-                 "server_version_string", "backend_pid", "node_start_time", "ticks")
+                 "server_version_string", "backend_pid", "node_start_time", "ticks", "fk_pending")
 
     def __init__(self, session: Any, txn: Txn, params: list, catalog: Any) -> None:
         self.params = params
@@ -33,6 +33,7 @@ class ExecCtx:
         self.rows_affected = 0
         self._canceled = False
         self.ticks = 0
+        self.fk_pending: Any = None  # exec/fk.py's Pending: foreign key work left for the statement's end
         # The clocks builtins read: taken now, turned into datetimes only if a statement asks.
         self._txn_time: datetime.datetime | None = None
         self._statement_ns = time.time_ns()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from pillbug.sql import datum
 from pillbug.sql.catalog.descriptors import TableDesc
@@ -44,11 +45,24 @@ def unique_error(table: TableDesc, codec: IndexCodec, row: tuple) -> errors.PgEr
 
 
 class TableWriter:
-    """Writes rows of one table: the primary key entry and every secondary index entry."""
+    """Writes rows of one table: the primary key entry and every secondary index entry.
 
-    def __init__(self, codec: TableCodec) -> None:
+    With `fks` (exec/fk.py's TableFKs) it also reports each row it writes to the foreign keys
+    that involve the table, named by `verb` (insert, upsert, update, delete) in their errors;
+    the statement's operator then calls finish() to run their cascades and checks."""
+
+    def __init__(self, codec: TableCodec, fks: Any = None, verb: str = "insert") -> None:
         self.codec = codec
         self.table = codec.table
+        self.fks = fks
+        self.verb = verb
+
+    @staticmethod
+    def finish(ctx: ExecCtx) -> None:
+        """The end of a statement's writes: foreign key cascades and checks (exec/fk.py)."""
+        pending = ctx.fk_pending
+        if pending is not None:
+            pending.finish(ctx)
 
     def find_conflict(self, ctx: ExecCtx, row: tuple, only: IndexCodec | None = None) -> tuple[IndexCodec, bytes] | None:
         """The first unique index (and its key) where `row` collides with a stored row."""
@@ -86,6 +100,8 @@ class TableWriter:
         if conflict is not None:
             raise unique_error(self.table, conflict[0], row)
         self._put(ctx, row)
+        if self.fks is not None:
+            self.fks.inserted(ctx, row, self.verb)
 
     def _put(self, ctx: ExecCtx, row: tuple) -> None:
         txn = ctx.txn
@@ -102,6 +118,8 @@ class TableWriter:
         txn.delete(pk)
         for _, key, _ in codec.index_entries(row, pk):
             txn.delete(key)
+        if self.fks is not None:
+            self.fks.deleted(ctx, row, self.verb)
 
     def update(self, ctx: ExecCtx, old: tuple, new: tuple) -> None:
         txn = ctx.txn
@@ -126,6 +144,8 @@ class TableWriter:
                     raise unique_error(self.table, ic, new)
             txn.delete(old_key)
             txn.put(new_key, new_value)
+        if self.fks is not None:
+            self.fks.updated(ctx, old, new, self.verb)
 
 
 @dataclass(slots=True)
@@ -229,6 +249,7 @@ class Insert(Node):
             ctx.rows_affected += 1
             if returning is not None:
                 out.append(tuple(f(result_row, ctx) for f in returning))
+        writer.finish(ctx)
         yield from _emit(out)
 
     def children(self) -> list[Node]:
@@ -277,6 +298,7 @@ class Update(Node):
             if returning is not None:
                 seen = new if width is None else new + row[width:]
                 out.append(tuple(f(seen, ctx) for f in returning))
+        writer.finish(ctx)
         yield from _emit(out)
 
     def children(self) -> list[Node]:
@@ -311,6 +333,7 @@ class Delete(Node):
             ctx.rows_affected += 1
             if returning is not None:
                 out.append(tuple(f(row, ctx) for f in returning))
+        writer.finish(ctx)
         yield from _emit(out)
 
     def children(self) -> list[Node]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from pillbug.sql import types as T
 from pillbug.sql.catalog.descriptors import TableDesc
+from pillbug.sql.exec import fk as FK
 from pillbug.sql.exec import mutations as M
 from pillbug.sql.exec import nodes as N
 from pillbug.sql.exec.context import ExecCtx
@@ -21,7 +22,7 @@ from pillbug.sql.parser.front import Statement, parse_expression
 from pillbug.sql.rowenc import IndexCodec, TableCodec
 from pillbug.sql.sem import casts
 from pillbug.sql.sem.build import ExprBuilder, Scope, ScopeColumn, coerce
-from pillbug.sql.sem.expr import Cast, Compiled, Const, Expr, Subquery, conjuncts
+from pillbug.sql.sem.expr import ArrayCtor, Cast, Compiled, Const, Expr, Subquery, conjuncts
 from pillbug.util import errors
 
 
@@ -33,7 +34,8 @@ def _parsed_expression(text: str) -> dict:
 def assign_expr(e: Expr, col_name: str, col_type: T.SQLType, params: Any) -> Expr:
     """Type a value bound for a column: infer placeholders, or apply the assignment cast."""
     if e.type.family == "unknown" or (isinstance(e, Const) and e.untyped) or \
-            getattr(e, "lifted_kind", None) is not None:
+            getattr(e, "lifted_kind", None) is not None or \
+            (isinstance(e, ArrayCtor) and col_type.elem is not None and col_type.elem.family == "enum"):
         try:
             e = coerce(e, col_type, params)
         except errors.PgError as exc:
@@ -84,6 +86,17 @@ def row_checks(planner: Planner, table: TableDesc) -> M.RowChecks:
         for chk in table.checks:
             checks.append((builder.build_predicate(_parsed_expression(chk.expr)).compile(), chk.expr))
     return M.RowChecks(not_null, checks)
+
+
+def table_writer(planner: Planner, table: TableDesc, verb: str) -> M.TableWriter:
+    """A writer for a statement's target table, with the foreign keys it must honour."""
+    compiler = FK.compiler_from(planner.env.catalog, planner.env.codec,
+                                lambda t: row_checks(planner, t), lambda t: default_fns(planner, t))
+    return M.TableWriter(planner.env.codec(table), FK.plan_table(table, compiler), verb)
+
+
+def _fk_info(writer: M.TableWriter) -> list[str]:
+    return writer.fks.explain_lines() if writer.fks is not None else []
 
 
 def _returning(planner: Planner, body: dict, scope: Scope) -> tuple[list[Compiled] | None, list[ScopeColumn]]:
@@ -198,7 +211,7 @@ def plan_insert(planner: Planner, stmt: Statement) -> QueryPlan:
     checks = row_checks(planner, table)
     scope = table_scope(table, alias)
     returning, ret_cols = _returning(planner, body, scope)
-    writer = M.TableWriter(codec)
+    writer = table_writer(planner, table, "upsert" if upsert else "insert")
     node: N.Node
     if upsert:
         updated = [position[c.id] for c in target[:n_values]]
@@ -238,6 +251,7 @@ def plan_insert(planner: Planner, stmt: Statement) -> QueryPlan:
                             conflict_row, where)
     else:
         node = M.Insert(source, writer, make_row, checks, ret_cols, returning)
+    node.info = _fk_info(writer)
     return QueryPlan(node, ret_cols)
 
 
@@ -366,9 +380,9 @@ def plan_update(planner: Planner, stmt: Statement) -> QueryPlan:
             new[p] = f(row, ctx)
         return tuple(new)
     returning, ret_cols = _returning(planner, body, scope)
-    node = M.Update(source, M.TableWriter(planner.env.codec(table)), set_row, row_checks(planner, table),
-                    ret_cols, returning, width)
-    node.info = [f"set: {', '.join(table.columns[p].name for p, _ in sets)}"]
+    writer = table_writer(planner, table, "update")
+    node = M.Update(source, writer, set_row, row_checks(planner, table), ret_cols, returning, width)
+    node.info = [f"set: {', '.join(table.columns[p].name for p, _ in sets)}", *_fk_info(writer)]
     return QueryPlan(node, ret_cols)
 
 
@@ -379,6 +393,7 @@ def plan_delete(planner: Planner, stmt: Statement) -> QueryPlan:
     extra = body.get("usingClause") or []
     source, scope = _target_rows(planner, table, alias, body, hint, extra)
     returning, ret_cols = _returning(planner, body, scope)
-    node = M.Delete(source, M.TableWriter(planner.env.codec(table)), ret_cols, returning,
-                    len(table.columns) if extra else None)
+    writer = table_writer(planner, table, "delete")
+    node = M.Delete(source, writer, ret_cols, returning, len(table.columns) if extra else None)
+    node.info = _fk_info(writer)
     return QueryPlan(node, ret_cols)

@@ -16,6 +16,7 @@ This module knows nothing of the wire protocol or of sessions; it reads a PlanEn
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -312,7 +313,8 @@ class Planner:
         self.env = env
         self.params = params
         self.index_hints = index_hints or {}
-        self.bctx = BuildContext(params, plan_subquery=self._plan_subquery)
+        self.bctx = BuildContext(params, plan_subquery=self._plan_subquery,
+                                 resolve_type=functools.partial(env.catalog.resolve_type, env.database))
         self.ctes: list[dict[str, QueryPlan]] = []
         # Inside a view's query only the view's own SELECT privilege counts (as in CockroachDB):
         # a view exists to expose part of a table to users who may not read the table itself.

@@ -151,6 +151,11 @@ def _parse_one(text: str, offset: int, full: str, tokens: list) -> Statement:
         return _OwnParser(toks).statement()
     if first == "DROP" and second == "DATABASE":
         return _OwnParser(toks).statement()
+    if (first == "CREATE" and second == "TYPE" and toks.word(2) == "IF") or \
+            (first == "ALTER" and second == "TYPE" and "DROP" in (toks.word(k) for k in range(2, 8))):
+        own = _OwnParser(toks).type_statement()  # CockroachDB's additions to PostgreSQL's grammar
+        if own is not None:
+            return own
     edits: list[tuple[int, int, str]] = []  # (start, end exclusive, replacement of equal length)
     stmt = Statement("", {}, text)
     _find_additions(toks, stmt, edits)
@@ -687,6 +692,10 @@ class _OwnParser:
             return self.done(self.mk("ShowSessionUser"))
         if self.accept("SEQUENCES"):
             return self.done(self.mk("ShowSequences"))
+        if self.accept("ENUMS"):
+            return self.done(self.mk("ShowEnums", source=self.qualified_name() if self.accept("FROM") else None))
+        if self.accept("TYPES"):
+            return self.done(self.mk("ShowTypes"))
         if self.accept("JOBS"):
             return self.done(self.mk("ShowJobs"))
         if self.accept("SESSIONS") or self.accept("CLUSTER", "SESSIONS") or self.accept("LOCAL", "SESSIONS"):
@@ -702,6 +711,37 @@ class _OwnParser:
         if self.accept("SYNTAX"):
             return self.done(self.mk("ShowSyntax", text=self.name()))
         return None  # SHOW <variable>: PostgreSQL's grammar handles it
+
+    def type_statement(self) -> Statement | None:
+        """CREATE TYPE IF NOT EXISTS name AS ENUM (...) and ALTER TYPE name DROP VALUE 'x', in the
+        shape of PostgreSQL's CreateEnumStmt (plus if_not_exists) and a node of their own."""
+        if self.accept("CREATE", "TYPE", "IF", "NOT", "EXISTS"):
+            names = self.qualified_name()
+            if not self.accept("AS", "ENUM"):
+                return None
+            self.expect_token("ASCII_40")
+            labels = []
+            while not self.at_end() and self.t.name(self.k) == "SCONST":
+                labels.append(self.name())
+                if self.t.name(self.k) != "ASCII_44":
+                    break
+                self.k += 1
+            self.expect_token("ASCII_41")
+            return self.done(self.mk("CreateEnumStmt", typeName=[{"String": {"sval": n}} for n in names],
+                                     vals=[{"String": {"sval": v}} for v in labels], if_not_exists=True))
+        if self.accept("ALTER", "TYPE"):
+            names = self.qualified_name()
+            if not self.accept("DROP", "VALUE"):
+                return None
+            if self.at_end() or self.t.name(self.k) != "SCONST":
+                self.fail()
+            return self.done(self.mk("AlterEnumDropValue", type_names=names, label=self.name()))
+        return None
+
+    def expect_token(self, name: str) -> None:
+        if self.at_end() or self.t.name(self.k) != name:
+            self.fail()
+        self.k += 1
 
     def show_grants(self) -> Statement:
         on_kind = on_names = None

@@ -158,11 +158,25 @@ class BuildContext:
     params: ParamTypes
     plan_subquery: SubqueryPlanner | None = None
     resolve_type_oid: Callable[[str], int] | None = None
+    resolve_type: TypeResolver | None = None
 
 
-def type_from_node(type_name: dict) -> SQLType:
+# [db.][schema.]name of a user-defined type -> its SQLType, or None when there is no such type
+TypeResolver = Callable[[list[str]], SQLType | None]
+
+
+def type_from_node(type_name: dict, resolve: TypeResolver | None = None) -> SQLType:
     names = [n["String"]["sval"] for n in type_name.get("names", [])]
     name = ".".join(names).lower()
+    # built-in names first: pg_catalog comes first on every search path
+    if resolve is not None and name not in T.BUILTIN_NAMES and names[0] != "pg_catalog":
+        user_type = resolve(names)
+        if user_type is not None:
+            if type_name.get("typmods"):
+                raise errors.syntax_error(f"type {user_type.display} does not take modifiers")
+            for _ in type_name.get("arrayBounds", []) or []:
+                user_type = T.array_of(user_type)
+            return user_type
     mods = []
     for m in type_name.get("typmods", []) or []:
         c = m.get("A_Const", {})
@@ -568,7 +582,7 @@ class ExprBuilder:
     # ---- casts, functions, conditionals --------------------------------------------------
 
     def _TypeCast(self, body: dict) -> Expr:
-        typ = type_from_node(body["typeName"])
+        typ = type_from_node(body["typeName"], self.ctx.resolve_type)
         arg_node = body["arg"]
         arg = self.build(arg_node)
         return cast_expr(arg, typ, self.ctx.params)
@@ -595,6 +609,8 @@ class ExprBuilder:
             raise errors.PgError(errors.GROUPING_ERROR,
                                  f"aggregate functions are not allowed in {self.clause or 'this context'}")
         args = [self.build(a) for a in body.get("args", [])]
+        if name in ("enum_first", "enum_last", "enum_range") and args:
+            return _enum_function(name, args, self.ctx.params)
         if name == "pg_typeof" and len(args) == 1:
             return Const(args[0].type.pg_name if args[0].type.family != "unknown" else "unknown", T.STRING)
         if name in ("concat", "concat_ws"):
@@ -925,7 +941,11 @@ def coerce(e: Expr, typ: SQLType, params: ParamTypes) -> Expr:
             return Const(casts.cast_fn(T.UNKNOWN, typ)(e.value, None), typ)
         if e.untyped and e.type.is_numeric and typ.is_numeric and fam != tfam:
             return Const(casts.cast_fn(e.type, typ)(e.value, None), typ)
-    if fam == tfam:
+    if isinstance(e, ArrayCtor) and tfam == "array" and typ.elem is not None and typ.elem.family == "enum" \
+            and all(_is_string_literal(i) for i in e.items):
+        # ARRAY['a', 'b'] where a mood[] is wanted: its literals are labels, as in CockroachDB
+        return ArrayCtor([coerce(_as_unknown(i), typ.elem, params) for i in e.items], typ)
+    if fam == tfam and (fam != "enum" or e.type.oid == typ.oid):
         return e
     if fam == "unknown":
         return Cast(e, typ, casts.cast_fn(T.STRING, typ))
@@ -938,6 +958,38 @@ def coerce(e: Expr, typ: SQLType, params: ParamTypes) -> Expr:
         return e
     raise errors.datatype_mismatch(
         f"expected {typ.display} but found {e.type.display}")
+
+
+def _enum_function(name: str, args: list[Expr], params: ParamTypes) -> Expr:
+    """enum_first/enum_last/enum_range: they answer from their argument's type, not its value
+    (enum_range(NULL::mood) is every member of mood)."""
+    if len(args) == 2 and name == "enum_range":
+        known = args[0].type if args[0].type.family != "unknown" else args[1].type
+        args = [coerce(a, known, params) for a in args]
+    typ = args[0].type
+    if typ.enum is None or len(args) > (2 if name == "enum_range" else 1) or \
+            any(a.type.oid != typ.oid for a in args):
+        sig = ", ".join(a.type.display for a in args)
+        raise errors.undefined_function(f"unknown signature: {name}({sig})")
+    values = list(typ.enum.values)
+    if name == "enum_first":
+        return Const(values[0] if values else None, typ)
+    if name == "enum_last":
+        return Const(values[-1] if values else None, typ)
+    if len(args) == 1:
+        return Const(values, T.array_of(typ))
+
+    def enum_range(lo: Any, hi: Any) -> list:
+        return [v for v in values if (lo is None or v >= lo) and (hi is None or v <= hi)]
+    return Call(name, args, T.array_of(typ), enum_range, strict=False)
+
+
+def _is_string_literal(e: Expr) -> bool:
+    return (isinstance(e, Const) and e.type.family == "string") or (isinstance(e, Param) and e.lifted_kind == "s")
+
+
+def _as_unknown(e: Expr) -> Expr:
+    return Const(e.value, T.UNKNOWN) if isinstance(e, Const) else e
 
 
 def cast_expr(arg: Expr, typ: SQLType, params: ParamTypes) -> Expr:

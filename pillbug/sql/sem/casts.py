@@ -277,6 +277,8 @@ def assignment_fn(src: SQLType, dst: SQLType) -> CastImpl | None:
     """
     sf, df = src.family, dst.family
     if sf == df:
+        if df == "enum" and src.oid != dst.oid:
+            raise errors.datatype_mismatch(f"value type {src.display} doesn't match type {dst.display}")
         if df == "int":
             if dst.width == 64:
                 return None

@@ -582,6 +582,8 @@ _COMPARABLE_GROUPS = [
 
 def comparable(a: SQLType, b: SQLType) -> bool:
     fa, fb = a.family, b.family
+    if fa == "enum" and fb == "enum":
+        return a.oid == b.oid  # two enum types' members have no order between them
     if fa == fb or "unknown" in (fa, fb) or "any" in (fa, fb):
         return True
     return any(fa in g and fb in g for g in _COMPARABLE_GROUPS)

@@ -25,11 +25,11 @@ from pillbug.util import errors
 # ---- types ----------------------------------------------------------------------------------
 
 
-@fn("format_type", ("oid", "int"), T.STRING, strict=False)
-def _format_type(oid: int | None, typmod: int | None) -> str | None:
+@fn("format_type", ("oid", "int"), T.STRING, strict=False, needs_ctx=True)
+def _format_type(ctx: Any, oid: int | None, typmod: int | None) -> str | None:
     if oid is None:
         return None
-    typ = T.BY_OID.get(oid)
+    typ = T.BY_OID.get(oid) or _catalog(ctx).type_by_oid(oid)  # built in, or an enum
     if typ is None:
         return "???"
     if typmod is None and typ.oid == 1042:
@@ -227,10 +227,17 @@ def _relation_named(catalog: Catalog, db: DatabaseDesc, schema_id: int, name: st
     return any(t.find_index(name) is not None for t in catalog.tables_in(db.id) if t.schema_id == schema_id)
 
 
-@fn("pg_type_is_visible", ("oid",), T.BOOL)
-def _pg_type_is_visible(oid: int) -> bool | None:
-    # Every type lives in pg_catalog, which is always searched first.
-    return True if oid in T.BY_OID else None
+@fn("pg_type_is_visible", ("oid",), T.BOOL, needs_ctx=True)
+def _pg_type_is_visible(ctx: Any, oid: int) -> bool | None:
+    # Built-in types live in pg_catalog, which is always searched first; an enum is visible when
+    # its schema is on the search path.
+    if oid in T.BY_OID:
+        return True
+    typ = _catalog(ctx).type_by_oid(oid)
+    if typ is None:
+        return None
+    base = typ.elem if typ.family == "array" and typ.elem is not None else typ
+    return base.enum is not None and base.enum.schema in virtual.search_path(ctx.session)
 
 
 @fn("pg_function_is_visible", ("oid",), T.BOOL)
