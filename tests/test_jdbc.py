@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 
-import psycopg2
 import pytest
 from conftest import ADMIN_PASSWORD, ADMIN_USER, ROOT, Node
 
@@ -97,21 +96,7 @@ def test_primary_keys_and_indexes(node: Node, classes: str, schema: str) -> None
     assert of(rows, "imported_keys") == []
 
 
-def fk_supported(node: Node, database: str) -> bool:
-    try:
-        node.sql("CREATE TABLE fk_probe_parent (id INT PRIMARY KEY)",
-                 "CREATE TABLE fk_probe_child (id INT PRIMARY KEY, p INT REFERENCES fk_probe_parent (id))",
-                 database=database)
-    except psycopg2.errors.FeatureNotSupported:
-        return False
-    finally:
-        node.sql("DROP TABLE IF EXISTS fk_probe_child", "DROP TABLE IF EXISTS fk_probe_parent", database=database)
-    return True
-
-
 def test_imported_keys(node: Node, classes: str, schema: str) -> None:
-    if not fk_supported(node, schema):
-        pytest.xfail("FOREIGN KEY constraints are not implemented yet (branch fk)")
     node.sql("CREATE TABLE stock_moves (id INT PRIMARY KEY, region STRING, sku STRING, qty INT, "
              "CONSTRAINT moves_product_fk FOREIGN KEY (region, sku) REFERENCES products (region, sku))",
              database=schema)
