@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pillbug.sql import ddl
+from pillbug.sql import ddl, unsupported
 from pillbug.sql import types as T
 from pillbug.sql.catalog import system
 from pillbug.sql.catalog.descriptors import PUBLIC_SCHEMA, DatabaseDesc, TableDesc, TypeDesc
@@ -223,7 +223,8 @@ def alter_owner(session: Any, stmt: Statement) -> str:
     """ALTER TYPE ... OWNER TO role (the only ALTER ... OWNER TO supported so far)."""
     body = stmt.node
     if body["objectType"] != "OBJECT_TYPE":
-        raise errors.feature_not_supported(f"ALTER {body['objectType'][7:]} ... OWNER TO is not supported")
+        raise errors.unimplemented(
+            f"ALTER {unsupported.OBJECT_TYPES.get(body['objectType'], 'this object')} ... OWNER TO is not supported")
     desc = _resolve(session, _names(body["object"]["List"]["items"]))
     assert desc is not None
     _check_owner(session, desc)
@@ -247,7 +248,7 @@ def alter_owner(session: Any, stmt: Statement) -> str:
 def drop_types(session: Any, stmt: Statement) -> str:
     body = stmt.node
     if body.get("behavior") == "DROP_CASCADE":
-        raise errors.feature_not_supported("DROP TYPE CASCADE is not yet supported")
+        raise errors.unimplemented("DROP TYPE CASCADE is not supported")
     catalog = session.catalog
     for obj in body["objects"]:
         names = _names(obj["TypeName"]["names"])

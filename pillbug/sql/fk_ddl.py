@@ -46,9 +46,9 @@ def add_foreign_key(session: Any, table: TableDesc, con: dict,
     for a self-reference) and add it; returns the constraint and whether an index was added
     for its columns. Existing rows are not looked at (see validate)."""
     if con.get("deferrable") or con.get("initdeferred"):
-        raise errors.feature_not_supported("DEFERRABLE foreign key constraints are not supported")
+        raise errors.unimplemented("DEFERRABLE foreign key constraints are not supported")
     if con.get("fk_matchtype") == "p":
-        raise errors.feature_not_supported("MATCH PARTIAL is not supported")
+        raise errors.unimplemented("MATCH PARTIAL is not supported")
     col_names = [n["String"]["sval"] for n in con.get("fk_attrs") or []]
     cols = [table.column(n) for n in col_names]
     if len(set(col_names)) != len(col_names):
