@@ -7,7 +7,9 @@ choices field, DecimalField, DateTimeField, JSONField, unique_together and an in
 then an ORM script (create, filter, select_related, prefetch_related, annotate(Count),
 aggregate(Sum, Avg), bulk_create, update, delete, transaction.atomic with a rollback) whose
 printed results the test checks, then a second migration (AlterField, AddField, unique_together
-changes) and `migrate shop zero`.
+changes), a third (renames, removals, constraints) with a migration back and forward, and
+`migrate shop zero`; then the admin site (changelists with filters, search and date hierarchy,
+change, add and delete pages) through Django's test client, over the same database.
 
 django-cockroachdb sends, among others: crdb_internal.increment_feature_counter() first thing,
 SET enable_experimental_alter_column_type_general for AlterField, SELECT ... FROM unnest(%s::int[],
@@ -330,19 +332,64 @@ def test_django_chain(tmp_path, node: Node, db: str) -> None:
     """The whole chain with default settings: auth, contenttypes, sessions, admin, messages and
     shop, foreign keys with their constraints."""
     check_chain(tmp_path, node, db, FULL_APPS, constraints=True)
-    env = write_project(tmp_path / "again", node, db, FULL_APPS, constraints=True)
+    # The admin site over the same database: its changelists (filters, search, date hierarchy),
+    # change and delete pages, an add and a delete through the admin (with its LogEntry rows).
+    again = tmp_path / "again"
+    env = write_project(again, node, db, FULL_APPS, constraints=True)
+    django(again, env, "makemigrations", "shop")
+    django(again, env, "migrate")
+    (again / "settings.py").write_text((again / "settings.py").read_text()
+                                       + 'ROOT_URLCONF = "urls"\nALLOWED_HOSTS = ["*"]\n')
+    (again / "urls.py").write_text("from django.contrib import admin\nfrom django.urls import path\n"
+                                   "urlpatterns = [path('admin/', admin.site.urls)]\n")
+    (again / "shop" / "admin.py").write_text(textwrap.dedent("""
+        from django.contrib import admin
+        from .models import Category, Order, Product, Tag
+
+        @admin.register(Product)
+        class ProductAdmin(admin.ModelAdmin):
+            list_display = ("name", "sku", "category", "status", "price")
+            list_filter = ("status", "category", "created")
+            search_fields = ("name", "sku")
+            date_hierarchy = "created"
+
+        admin.site.register([Category, Order, Tag])
+    """))
     script = textwrap.dedent("""
+        import decimal
         import django
         django.setup()
+        from django.contrib.admin.models import LogEntry
         from django.contrib.auth.models import Group, Permission, User
+        from django.test import Client
+        from django.test.utils import setup_test_environment
+        from shop.models import Category, Product
+        setup_test_environment()
         u = User.objects.create_user("u1", "u1@example.org", "pw")
         g = Group.objects.create(name="g1")
         u.groups.add(g)
         g.permissions.add(*Permission.objects.filter(codename__startswith="add_"))
-        print(len(User.objects.get(username="u1").get_all_permissions()) > 0)
+        assert len(User.objects.get(username="u1").get_all_permissions()) > 0
+        User.objects.create_superuser("boss", "boss@example.org", "pw")
+        cat = Category.objects.create(name="tools")
+        p = Product.objects.create(name="saw", sku="s1", category=cat, price=decimal.Decimal("12.50"))
+        client = Client()
+        assert client.login(username="boss", password="pw")
+        for url in ["/admin/", "/admin/shop/product/", "/admin/shop/product/?status__exact=draft",
+                    "/admin/shop/product/?q=saw", "/admin/shop/product/?created__year=2026",
+                    "/admin/shop/category/", "/admin/auth/user/", f"/admin/shop/product/{p.pk}/change/",
+                    "/admin/shop/product/add/", f"/admin/shop/category/{cat.pk}/delete/"]:
+            response = client.get(url)
+            assert response.status_code == 200, (url, response.status_code)
+        assert b"saw" in client.get("/admin/shop/product/?q=saw").content
+        assert client.post("/admin/shop/category/add/", {"name": "made-in-admin"}).status_code == 302
+        made = Category.objects.get(name="made-in-admin")
+        assert client.post(f"/admin/shop/category/{made.pk}/delete/", {"post": "yes"}).status_code == 302
+        assert not Category.objects.filter(name="made-in-admin").exists()
+        print(LogEntry.objects.count())
     """)
-    (tmp_path / "again" / "auth_script.py").write_text(script)
-    proc = subprocess.run([sys.executable, "auth_script.py"], cwd=tmp_path / "again", env=env,
+    (again / "admin_script.py").write_text(script)
+    proc = subprocess.run([sys.executable, "admin_script.py"], cwd=again, env=env,
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.strip() == "True"
+    assert proc.stdout.strip() == "2"  # the addition and the deletion
