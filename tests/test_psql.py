@@ -170,6 +170,23 @@ def test_list_roles_schemas_and_databases(node: Node, db: str) -> None:
     assert databases[db][1:4] == ["root", "UTF8", "C.UTF-8"]
 
 
+def test_list_functions(node: Node, db: str) -> None:
+    """\\df lists functions from pg_proc (its result and argument types from
+    pg_get_function_result and pg_get_function_arguments); \\dfa lists aggregates."""
+    out = psql(node, db, "\\df\n\\df upper\n\\dfa count\n\\df crdb_internal.*\n\\dfS generate_series\n").stdout
+    listings = out.split("List of functions")
+    assert len(listings) == 6, out
+    assert "(0 rows)" in listings[1]  # no user-defined functions
+    upper = table_rows("List of functions" + listings[2], "List of functions")
+    assert upper == [["pg_catalog", "upper", "text", "text", "func"]]
+    count = table_rows("List of functions" + listings[3], "List of functions")
+    assert count == [["pg_catalog", "count", "bigint", "anyelement", "agg"]]
+    internal = {row[1]: row for row in table_rows("List of functions" + listings[4], "List of functions")}
+    assert internal["increment_feature_counter"][2:] == ["boolean", "text", "func"]
+    series = table_rows("List of functions" + listings[5], "List of functions")
+    assert ["pg_catalog", "generate_series", "SETOF bigint", "bigint, bigint", "func"] in series
+
+
 def test_ordinary_queries_transactions_and_copy(node: Node, accounts_db: str) -> None:
     script = """
 INSERT INTO accounts (id, owner, email, balance) VALUES (1, 'ann', 'ann@example.com', 10.5), (2, 'bob', NULL, 0);
