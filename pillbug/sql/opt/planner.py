@@ -707,7 +707,10 @@ class Planner:
                     raise errors.PgError(errors.INVALID_COLUMN_REFERENCE,
                                          "SELECT * with no tables specified is not valid")
                 if builder.grouping is not None:
-                    for _, c in scope.star(table):
+                    # t.* after GROUP BY names the input's columns (each then grouped, or
+                    # determined by a grouped primary key), not the aggregation's output
+                    assert isinstance(builder.grouping, AggHook)
+                    for _, c in builder.grouping.input_scope.star(table):
                         exprs.append(builder.build({"ColumnRef": {"fields": [{"String": {"sval": c.name}}]}}) if table is None
                                      else builder.build({"ColumnRef": {"fields": [{"String": {"sval": table}}, {"String": {"sval": c.name}}]}}))
                         names.append(c.name)
