@@ -54,10 +54,10 @@ def of(rows: list[dict[str, str]], call: str, table: str | None = None) -> list[
 @pytest.fixture
 def schema(node: Node, db: str) -> str:
     node.sql("CREATE TABLE products (sku STRING, region STRING, name VARCHAR(40) NOT NULL, "
-             "price DECIMAL(8, 2) DEFAULT 0, stock INT, PRIMARY KEY (region, sku))",
+             "price DECIMAL(8, 2) DEFAULT 0, stock INT, tags STRING[], PRIMARY KEY (region, sku))",
              "CREATE UNIQUE INDEX products_name_key ON products (name)",
              "CREATE INDEX products_stock_price_idx ON products (stock DESC, price)",
-             "INSERT INTO products VALUES ('a', 'eu', 'apple', 1.50, 3), ('b', 'us', 'pear', 2, 1)",
+             "INSERT INTO products VALUES ('a', 'eu', 'apple', 1.50, 3, NULL), ('b', 'us', 'pear', 2, 1, ARRAY['x'])",
              database=db)
     return db
 
@@ -67,8 +67,10 @@ def test_tables_and_columns(node: Node, classes: str, schema: str) -> None:
     assert of(rows, "tables") == [{"call": "tables", "TABLE_SCHEM": "public", "TABLE_NAME": "products",
                                    "TABLE_TYPE": "TABLE"}]
     columns = {r["COLUMN_NAME"]: r for r in of(rows, "columns")}
-    assert list(columns) == ["sku", "region", "name", "price", "stock"]
-    assert [columns[c]["ORDINAL_POSITION"] for c in columns] == ["1", "2", "3", "4", "5"]
+    assert list(columns) == ["sku", "region", "name", "price", "stock", "tags"]
+    assert [columns[c]["ORDINAL_POSITION"] for c in columns] == ["1", "2", "3", "4", "5", "6"]
+    # an array column is java.sql.Types.ARRAY: pgjdbc tells arrays by pg_type.typinput = 'array_in'::regproc
+    assert (columns["tags"]["TYPE_NAME"], columns["tags"]["DATA_TYPE"]) == ("_text", "2003")
     assert (columns["name"]["TYPE_NAME"], columns["name"]["DATA_TYPE"], columns["name"]["COLUMN_SIZE"]) == \
         ("varchar", "12", "40")
     assert columns["name"]["IS_NULLABLE"] == "NO"
@@ -78,6 +80,19 @@ def test_tables_and_columns(node: Node, classes: str, schema: str) -> None:
     assert (columns["stock"]["TYPE_NAME"], columns["stock"]["DATA_TYPE"]) == ("int8", "-5")  # BIGINT
     assert columns["sku"]["TYPE_NAME"] == "text"
     assert of(rows, "count") == [{"call": "count", "products": "2"}]
+
+
+def test_schemas_types_functions_and_keywords(node: Node, classes: str, schema: str) -> None:
+    rows = metadata(node, classes, schema, "products")
+    assert {"public", "pg_catalog", "information_schema", "crdb_internal"} <= \
+        {r["TABLE_SCHEM"] for r in of(rows, "schemas")}
+    types = {r["TYPE_NAME"]: r["DATA_TYPE"] for r in of(rows, "type_info")}
+    assert (types["int8"], types["text"], types["numeric"], types["_int8"], types["bool"]) == \
+        ("-5", "12", "2", "2003", "-7")
+    assert of(rows, "functions") == [{"call": "functions", "FUNCTION_SCHEM": "pg_catalog", "FUNCTION_NAME": "upper"}]
+    # pg_get_keywords(): the keywords that are not SQL:2003's
+    keywords = of(rows, "keywords")[0]["sql"].split(",")
+    assert "analyse" in keywords and "select" not in keywords
 
 
 def test_primary_keys_and_indexes(node: Node, classes: str, schema: str) -> None:

@@ -21,6 +21,10 @@ public class MetaData {
             DatabaseMetaData md = conn.getMetaData();
             System.out.println("product|name=" + md.getDatabaseProductName()
                 + "|version=" + md.getDatabaseProductVersion());
+            print("schemas", md.getSchemas(), "TABLE_SCHEM");
+            print("type_info", md.getTypeInfo(), "TYPE_NAME", "DATA_TYPE");
+            print("functions", md.getFunctions(null, "pg_catalog", "upper"), "FUNCTION_SCHEM", "FUNCTION_NAME");
+            System.out.println("keywords|sql=" + md.getSQLKeywords());
             for (int i = 3; i < args.length; i++) {
                 String table = args[i];
                 print("tables", md.getTables(null, "public", table, new String[] {"TABLE", "VIEW"}),

@@ -559,6 +559,7 @@ def _pg_am(ctx: Any) -> Iterable[tuple]:
          "typndims int4, typcollation oid, typdefaultbin text, typdefault text, typacl text[]")
 def _pg_type(ctx: Any) -> Iterable[tuple]:
     seen = set()
+    array_io = (resolve_proc("array_in", False), resolve_proc("array_out", False))
     for oid, typ in sorted(T.BY_OID.items()):
         if oid in seen:
             continue
@@ -570,8 +571,9 @@ def _pg_type(ctx: Any) -> Iterable[tuple]:
                     "date": "D", "timestamp": "D", "timestamptz": "D", "interval": "T", "array": "A",
                     "uuid": "U", "jsonb": "U", "oid": "N"}.get(typ.family, "U")
         kind = "p" if typ.family in ("void", "record", "any", "trigger", "unknown") else "b"
+        io_in, io_out = array_io if elem and oid not in (22, 30) else (0, 0)
         yield (oid, name, 11, user_oid("admin"), typ.typlen, typ.typlen > 0, kind, category, False, True,
-               ",", 0, elem, array_oid, 0, 0, 0, 0, 0, 0, 0, "i", "x", False, 0, -1, 0,
+               ",", 0, elem, array_oid, io_in, io_out, 0, 0, 0, 0, 0, "i", "x", False, 0, -1, 0,
                100 if typ.family == "string" else 0, None, None, None)
     yield from _enum_pg_types(ctx)
 
@@ -842,6 +844,9 @@ _FAMILY_OIDS = {"int": 20, "float": 701, "decimal": 1700, "string": 25, "bool": 
                 "timestamp": 1114, "timestamptz": 1184, "interval": 1186, "uuid": 2950, "jsonb": 3802,
                 "oid": 26, "time": 1083, "string_array": 1009, "array": T.ANYARRAY.oid, "any": T.ANY.oid,
                 "inet": 869}
+# The type input and output functions pg_type.typinput/typoutput name for arrays: pgjdbc tells
+# arrays from other types by typinput = 'array_in'::regproc. They cannot be called.
+_IO_PROCS = {"array_in": ((25, 26, 23), T.ANYARRAY.oid), "array_out": ((T.ANYARRAY.oid,), 25)}
 PROC_OID_BASE = 5_000_000  # builtins' OIDs count up from here, in name order
 INTERNAL_LANGUAGE = 12  # pg_language's "internal": builtins are written in the server's language
 _PROCS: list[BuiltinProc] = []
@@ -857,11 +862,16 @@ def builtin_procs() -> list[BuiltinProc]:
         entries: list[tuple[str, Any]] = [(name, d) for name, d in builtins.FUNCTIONS.items()]
         entries += [(name, a) for name, a in builtins.AGGREGATES.items()]
         entries += [(name, None) for name in RANKING | NAVIGATION]
+        entries += [(name, "io") for name in _IO_PROCS]
         oid = PROC_OID_BASE
         for name, d in sorted(entries, key=lambda e: e[0]):
             schema, _, proname = name.rpartition(".")
             schema = schema or "pg_catalog"
-            if d is None:
+            if d == "io":
+                oid += 1
+                args, ret = _IO_PROCS[name]
+                _PROCS.append(BuiltinProc(oid, schema, proname, args, ret, "f"))
+            elif d is None:
                 oid += 1
                 ret = 20 if name in ("row_number", "rank", "dense_rank", "ntile") else \
                     701 if name in ("percent_rank", "cume_dist") else T.ANY.oid
@@ -886,6 +896,22 @@ def builtin_procs() -> list[BuiltinProc]:
 def builtin_proc(oid: int) -> BuiltinProc | None:
     builtin_procs()
     return _PROCS_BY_OID.get(oid)
+
+
+def resolve_proc(text: str, with_args: bool) -> int:
+    """'upper'::regproc, 'pg_catalog.upper(text)'::regprocedure: a builtin's name to its OID."""
+    name, _, arglist = text.partition("(")
+    parts = [p.strip().strip('"').lower() for p in name.split(".")]
+    schema = parts[0] if len(parts) > 1 else None
+    candidates = [p for p in builtin_procs() if p.name == parts[-1] and schema in (None, p.schema)]
+    if with_args and arglist:
+        wanted = [T.lookup(a.strip().lower()).oid for a in arglist.rstrip(") ").split(",") if a.strip()]
+        candidates = [p for p in candidates if list(p.arg_types) == wanted]
+    if not candidates:
+        raise errors.undefined_function(f"unknown function: {text.strip()}()")
+    if len(candidates) > 1:
+        raise errors.PgError(errors.AMBIGUOUS_FUNCTION, f"more than one function named '{text.strip()}'")
+    return candidates[0].oid
 
 
 def _return_oid(returns: Any, arg_oids: tuple[int, ...]) -> int:
@@ -1044,6 +1070,8 @@ def resolve_reg(session: Any, typ: T.SQLType, name: str) -> int:
         if text in SCHEMA_OIDS:
             return SCHEMA_OIDS[text]
         raise errors.PgError(errors.INVALID_SCHEMA_NAME, f'schema "{text}" does not exist')
+    if typ.oid in (T.REGPROC.oid, T.REGPROCEDURE.oid):
+        return resolve_proc(text, typ.oid == T.REGPROCEDURE.oid)
     if typ.oid == T.REGROLE.oid:
         if text not in session.catalog_or_latest().users:
             raise errors.undefined_object(f'role "{text}" does not exist')

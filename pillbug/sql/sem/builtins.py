@@ -1344,6 +1344,22 @@ def _pg_expandarray(a: list) -> list[tuple]:
     return [(x, i) for i, x in enumerate(a, 1)]
 
 
+def _keywords_row(types: list[SQLType]) -> list[tuple[str, SQLType]]:
+    return [("word", T.STRING), ("catcode", T.CHAR_INTERNAL), ("catdesc", T.STRING)]
+
+
+@fn("pg_get_keywords", (), T.RECORD, srf=True, srf_row=_keywords_row)
+def _pg_get_keywords() -> list[tuple]:
+    """The SQL keywords and their categories (pgjdbc's getSQLKeywords asks): PostgreSQL's
+    grammar's, which pglast carries."""
+    from pglast import keywords
+    categories = [(keywords.UNRESERVED_KEYWORDS, "U", "unreserved"),
+                  (keywords.COL_NAME_KEYWORDS, "C", "unreserved (cannot be function or type name)"),
+                  (keywords.TYPE_FUNC_NAME_KEYWORDS, "T", "reserved (can be function or type name)"),
+                  (keywords.RESERVED_KEYWORDS, "R", "reserved")]
+    return sorted((word, code, desc) for words, code, desc in categories for word in words)
+
+
 @fn("generate_series", ("int", "int"), T.INT8, srf=True, srf_columns=["generate_series"])
 def _generate_series(start: int, stop: int) -> Any:
     return _generate_series3(start, stop, 1)
