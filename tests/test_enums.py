@@ -222,3 +222,14 @@ def test_sqlalchemy_enum_create_reflect_drop(node: Node, db: str, driver: str) -
         engine.dispose()
     rows = node.sql("SELECT typname FROM pg_type WHERE typname IN ('pet_mood', 'pet_kind')", database=db)
     assert rows == []
+
+
+def test_psql_describes_enum_types(node: Node, db: str) -> None:
+    from test_psql import psql
+    _setup(node, db)
+    out = psql(node, db, "\\dT+\n").stdout
+    cells = [c.strip() for c in next(line for line in out.splitlines() if "| mood" in line).split("|")]
+    assert cells[:4] == ["public", "mood", "mood", "var"] and cells[4].startswith("sad") and cells[5] == "root"
+    assert "ok" in out and "happy" in out  # the other members, one a line
+    described = psql(node, db, "\\d feelings\n").stdout
+    assert ["m", "mood"] in [[c.strip() for c in line.split("|")[:2]] for line in described.splitlines()]
