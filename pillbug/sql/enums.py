@@ -142,8 +142,7 @@ def initial_reps(n: int) -> list[bytes]:
 
 
 def check_label(label: str) -> None:
-    if not label:
-        raise errors.PgError(errors.INVALID_PARAMETER_VALUE, "invalid enum label \"\": must be 1 to 63 bytes")
+    """PostgreSQL's limit on labels (the empty label is allowed, as there)."""
     if len(label.encode()) > MAX_LABEL_BYTES:
         raise errors.PgError(errors.INVALID_PARAMETER_VALUE,
-                             f'invalid enum label "{label}": must be 63 bytes or less')
+                             f'invalid enum label "{label}": labels must be {MAX_LABEL_BYTES} bytes or less')
