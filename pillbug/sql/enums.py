@@ -21,7 +21,7 @@ from pillbug.util import errors
 # User-defined types' OIDs are their descriptor ids plus this offset, as in CockroachDB: they
 # never collide with PostgreSQL's built-in type OIDs nor with relation OIDs (descriptor ids).
 OID_OFFSET = 100_000
-MAX_LABEL_BYTES = 63  # NAMEDATALEN - 1, as PostgreSQL and CockroachDB limit enum labels
+MAX_LABEL_BYTES = 63  # NAMEDATALEN - 1, PostgreSQL's limit on enum labels
 
 
 class EnumValue:
@@ -99,9 +99,6 @@ class EnumInfo:
         if v is None:
             raise errors.internal_error(f"enum {self.name} has no member with representation {rep.hex()}")
         return v
-
-    def find(self, label: str) -> EnumValue | None:
-        return self._by_label.get(label)
 
 
 def rep_between(lo: bytes, hi: bytes | None) -> bytes:
