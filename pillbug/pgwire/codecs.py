@@ -49,7 +49,7 @@ def _utf8(s: str) -> bytes:
 
 def text_encoder(typ: SQLType, tz: datetime.tzinfo = UTC) -> Encoder:
     fam = typ.family
-    if fam in ("int", "oid"):
+    if fam in ("int", "oid") and typ.oid != T.REGPROC.oid:  # a regproc prints as a name
         return lambda v: str(v).encode()
     if fam == "string" or fam == "unknown":
         return _utf8

@@ -328,9 +328,22 @@ def format_array(v: list, elem: SQLType) -> str:
     return "{" + ",".join(out) + "}"
 
 
+# PostgreSQL's pg_proc OIDs of the type I/O functions that pg_type's regproc columns name; a
+# regproc prints as its function's name ("-" for none), as in PostgreSQL, so that a client's
+# typinput = 'array_in'::regproc (pgjdbc) or a reader of typinput sees enum_in, array_in, ...
+REGPROC_NAMES = {0: "-", 750: "array_in", 751: "array_out", 2400: "array_recv", 2401: "array_send",
+                 3504: "enum_in", 3505: "enum_out", 3532: "enum_recv", 3533: "enum_send"}
+
+
+def format_regproc(v: int) -> str:
+    return REGPROC_NAMES.get(v, str(v))
+
+
 def format_text(v: Any, typ: SQLType, tz: datetime.tzinfo = UTC) -> str:
     """The PostgreSQL text output of a non-NULL value of type typ."""
     fam = typ.family
+    if typ.oid == 24:  # regproc
+        return format_regproc(v)
     if fam == "int" or fam == "oid":
         return str(int(v))
     if fam == "string":
@@ -367,6 +380,8 @@ def format_text(v: Any, typ: SQLType, tz: datetime.tzinfo = UTC) -> str:
 def value_formatter(typ: SQLType, tz: datetime.tzinfo = UTC) -> Callable[[Any], str]:
     """A fast text formatter for one type (used once per column, then per value)."""
     fam = typ.family
+    if typ.oid == 24:  # regproc
+        return format_regproc
     if fam in ("int", "oid"):
         return str
     if fam == "string":

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from pillbug.sql import datum
 from pillbug.sql import types as T
 from pillbug.sql.catalog import foreign_keys
 from pillbug.sql.catalog.descriptors import DatabaseDesc, ForeignKeyDesc, IndexDesc, TableDesc
@@ -569,8 +570,9 @@ def _pg_type(ctx: Any) -> Iterable[tuple]:
         category = {"int": "N", "float": "N", "decimal": "N", "string": "S", "bool": "B", "bytes": "U",
                     "date": "D", "timestamp": "D", "timestamptz": "D", "interval": "T", "array": "A",
                     "uuid": "U", "jsonb": "U", "oid": "N"}.get(typ.family, "U")
+        io = (ARRAY_IN, ARRAY_OUT, ARRAY_RECV, ARRAY_SEND) if elem else (0, 0, 0, 0)
         yield (oid, name, 11, user_oid("admin"), typ.typlen, typ.typlen > 0, "b", category, False, True,
-               ",", 0, elem, array_oid, 0, 0, 0, 0, 0, 0, 0, "i", "x", False, 0, -1, 0,
+               ",", 0, elem, array_oid, *io, 0, 0, 0, "i", "x", False, 0, -1, 0,
                100 if typ.family == "string" else 0, None, None, None)
     yield from _enum_pg_types(ctx)
 
@@ -944,6 +946,12 @@ def resolve_reg(session: Any, typ: T.SQLType, name: str) -> int:
             if user_type is None:
                 raise errors.undefined_object(f'type "{text}" does not exist') from None
             return user_type.oid
+    if typ.oid == T.REGPROC.oid:
+        proc = text.lower().removeprefix("pg_catalog.")
+        for oid, proc_name in datum.REGPROC_NAMES.items():
+            if proc_name == proc:
+                return oid
+        raise errors.undefined_function(f"unknown function: {text}()")
     if typ.oid == T.REGNAMESPACE.oid:
         db = session.current_db()
         if text in db.schemas:
