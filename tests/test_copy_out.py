@@ -337,3 +337,81 @@ def test_psql_backslash_copy_to(node, typed, tmp_path):
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "1\t2\n2\t3\n3\t4\n"
+
+
+# ---- binary COPY FROM: the PGCOPY stream, split anywhere, and its errors --------------------
+
+def _pgcopy(rows: list[tuple[bytes | None, ...]], trailer: bool = True) -> bytes:
+    out = [b"PGCOPY\n\xff\r\n\x00", struct.pack(">ii", 0, 0)]
+    for row in rows:
+        out.append(struct.pack(">h", len(row)))
+        for field in row:
+            out.append(b"\xff\xff\xff\xff" if field is None else struct.pack(">i", len(field)) + field)
+    if trailer:
+        out.append(b"\xff\xff")
+    return b"".join(out)
+
+
+def _int8(v: int) -> bytes:
+    return struct.pack(">q", v)
+
+
+def test_binary_copy_in_split_into_tiny_chunks(node, typed):
+    """Every split point of the stream, down to one byte per CopyData, parses the same."""
+    stream = _pgcopy([(_int8(100), "hundred ü".encode()), (_int8(101), None)])
+    # A header extension (which a reader must skip) and no trailer (PostgreSQL accepts that).
+    stream = stream[:15] + struct.pack(">i", 5) + b"extra" + stream[19:-2]
+    conn = RawConnection(node.host, node.port, node.certs_dir)
+    try:
+        conn.login(database=typed)
+        conn.send(query("COPY typed (k, s) FROM STDIN WITH BINARY"))
+        msgs = conn.read_until(b"G")
+        assert msgs[-1] == (b"G", b"\x01\x00\x02\x00\x01\x00\x01")
+        conn.send(b"".join(message(b"d", stream[i:i + 1]) for i in range(len(stream))) + message(b"c"))
+        msgs = conn.read_until()
+        assert msgs[0] == (b"C", b"COPY 2\x00")
+    finally:
+        conn.close()
+    assert node.sql("SELECT k, s FROM typed WHERE k >= 100 ORDER BY k", database=typed) == [(100, "hundred ü"), (101, None)]
+
+
+@pytest.mark.parametrize("stream,sqlstate,message_part", [
+    (b"PGCOPX\n\xff\r\n\x00" + b"\x00" * 8, "22P04", "signature"),
+    (b"NOTCOPY", "22P04", "signature"),
+    (b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 1 << 16, 0), "22P04", "OIDS"),
+    (_pgcopy([(_int8(50),)]), "22P04", "row field count is 1, expected 2"),
+    (_pgcopy([(_int8(50), b"x")])[:-4], "22P04", "unexpected EOF"),
+    (_pgcopy([(_int8(50), b"x")]) + b"\x00\x02", "22P04", "after EOF marker"),
+    (_pgcopy([(b"\x00\x01\x02", b"x")]), "22P03", "expected 2, 4 or 8 bytes"),
+    (_pgcopy([(_int8(50), b"\xff\xfe")]), "22021", "UTF8"),
+    (_pgcopy([(_int8(50), b"a"), (_int8(50), b"b")]), "23505", "duplicate key"),
+    (_pgcopy([(None, b"a")]), "23502", "null value"),
+    (b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0) + b"\x00\x02" + struct.pack(">i", -7), "22P04", "field size"),
+    (b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0) + b"\x00\x02" + struct.pack(">i", 1 << 30), "54000", "16 MiB"),
+], ids=["signature", "short-garbage", "oids", "field-count", "truncated", "data-after-trailer", "bad-int",
+        "bad-utf8", "unique", "not-null", "negative-length", "huge-field"])
+def test_binary_copy_in_errors(node, typed, stream, sqlstate, message_part):
+    conn = RawConnection(node.host, node.port, node.certs_dir)
+    try:
+        conn.login(database=typed)
+        conn.send(query("COPY typed (k, s) FROM STDIN (FORMAT binary)"))
+        conn.read_until(b"G")
+        conn.send(message(b"d", stream) + message(b"c"))
+        msgs = conn.read_until()
+        errs = conn.errors(msgs)
+        assert errs and errs[0]["C"] == sqlstate and message_part in errs[0]["M"], errs
+        assert msgs[-1] == (b"Z", b"I")
+        conn.send(query("SELECT count(*) FROM typed"))
+        assert [body for t, body in conn.read_until() if t == b"D"] == [b"\x00\x01\x00\x00\x00\x013"]
+    finally:
+        conn.close()
+
+
+def test_binary_copy_in_with_options_it_cannot_take(node, typed):
+    conn = node.connect(database=typed)
+    try:
+        with pytest.raises(psycopg2.Error) as info:
+            conn.cursor().copy_expert("COPY typed (k) FROM STDIN WITH (FORMAT binary, DELIMITER ',')", io.BytesIO())
+        assert info.value.pgcode == "42601"
+    finally:
+        conn.close()

@@ -39,6 +39,7 @@ from typing import Any
 from pillbug.pgwire import codecs, copy_out
 from pillbug.pgwire import messages as M
 from pillbug.pgwire.auth import Authenticator
+from pillbug.pgwire.copy_binary import BinaryCopyParser
 from pillbug.sql import statements as sql_statements
 from pillbug.sql import types as T
 from pillbug.sql import vars as session_vars
@@ -620,6 +621,8 @@ class Connection(asyncio.Protocol):
             if session.txn is None:
                 session._begin(implicit=True)
             self.copy = CopyIn(session, stmt)
+            if self.copy.format == "binary":
+                self.copy.parser = BinaryCopyParser(self.copy.types, self.copy.insert_values)
         except errors.PgError as exc:
             if extended:
                 self._extended_error(exc)
@@ -631,7 +634,7 @@ class Connection(asyncio.Protocol):
         self.state = "copy"
         self.copy_error = None
         self.copy_extended = extended
-        self.out += M.copy_in_response(len(self.copy.columns))
+        self.out += M.copy_in_response(len(self.copy.columns), binary=self.copy.format == "binary")
         self.flush()
 
     def _copy_message(self, msg_type: bytes, body: bytes) -> Coroutine | None:

@@ -16,12 +16,11 @@ from typing import Any
 
 from pillbug.pgwire import codecs
 from pillbug.pgwire import messages as M
+from pillbug.pgwire.copy_binary import HEADER as BINARY_HEADER
+from pillbug.pgwire.copy_binary import TRAILER as BINARY_TRAILER
 from pillbug.sql import types as T
 from pillbug.sql.copy_out import CopyOptions, CopyOut
 
-BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-BINARY_HEADER = BINARY_SIGNATURE + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"  # flags, extension length
-BINARY_TRAILER = b"\xff\xff"
 COPY_DONE = M.message(b"c")
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
