@@ -787,6 +787,11 @@ class Connection(asyncio.Protocol):
                     self.out += M.row_description(_fields(columns, [0] * len(columns)))
             elif kind == b"P":
                 entry = self.portals.get(name)
+                cursor = self.session.cursors.get(name) if entry is None and self.session is not None else None
+                if cursor is not None:
+                    # A DECLAREd cursor is a portal too (psycopg 3 describes its server cursors).
+                    self.out += M.row_description(_fields(cursor.columns, [0] * len(cursor.columns)))
+                    return
                 if entry is None:
                     raise errors.PgError(INVALID_CURSOR_NAME, f'portal "{name}" does not exist')
                 portal, formats = entry
