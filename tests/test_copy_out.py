@@ -212,6 +212,10 @@ def test_csv_options(node, typed):
     ("COPY typed TO STDOUT (QUOTE '''')", "0A000"),
     ("COPY typed TO '/tmp/x'", "0A000"),
     ("COPY typed TO STDOUT (FORMAT csv, FORCE_QUOTE (nope))", "42703"),
+    ("COPY typed TO STDOUT (DELIMITER 'a')", "22023"),
+    ("COPY typed TO STDOUT (FORMAT csv, NULL 'x,y')", "22023"),
+    ("COPY typed TO STDOUT (FORMAT csv, DELIMITER '\"')", "22023"),
+    ("COPY typed TO STDOUT (FORMAT csv, FORMAT text)", "42601"),
 ])
 def test_copy_out_errors_leave_the_connection_usable(node, typed, statement, sqlstate):
     conn = node.connect(database=typed)

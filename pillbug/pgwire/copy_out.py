@@ -10,6 +10,7 @@ so a slow reader holds at most one batch plus those two buffers, whatever the re
 from __future__ import annotations
 
 import datetime
+import string
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from pillbug.pgwire import codecs
 from pillbug.pgwire import messages as M
 from pillbug.pgwire.copy_binary import HEADER as BINARY_HEADER
 from pillbug.pgwire.copy_binary import TRAILER as BINARY_TRAILER
+from pillbug.sql import datum
 from pillbug.sql import types as T
 from pillbug.sql.copy_out import CopyOptions, CopyOut
 
@@ -37,22 +39,34 @@ def copy_out_response(n_columns: int, binary: bool) -> bytes:
     return M.message(b"H", struct.pack(">bh", fmt, n_columns) + _I16.pack(fmt) * n_columns)
 
 
+# Types whose text form is made of _PLAIN_CHARS only (numbers, NaN/Infinity, t/f, dates and
+# times, BC, UUIDs): unless the delimiter or quote is one of those characters, their values need
+# no escaping or quoting, and skip the scan for it.
+_PLAIN_FAMILIES = frozenset({"int", "oid", "float", "decimal", "bool", "date", "timestamp", "timestamptz",
+                             "uuid", "time"})
+_PLAIN_CHARS = frozenset(string.ascii_letters + string.digits + ".-+: ")
+
+
 def _text_values(types: list[T.SQLType], tz: datetime.tzinfo) -> list[Callable[[Any], str]]:
-    encoders = [codecs.text_encoder(t, tz) for t in types]
-    return [lambda v, enc=enc: enc(v).decode() for enc in encoders]
+    # The wire's text format (codecs.text_encoder) is value_formatter's output, as str.
+    return [datum.value_formatter(t, tz) for t in types]
+
+
+def _is_plain(typ: T.SQLType, *specials: str) -> bool:
+    return typ.family in _PLAIN_FAMILIES and not any(c in _PLAIN_CHARS for c in "".join(specials))
 
 
 def text_row_encoder(types: list[T.SQLType], opts: CopyOptions, tz: datetime.tzinfo) -> RowEncoder:
-    formatters = _text_values(types, tz)
     delimiter = opts.delimiter
     table = dict(_TEXT_ESCAPES)
     table[ord(delimiter)] = "\\" + delimiter
     escapes = str.maketrans(table)
+    formatters = [fmt if _is_plain(t, delimiter) else (lambda v, fmt=fmt: fmt(v).translate(escapes))
+                  for fmt, t in zip(_text_values(types, tz), types)]
     null = opts.null
 
     def encode(row: tuple) -> bytes:
-        fields = [null if v is None else fmt(v).translate(escapes) for v, fmt in zip(row, formatters)]
-        return (delimiter.join(fields) + "\n").encode()
+        return (delimiter.join([null if v is None else fmt(v) for v, fmt in zip(row, formatters)]) + "\n").encode()
     return encode
 
 
@@ -74,15 +88,21 @@ def _csv_field_quoter(opts: CopyOptions) -> Callable[[str, bool], str]:
 
 def csv_row_encoder(columns: list[str], types: list[T.SQLType], opts: CopyOptions,
                     tz: datetime.tzinfo) -> RowEncoder:
-    formatters = _text_values(types, tz)
     field = _csv_field_quoter(opts)
     force = opts.force_quote
     forced = [True] * len(columns) if force is True else [name in force for name in columns]
     delimiter, null = opts.delimiter, opts.null
+    formatters = []
+    for fmt, typ, is_forced in zip(_text_values(types, tz), types, forced):
+        # A plain value (see _PLAIN_FAMILIES) is never empty, so only a NULL string it could
+        # equal would need it quoted.
+        if not is_forced and _is_plain(typ, delimiter, opts.quote, null):
+            formatters.append(fmt)
+        else:
+            formatters.append(lambda v, fmt=fmt, is_forced=is_forced: field(fmt(v), is_forced))
 
     def encode(row: tuple) -> bytes:
-        return (delimiter.join([null if v is None else field(fmt(v), f)
-                                for v, fmt, f in zip(row, formatters, forced)]) + "\n").encode()
+        return (delimiter.join([null if v is None else fmt(v) for v, fmt in zip(row, formatters)]) + "\n").encode()
     return encode
 
 

@@ -104,8 +104,19 @@ def parse_out_options(options: list[dict]) -> CopyOptions:
         raise errors.feature_not_supported("COPY delimiter must be a single one-byte character")
     if fmt == "csv" and (len(opts.quote.encode()) != 1 or len(opts.escape.encode()) != 1):
         raise errors.feature_not_supported("COPY quote and escape must be single one-byte characters")
-    if opts.delimiter in ("\r", "\n") or (fmt == "csv" and opts.delimiter == opts.quote):
-        raise errors.invalid_parameter_value("COPY delimiter cannot be a newline, a carriage return or the quote")
+    # PostgreSQL's checks (ProcessCopyOptions): what would make the output unreadable.
+    if opts.delimiter in ("\r", "\n"):
+        raise errors.invalid_parameter_value("COPY delimiter cannot be newline or carriage return")
+    if fmt == "text" and opts.delimiter in "\\.abcdefghijklmnopqrstuvwxyz0123456789":
+        raise errors.invalid_parameter_value(f'COPY delimiter cannot be "{opts.delimiter}"')
+    if "\r" in opts.null or "\n" in opts.null:
+        raise errors.invalid_parameter_value("COPY null representation cannot use newline or carriage return")
+    if opts.delimiter in opts.null:
+        raise errors.invalid_parameter_value("COPY delimiter must not appear in the NULL specification")
+    if fmt == "csv" and opts.delimiter == opts.quote:
+        raise errors.invalid_parameter_value("COPY delimiter and quote must be different")
+    if fmt == "csv" and opts.quote in opts.null:
+        raise errors.invalid_parameter_value("CSV quote character must not appear in the NULL specification")
     return opts
 
 
