@@ -11,7 +11,7 @@ import psycopg
 import psycopg2
 import psycopg2.errors
 import pytest
-from wire_client import RawConnection, query
+from wire_client import SYNC, RawConnection, bind, describe, execute, parse, query
 
 N = 10_000
 
@@ -209,5 +209,33 @@ def test_cursor_holds_an_iterator_not_the_result(node, db):
         assert cur.fetchall() == [(10004, 20008)]
         assert time.monotonic() - start < 10
         conn.rollback()
+    finally:
+        conn.close()
+
+
+def test_prepared_fetch_describes_the_cursor_it_reads(node, db):
+    """A FETCH prepared once and bound again reports the columns of the cursor open now (a
+    cursor of the same name may have been declared over another query since)."""
+    conn = RawConnection(node.host, node.port, node.certs_dir)
+    try:
+        conn.login(database=db)
+        conn.send(query("BEGIN; DECLARE c CURSOR FOR SELECT 7::INT8 AS x"))
+        conn.read_until()
+        conn.send(parse("FETCH 1 FROM c", name="f") + bind([], stmt="f") + describe(b"P") + execute() + SYNC)
+        msgs = conn.read_until()
+        assert [t for t, _ in msgs] == [b"1", b"2", b"T", b"D", b"C", b"Z"]
+        assert msgs[2][1].startswith(b"\x00\x01x\x00") and msgs[3][1] == b"\x00\x01\x00\x00\x00\x017"
+        conn.send(query("CLOSE c; DECLARE c CURSOR FOR SELECT 'hello' AS y"))
+        conn.read_until()
+        conn.send(bind([], stmt="f") + describe(b"P") + execute() + SYNC)
+        msgs = conn.read_until()
+        assert [t for t, _ in msgs] == [b"2", b"T", b"D", b"C", b"Z"]
+        assert msgs[1][1].startswith(b"\x00\x01y\x00") and msgs[2][1] == b"\x00\x01\x00\x00\x00\x05hello"
+        # The cursor is a portal for Describe too (psycopg 3 asks for its description).
+        conn.send(describe(b"P", "c") + SYNC)
+        msgs = conn.read_until()
+        assert [t for t, _ in msgs] == [b"T", b"Z"] and msgs[0][1].startswith(b"\x00\x01y\x00")
+        conn.send(query("COMMIT"))
+        conn.read_until()
     finally:
         conn.close()

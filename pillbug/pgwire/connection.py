@@ -40,6 +40,7 @@ from pillbug.pgwire import codecs, copy_out
 from pillbug.pgwire import messages as M
 from pillbug.pgwire.auth import Authenticator
 from pillbug.pgwire.copy_binary import BinaryCopyParser
+from pillbug.sql import cursors as sql_cursors
 from pillbug.sql import statements as sql_statements
 from pillbug.sql import types as T
 from pillbug.sql import vars as session_vars
@@ -730,6 +731,10 @@ class Connection(asyncio.Protocol):
             if prepared is None:
                 raise errors.PgError(errors.UNDEFINED_PREPARED_STATEMENT,
                                      f'unknown prepared statement "{stmt_name}"')
+            if prepared.statement is not None and prepared.statement.kind == "FetchStmt":
+                # A FETCH returns its cursor's columns, and the cursor of that name may be
+                # another one than when the statement was prepared.
+                prepared.columns = sql_cursors.fetch_columns(session, prepared.statement)
             n_formats = reader.int16()
             formats = [reader.int16() for _ in range(max(n_formats, 0))]
             n_params = reader.int16()

@@ -37,9 +37,9 @@ class Cursor:
     """One open cursor: its result columns and the rest of its rows, pulled batch by batch."""
 
     __slots__ = ("name", "statement", "columns", "ctx", "_batches", "_pending", "_offset", "position",
-                 "current", "exhausted", "failed", "created")
+                 "current", "exhausted", "failed", "created", "depth")
 
-    def __init__(self, name: str, statement: str, plan: QueryPlan, ctx: ExecCtx) -> None:
+    def __init__(self, name: str, statement: str, plan: QueryPlan, ctx: ExecCtx, depth: int = 0) -> None:
         self.name = name
         self.statement = statement
         self.columns: list[ScopeColumn] = plan.columns
@@ -52,6 +52,7 @@ class Cursor:
         self.exhausted = False
         self.failed = False  # its query raised an error: the rows after it do not exist
         self.created = datetime.datetime.now(datetime.UTC)
+        self.depth = depth  # savepoints open when it was declared
 
     def take(self, n: int) -> Iterator[list[tuple]]:
         """The next n rows (or fewer, at the end), in batches as the plan produces them."""
@@ -207,9 +208,16 @@ def declare(session: Any, stmt: Statement, params: list, types: list[T.SQLType] 
     if stmt.num_params > len(params):
         raise errors.PgError(errors.UNDEFINED_PARAMETER, f"no value provided for placeholder: ${len(params) + 1}")
     plan, _ = _plan(session, stmt, list(types) if types is not None else [None] * len(params))
-    cursor = Cursor(name, stmt.text, plan, ExecCtx(session, session.txn, list(params), session.catalog))
+    cursor = Cursor(name, stmt.text, plan, ExecCtx(session, session.txn, list(params), session.catalog),
+                    len(session.savepoints))
     session.cursors[name] = cursor
     return cursor
+
+
+def close_declared_after(session: Any, savepoint_index: int) -> None:
+    """ROLLBACK TO the savepoint at that index: the cursors declared since go, as in PostgreSQL."""
+    for name in [n for n, c in session.cursors.items() if c.depth > savepoint_index]:
+        session.cursors.pop(name).close()
 
 
 def fetch_columns(session: Any, stmt: Statement) -> list[ScopeColumn] | None:

@@ -1002,6 +1002,7 @@ class Session:
         index = self._find_savepoint(name)
         mark = self.savepoints[index][1]
         del self.savepoints[index + 1:]
+        cursors.close_declared_after(self, index)
         if mark.token is None:
             self._restart()
         else:
