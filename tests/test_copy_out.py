@@ -419,3 +419,17 @@ def test_binary_copy_in_with_options_it_cannot_take(node, typed):
         assert info.value.pgcode == "42601"
     finally:
         conn.close()
+
+
+def test_cancel_a_long_copy_out(node, db):
+    """COPY of a billion generated rows: CancelRequest stops it (57014) mid-stream, and the
+    connection goes on."""
+    with psycopg.connect(_conninfo(node, db), autocommit=True) as conn:
+        with conn.cursor() as cur:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                with cur.copy("COPY (SELECT g FROM generate_series(1, 1000000000) AS g) TO STDOUT") as copy:
+                    for i, row in enumerate(copy.rows()):
+                        assert row == (str(i + 1),)
+                        if i == 1000:
+                            conn.cancel()
+            assert conn.execute("SELECT 42").fetchone() == (42,)

@@ -1,7 +1,7 @@
 """One client connection: protocol 3.0 over an asyncio.Protocol.
 
 Lifecycle: STARTUP (SSLRequest -> TLS, CancelRequest, StartupMessage) -> AUTH (see auth.py) ->
-READY (simple and extended query, COPY FROM STDIN) -> CLOSED.
+READY (simple and extended query, COPY FROM STDIN and TO STDOUT) -> CLOSED.
 
 Bytes go into a messages.Reader; complete messages are handled in order. Handling a message is
 a coroutine that usually finishes without suspending (a point read never waits), so it is

@@ -72,8 +72,7 @@ class RecordParser(Protocol):
 class CopyIn:
     def __init__(self, session: Any, stmt: Statement) -> None:
         node = stmt.node
-        if not node.get("is_from"):
-            raise errors.feature_not_supported("COPY TO is not supported")
+        assert node.get("is_from"), "COPY TO is sql/copy_out.py's"
         if node.get("filename") is not None or node.get("is_program"):
             raise errors.feature_not_supported("COPY from a file or program is not supported; use FROM STDIN")
         if node.get("query") is not None:
