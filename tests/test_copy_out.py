@@ -392,8 +392,10 @@ def test_binary_copy_in_split_into_tiny_chunks(node, typed):
     (_pgcopy([(None, b"a")]), "23502", "null value"),
     (b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0) + b"\x00\x02" + struct.pack(">i", -7), "22P04", "field size"),
     (b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0) + b"\x00\x02" + struct.pack(">i", 1 << 30), "54000", "16 MiB"),
+    (b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0) + b"\x00\x02" + struct.pack(">i", 8) + _int8(60)
+     + struct.pack(">i", 16 << 20), "54000", "16 MiB"),
 ], ids=["signature", "short-garbage", "oids", "field-count", "truncated", "data-after-trailer", "bad-int",
-        "bad-utf8", "unique", "not-null", "negative-length", "huge-field"])
+        "bad-utf8", "unique", "not-null", "negative-length", "huge-field", "huge-row"])
 def test_binary_copy_in_errors(node, typed, stream, sqlstate, message_part):
     conn = RawConnection(node.host, node.port, node.certs_dir)
     try:

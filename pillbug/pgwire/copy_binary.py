@@ -4,9 +4,10 @@ The stream is a header (an 11-byte signature, 32-bit flags, a header extension o
 then per tuple a 16-bit field count followed by each field as a 32-bit length (-1 for NULL) and
 that many bytes in the column type's binary receive format, then a trailer of -1 as field count.
 CopyData messages cut this stream anywhere, so BinaryCopyParser is a state machine fed chunks:
-it keeps only the bytes of the item in progress (a field at most MAX_FIELD long, which it refuses
-before buffering it), decodes each field with codecs' binary decoder for its column and hands
-each complete row to a callback. Writing the format is pgwire/copy_out.py's.
+it keeps only the bytes of the item in progress and the values of the tuple in progress (a tuple
+at most MAX_TUPLE long, as sql/copy.py bounds a text record; a field that would pass that is
+refused before it is buffered), decodes each field with codecs' binary decoder for its column and
+hands each complete row to a callback. Writing the format is pgwire/copy_out.py's.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pillbug.util import errors
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 HEADER = SIGNATURE + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"  # no flags, no header extension
 TRAILER = b"\xff\xff"
-MAX_FIELD = 16 << 20  # as sql/copy.py bounds a text record
+MAX_TUPLE = 16 << 20  # the fields of one tuple, together
 _FLAG_OIDS = 1 << 16
 _CRITICAL_FLAGS = 0xFFFF0000
 _I16 = struct.Struct(">h")
@@ -45,6 +46,7 @@ class BinaryCopyParser:
         self.state = _HEADER
         self.skip = 0  # header extension bytes still to skip
         self.field_length = 0
+        self.tuple_bytes = 0  # of the tuple in progress
         self.values: list = []
 
     def feed(self, data: bytes) -> None:
@@ -80,8 +82,9 @@ class BinaryCopyParser:
                     continue
                 if length < 0:
                     raise _bad_format("invalid field size")
-                if length > MAX_FIELD:
-                    raise errors.program_limit_exceeded("COPY field longer than 16 MiB")
+                self.tuple_bytes += length
+                if self.tuple_bytes > MAX_TUPLE:
+                    raise errors.program_limit_exceeded("COPY row longer than 16 MiB")
                 self.field_length = length
                 self.state = _FIELD
             elif state == _FIELD:
@@ -104,6 +107,7 @@ class BinaryCopyParser:
                     self.insert([])
                     continue
                 self.values = []
+                self.tuple_bytes = 0
                 self.state = _FIELD_LENGTH
             elif state == _HEADER:
                 if end - pos < len(SIGNATURE) + 8:
