@@ -146,11 +146,16 @@ def test_copy_out_waits_for_a_slow_reader(node, numbers):
     try:
         conn.login(database=numbers)
         conn.send(query("COPY wide TO STDOUT"))
+
+        def running() -> bool:
+            return ("COPY wide TO STDOUT",) in node.sql("SELECT query FROM [SHOW QUERIES]", database=numbers)
+        deadline = time.monotonic() + 10
+        while not running() and time.monotonic() < deadline:
+            time.sleep(0.05)
         time.sleep(1.0)
         # 20 MB of rows, and the client reads none: the COPY is still running, paused (had it
         # buffered its output it would be done), and meanwhile other clients are served.
-        running = node.sql("SELECT query FROM [SHOW QUERIES]", database=numbers)
-        assert ("COPY wide TO STDOUT",) in running
+        assert running()
         assert node.sql("SELECT count(*) FROM nums", database=numbers) == [(10000,)]
         msgs = conn.read_until()
         assert msgs[-2][1] == b"COPY 20000\x00"

@@ -1054,6 +1054,7 @@ class Session:
             ctx.canceled = True
 
     def close(self) -> None:
+        self._close_cursors()
         if self.txn is not None:
             self.txn.abandon()
         self.txn = None
