@@ -179,8 +179,7 @@ def _motion(cursor: Cursor, direction: str, how_many: int) -> tuple[int, int]:
         return (-1, 1) if how_many == 0 else (how_many - 1, 1)
     if direction == "FETCH_ABSOLUTE" and how_many > 0 and how_many >= cursor.position:
         return (-1, 1) if how_many == cursor.position else (how_many - cursor.position - 1, 1)
-    raise errors.PgError(errors.OBJECT_NOT_IN_PREREQUISITE_STATE, "cursor can only scan forward",
-                         hint="Declare it with SCROLL option to enable backward scan.")
+    raise errors.PgError(errors.OBJECT_NOT_IN_PREREQUISITE_STATE, "cursor can only scan forward")
 
 
 def _find(session: Any, name: str) -> Cursor:
