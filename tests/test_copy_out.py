@@ -292,6 +292,15 @@ def test_copy_in_the_extended_protocol(node, typed):
         conn.send(message(b"d", b"20\ttwenty\n") + message(b"c") + message(b"S"))
         msgs = conn.read_until()
         assert [t for t, _ in msgs] == [b"C", b"Z"] and msgs[0][1] == b"COPY 1\x00"
+        # A bad row: ErrorResponse at CopyDone, what follows until Sync is skipped, then ready.
+        conn.send(parse + bind + message(b"E", b"\x00\x00\x00\x00\x00") + message(b"S"))
+        conn.read_until(b"G")
+        conn.send(message(b"d", b"21\tok\nnot-a-number\tbad\n") + message(b"c")
+                  + query("SELECT 1") + message(b"S"))
+        msgs = conn.read_until()
+        assert [t for t, _ in msgs] == [b"E", b"Z"] and conn.errors(msgs)[0]["C"] == "22P02"
+        conn.send(query("SELECT count(*) FROM typed WHERE k >= 20"))
+        assert [body for t, body in conn.read_until() if t == b"D"] == [b"\x00\x01\x00\x00\x00\x011"]
     finally:
         conn.close()
     with psycopg.connect(_conninfo(node, typed), autocommit=True) as pconn:
