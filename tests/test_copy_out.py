@@ -111,6 +111,11 @@ def test_psycopg3_text_copy_out_and_query_copy(node, typed):
             with cur.copy("COPY (SELECT k, k * 2 AS twice, s FROM typed WHERE k > 1 ORDER BY k) TO STDOUT (FORMAT BINARY)") as copy:
                 copy.set_types(["int8", "int8", "text"])
                 assert list(copy.rows()) == [(2, 4, None), (3, 6, "tab\tnew\nline\\ \"q\",ü")]
+            # No rows: header and trailer in one CopyData, as PostgreSQL sends them.
+            with cur.copy("COPY (SELECT k FROM typed WHERE false) TO STDOUT (FORMAT BINARY)") as copy:
+                copy.set_types(["int8"])
+                assert list(copy.rows()) == []
+            assert cur.rowcount == 0
 
 
 def test_copy_out_is_streamed_one_row_per_message(node, numbers):
