@@ -1,7 +1,7 @@
 """One client connection: protocol 3.0 over an asyncio.Protocol.
 
 Lifecycle: STARTUP (SSLRequest -> TLS, CancelRequest, StartupMessage) -> AUTH (see auth.py) ->
-READY (simple and extended query, COPY FROM STDIN) -> CLOSED.
+READY (simple and extended query, COPY FROM STDIN and TO STDOUT) -> CLOSED.
 
 Bytes go into a messages.Reader; complete messages are handled in order. Handling a message is
 a coroutine that usually finishes without suspending (a point read never waits), so it is
@@ -36,12 +36,15 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from pillbug.pgwire import codecs
+from pillbug.pgwire import codecs, copy_out
 from pillbug.pgwire import messages as M
 from pillbug.pgwire.auth import Authenticator
+from pillbug.pgwire.copy_binary import BinaryCopyParser
+from pillbug.sql import cursors as sql_cursors
 from pillbug.sql import statements as sql_statements
 from pillbug.sql import vars as session_vars
 from pillbug.sql.copy import CopyIn
+from pillbug.sql.copy_out import CopyOut
 from pillbug.sql.parser import front
 from pillbug.sql.sem.build import ScopeColumn
 from pillbug.sql.session import EmptyQuery, Portal, Prepared, Session
@@ -86,6 +89,7 @@ class Connection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future | None = None
         self.copy: CopyIn | None = None
         self.copy_error: errors.PgError | None = None
+        self.copy_extended = False  # the COPY FROM came in an Execute: Sync, not CopyDone, ends it
         self.peer: str | None = None
         self.cert_user: str | None = None
         self.startup_params: dict[str, str] = {}
@@ -571,7 +575,11 @@ class Connection(asyncio.Protocol):
             if _looks_like_copy(sql):
                 statements = session.parse(sql)
                 if len(statements) == 1 and statements[0].kind == "CopyStmt":
-                    self._start_copy(statements[0])
+                    if statements[0].node.get("is_from"):
+                        self._start_copy(statements[0])
+                        return
+                    await self._copy_out(statements[0])
+                    self._ready()
                     return
             await session.run_simple(sql, self)
         except EmptyQuery:
@@ -580,9 +588,32 @@ class Connection(asyncio.Protocol):
             self._error(exc)
         self._ready()
 
+    # ---- COPY TO STDOUT (pgwire/copy_out.py) ---------------------------------------------
+
+    async def _copy_out(self, stmt: front.Statement) -> None:
+        """Stream a COPY TO in the session's transaction (an implicit one if none is open)."""
+        session = self.session
+        assert session is not None
+        session.active_query = stmt.text
+        try:
+            session._check_statement_allowed(stmt)
+            if session.txn is None:
+                session._begin(implicit=True)
+            copy = CopyOut(session, stmt)
+            session.running_ctx = copy.ctx
+            try:
+                rows = await copy_out.stream(self, copy, session.timezone, FLUSH_THRESHOLD)
+            finally:
+                session.running_ctx = None
+            await session._finish_implicit()
+        except errors.PgError as exc:
+            session.fail(exc)
+            raise
+        self.command_complete(f"COPY {rows}")
+
     # ---- COPY FROM STDIN -----------------------------------------------------------------
 
-    def _start_copy(self, stmt: front.Statement) -> None:
+    def _start_copy(self, stmt: front.Statement, extended: bool = False) -> None:
         session = self.session
         assert session is not None
         try:
@@ -590,14 +621,20 @@ class Connection(asyncio.Protocol):
             if session.txn is None:
                 session._begin(implicit=True)
             self.copy = CopyIn(session, stmt)
+            if self.copy.format == "binary":
+                self.copy.parser = BinaryCopyParser(self.copy.types, self.copy.insert_values)
         except errors.PgError as exc:
+            if extended:
+                self._extended_error(exc)
+                return
             session.fail(exc)
             self._error(exc)
             self._ready()
             return
         self.state = "copy"
         self.copy_error = None
-        self.out += M.copy_in_response(len(self.copy.columns))
+        self.copy_extended = extended
+        self.out += M.copy_in_response(len(self.copy.columns), binary=self.copy.format == "binary")
         self.flush()
 
     def _copy_message(self, msg_type: bytes, body: bytes) -> Coroutine | None:
@@ -624,8 +661,17 @@ class Connection(asyncio.Protocol):
         assert self.session is not None
         self.session.fail(exc)
         self._error(exc)
-        self._ready()
+        self._end_copy_statement(failed=True)
         return None
+
+    def _end_copy_statement(self, failed: bool) -> None:
+        # A COPY sent in a simple Query ends with ReadyForQuery; one sent in an Execute is
+        # answered at the client's Sync, and after an error the rest until Sync is skipped.
+        if self.copy_extended:
+            self.copy_extended = False
+            self.skip_until_sync = failed
+            return
+        self._ready()
 
     async def _finish_copy(self, copy: CopyIn) -> None:
         session = self.session
@@ -639,7 +685,9 @@ class Connection(asyncio.Protocol):
         except errors.PgError as exc:
             session.fail(exc)
             self._error(exc)
-        self._ready()
+            self._end_copy_statement(failed=True)
+            return
+        self._end_copy_statement(failed=False)
 
     # ---- extended query ------------------------------------------------------------------
 
@@ -682,6 +730,10 @@ class Connection(asyncio.Protocol):
             if prepared is None:
                 raise errors.PgError(errors.UNDEFINED_PREPARED_STATEMENT,
                                      f'unknown prepared statement "{stmt_name}"')
+            if prepared.statement is not None and prepared.statement.kind == "FetchStmt":
+                # A FETCH returns its cursor's columns, and the cursor of that name may be
+                # another one than when the statement was prepared.
+                prepared.columns = sql_cursors.fetch_columns(session, prepared.statement)
             n_formats = reader.int16()
             formats = [reader.int16() for _ in range(max(n_formats, 0))]
             n_params = reader.int16()
@@ -739,6 +791,11 @@ class Connection(asyncio.Protocol):
                     self.out += M.row_description(_fields(columns, [0] * len(columns)))
             elif kind == b"P":
                 entry = self.portals.get(name)
+                cursor = self.session.cursors.get(name) if entry is None and self.session is not None else None
+                if cursor is not None:
+                    # A DECLAREd cursor is a portal too (psycopg 3 describes its server cursors).
+                    self.out += M.row_description(_fields(cursor.columns, [0] * len(cursor.columns)))
+                    return
                 if entry is None:
                     raise errors.PgError(INVALID_CURSOR_NAME, f'portal "{name}" does not exist')
                 portal, formats = entry
@@ -769,6 +826,17 @@ class Connection(asyncio.Protocol):
         portal, formats = entry
         session = self.session
         assert session is not None
+        stmt = portal.prepared.statement
+        if stmt is not None and stmt.kind == "CopyStmt":
+            self.portals.pop(name, None)  # a COPY runs once, whole
+            if stmt.node.get("is_from"):
+                self._start_copy(stmt, extended=True)
+                return
+            try:
+                await self._copy_out(stmt)
+            except errors.PgError as exc:
+                self._extended_error(exc)
+            return
         columns = portal.prepared.columns
         if columns is not None:
             fmts = _expand(formats, len(columns))

@@ -35,7 +35,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from pillbug.kv.txn import Txn
-from pillbug.sql import access
+from pillbug.sql import access, cursors
 from pillbug.sql import types as T
 from pillbug.sql import vars as session_vars
 from pillbug.sql.catalog import system
@@ -187,6 +187,7 @@ class Session:
         self._txn_catalog: Catalog | None = None
         self._ddl_in_txn = False
         self.sql_prepared: dict[str, Prepared] = {}
+        self.cursors: dict[str, cursors.Cursor] = {}  # DECLAREd in the open transaction block
         self.running_ctx: ExecCtx | None = None
         self.reported_changes: list[tuple[str, str]] = []
         self.as_of_revision: int | None = None
@@ -391,7 +392,13 @@ class Session:
         self.savepoints = []
         self.state = OPEN if not implicit else NO_TXN
 
+    def _close_cursors(self) -> None:
+        for cursor in self.cursors.values():
+            cursor.close()
+        self.cursors.clear()
+
     def _end(self) -> None:
+        self._close_cursors()
         if self.txn is not None:
             self.txn.abandon()
         self.txn = None
@@ -412,6 +419,7 @@ class Session:
 
         A transaction begun AS OF SYSTEM TIME keeps its revision.
         """
+        self._close_cursors()
         if self.txn is not None:
             self.txn.abandon()
         self.txn = self._new_txn()
@@ -493,7 +501,12 @@ class Session:
         if stmt.kind in PLANNED_KINDS or stmt.kind == "ExplainStmt":
             prepared = self._with_txn_for_planning(lambda: self._plan_prepared(sql, stmt, param_types, n))
             return prepared
+        if stmt.kind == "DeclareCursorStmt":
+            given = list(param_types) + [None] * (n - len(param_types))
+            return Prepared(sql, stmt, self._with_txn_for_planning(lambda: cursors.param_types(self, stmt, given)), None)
         types = [t if t is not None else T.STRING for t in param_types] + [T.STRING] * (n - len(param_types))
+        if stmt.kind == "FetchStmt":
+            return Prepared(sql, stmt, types, cursors.fetch_columns(self, stmt))
         return Prepared(sql, stmt, types, _static_columns(stmt))
 
     def _with_txn_for_planning(self, fn: Any) -> Any:
@@ -628,6 +641,8 @@ class Session:
                 cached, literals = self._plan_for_text(sql, stmt)
                 values = self._bind_literals(cached, params, literals)
             return self.run_plan(cached, values)
+        if kind in cursors.KINDS:
+            return cursors.execute(self, stmt, params, prepared.param_types if prepared is not None else None)
         from pillbug.sql import statements
         return statements.execute(self, stmt, params)
 
@@ -811,8 +826,8 @@ class Session:
                 sink.notice(message)
             self.pending_notices.clear()
             tag = outcome.tag
-            if tag == "SELECT":
-                tag = f"SELECT {count}"
+            if tag == "SELECT" or tag == "FETCH":
+                tag = f"{tag} {count}"
             elif tag == "INSERT":
                 tag = f"INSERT 0 {outcome.ctx.rows_affected if outcome.ctx else 0}"
             elif tag in ("UPDATE", "DELETE"):
@@ -996,6 +1011,7 @@ class Session:
         index = self._find_savepoint(name)
         mark = self.savepoints[index][1]
         del self.savepoints[index + 1:]
+        cursors.close_declared_after(self, index)
         if mark.token is None:
             self._restart()
         else:
@@ -1047,6 +1063,7 @@ class Session:
             ctx.canceled = True
 
     def close(self) -> None:
+        self._close_cursors()
         if self.txn is not None:
             self.txn.abandon()
         self.txn = None

@@ -893,6 +893,14 @@ def _pg_tablespace(ctx: Any) -> Iterable[tuple]:
     yield (1663, "pg_default", user_oid("node"), None, None)
 
 
+@virtual("pg_catalog", "pg_cursors",
+         "name text, statement text, is_holdable bool, is_binary bool, is_scrollable bool, creation_time timestamptz")
+def _pg_cursors(ctx: Any) -> Iterable[tuple]:
+    # The session's own open cursors (sql/cursors.py); none are holdable, binary or scrollable.
+    for cursor in list(ctx.session.cursors.values()):
+        yield (cursor.name, cursor.statement, False, False, False, cursor.created)
+
+
 @virtual("pg_catalog", "pg_stat_activity",
          "datid oid, datname name, pid int4, usesysid oid, usename name, application_name text, "
          "client_addr text, client_hostname text, client_port int4, backend_start timestamptz, "
