@@ -59,6 +59,7 @@ _I32 = struct.Struct(">i")
 _NULL = b"\xff\xff\xff\xff"
 STATEMENT_TOO_COMPLEX = "54001"
 INVALID_CURSOR_NAME = "34000"
+IDLE_IN_TRANSACTION_TIMEOUT = "25P03"
 
 
 def _send(coro: Coroutine) -> Any:
@@ -98,6 +99,8 @@ class Connection(asyncio.Protocol):
         self._continue_scheduled = False
         self._startup_timer: asyncio.TimerHandle | None = None
         self.slicer = timeslice.Slicer()
+        self._idle_timer: asyncio.TimerHandle | None = None  # idle_in_transaction_session_timeout
+        self.copy_query: Any = None  # the COPY FROM STDIN being fed, as sql/activity.py registers it
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
 
@@ -135,14 +138,16 @@ class Connection(asyncio.Protocol):
         self.closed = True
         if self._startup_timer is not None:
             self._startup_timer.cancel()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         self.server.connections.discard(self)
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.cancel()
         if self.slicer.paused:
             # The statement is mid-computation in the slicer's greenlet: let it stop at its next
             # batch, then _step cleans up (closing its coroutine now would be closing a running one).
-            if self.session is not None and self.session.running_ctx is not None:
-                self.session.running_ctx.canceled = True
+            if self.session is not None:
+                self.session.cancel()
             return
         self._release()
 
@@ -199,6 +204,9 @@ class Connection(asyncio.Protocol):
                 return
             if msg is None:
                 break
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
             self._msg_type = msg[0]
             try:
                 coro = self._dispatch(*msg)
@@ -346,6 +354,24 @@ class Connection(asyncio.Protocol):
         status = self.session.ready_status if self.session is not None else "I"
         self._report_parameter_changes()
         self.out += M.ready_for_query(status)
+        if status != "I" and self.session is not None:
+            timeout_ms = int(self.session.vars.get("idle_in_transaction_session_timeout", "0") or 0)
+            if timeout_ms > 0 and self._idle_timer is None:
+                self._idle_timer = asyncio.get_running_loop().call_later(timeout_ms / 1000, self._idle_timed_out)
+
+    def _idle_timed_out(self) -> None:
+        """idle_in_transaction_session_timeout: the client left a transaction open too long."""
+        self._idle_timer = None
+        session = self.session
+        if self.closed or self.busy or session is None or session.ready_status == "I":
+            return
+        self._fatal(errors.PgError(IDLE_IN_TRANSACTION_TIMEOUT,
+                                   "terminating connection due to idle-in-transaction timeout"))
+
+    def _terminated(self) -> None:
+        """CANCEL SESSION or pg_terminate_backend from another session (sql/activity.py)."""
+        if not self.closed:
+            self._fatal(errors.PgError(errors.ADMIN_SHUTDOWN, "terminating connection due to administrator command"))
 
     def _report_parameter_changes(self) -> None:
         session = self.session
@@ -534,6 +560,7 @@ class Connection(asyncio.Protocol):
             self._fatal(exc)
             return
         self.session = session
+        session.terminate = self._terminated
         try:
             sql_statements.check_connect(session, session.database)
         except errors.PgError as exc:
@@ -591,6 +618,8 @@ class Connection(asyncio.Protocol):
             if session.txn is None:
                 session._begin(implicit=True)
             self.copy = CopyIn(session, stmt)
+            # statement_timeout and CANCEL QUERY reach the ingest between CopyData messages.
+            self.copy_query = session.engine.activity.begin(session, stmt.text)
         except errors.PgError as exc:
             session.fail(exc)
             self._error(exc)
@@ -607,6 +636,7 @@ class Connection(asyncio.Protocol):
         if msg_type == b"d":
             if self.copy_error is None:
                 try:
+                    self.copy_query.check()
                     copy.feed(body)
                 except errors.PgError as exc:
                     self.copy_error = exc
@@ -623,10 +653,18 @@ class Connection(asyncio.Protocol):
         else:
             exc = errors.protocol_violation(f"unexpected message type {msg_type!r} during COPY")
         assert self.session is not None
+        self._end_copy_query()
         self.session.fail(exc)
         self._error(exc)
         self._ready()
         return None
+
+    def _end_copy_query(self, exc: errors.PgError | None = None) -> errors.PgError | None:
+        query, self.copy_query = self.copy_query, None
+        if query is None or self.session is None:
+            return exc
+        self.session.engine.activity.end(query)
+        return query.explain(exc) if exc is not None else None
 
     async def _finish_copy(self, copy: CopyIn) -> None:
         session = self.session
@@ -634,10 +672,13 @@ class Connection(asyncio.Protocol):
         try:
             if self.copy_error is not None:
                 raise self.copy_error
+            self.copy_query.check()
             rows = copy.finish()
             await session._finish_implicit()
+            self._end_copy_query()
             self.command_complete(f"COPY {rows}")
         except errors.PgError as exc:
+            exc = self._end_copy_query(exc) or exc
             session.fail(exc)
             self._error(exc)
         self._ready()

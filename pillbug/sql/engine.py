@@ -21,6 +21,7 @@ from typing import Any
 from pillbug import CRDB_COMPAT_VERSION, __version__
 from pillbug.kv.locks import LockTable
 from pillbug.kv.txn import Txn
+from pillbug.sql.activity import Activity
 from pillbug.sql.catalog import system
 from pillbug.sql.catalog.system import Catalog
 from pillbug.storage.store import Store
@@ -99,6 +100,7 @@ class Engine:
         self._rowid_last = 0
         self._pids = itertools.count(1)
         self.sessions: dict[int, Any] = {}
+        self.activity = Activity(node_id)  # sessions and running statements by id (sql/activity.py)
         self.retry_turns = RetryTurns()
         self.version_string = (
             f"CockroachDB CCL {CRDB_COMPAT_VERSION} ({platform.machine()}-pc-linux-gnu, "
@@ -179,7 +181,9 @@ class Engine:
         from pillbug.sql.session import Session
         session = Session(self, user, database, **kwargs)
         self.sessions[session.backend_pid] = session
+        self.activity.add_session(session)
         return session
 
     def close_session(self, session: Any) -> None:
         self.sessions.pop(session.backend_pid, None)
+        self.activity.remove_session(session)

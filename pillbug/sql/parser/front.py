@@ -151,6 +151,8 @@ def _parse_one(text: str, offset: int, full: str, tokens: list) -> Statement:
         return _OwnParser(toks).statement()
     if first == "DROP" and second == "DATABASE":
         return _OwnParser(toks).statement()
+    if first == "CANCEL":
+        return _OwnParser(toks).cancel()
     edits: list[tuple[int, int, str]] = []  # (start, end exclusive, replacement of equal length)
     stmt = Statement("", {}, text)
     _find_additions(toks, stmt, edits)
@@ -638,6 +640,28 @@ class _OwnParser:
         if self.accept("SHOW"):
             return self.show()
         return None
+
+    def cancel(self) -> Statement:
+        """CANCEL QUERY|SESSION [IF EXISTS] <expr>, CANCEL QUERIES|SESSIONS [IF EXISTS] <select>:
+        the ids come from the query a CancelQueries statement holds (CANCEL QUERY x is CANCEL
+        QUERIES SELECT x, as in CockroachDB's grammar)."""
+        self.expect("CANCEL")
+        word = self.peek()
+        if word not in ("QUERY", "QUERIES", "SESSION", "SESSIONS"):
+            self.fail()
+        self.k += 1
+        if_exists = self.accept("IF", "EXISTS")
+        text = self.rest_text().strip().rstrip(";")
+        if not text:
+            self.fail()
+        source = parse(text if word.endswith("S") else f"SELECT {text}")
+        if len(source) != 1 or source[0].kind != "SelectStmt":
+            raise errors.syntax_error(f"CANCEL {word} expects a query returning the ids to cancel")
+        target = "query" if word.startswith("QUER") else "session"
+        stmt = self.mk("CancelQueries" if target == "query" else "CancelSessions", if_exists=if_exists,
+                       source=source[0])
+        stmt.num_params = source[0].num_params
+        return stmt
 
     def show(self) -> Statement | None:
         if self.accept("DATABASES"):
