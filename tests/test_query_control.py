@@ -268,3 +268,291 @@ def test_cancel_wins_over_later_timeout_and_no_timeout_means_none():
         query.check()
     assert info.value.message == "query execution canceled"
     assert query.query_id.endswith("7".rjust(16, "0"))
+
+
+# ---- SHOW QUERIES / SESSIONS, CANCEL QUERY / SESSION --------------------------------------------
+
+@pytest.fixture(scope="module")
+def other_user(node):
+    node.sql(f"CREATE USER IF NOT EXISTS {OTHER_USER} WITH PASSWORD '{OTHER_PW}'")
+    return OTHER_USER
+
+
+def _start_sleep(node, seconds: float = 30, user: str = "root", password: str | None = None, tag: str = ""):
+    conn = node.connect(user, password)
+    text = f"SELECT pg_sleep({seconds}) /* {tag} */"
+
+    def run():
+        with conn.cursor() as cur:
+            cur.execute(text)
+    thread, outcome = _in_thread(run)
+    rows = _wait_for(lambda: _queries_like(node, tag), f"{tag} in SHOW CLUSTER QUERIES")
+    return conn, thread, outcome, rows[0]
+
+
+def test_show_queries_and_sessions_columns(node):
+    conn = node.connect()
+    with conn.cursor() as cur:
+        cur.execute("SET application_name = 'qctl_app'")
+        cur.execute("SHOW CLUSTER QUERIES")
+        assert [d.name for d in cur.description] == [
+            "query_id", "node_id", "session_id", "user_name", "start", "query", "client_address",
+            "application_name", "distributed", "full_scan", "phase"]
+        rows = [r for r in cur.fetchall() if r[5] == "SHOW CLUSTER QUERIES"]
+        assert len(rows) == 1  # the statement itself is running, as in CockroachDB
+        query_id, node_id, session_id, user, *_rest = rows[0]
+        assert len(query_id) == 32 and int(query_id, 16) and len(session_id) == 32
+        assert (node_id, user, rows[0][7], rows[0][10]) == (1, "root", "qctl_app", "executing")
+        for show in ("SHOW QUERIES", "SHOW LOCAL QUERIES", "SHOW STATEMENTS", "SHOW CLUSTER STATEMENTS"):
+            cur.execute(show)
+            assert any(r[5] == show for r in cur.fetchall())
+        cur.execute("SHOW SESSIONS")
+        assert [d.name for d in cur.description] == [
+            "node_id", "session_id", "status", "user_name", "client_address", "application_name",
+            "active_queries", "last_active_query", "session_start", "active_query_start", "num_txns_executed"]
+        mine = [r for r in cur.fetchall() if r[1] == session_id]
+        assert len(mine) == 1
+        assert mine[0][2:4] == ("ACTIVE", "root") and mine[0][6] == "SHOW SESSIONS"
+        assert mine[0][7] == "SHOW CLUSTER STATEMENTS"
+        cur.execute("SELECT count(*) FROM crdb_internal.node_sessions WHERE session_id = %s", (session_id,))
+        assert cur.fetchone() == (1,)
+        cur.execute("SELECT query FROM crdb_internal.cluster_queries WHERE session_id = %s", (session_id,))
+        assert cur.fetchall() == [("SELECT query FROM crdb_internal.cluster_queries WHERE session_id = "
+                                   f"'{session_id}'",)]
+        cur.execute("SELECT state, query FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+        assert cur.fetchone() == ("active", "SELECT state, query FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+    conn.close()
+
+
+def test_cancel_query_from_another_session(node):
+    conn, thread, outcome, (query_id, *_rest) = _start_sleep(node, tag="cancel-me")
+    assert _select_one(node) == 1  # the node serves others meanwhile
+    node.sql(f"CANCEL QUERY '{query_id}'")
+    thread.join(10)
+    assert not thread.is_alive()
+    err = outcome["error"]
+    assert isinstance(err, psycopg2.errors.QueryCanceled)
+    assert err.pgerror.startswith("ERROR:  query execution canceled")
+    assert "timeout" not in err.pgerror
+    with conn.cursor() as cur:  # the canceled session goes on
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    assert not _queries_like(node, "cancel-me")
+    conn.close()
+
+
+def test_cancel_queries_with_a_select(node):
+    started = [_start_sleep(node, tag=f"many-{i}") for i in range(2)]
+    node.sql("CANCEL QUERIES (SELECT query_id FROM [SHOW CLUSTER QUERIES] WHERE query LIKE '%many-%' "
+             "AND query NOT LIKE '%SHOW CLUSTER QUERIES%')")
+    for conn, thread, outcome, _row in started:
+        thread.join(10)
+        assert isinstance(outcome.get("error"), psycopg2.errors.QueryCanceled)
+        conn.close()
+
+
+def test_cancel_unknown_ids(node):
+    conn = node.connect()
+    missing = "0" * 31 + "1"
+    with conn.cursor() as cur:
+        for stmt, message in [
+            (f"CANCEL QUERY '{missing}'", f"could not cancel query {missing}: query ID {missing} not found"),
+            (f"CANCEL SESSION '{missing}'", f"could not cancel session {missing}: session ID {missing} not found"),
+            ("CANCEL QUERY 'xyz'", "query ID xyz malformed"),
+        ]:
+            with pytest.raises(psycopg2.Error) as info:
+                cur.execute(stmt)
+            assert info.value.pgcode == activity.UNCATEGORIZED
+            assert message in str(info.value)
+        cur.execute(f"CANCEL QUERY IF EXISTS '{missing}'")
+        cur.execute(f"CANCEL SESSION IF EXISTS '{missing}'")
+        cur.execute("CANCEL QUERIES SELECT NULL")  # nothing to cancel
+        with pytest.raises(psycopg2.errors.DatatypeMismatch):
+            cur.execute("CANCEL QUERY 42")
+        with pytest.raises(psycopg2.errors.SyntaxError):
+            cur.execute("CANCEL QUERIES SELECT 'a', 'b'")
+        with pytest.raises(psycopg2.errors.SyntaxError):
+            cur.execute("CANCEL QUERY")
+        with pytest.raises(psycopg2.errors.SyntaxError):
+            cur.execute("CANCEL TRANSACTION 'x'")
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    conn.close()
+
+
+def test_non_admin_sees_and_cancels_only_its_own(node, other_user):
+    conn, thread, outcome, (root_query, root_session, *_rest) = _start_sleep(node, tag="roots")
+    pleb = node.connect(other_user, OTHER_PW)
+    with pleb.cursor() as cur:
+        cur.execute("SELECT query_id FROM [SHOW CLUSTER QUERIES]")
+        visible = {r[0] for r in cur.fetchall()}
+        assert root_query not in visible and len(visible) == 1  # only its own SHOW
+        cur.execute("SELECT user_name FROM [SHOW SESSIONS]")
+        assert {r[0] for r in cur.fetchall()} == {other_user}
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute(f"CANCEL QUERY '{root_query}'")
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute(f"CANCEL SESSION '{root_session}'")
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute("SELECT pg_cancel_backend(%s)", (conn.get_backend_pid(),))
+    assert thread.is_alive()
+    # its own statement it may cancel
+    pconn, pthread, poutcome, (pleb_query, *_rest) = _start_sleep(node, user=other_user, password=OTHER_PW,
+                                                                 tag="plebs")
+    with pleb.cursor() as cur:
+        cur.execute(f"CANCEL QUERY '{pleb_query}'")
+    pthread.join(10)
+    assert isinstance(poutcome.get("error"), psycopg2.errors.QueryCanceled)
+    node.sql(f"CANCEL QUERY '{root_query}'")
+    thread.join(10)
+    assert isinstance(outcome.get("error"), psycopg2.errors.QueryCanceled)
+    for c in (conn, pleb, pconn):
+        c.close()
+
+
+def test_cancel_session_closes_it(node):
+    victim = node.connect()
+    with victim.cursor() as cur:
+        cur.execute("SELECT session_id FROM [SHOW SESSIONS] WHERE active_queries LIKE 'SELECT session_id%'")
+        (session_id,) = cur.fetchone()
+    node.sql(f"CANCEL SESSION '{session_id}'")
+    with pytest.raises(psycopg2.OperationalError):
+        with victim.cursor() as cur:
+            cur.execute("SELECT 1")
+    _wait_for(lambda: node.sql(f"SELECT count(*) FROM [SHOW SESSIONS] WHERE session_id = '{session_id}'") == [(0,)],
+              "the session to go")
+    assert _select_one(node) == 1
+
+
+def test_cancel_session_stops_its_running_statement(node):
+    conn, thread, outcome, (_query_id, session_id, *_rest) = _start_sleep(node, tag="session-sleep")
+    node.sql(f"CANCEL SESSIONS SELECT session_id FROM [SHOW SESSIONS] WHERE session_id = '{session_id}'")
+    thread.join(10)
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), psycopg2.Error)
+    assert not _queries_like(node, "session-sleep")
+    conn.close()
+
+
+def test_pgwire_cancel_request_shares_the_mechanism(node):
+    conn, thread, outcome, _row = _start_sleep(node, tag="wire-cancel")
+    conn.cancel()  # a CancelRequest on a connection of its own
+    thread.join(10)
+    assert isinstance(outcome.get("error"), psycopg2.errors.QueryCanceled)
+    conn.close()
+
+
+def test_pg_terminate_backend(node):
+    victim = node.connect()
+    with victim.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        (pid,) = cur.fetchone()
+    assert node.sql(f"SELECT pg_terminate_backend({pid})") == [(True,)]
+    with pytest.raises(psycopg2.OperationalError):
+        with victim.cursor() as cur:
+            cur.execute("SELECT 1")
+    assert node.sql("SELECT pg_cancel_backend(999999)") == [(False,)]
+
+
+# ---- idle_in_transaction_session_timeout --------------------------------------------------------
+
+def test_idle_in_transaction_session_timeout_closes_the_session(node, table):
+    conn = node.connect(database=table, autocommit=False)
+    with conn.cursor() as cur:
+        cur.execute("SET idle_in_transaction_session_timeout = '300ms'")
+        cur.execute("UPDATE kv SET v = 7 WHERE k = 2")  # holds the row's lock while idle
+        (session_id,) = node.sql("SELECT session_id FROM [SHOW SESSIONS] WHERE last_active_query LIKE "
+                                 "'UPDATE kv SET v = 7%'")[0]
+    _wait_for(lambda: node.sql(f"SELECT count(*) FROM [SHOW SESSIONS] WHERE session_id = '{session_id}'") == [(0,)],
+              "the idle session to be closed")
+    with pytest.raises(psycopg2.OperationalError) as info:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    assert "idle-in-transaction timeout" in str(info.value) or "closed" in str(info.value)
+    # its lock went with it, and its write was never committed
+    node.sql("SET lock_timeout = '2s'", f"UPDATE {table}.kv SET v = v + 1 WHERE k = 2")
+    assert node.sql("SELECT v FROM kv WHERE k = 2", database=table) == [(1,)]
+
+
+def test_idle_outside_transaction_is_not_closed(node):
+    conn = node.connect()
+    with conn.cursor() as cur:
+        cur.execute("SET idle_in_transaction_session_timeout = '100ms'")
+        cur.execute("SELECT pg_sleep(0.3)")  # busy, not idle: the timer is not running
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    conn.close()
+
+
+# ---- crdb_internal.force_retry ----------------------------------------------------------------
+
+def test_force_retry_implicit_is_retried_by_the_server(node):
+    began = time.monotonic()
+    assert node.sql("SELECT crdb_internal.force_retry('50ms')") == [(0,)]
+    assert time.monotonic() - began >= 0.05
+
+
+def test_force_retry_is_bounded_by_statement_timeout(node):
+    conn = node.connect()
+    with conn.cursor() as cur:
+        cur.execute("SET statement_timeout = '200ms'")
+        with pytest.raises(psycopg2.errors.QueryCanceled, match="statement timeout"):
+            cur.execute("SELECT crdb_internal.force_retry('1h')")
+        cur.execute("SELECT 1")
+    conn.close()
+
+
+def test_force_retry_explicit_gives_40001_then_client_retry_succeeds(node):
+    conn = node.connect(autocommit=False)
+    attempts = 0
+    with conn.cursor() as cur:
+        cur.execute("SAVEPOINT cockroach_restart")
+        while True:
+            attempts += 1
+            assert attempts < 500
+            try:
+                cur.execute("SELECT crdb_internal.force_retry('50ms')")
+                assert cur.fetchone() == (0,)
+                cur.execute("RELEASE SAVEPOINT cockroach_restart")
+                break
+            except psycopg2.errors.SerializationFailure as exc:
+                assert exc.pgcode == "40001"
+                cur.execute("ROLLBACK TO SAVEPOINT cockroach_restart")
+                time.sleep(0.005)
+    conn.commit()
+    assert attempts > 1
+    conn.close()
+
+
+# ---- COPY FROM -------------------------------------------------------------------------------
+
+def test_statement_timeout_covers_copy_from(node, table):
+    import io
+    conn = node.connect(database=table)
+
+    class SlowRows(io.RawIOBase):
+        """Rows that keep coming for longer than the timeout."""
+        def __init__(self) -> None:
+            self.n = 100
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, size: int = -1) -> bytes:
+            if self.n >= 100 + 400:
+                return b""
+            time.sleep(0.005)
+            self.n += 1
+            return f"{self.n}\t{self.n}\n".encode()
+
+    with conn.cursor() as cur:
+        cur.execute("SET statement_timeout = '200ms'")
+        with pytest.raises(psycopg2.errors.QueryCanceled, match="statement timeout"):
+            cur.copy_expert("COPY kv FROM STDIN", SlowRows(), size=16)
+        cur.execute("SELECT count(*) FROM kv")
+        assert cur.fetchone() == (2,)
+        cur.execute("RESET statement_timeout")
+        cur.copy_expert("COPY kv FROM STDIN", io.BytesIO(b"10\t10\n"))
+        cur.execute("SELECT count(*) FROM kv")
+        assert cur.fetchone() == (3,)
+    conn.close()

@@ -365,13 +365,21 @@ class Connection(asyncio.Protocol):
         session = self.session
         if self.closed or self.busy or session is None or session.ready_status == "I":
             return
-        self._fatal(errors.PgError(IDLE_IN_TRANSACTION_TIMEOUT,
-                                   "terminating connection due to idle-in-transaction timeout"))
+        self._end_session(errors.PgError(IDLE_IN_TRANSACTION_TIMEOUT,
+                                         "terminating connection due to idle-in-transaction timeout"))
 
     def _terminated(self) -> None:
         """CANCEL SESSION or pg_terminate_backend from another session (sql/activity.py)."""
         if not self.closed:
-            self._fatal(errors.PgError(errors.ADMIN_SHUTDOWN, "terminating connection due to administrator command"))
+            self._end_session(errors.PgError(errors.ADMIN_SHUTDOWN,
+                                             "terminating connection due to administrator command"))
+
+    def _end_session(self, exc: errors.PgError) -> None:
+        self._fatal(exc)
+        # A TLS transport closes only once the client answers its close_notify, which an idle
+        # client may never do: the session (its transaction, its locks) ends now, not then.
+        if not self.busy:
+            self._release()
 
     def _report_parameter_changes(self) -> None:
         session = self.session

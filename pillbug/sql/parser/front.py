@@ -715,7 +715,9 @@ class _OwnParser:
             return self.done(self.mk("ShowJobs"))
         if self.accept("SESSIONS") or self.accept("CLUSTER", "SESSIONS") or self.accept("LOCAL", "SESSIONS"):
             return self.done(self.mk("ShowSessions"))
-        if self.accept("QUERIES") or self.accept("CLUSTER", "QUERIES") or self.accept("LOCAL", "QUERIES"):
+        scope = self.peek() if self.peek() in ("CLUSTER", "LOCAL") else ""
+        if self.peek(1 if scope else 0) in ("QUERIES", "STATEMENTS"):  # SHOW QUERIES is an alias
+            self.k += 2 if scope else 1
             return self.done(self.mk("ShowQueries"))
         if self.accept("RANGES"):
             return self.done(self.mk("ShowRanges"))
