@@ -41,22 +41,31 @@ MAX_SLEEP_SECONDS = 24 * 3600.0  # pg_sleep longer than a day is refused, not qu
 class ActiveQuery:
     """One running statement: what SHOW QUERIES shows and what CANCEL QUERY stops."""
 
-    __slots__ = ("query_id", "session", "sql", "start", "began", "deadline", "reason", "waiting_on",
+    __slots__ = ("wall_ns", "session", "sql", "began", "deadline", "reason", "waiting_on",
                  "_timer", "_interrupt", "registry")
 
-    def __init__(self, registry: Activity, query_id: str, session: Any, sql: str,
-                 deadline: float | None) -> None:
+    def __init__(self, registry: Activity, wall_ns: int, session: Any, sql: str,
+                 deadline: float | None, began: float) -> None:
+        # Every statement passes through here: the id and the start time are kept as the one
+        # integer they are made of, and formatted only when someone looks.
         self.registry = registry
-        self.query_id = query_id
+        self.wall_ns = wall_ns  # unique on this node: the high half of the query id
         self.session = session
         self.sql = sql
-        self.start = datetime.datetime.now(datetime.UTC)
-        self.began = registry.clock()
+        self.began = began
         self.deadline = deadline  # on registry.clock; None: no statement_timeout
         self.reason: str | None = None  # set once the statement must stop
         self.waiting_on: asyncio.Future | None = None  # a wait that cancel() ends at once
         self._timer: asyncio.TimerHandle | None = None
         self._interrupt: asyncio.Future | None = None
+
+    @property
+    def query_id(self) -> str:
+        return _format_id(self.wall_ns, self.registry.node_id)
+
+    @property
+    def start(self) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(self.wall_ns / 1e9, datetime.UTC)
 
     def cancel(self, reason: str) -> None:
         if self.reason is None:
@@ -129,20 +138,22 @@ class Activity:
         self.node_id = node_id
         self.clock = clock
         self.sessions: dict[str, Any] = {}  # session_id -> Session
-        self.queries: dict[str, ActiveQuery] = {}
+        self.queries: dict[int, ActiveQuery] = {}  # by wall_ns, the high half of the query id
         self._last_wall = 0
 
-    def _new_id(self) -> str:
-        # CockroachDB's ClusterWideID: 128 bits, the high half an HLC wall time, the low half
-        # naming the node; shown as 32 hex digits. Strictly increasing here, so never reused.
-        wall = max(time.time_ns(), self._last_wall + 1)
+    def _new_wall(self) -> int:
+        # Ids are CockroachDB's ClusterWideID: 128 bits, the high half a wall time in ns, the low
+        # half naming the node; shown as 32 hex digits. Strictly increasing, so never reused.
+        wall = time.time_ns()
+        if wall <= self._last_wall:
+            wall = self._last_wall + 1
         self._last_wall = wall
-        return f"{wall:016x}{self.node_id:016x}"
+        return wall
 
     # ---- sessions ------------------------------------------------------------------------
 
     def add_session(self, session: Any) -> None:
-        session.session_id = self._new_id()
+        session.session_id = _format_id(self._new_wall(), self.node_id)
         self.sessions[session.session_id] = session
 
     def remove_session(self, session: Any) -> None:
@@ -156,17 +167,20 @@ class Activity:
 
     def begin(self, session: Any, sql: str) -> ActiveQuery:
         """Register the statement a session starts, with its statement_timeout's deadline."""
-        timeout_ms = int(session.vars.get("statement_timeout", "0") or 0)
-        deadline = self.clock() + timeout_ms / 1000 if timeout_ms > 0 else None
-        query = ActiveQuery(self, self._new_id(), session, sql, deadline)
-        self.queries[query.query_id] = query
+        now = self.clock()
+        timeout = session.vars.get("statement_timeout", "0")
+        deadline = now + int(timeout) / 1000 if timeout != "0" else None
+        query = ActiveQuery(self, self._new_wall(), session, sql, deadline, now)
+        self.queries[query.wall_ns] = query
         session.query = query
-        query._arm()
+        if deadline is not None:
+            query._arm()
         return query
 
     def end(self, query: ActiveQuery) -> None:
-        query._disarm()
-        self.queries.pop(query.query_id, None)
+        if query._timer is not None:
+            query._disarm()
+        self.queries.pop(query.wall_ns, None)
         session = query.session
         if session.query is query:
             session.query = None
@@ -202,7 +216,7 @@ class Activity:
 
     def cancel_query(self, requester: Any, query_id: str, if_exists: bool) -> bool:
         """CANCEL QUERY: stop another statement (it ends with 57014). Returns whether one was."""
-        query = self.queries.get(query_id)
+        query = self.queries.get(self._wall_of(query_id))
         if query is None:
             if if_exists:
                 return False
@@ -225,6 +239,11 @@ class Activity:
         self.terminate(session)
         return True
 
+    def _wall_of(self, query_id: str) -> int:
+        if not _is_id(query_id) or int(query_id[16:], 16) != self.node_id:
+            return -1
+        return int(query_id[:16], 16)
+
     def by_pid(self, pid: int) -> Any:
         for session in self.sessions.values():
             if session.backend_pid == pid:
@@ -236,6 +255,10 @@ class Activity:
             session.query.cancel(SESSION_CLOSED)
         if session.terminate is not None:
             session.terminate()  # the connection closes; its close ends the session
+
+
+def _format_id(wall_ns: int, node_id: int) -> str:
+    return f"{wall_ns:016x}{node_id:016x}"
 
 
 def _is_id(text: str) -> bool:
