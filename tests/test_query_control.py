@@ -556,3 +556,68 @@ def test_statement_timeout_covers_copy_from(node, table):
         cur.execute("SELECT count(*) FROM kv")
         assert cur.fetchone() == (3,)
     conn.close()
+
+
+# ---- the extended protocol and the wire ------------------------------------------------------
+
+def test_statement_timeout_extended_protocol(node):
+    import psycopg  # sends every statement with Parse/Bind/Execute
+    with psycopg.connect(**node.params(), autocommit=True) as conn:
+        conn.execute("SET statement_timeout = '150ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+            conn.execute("SELECT pg_sleep(%s)", (5,))
+        assert conn.execute("SELECT %s::INT + 1", (1,)).fetchone() == (2,)
+
+
+def test_idle_in_transaction_timeout_sends_fatal_25p03(node):
+    from wire_client import RawConnection, query
+    raw = RawConnection(node.host, node.port, node.certs_dir)
+    try:
+        raw.login()
+        raw.send(query("SET idle_in_transaction_session_timeout = '200ms'; BEGIN; SELECT 1"))
+        assert raw.read_until(b"Z")[-1] == (b"Z", b"T")
+        tail = raw.read_until(b"never")  # the server speaks next, then closes
+        fatal = raw.errors(tail)
+        assert [(e["S"], e["C"], e["M"]) for e in fatal] == [
+            ("FATAL", "25P03", "terminating connection due to idle-in-transaction timeout")]
+    finally:
+        raw.close()
+
+
+# ---- role options ------------------------------------------------------------------------------
+# CREATE USER ... VIEWACTIVITY / CANCELQUERY does not parse yet (PostgreSQL's grammar refuses the
+# option names), so the rule is tested on the registry with a catalog of its own.
+
+class _User:
+    def __init__(self, **options: bool) -> None:
+        self.options = options
+
+
+class _Catalog:
+    def __init__(self) -> None:
+        self.users = {"root": _User(), "alice": _User(), "bob": _User(),
+                      "watcher": _User(viewactivity=True, cancelquery=True), "boss": _User()}
+
+    def is_admin(self, user: str) -> bool:
+        return user in ("root", "boss")
+
+
+@pytest.mark.parametrize("requester,owner,allowed", [
+    ("alice", "alice", True), ("alice", "bob", False), ("root", "alice", True), ("boss", "root", True),
+    ("watcher", "alice", True), ("watcher", "root", False), ("watcher", "boss", False),
+])
+def test_who_may_cancel(requester, owner, allowed):
+    registry = activity.Activity(node_id=1)
+    if allowed:
+        registry.check_can_cancel(_Catalog(), requester, owner)
+    else:
+        with pytest.raises(errors.PgError) as info:
+            registry.check_can_cancel(_Catalog(), requester, owner)
+        assert info.value.code == "42501"
+
+
+@pytest.mark.parametrize("viewer,owner,visible", [
+    ("alice", "alice", True), ("alice", "bob", False), ("boss", "alice", True), ("watcher", "root", True),
+])
+def test_who_may_see(viewer, owner, visible):
+    assert activity.Activity(node_id=1).can_view(_Catalog(), viewer, owner) is visible
