@@ -2,7 +2,8 @@
 
 It owns the Store handle, the cache of Catalog snapshots (by catalog version), the plan cache
 (by catalog version, database, user and statement shape), the unique_rowid() generator, the
-registry of live sessions (for cancel requests and SHOW SESSIONS), and the turns that
+live sessions by backend pid (for cancel requests) and by id with their running statements
+(Activity, sql/activity.py: SHOW QUERIES / SESSIONS, CANCEL, statement_timeout), and the turns that
 server-side retries take on a contended key (RetryTurns). Sessions come from
 new_session(). This module knows nothing of the wire protocol: pgwire creates sessions and
 feeds them statements, and so can an embedded caller or a test.

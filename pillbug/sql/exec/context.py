@@ -16,7 +16,9 @@ from pillbug.kv.txn import Txn
 from pillbug.sql import activity
 from pillbug.util import errors, timeslice
 
-LOCK_POLL_SECONDS = 0.1  # how soon a statement waiting for a row lock notices a cancel
+# How soon a lock wait looks again at a flag set without waking it (a cancel or a timeout through
+# sql/activity.py resolves the wait at once).
+LOCK_POLL_SECONDS = 0.1
 
 
 class ExecCtx:
