@@ -270,6 +270,32 @@ def test_cancel_wins_over_later_timeout_and_no_timeout_means_none():
     assert query.query_id.endswith("7".rjust(16, "0"))
 
 
+def test_guard_ends_a_wait_for_a_retry_turn_when_canceled():
+    import asyncio
+
+    async def scenario():
+        registry = activity.Activity(node_id=1)
+        query = registry.begin(_FakeSession("0"), "UPDATE kv SET v = v + 1 WHERE k = 1")
+        turn = asyncio.get_running_loop().create_future()  # a turn that never comes
+
+        async def wait_for_turn():
+            await turn
+        asyncio.get_running_loop().call_soon(query.cancel, activity.CANCELED)
+        with pytest.raises(errors.PgError) as info:
+            await query.guard(wait_for_turn())
+        assert info.value.code == "57014"
+        await asyncio.sleep(0)
+        assert turn.cancelled()  # the waiter left the queue
+        # a wait that ends first returns its value
+        query2 = registry.begin(_FakeSession("0"), "SELECT 1")
+
+        async def quick():
+            return 42
+        assert await query2.guard(quick()) == 42
+
+    asyncio.run(scenario())
+
+
 # ---- SHOW QUERIES / SESSIONS, CANCEL QUERY / SESSION --------------------------------------------
 
 @pytest.fixture(scope="module")
