@@ -126,6 +126,28 @@ def test_statement_timeout_from_startup_options(node):
     conn.close()
 
 
+def test_statement_timeout_set_earlier_in_the_batch(node):
+    conn = node.connect()
+    with conn.cursor() as cur:
+        with pytest.raises(psycopg2.errors.QueryCanceled, match="statement timeout"):
+            cur.execute("SET statement_timeout = '200ms'; SELECT pg_sleep(5)")
+        cur.execute("SELECT 1")
+    conn.close()
+
+
+def test_statement_timeout_per_statement_not_per_batch(node):
+    conn = node.connect()
+    with conn.cursor() as cur:
+        cur.execute("SET statement_timeout = '300ms'")
+        # four sleeps of 0.1 s: 0.4 s for the batch, each well under 0.3 s
+        cur.execute("SELECT pg_sleep(0.1); SELECT pg_sleep(0.1); SELECT pg_sleep(0.1); SELECT pg_sleep(0.1)")
+        assert cur.fetchone() == (True,)
+        with pytest.raises(psycopg2.errors.QueryCanceled, match="statement timeout"):
+            cur.execute("SELECT 1; SELECT pg_sleep(5)")
+        cur.execute("RESET statement_timeout")
+    conn.close()
+
+
 def test_statement_timeout_in_explicit_txn_aborts_it(node):
     conn = node.connect(autocommit=False)
     with conn.cursor() as cur:

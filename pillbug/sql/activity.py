@@ -177,6 +177,17 @@ class Activity:
             query._arm()
         return query
 
+    def next_statement(self, query: ActiveQuery, sql: str) -> None:
+        """The next statement of a simple-query batch: shown on its own, with a deadline of its
+        own (statement_timeout as set now, perhaps by an earlier statement of the batch)."""
+        query.sql = sql
+        query._disarm()
+        now = self.clock()
+        timeout = query.session.vars.get("statement_timeout", "0")
+        query.deadline = now + int(timeout) / 1000 if timeout != "0" else None
+        if query.deadline is not None and query.reason is None:
+            query._arm()
+
     def end(self, query: ActiveQuery) -> None:
         if query._timer is not None:
             query._disarm()

@@ -754,7 +754,10 @@ class Session:
         return key
 
     async def _run_batch(self, statements: list[Statement], sink: ResultSink) -> None:
-        for stmt in statements:
+        for i, stmt in enumerate(statements):
+            if i and self.query is not None:
+                # statement_timeout applies to each statement of a batch (PostgreSQL 13+, CockroachDB)
+                self.engine.activity.next_statement(self.query, stmt.text)
             try:
                 await self._run_one(stmt, stmt.text, [], sink)
             except errors.PgError as exc:
