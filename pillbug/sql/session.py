@@ -191,7 +191,6 @@ class Session:
         self.reported_changes: list[tuple[str, str]] = []
         self.as_of_revision: int | None = None
         self.read_only_txn = False  # BEGIN READ ONLY
-        self.active_query = ""
         self.pending_notices: list[str] = []
         self.sequence_values: dict[int, int] = {}
         self.deallocated: list[str] = []
@@ -650,7 +649,6 @@ class Session:
             self.engine.activity.end(query)
 
     async def _run_simple(self, sql: str, sink: ResultSink) -> None:
-        self.active_query = sql
         self.engine.note_active(self.backend_pid)
         retry_safe = self.state == NO_TXN
         statements: list[Statement] | None = None
