@@ -633,8 +633,34 @@ def test_idle_in_transaction_timeout_sends_fatal_25p03(node):
 
 
 # ---- role options ------------------------------------------------------------------------------
-# CREATE USER ... VIEWACTIVITY / CANCELQUERY does not parse yet (PostgreSQL's grammar refuses the
-# option names), so the rule is tested on the registry with a catalog of its own.
+
+def test_viewactivity_and_cancelquery_role_options(node, other_user):
+    node.sql("CREATE USER IF NOT EXISTS qctl_watcher WITH PASSWORD 'Watch-secret-pw-1' VIEWACTIVITY CANCELQUERY")
+    pconn, pthread, poutcome, (pleb_query, *_rest) = _start_sleep(node, user=other_user, password=OTHER_PW,
+                                                                 tag="watched")
+    rconn, rthread, routcome, (root_query, *_rest) = _start_sleep(node, tag="admins")
+    watcher = node.connect("qctl_watcher", "Watch-secret-pw-1")
+    with watcher.cursor() as cur:
+        cur.execute("SELECT query_id FROM [SHOW CLUSTER QUERIES]")
+        visible = {r[0] for r in cur.fetchall()}
+        assert {pleb_query, root_query} <= visible  # VIEWACTIVITY: everyone's
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute(f"CANCEL QUERY '{root_query}'")  # CANCELQUERY does not reach admins
+        cur.execute(f"CANCEL QUERY '{pleb_query}'")
+    pthread.join(10)
+    assert isinstance(poutcome.get("error"), psycopg2.errors.QueryCanceled)
+    assert rthread.is_alive()
+    node.sql("ALTER USER qctl_watcher WITH NOVIEWACTIVITY NOCANCELQUERY")
+    with watcher.cursor() as cur:
+        cur.execute("SELECT query_id FROM [SHOW CLUSTER QUERIES]")
+        assert root_query not in {r[0] for r in cur.fetchall()}
+    rconn.cancel()
+    rthread.join(10)
+    for c in (pconn, rconn, watcher):
+        c.close()
+
+
+# The rule on its own, with a catalog of the test's.
 
 class _User:
     def __init__(self, **options: bool) -> None:

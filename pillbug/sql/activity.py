@@ -205,8 +205,7 @@ class Activity:
         return bool(record is not None and record.options.get(option))
 
     def can_view(self, catalog: Any, viewer: str, owner: str) -> bool:
-        return (viewer == owner or catalog.is_admin(viewer) or self._option(catalog, viewer, "viewactivity")
-                or self._option(catalog, viewer, "viewactivityredacted"))
+        return viewer == owner or catalog.is_admin(viewer) or self._option(catalog, viewer, "viewactivity")
 
     def check_can_cancel(self, catalog: Any, requester: str, owner: str) -> None:
         """The owner and admins may cancel; CANCELQUERY reaches everyone but admins (CockroachDB)."""

@@ -58,6 +58,8 @@ class Statement:
     # CONSTRAINT or PRIMARY/UNIQUE keyword), as pglast reports it
     key_directions: dict[int, list[str]] = field(default_factory=dict)
     mutation_clauses: dict[str, Any] = field(default_factory=dict)  # UPDATE/DELETE ORDER BY, LIMIT
+    # CockroachDB's role options (VIEWACTIVITY, NOCANCELQUERY, ...) by location: (name, value)
+    role_options: dict[int, tuple[str, bool]] = field(default_factory=dict)
 
     @property
     def is_query(self) -> bool:
@@ -172,6 +174,8 @@ def _parse_one(text: str, offset: int, full: str, tokens: list) -> Statement:
         _place_sources(node, stmt.sources)
     if stmt.mutation_clauses:
         _place_mutation_clauses(node, stmt.mutation_clauses)
+    if stmt.role_options:
+        _place_role_options(node, stmt.role_options)
     (kind, fields), = node.items()
     stmt.kind = kind
     stmt.node = fields
@@ -212,6 +216,8 @@ def _find_additions(toks: _Tokens, stmt: Statement, edits: list) -> None:
     if first == "ALTER" and toks.word(1) in ("USER", "ROLE") and toks.word(2) == "IF" and toks.word(3) == "EXISTS":
         stmt.if_exists = True
         edits.append(_blank(text, t[2].start, t[3].end + 1))
+    if first in ("CREATE", "ALTER") and toks.word(1) in ("USER", "ROLE"):
+        _role_options(toks, stmt, edits)
     if first == "CREATE" and (toks.word(1) == "TABLE" or toks.word(2) == "TABLE"):
         _inline_indexes(toks, stmt, edits)
     if first in ("CREATE", "ALTER") and toks.word(1) == "TABLE":
@@ -376,6 +382,38 @@ def _mutation_order_limit(toks: _Tokens, stmt: Statement, edits: list, n: int) -
     select = tree["stmts"][0]["stmt"]["SelectStmt"]
     stmt.mutation_clauses = {k: select[k] for k in ("sortClause", "limitCount", "limitOffset") if k in select}
     edits.append(_blank(toks.text, t[start].start, t[end - 1].end + 1))
+
+
+# Role options of CockroachDB's that PostgreSQL's grammar refuses; sql/users.py knows them.
+_CRDB_ROLE_OPTIONS = frozenset({"CONTROLJOB", "VIEWACTIVITY", "CANCELQUERY", "MODIFYCLUSTERSETTING",
+                                "CONTROLCHANGEFEED", "CREATELOGIN"})
+
+
+def _role_options(toks: _Tokens, stmt: Statement, edits: list) -> None:
+    """Each such option becomes CREATEDB (NOCREATEDB) padded to its length, a DefElem at its
+    location that _place_role_options renames."""
+    first_option = 3  # after CREATE|ALTER USER|ROLE [IF [NOT] EXISTS] name: a role may be named so
+    if toks.word(2) == "IF":
+        first_option += 3 if toks.word(3) == "NOT" else 2
+    for k in range(first_option, len(toks.toks)):
+        tok = toks.toks[k]
+        word = toks.word(k)
+        value = not word.startswith("NO")
+        name = word if value else word[2:]
+        if name in _CRDB_ROLE_OPTIONS:
+            stand_in = "CREATEDB" if value else "NOCREATEDB"
+            stmt.role_options[tok.start] = (name.lower(), value)
+            edits.append((tok.start, tok.end + 1, stand_in.ljust(tok.end + 1 - tok.start)))
+
+
+def _place_role_options(node: Any, options: dict[int, tuple[str, bool]]) -> None:
+    (fields,) = node.values()
+    for opt in fields.get("options") or []:
+        elem = opt.get("DefElem", {})
+        if elem.get("location") in options:
+            name, value = options[elem["location"]]
+            elem["defname"] = name
+            elem["arg"] = {"Boolean": {"boolval": value}}
 
 
 def _place_mutation_clauses(node: Any, clauses: dict) -> bool:
