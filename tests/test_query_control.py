@@ -351,7 +351,8 @@ def test_show_queries_and_sessions_columns(node):
         query_id, node_id, session_id, user, *_rest = rows[0]
         assert len(query_id) == 32 and int(query_id, 16) and len(session_id) == 32
         assert (node_id, user, rows[0][7], rows[0][10]) == (1, "root", "qctl_app", "executing")
-        for show in ("SHOW QUERIES", "SHOW LOCAL QUERIES", "SHOW STATEMENTS", "SHOW CLUSTER STATEMENTS"):
+        for show in ("SHOW QUERIES", "SHOW LOCAL QUERIES", "SHOW STATEMENTS", "SHOW CLUSTER STATEMENTS",
+                     "SHOW ALL CLUSTER QUERIES"):
             cur.execute(show)
             assert any(r[5] == show for r in cur.fetchall())
         cur.execute("SHOW SESSIONS")
@@ -361,7 +362,7 @@ def test_show_queries_and_sessions_columns(node):
         mine = [r for r in cur.fetchall() if r[1] == session_id]
         assert len(mine) == 1
         assert mine[0][2:4] == ("ACTIVE", "root") and mine[0][6] == "SHOW SESSIONS"
-        assert mine[0][7] == "SHOW CLUSTER STATEMENTS"
+        assert mine[0][7] == "SHOW ALL CLUSTER QUERIES"
         cur.execute("SELECT count(*) FROM crdb_internal.node_sessions WHERE session_id = %s", (session_id,))
         assert cur.fetchone() == (1,)
         cur.execute("SELECT query FROM crdb_internal.cluster_queries WHERE session_id = %s", (session_id,))

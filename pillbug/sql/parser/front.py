@@ -577,6 +577,9 @@ def _syntax_error(exc: pg.ParseError, sql: str, offset: int) -> errors.PgError:
     return errors.syntax_error(message, position)
 
 
+_ACTIVITY_SHOWS = {"SESSIONS": "ShowSessions", "QUERIES": "ShowQueries", "STATEMENTS": "ShowQueries"}
+
+
 class _OwnParser:
     """A recursive-descent parser for the CockroachDB statements PostgreSQL lacks."""
 
@@ -739,7 +742,7 @@ class _OwnParser:
             return self.show_grants()
         if self.accept("CLUSTER", "SETTING"):
             return self.done(self.mk("ShowClusterSetting", name=".".join(self.qualified_name())))
-        if self.peek() in ("ALL", "PUBLIC") and self.peek(1) == "CLUSTER":
+        if self.peek() in ("ALL", "PUBLIC") and self.peek(1) == "CLUSTER" and self.peek(2) not in _ACTIVITY_SHOWS:
             self.k += 2
             self.expect("SETTINGS")
             return self.done(self.mk("ShowClusterSettings"))
@@ -751,12 +754,14 @@ class _OwnParser:
             return self.done(self.mk("ShowSequences"))
         if self.accept("JOBS"):
             return self.done(self.mk("ShowJobs"))
-        if self.accept("SESSIONS") or self.accept("CLUSTER", "SESSIONS") or self.accept("LOCAL", "SESSIONS"):
-            return self.done(self.mk("ShowSessions"))
-        scope = self.peek() if self.peek() in ("CLUSTER", "LOCAL") else ""
-        if self.peek(1 if scope else 0) in ("QUERIES", "STATEMENTS"):  # SHOW QUERIES is an alias
-            self.k += 2 if scope else 1
-            return self.done(self.mk("ShowQueries"))
+        # SHOW [ALL] [CLUSTER|LOCAL] SESSIONS|QUERIES|STATEMENTS (QUERIES is an alias of STATEMENTS;
+        # ALL adds CockroachDB's internal sessions and statements, and Pillbug runs none)
+        skip = 1 if self.peek() == "ALL" else 0
+        skip += 1 if self.peek(skip) in ("CLUSTER", "LOCAL") else 0
+        activity = _ACTIVITY_SHOWS.get(self.peek(skip))
+        if activity is not None:
+            self.k += skip + 1
+            return self.done(self.mk(activity))
         if self.accept("RANGES"):
             return self.done(self.mk("ShowRanges"))
         if self.accept("REGIONS"):
