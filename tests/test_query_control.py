@@ -314,6 +314,19 @@ def test_guard_ends_a_wait_for_a_retry_turn_when_canceled():
         async def quick():
             return 42
         assert await query2.guard(quick()) == 42
+        # the statement's coroutine is closed mid-wait (its connection went away): the wait goes too
+        query3 = registry.begin(_FakeSession("0"), "UPDATE kv SET v = v + 1 WHERE k = 1")
+        turn3 = asyncio.get_running_loop().create_future()
+
+        async def wait_for_turn3():
+            await turn3
+
+        statement = query3.guard(wait_for_turn3())
+        statement.send(None)
+        await asyncio.sleep(0)  # the task starts waiting for its turn
+        statement.close()
+        await asyncio.sleep(0)
+        assert turn3.cancelled()
 
     asyncio.run(scenario())
 

@@ -101,13 +101,18 @@ class ActiveQuery:
         """Await something that may take long (a retry's turn), ending early if canceled."""
         task = asyncio.ensure_future(awaitable)
         interrupt = self._interrupt = asyncio.get_running_loop().create_future()
+        interrupted = True
         try:
             await asyncio.wait((task, interrupt), return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._interrupt = None
-        if not task.done():
-            task.cancel()
-            self.check()
+            # Also when this coroutine is closed mid-wait (its connection went away): the task
+            # must not go on to take a turn that nobody would give back.
+            interrupted = not task.done()
+            if interrupted:
+                task.cancel()
+        if interrupted:
+            raise self.error()  # only cancel() resolves the interrupt
         return task.result()
 
     def _arm(self) -> None:
@@ -117,7 +122,7 @@ class ActiveQuery:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return  # embedded, no loop: check() still sees the deadline at the next batch
+            return  # embedded, no loop: ExecCtx.canceled and check() look at the deadline themselves
         self._timer = loop.call_later(max(self.deadline - self.registry.clock(), 0.0), self._ring)
 
     def _ring(self) -> None:

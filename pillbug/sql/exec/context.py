@@ -66,7 +66,8 @@ class ExecCtx:
         if self._canceled:
             return True
         session = self.session
-        return session is not None and session.query is not None and session.query.reason is not None
+        query = session.query if session is not None else None
+        return query is not None and (query.reason is not None or (query.deadline is not None and query.expire()))
 
     @canceled.setter
     def canceled(self, value: bool) -> None:
