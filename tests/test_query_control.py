@@ -187,8 +187,10 @@ def test_pg_sleep_bad_input(node):
     with conn.cursor() as cur:
         with pytest.raises(psycopg2.errors.InvalidParameterValue):
             cur.execute("SELECT pg_sleep('NaN'::FLOAT8)")
-        cur.execute("SELECT pg_sleep(-1), pg_sleep(NULL)")
-        assert cur.fetchone() == (True, True)
+        cur.execute("SELECT pg_sleep(-1), pg_sleep(NULL), crdb_internal.force_retry(NULL)")
+        assert cur.fetchone() == (True, None, None)
+        with pytest.raises(psycopg2.errors.UndefinedFunction):
+            cur.execute("SELECT crdb_internal.force_retry(1, 2)")
     conn.close()
 
 

@@ -17,6 +17,11 @@ time, too. Nothing a client does grows memory without bound: input waits in the 
 MAX_PENDING_INPUT; while the client does not read (pause_writing), no further message is taken
 and reading pauses; oversized messages are skipped, not buffered (messages.py).
 
+Query control (sql/activity.py): the session registers each statement itself; the connection
+registers COPY FROM (checked between CopyData messages), arms idle_in_transaction_session_timeout
+at each ReadyForQuery inside a transaction (a loop timer, cancelled by the next message), and
+gives the session `terminate`, which CANCEL SESSION and pg_terminate_backend call.
+
 Every failure is a statement's, never the node's: a PgError goes to the client with its SQLSTATE,
 and any other exception escaping a handler becomes XX000 (or 54001 for too deep a recursion)
 for that statement while the connection goes on. Only framing errors, which leave no way to find

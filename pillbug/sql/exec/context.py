@@ -135,7 +135,7 @@ class ExecCtx:
         registry = self.session.engine.activity
         target = registry.by_pid(pid)
         if target is None:
-            self.session.pending_notices.append(f"PID {pid} is not a PostgreSQL server process")
+            self.session.pending_notices.append(f"PID {pid} is not a PostgreSQL backend process")
             return False
         registry.check_can_cancel(self.session.catalog_or_latest(), self.user, target.user)
         if terminate:

@@ -224,17 +224,15 @@ def _node_id() -> int:
 
 # Query control (sql/activity.py). Volatile: they must run when the statement does, never be
 # folded while it is planned.
-@fn("pg_sleep", ("float",), T.BOOL, needs_ctx=True, volatile=True, strict=False)
-def _pg_sleep(ctx: Any, seconds: float | None) -> bool:
-    if seconds is not None:
-        ctx.sleep(seconds)
+@fn("pg_sleep", ("float",), T.BOOL, needs_ctx=True, volatile=True)
+def _pg_sleep(ctx: Any, seconds: float) -> bool:
+    ctx.sleep(seconds)
     return True
 
 
-@fn("crdb_internal.force_retry", ("interval",), T.INT8, needs_ctx=True, volatile=True, strict=False)
-def _force_retry(ctx: Any, interval: Interval | None) -> int:
-    if interval is not None:
-        ctx.force_retry(((interval.months * 30 + interval.days) * 86_400_000_000 + interval.micros) / 1e6)
+@fn("crdb_internal.force_retry", ("interval",), T.INT8, needs_ctx=True, volatile=True)
+def _force_retry(ctx: Any, interval: Interval) -> int:
+    ctx.force_retry(((interval.months * 30 + interval.days) * 86_400_000_000 + interval.micros) / 1e6)
     return 0
 
 
