@@ -17,6 +17,11 @@ time, too. Nothing a client does grows memory without bound: input waits in the 
 MAX_PENDING_INPUT; while the client does not read (pause_writing), no further message is taken
 and reading pauses; oversized messages are skipped, not buffered (messages.py).
 
+Query control (sql/activity.py): the session registers each statement itself; the connection
+registers COPY FROM (checked between CopyData messages), arms idle_in_transaction_session_timeout
+at each ReadyForQuery inside a transaction (a loop timer, cancelled by the next message), and
+gives the session `terminate`, which CANCEL SESSION and pg_terminate_backend call.
+
 Every failure is a statement's, never the node's: a PgError goes to the client with its SQLSTATE,
 and any other exception escaping a handler becomes XX000 (or 54001 for too deep a recursion)
 for that statement while the connection goes on. Only framing errors, which leave no way to find
@@ -61,6 +66,7 @@ _I32 = struct.Struct(">i")
 _NULL = b"\xff\xff\xff\xff"
 STATEMENT_TOO_COMPLEX = "54001"
 INVALID_CURSOR_NAME = "34000"
+IDLE_IN_TRANSACTION_TIMEOUT = "25P03"
 
 
 def _send(coro: Coroutine) -> Any:
@@ -101,6 +107,8 @@ class Connection(asyncio.Protocol):
         self._continue_scheduled = False
         self._startup_timer: asyncio.TimerHandle | None = None
         self.slicer = timeslice.Slicer()
+        self._idle_timer: asyncio.TimerHandle | None = None  # idle_in_transaction_session_timeout
+        self.copy_query: Any = None  # the COPY FROM STDIN being fed, as sql/activity.py registers it
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
 
@@ -138,14 +146,16 @@ class Connection(asyncio.Protocol):
         self.closed = True
         if self._startup_timer is not None:
             self._startup_timer.cancel()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         self.server.connections.discard(self)
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.cancel()
         if self.slicer.paused:
             # The statement is mid-computation in the slicer's greenlet: let it stop at its next
             # batch, then _step cleans up (closing its coroutine now would be closing a running one).
-            if self.session is not None and self.session.running_ctx is not None:
-                self.session.running_ctx.canceled = True
+            if self.session is not None:
+                self.session.cancel()
             return
         self._release()
 
@@ -202,6 +212,9 @@ class Connection(asyncio.Protocol):
                 return
             if msg is None:
                 break
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
             self._msg_type = msg[0]
             try:
                 coro = self._dispatch(*msg)
@@ -349,6 +362,32 @@ class Connection(asyncio.Protocol):
         status = self.session.ready_status if self.session is not None else "I"
         self._report_parameter_changes()
         self.out += M.ready_for_query(status)
+        if status != "I" and self.session is not None:
+            timeout_ms = int(self.session.vars.get("idle_in_transaction_session_timeout", "0") or 0)
+            if timeout_ms > 0 and self._idle_timer is None:
+                self._idle_timer = asyncio.get_running_loop().call_later(timeout_ms / 1000, self._idle_timed_out)
+
+    def _idle_timed_out(self) -> None:
+        """idle_in_transaction_session_timeout: the client left a transaction open too long."""
+        self._idle_timer = None
+        session = self.session
+        if self.closed or self.busy or session is None or session.ready_status == "I":
+            return
+        self._end_session(errors.PgError(IDLE_IN_TRANSACTION_TIMEOUT,
+                                         "terminating connection due to idle-in-transaction timeout"))
+
+    def _terminated(self) -> None:
+        """CANCEL SESSION or pg_terminate_backend from another session (sql/activity.py)."""
+        if not self.closed:
+            self._end_session(errors.PgError(errors.ADMIN_SHUTDOWN,
+                                             "terminating connection due to administrator command"))
+
+    def _end_session(self, exc: errors.PgError) -> None:
+        self._fatal(exc)
+        # A TLS transport closes only once the client answers its close_notify, which an idle
+        # client may never do: the session (its transaction, its locks) ends now, not then.
+        if not self.busy:
+            self._release()
 
     def _report_parameter_changes(self) -> None:
         session = self.session
@@ -537,6 +576,7 @@ class Connection(asyncio.Protocol):
             self._fatal(exc)
             return
         self.session = session
+        session.terminate = self._terminated
         try:
             sql_statements.check_connect(session, session.database)
         except errors.PgError as exc:
@@ -623,6 +663,8 @@ class Connection(asyncio.Protocol):
             self.copy = CopyIn(session, stmt)
             if self.copy.format == "binary":
                 self.copy.parser = BinaryCopyParser(self.copy.types, self.copy.insert_values)
+            # statement_timeout and CANCEL QUERY reach the ingest between CopyData messages.
+            self.copy_query = session.engine.activity.begin(session, stmt.text)
         except errors.PgError as exc:
             if extended:
                 self._extended_error(exc)
@@ -643,6 +685,7 @@ class Connection(asyncio.Protocol):
         if msg_type == b"d":
             if self.copy_error is None:
                 try:
+                    self.copy_query.check()
                     copy.feed(body)
                 except errors.PgError as exc:
                     self.copy_error = exc
@@ -659,6 +702,7 @@ class Connection(asyncio.Protocol):
         else:
             exc = errors.protocol_violation(f"unexpected message type {msg_type!r} during COPY")
         assert self.session is not None
+        self._end_copy_query()
         self.session.fail(exc)
         self._error(exc)
         self._end_copy_statement(failed=True)
@@ -673,16 +717,26 @@ class Connection(asyncio.Protocol):
             return
         self._ready()
 
+    def _end_copy_query(self, exc: errors.PgError | None = None) -> errors.PgError | None:
+        query, self.copy_query = self.copy_query, None
+        if query is None or self.session is None:
+            return exc
+        self.session.engine.activity.end(query)
+        return query.explain(exc) if exc is not None else None
+
     async def _finish_copy(self, copy: CopyIn) -> None:
         session = self.session
         assert session is not None
         try:
             if self.copy_error is not None:
                 raise self.copy_error
+            self.copy_query.check()
             rows = copy.finish()
             await session._finish_implicit()
+            self._end_copy_query()
             self.command_complete(f"COPY {rows}")
         except errors.PgError as exc:
+            exc = self._end_copy_query(exc) or exc
             session.fail(exc)
             self._error(exc)
             self._end_copy_statement(failed=True)

@@ -144,7 +144,6 @@ DEFINITIONS: dict[str, tuple[str, Callable[[str], str]]] = {
     "serial_normalization": ("rowid", _one_of("rowid")),
     "allow_prepare_as_opt_plan": ("off", _any),
     "enable_implicit_select_for_update": ("on", _bool),
-    "statement_timeout_ms": ("0", _any),
     "tracing": ("off", _any),
     "lc_messages": ("C", _any),
     "lc_monetary": ("C", _any),
@@ -159,7 +158,8 @@ DEFINITIONS: dict[str, tuple[str, Callable[[str], str]]] = {
 # How SHOW ALL and ParameterStatus spell the names that PostgreSQL capitalises.
 DISPLAY_NAMES = {"datestyle": "DateStyle", "intervalstyle": "IntervalStyle", "timezone": "TimeZone"}
 ALIASES = {"time zone": "timezone", "transaction isolation level": "transaction_isolation",
-           "session_authorization": "session_user", "transaction_isolation": "transaction_isolation"}
+           "session_authorization": "session_user", "transaction_isolation": "transaction_isolation",
+           "statement_timeout_ms": "statement_timeout"}
 READ_ONLY = frozenset({"server_version", "server_version_num", "server_encoding", "session_user",
                        "is_superuser", "transaction_status", "node_id", "crdb_version", "integer_datetimes",
                        "max_identifier_length", "max_index_keys", "session_authorization"})

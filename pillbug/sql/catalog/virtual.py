@@ -908,15 +908,37 @@ def _pg_cursors(ctx: Any) -> Iterable[tuple]:
          "wait_event text, state text, backend_xid int8, backend_xmin int8, query text, backend_type text")
 def _pg_stat_activity(ctx: Any) -> Iterable[tuple]:
     session = ctx.session
-    admin = _catalog(ctx).is_admin(session.user)
-    for s in list(session.engine.sessions.values()):
-        if not admin and s.user != session.user:
-            continue
+    for s in session.engine.activity.visible_sessions(session):
         db = _catalog(ctx).database(s.database)
+        query = s.query
+        state = "active" if query is not None else "idle in transaction" if s.ready_status != "I" else "idle"
         yield (db.id if db else 0, s.database, s.backend_pid, user_oid(s.user), s.user,
-               s.vars.get("application_name", ""), s.client_addr, None, None, s.node_start_time, None, None,
-               None, None, None, "active" if s.running_ctx is not None else "idle", None, None,
-               s.active_query, "client backend")
+               s.vars.get("application_name", ""), s.client_addr, None, None, s.session_start, None,
+               query.start if query is not None else None, None, None, None, state, None, None,
+               query.sql if query is not None else s.last_query, "client backend")
+
+
+# Query control (sql/activity.py): CockroachDB's tables behind SHOW QUERIES and SHOW SESSIONS.
+# One node: the cluster's and the node's are the same rows.
+_QUERY_COLUMNS = ("query_id text, node_id int8, session_id text, user_name text, start timestamptz, query text, "
+                  "client_address text, application_name text, distributed bool, full_scan bool, phase text")
+_SESSION_COLUMNS = ("node_id int8, session_id text, status text, user_name text, client_address text, "
+                    "application_name text, active_queries text, last_active_query text, "
+                    "session_start timestamptz, active_query_start timestamptz, num_txns_executed int8")
+
+
+@virtual("crdb_internal", "cluster_queries", _QUERY_COLUMNS)
+@virtual("crdb_internal", "node_queries", _QUERY_COLUMNS)
+def _queries(ctx: Any) -> Iterable[tuple]:
+    from pillbug.sql import activity
+    return activity.query_rows(ctx.session)
+
+
+@virtual("crdb_internal", "cluster_sessions", _SESSION_COLUMNS)
+@virtual("crdb_internal", "node_sessions", _SESSION_COLUMNS)
+def _sessions(ctx: Any) -> Iterable[tuple]:
+    from pillbug.sql import activity
+    return activity.session_rows(ctx.session)
 
 
 @virtual("crdb_internal", "node_build_info", "node_id int8, field text, value text")
