@@ -622,6 +622,38 @@ def test_statement_timeout_covers_copy_from(node, table):
     conn.close()
 
 
+def test_statement_timeout_and_cancel_reach_copy_to(node):
+    """COPY TO streams batch by batch: it is listed while it runs, and a timeout stops it."""
+    import io
+    conn = node.connect()
+    with conn.cursor() as cur:
+        cur.execute("SET statement_timeout = '200ms'")
+        began = time.monotonic()
+        with pytest.raises(psycopg2.errors.QueryCanceled, match="statement timeout"):
+            cur.copy_expert("COPY (SELECT a, b FROM generate_series(1, 100000) a, generate_series(1, 100000) b) "
+                            "TO STDOUT", io.StringIO())
+        assert time.monotonic() - began < 10
+        cur.execute("RESET statement_timeout")
+        out = io.StringIO()
+        cur.copy_expert("COPY (SELECT generate_series(1, 3)) TO STDOUT", out)
+        assert out.getvalue() == "1\n2\n3\n"
+    conn.close()
+
+    def copy_forever() -> None:
+        other = node.connect()
+        try:
+            with other.cursor() as cur:
+                cur.copy_expert("COPY (SELECT a, b FROM generate_series(1, 100000) a, "
+                                "generate_series(1, 100000) b) TO STDOUT", io.StringIO())
+        finally:
+            other.close()
+    thread, outcome = _in_thread(copy_forever)
+    query_id = _wait_for(lambda: _queries_like(node, "COPY (SELECT a, b"), "the COPY to show up")[0][0]
+    node.sql(f"CANCEL QUERY '{query_id}'")
+    thread.join(30)
+    assert isinstance(outcome.get("error"), psycopg2.errors.QueryCanceled), outcome
+
+
 # ---- the extended protocol and the wire ------------------------------------------------------
 
 def test_statement_timeout_extended_protocol(node):

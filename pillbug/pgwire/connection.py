@@ -634,7 +634,8 @@ class Connection(asyncio.Protocol):
         """Stream a COPY TO in the session's transaction (an implicit one if none is open)."""
         session = self.session
         assert session is not None
-        session.active_query = stmt.text
+        # SHOW QUERIES lists it; statement_timeout and CANCEL QUERY stop it between batches.
+        query = session.engine.activity.begin(session, stmt.text)
         try:
             session._check_statement_allowed(stmt)
             if session.txn is None:
@@ -647,8 +648,11 @@ class Connection(asyncio.Protocol):
                 session.running_ctx = None
             await session._finish_implicit()
         except errors.PgError as exc:
+            exc = query.explain(exc)
             session.fail(exc)
-            raise
+            raise exc from None
+        finally:
+            session.engine.activity.end(query)
         self.command_complete(f"COPY {rows}")
 
     # ---- COPY FROM STDIN -----------------------------------------------------------------
