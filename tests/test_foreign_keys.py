@@ -3,6 +3,7 @@ cockroachdb dialect, and concurrent parent deletes against child inserts (SERIAL
 ever commits). The statement-level behaviour is tests/logic/foreign_keys.test."""
 from __future__ import annotations
 
+import io
 import random
 import threading
 
@@ -73,7 +74,7 @@ def test_concurrent_parent_deletes_and_child_inserts_leave_no_orphan(node: Node,
     parents = 12
     node.sql("CREATE TABLE parent (id INT PRIMARY KEY)",
              "CREATE TABLE child (id INT PRIMARY KEY, pid INT REFERENCES parent)",
-             "INSERT INTO parent SELECT generate_series(1, %d)" % parents, database=db)
+             f"INSERT INTO parent SELECT generate_series(1, {parents})", database=db)
     inserted: list[tuple[int, int]] = []
     deleted: list[int] = []
     refused: list[tuple[str, str]] = []
@@ -144,3 +145,42 @@ def test_concurrent_parent_deletes_and_child_inserts_leave_no_orphan(node: Node,
     assert remaining == set(range(1, parents + 1)) - set(deleted)
     # Some of each kind happened, or the test proved nothing.
     assert inserted and refused
+
+
+def test_copy_checks_foreign_keys(node: Node, db: str) -> None:
+    node.sql("CREATE TABLE parent (id INT PRIMARY KEY)", "INSERT INTO parent VALUES (1), (2)",
+             "CREATE TABLE child (id INT PRIMARY KEY, pid INT REFERENCES parent)", database=db)
+    conn = node.connect(database=db)
+    try:
+        with conn.cursor() as cur:
+            cur.copy_expert("COPY child FROM STDIN", io.StringIO("1\t1\n2\t\\N\n3\t2\n"))
+            with pytest.raises(psycopg2.Error) as info:
+                cur.copy_expert("COPY child FROM STDIN", io.StringIO("4\t1\n5\t7\n"))
+        assert info.value.pgcode == "23503"
+        assert info.value.diag.message_detail == 'Key (pid)=(7) is not present in table "parent".'
+    finally:
+        conn.close()
+    assert node.sql("SELECT id, pid FROM child ORDER BY id", database=db) == [(1, 1), (2, None), (3, 2)]
+
+
+def test_checks_are_index_lookups(node: Node, db: str) -> None:
+    """EXPLAIN ANALYZE counts what the kv layer returned: a child insert reads the one parent key
+    it needs and a parent delete reads the child index only where the key would be, however big
+    the tables are."""
+    node.sql("CREATE TABLE parent (id INT PRIMARY KEY)", "INSERT INTO parent SELECT generate_series(1, 500)",
+             "CREATE TABLE child (id INT PRIMARY KEY, pid INT REFERENCES parent)",
+             "INSERT INTO child SELECT i, i FROM generate_series(1, 400) AS g(i)", database=db)
+
+    def kv_rows(statement: str) -> int:
+        lines = [r[0] for r in node.sql(f"EXPLAIN ANALYZE {statement}", database=db)]
+        total = next(line for line in lines if line.startswith("rows decoded from KV:"))
+        return int(total.split(":")[1].split()[0])
+
+    # the parent row, and the unique check of the new child key (none found)
+    assert kv_rows("INSERT INTO child VALUES (1000, 7)") == 1
+    # the parent row deleted, then nothing in the child index for key 450
+    assert kv_rows("DELETE FROM parent WHERE id = 450") == 1
+    # with a referencing row: the scan stops at the first child row it finds
+    with pytest.raises(psycopg2.Error) as info:
+        kv_rows("DELETE FROM parent WHERE id = 7")
+    assert info.value.pgcode == "23503"
