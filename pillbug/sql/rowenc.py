@@ -111,6 +111,8 @@ def _to_storage(typ: SQLType) -> Callable[[Any], Any] | None:
         return lambda v: v.text
     if fam == "time":
         return _time_micros
+    if fam == "oid":
+        return int  # a REGCLASS value (datum.RegClass, which prints as a name) is stored as its OID
     if fam == "array":
         elem = _to_storage(typ.elem) if typ.elem else None
         if elem is None:
