@@ -4,8 +4,8 @@ ever commits). The statement-level behaviour is tests/logic/foreign_keys.test.""
 from __future__ import annotations
 
 import io
-import random
 import threading
+from typing import Any
 
 import psycopg2
 import pytest
@@ -68,83 +68,71 @@ def test_sqlalchemy_reflects_foreign_keys(node: Node, db: str, driver: str) -> N
 
 
 def test_concurrent_parent_deletes_and_child_inserts_leave_no_orphan(node: Node, db: str) -> None:
-    """Writers delete parents while others insert children that reference them. Whatever
-    interleaving happens, each statement either commits (and is reflected at the end) or fails
-    with 40001 (retried) or 23503 (its parent was gone); no child may reference a missing parent."""
-    parents = 12
+    """Pairs of clients race, parent by parent: one inserts a child of the parent while the other
+    deletes the parent, both released by a barrier. Each statement commits, fails with 40001
+    (and is retried) or fails with 23503; exactly one of each pair must win, since both winning
+    is an orphan and neither winning is a check that saw a row that was not there. At the end
+    nothing references a missing parent and every acknowledged statement is reflected."""
+    pairs, per_pair = 3, 12
+    parents = pairs * per_pair
     node.sql("CREATE TABLE parent (id INT PRIMARY KEY)",
              "CREATE TABLE child (id INT PRIMARY KEY, pid INT REFERENCES parent)",
              f"INSERT INTO parent SELECT generate_series(1, {parents})", database=db)
-    inserted: list[tuple[int, int]] = []
-    deleted: list[int] = []
-    refused: list[tuple[str, str]] = []
+    outcomes: dict[tuple[str, int], str] = {}
     errors_seen: list[BaseException] = []
     lock = threading.Lock()
 
-    def run(statement: str, args: tuple) -> str:
-        """Run one autocommit statement, retrying on 40001; the SQLSTATE it ended with."""
+    def run(conn: Any, statement: str, args: tuple) -> str:
+        """Run one autocommit statement, retrying on 40001; 'ok' or the SQLSTATE it ended with."""
+        for _ in range(200):  # bounded: a retry storm fails the test instead of hanging it
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(statement, args)
+                    assert cur.rowcount == 1
+                    return "ok"
+            except psycopg2.Error as exc:
+                if exc.pgcode != "40001":
+                    return exc.pgcode
+        raise AssertionError(f"{statement} {args}: still 40001 after 200 tries")
+
+    def racer(kind: str, pair: int, barrier: threading.Barrier) -> None:
         conn = node.connect(database=db)
         try:
-            for _ in range(200):  # bounded: a retry storm fails the test instead of hanging it
-                try:
-                    with conn.cursor() as cur:
-                        cur.execute(statement, args)
-                        return "ok" if cur.rowcount else "none"
-                except psycopg2.Error as exc:
-                    if exc.pgcode != "40001":
-                        return exc.pgcode
-            raise AssertionError(f"{statement} {args}: still 40001 after 200 tries")
+            for pid in range(pair * per_pair + 1, (pair + 1) * per_pair + 1):
+                barrier.wait(timeout=60)
+                if kind == "insert":
+                    outcome = run(conn, "INSERT INTO child VALUES (%s, %s)", (pid, pid))
+                else:
+                    outcome = run(conn, "DELETE FROM parent WHERE id = %s", (pid,))
+                with lock:
+                    outcomes[(kind, pid)] = outcome
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors_seen.append(exc)
+            barrier.abort()
         finally:
             conn.close()
 
-    def inserter(seed: int) -> None:
-        rng = random.Random(seed)
-        try:
-            for i in range(15):
-                child_id = seed * 1000 + i
-                pid = rng.randint(1, parents)
-                outcome = run("INSERT INTO child VALUES (%s, %s)", (child_id, pid))
-                with lock:
-                    if outcome == "ok":
-                        inserted.append((child_id, pid))
-                    else:
-                        assert outcome == "23503", outcome
-                        refused.append(("insert", str(pid)))
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            errors_seen.append(exc)
-
-    def deleter(seed: int) -> None:
-        rng = random.Random(seed)
-        try:
-            for _ in range(10):
-                pid = rng.randint(1, parents)
-                outcome = run("DELETE FROM parent WHERE id = %s", (pid,))
-                with lock:
-                    if outcome == "ok":
-                        deleted.append(pid)
-                    elif outcome != "none":
-                        assert outcome == "23503", outcome
-                        refused.append(("delete", str(pid)))
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            errors_seen.append(exc)
-
-    threads = [threading.Thread(target=inserter, args=(s,)) for s in (1, 2, 3)]
-    threads += [threading.Thread(target=deleter, args=(s,)) for s in (4, 5)]
+    threads = []
+    for pair in range(pairs):
+        barrier = threading.Barrier(2)
+        threads += [threading.Thread(target=racer, args=(kind, pair, barrier)) for kind in ("insert", "delete")]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=240)
-    assert not any(t.is_alive() for t in threads), "a writer did not finish"
+    assert not any(t.is_alive() for t in threads), "a racer did not finish"
     assert not errors_seen, errors_seen
+    assert set(outcomes.values()) <= {"ok", "23503"}, outcomes
+    for pid in range(1, parents + 1):
+        winners = [kind for kind in ("insert", "delete") if outcomes[(kind, pid)] == "ok"]
+        assert len(winners) == 1, (pid, outcomes[("insert", pid)], outcomes[("delete", pid)])
     orphans = node.sql("SELECT c.id FROM child c LEFT JOIN parent p ON p.id = c.pid WHERE p.id IS NULL",
                        database=db)
     assert orphans == []
-    children = {(int(a), int(b)) for a, b in node.sql("SELECT id, pid FROM child", database=db)}
+    children = {int(r[0]) for r in node.sql("SELECT pid FROM child", database=db)}
     remaining = {int(r[0]) for r in node.sql("SELECT id FROM parent", database=db)}
-    assert children == set(inserted)
-    assert remaining == set(range(1, parents + 1)) - set(deleted)
-    # Some of each kind happened, or the test proved nothing.
-    assert inserted and refused
+    assert children == {pid for (kind, pid), o in outcomes.items() if kind == "insert" and o == "ok"}
+    assert remaining == {pid for (kind, pid), o in outcomes.items() if kind == "delete" and o != "ok"}
 
 
 def test_copy_checks_foreign_keys(node: Node, db: str) -> None:
