@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from pillbug.sql import datum
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.exec.mutations import TableWriter
-from pillbug.sql.opt.mutations import default_fns, row_checks
+from pillbug.sql.opt.mutations import default_fns, row_checks, table_writer
 from pillbug.sql.opt.planner import Planner
 from pillbug.sql.parser.front import Statement
 from pillbug.sql.sem.build import ParamTypes
@@ -129,8 +129,7 @@ class CopyIn:
         if self.null is None:
             self.null = "" if self.format == "csv" else "\\N"
         planner = Planner(session, ParamTypes())
-        codec = session.codec(table)
-        self.writer = TableWriter(codec)
+        self.writer = table_writer(planner, table, "insert")  # with the table's foreign keys
         self.checks = row_checks(planner, table)
         defaults = default_fns(planner, table)
         given = {c.id: i for i, c in enumerate(self.columns)}
@@ -168,6 +167,7 @@ class CopyIn:
             self.partial = []
             if rest.strip():
                 self._record(rest.rstrip("\r"))
+        TableWriter.finish(self.ctx)  # foreign key checks, once every row is in
         return self.rows
 
     def _scan(self, buf: str) -> None:

@@ -46,6 +46,19 @@ INT_RANGES = {16: (-(1 << 15), (1 << 15) - 1), 32: (-(1 << 31), (1 << 31) - 1),
               64: (-(1 << 63), (1 << 63) - 1)}
 
 
+class RegClass(int):
+    """A REGCLASS value: the relation's OID, printed as its name (as PostgreSQL prints it), so
+    that `conrelid::regclass` shows a table, while comparing and hashing as the OID does."""
+
+    def __new__(cls, oid: int, name: str) -> RegClass:
+        obj = super().__new__(cls, oid)
+        obj.name = name
+        return obj
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Interval:
     """An interval as PostgreSQL keeps it: months, days and microseconds, each with a sign."""
 
@@ -344,8 +357,10 @@ def format_text(v: Any, typ: SQLType, tz: datetime.tzinfo = UTC) -> str:
     fam = typ.family
     if typ.oid == 24:  # regproc
         return format_regproc(v)
-    if fam == "int" or fam == "oid":
+    if fam == "int":
         return str(int(v))
+    if fam == "oid":
+        return str(v) if isinstance(v, RegClass) else str(int(v))
     if fam == "string":
         return v
     if fam == "float":

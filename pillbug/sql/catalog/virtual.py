@@ -520,12 +520,17 @@ def _acl(privileges: Any, letters: dict[str, str]) -> list[str]:
          "relforcerowsecurity bool, relispartition bool, relispopulated bool, relreplident char, "
          "relrewrite oid, relrowsecurity bool, relpartbound text, relminmxid int8")
 def _pg_class(ctx: Any) -> Iterable[tuple]:
-    for t, _ in _tables(ctx):
+    tables = _tables(ctx)
+    # relhastriggers: psql's \d lists foreign keys (both ways) only for tables that say they have
+    # triggers, which is how PostgreSQL enforces them.
+    with_fks = {fk.ref_table_id for t, _ in tables for fk in t.foreign_keys} | \
+        {t.id for t, _ in tables if t.foreign_keys}
+    for t, _ in tables:
         owner = user_oid(t.privileges.owner)
         kind = relkind(t)
         yield (t.id, t.name, t.schema_id, 0, 0, owner, 0, 0, 0, 0, 0.0, 0, 0,
                bool(t.indexes) or kind == "r", False, "p", False, kind, len(t.columns), len(t.checks),
-               False, kind == "r", False, False, False, 0, _acl(t.privileges, _TABLE_ACL), None, False,
+               False, kind == "r", False, t.id in with_fks, False, 0, _acl(t.privileges, _TABLE_ACL), None, False,
                False, True, "d", 0, False, None, 0)
         if kind != "r":
             continue

@@ -809,7 +809,7 @@ class Planner:
         return Source(None, cols, table, self.env.codec(table), alias, hint)
 
     def _plan_range_function(self, body: dict, outer: Scope | None) -> Source:
-        if body.get("lateral") or body.get("ordinality") or len(body["functions"]) != 1:
+        if body.get("lateral") or len(body["functions"]) != 1:
             raise errors.feature_not_supported("this form of function in FROM is not supported")
         call = body["functions"][0]["List"]["items"][0]
         if "FuncCall" not in call:
@@ -849,6 +849,12 @@ class Planner:
             def produce(ctx: ExecCtx) -> Any:
                 vals = [f((), ctx) for f in fns]
                 return [(impl(ctx, *vals) if needs_ctx else impl(*vals),)]
+        if body.get("ordinality"):  # WITH ORDINALITY: each row's number, from 1, as a last column
+            cols = [*cols, ScopeColumn("ordinality", T.INT8, alias)]
+            unnumbered = produce
+
+            def produce(ctx: ExecCtx) -> Any:
+                return [(*row, i) for i, row in enumerate(unnumbered(ctx), start=1)]
         cols = _rename(cols, alias_node, alias)
         return Source(N.Generate(cols, produce, f"function {name}"), cols, alias=alias)
 
