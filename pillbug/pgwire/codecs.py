@@ -49,7 +49,7 @@ def _utf8(s: str) -> bytes:
 
 def text_encoder(typ: SQLType, tz: datetime.tzinfo = UTC) -> Encoder:
     fam = typ.family
-    if fam in ("int", "oid") and typ.oid != T.REGTYPE.oid:
+    if fam in ("int", "oid") and typ.oid not in (T.REGTYPE.oid, T.REGPROC.oid):  # these print as names
         return lambda v: str(v).encode()
     if fam == "string" or fam == "unknown":
         return _utf8

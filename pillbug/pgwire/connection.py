@@ -1,7 +1,7 @@
 """One client connection: protocol 3.0 over an asyncio.Protocol.
 
 Lifecycle: STARTUP (SSLRequest -> TLS, CancelRequest, StartupMessage) -> AUTH (see auth.py) ->
-READY (simple and extended query, COPY FROM STDIN) -> CLOSED.
+READY (simple and extended query, COPY FROM STDIN and TO STDOUT) -> CLOSED.
 
 Bytes go into a messages.Reader; complete messages are handled in order. Handling a message is
 a coroutine that usually finishes without suspending (a point read never waits), so it is
@@ -16,6 +16,11 @@ CancelRequest that may be on its way for it. A pipelining client gets one slice 
 time, too. Nothing a client does grows memory without bound: input waits in the reader only up to
 MAX_PENDING_INPUT; while the client does not read (pause_writing), no further message is taken
 and reading pauses; oversized messages are skipped, not buffered (messages.py).
+
+Query control (sql/activity.py): the session registers each statement itself; the connection
+registers COPY FROM (checked between CopyData messages), arms idle_in_transaction_session_timeout
+at each ReadyForQuery inside a transaction (a loop timer, cancelled by the next message), and
+gives the session `terminate`, which CANCEL SESSION and pg_terminate_backend call.
 
 Every failure is a statement's, never the node's: a PgError goes to the client with its SQLSTATE,
 and any other exception escaping a handler becomes XX000 (or 54001 for too deep a recursion)
@@ -36,12 +41,15 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from pillbug.pgwire import codecs
+from pillbug.pgwire import codecs, copy_out
 from pillbug.pgwire import messages as M
 from pillbug.pgwire.auth import Authenticator
+from pillbug.pgwire.copy_binary import BinaryCopyParser
+from pillbug.sql import cursors as sql_cursors
 from pillbug.sql import statements as sql_statements
 from pillbug.sql import vars as session_vars
 from pillbug.sql.copy import CopyIn
+from pillbug.sql.copy_out import CopyOut
 from pillbug.sql.parser import front
 from pillbug.sql.sem.build import ScopeColumn
 from pillbug.sql.session import EmptyQuery, Portal, Prepared, Session
@@ -58,6 +66,7 @@ _I32 = struct.Struct(">i")
 _NULL = b"\xff\xff\xff\xff"
 STATEMENT_TOO_COMPLEX = "54001"
 INVALID_CURSOR_NAME = "34000"
+IDLE_IN_TRANSACTION_TIMEOUT = "25P03"
 
 
 def _send(coro: Coroutine) -> Any:
@@ -86,6 +95,7 @@ class Connection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future | None = None
         self.copy: CopyIn | None = None
         self.copy_error: errors.PgError | None = None
+        self.copy_extended = False  # the COPY FROM came in an Execute: Sync, not CopyDone, ends it
         self.peer: str | None = None
         self.cert_user: str | None = None
         self.startup_params: dict[str, str] = {}
@@ -97,6 +107,8 @@ class Connection(asyncio.Protocol):
         self._continue_scheduled = False
         self._startup_timer: asyncio.TimerHandle | None = None
         self.slicer = timeslice.Slicer()
+        self._idle_timer: asyncio.TimerHandle | None = None  # idle_in_transaction_session_timeout
+        self.copy_query: Any = None  # the COPY FROM STDIN being fed, as sql/activity.py registers it
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
 
@@ -134,14 +146,16 @@ class Connection(asyncio.Protocol):
         self.closed = True
         if self._startup_timer is not None:
             self._startup_timer.cancel()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         self.server.connections.discard(self)
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.cancel()
         if self.slicer.paused:
             # The statement is mid-computation in the slicer's greenlet: let it stop at its next
             # batch, then _step cleans up (closing its coroutine now would be closing a running one).
-            if self.session is not None and self.session.running_ctx is not None:
-                self.session.running_ctx.canceled = True
+            if self.session is not None:
+                self.session.cancel()
             return
         self._release()
 
@@ -198,6 +212,9 @@ class Connection(asyncio.Protocol):
                 return
             if msg is None:
                 break
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
             self._msg_type = msg[0]
             try:
                 coro = self._dispatch(*msg)
@@ -345,6 +362,32 @@ class Connection(asyncio.Protocol):
         status = self.session.ready_status if self.session is not None else "I"
         self._report_parameter_changes()
         self.out += M.ready_for_query(status)
+        if status != "I" and self.session is not None:
+            timeout_ms = int(self.session.vars.get("idle_in_transaction_session_timeout", "0") or 0)
+            if timeout_ms > 0 and self._idle_timer is None:
+                self._idle_timer = asyncio.get_running_loop().call_later(timeout_ms / 1000, self._idle_timed_out)
+
+    def _idle_timed_out(self) -> None:
+        """idle_in_transaction_session_timeout: the client left a transaction open too long."""
+        self._idle_timer = None
+        session = self.session
+        if self.closed or self.busy or session is None or session.ready_status == "I":
+            return
+        self._end_session(errors.PgError(IDLE_IN_TRANSACTION_TIMEOUT,
+                                         "terminating connection due to idle-in-transaction timeout"))
+
+    def _terminated(self) -> None:
+        """CANCEL SESSION or pg_terminate_backend from another session (sql/activity.py)."""
+        if not self.closed:
+            self._end_session(errors.PgError(errors.ADMIN_SHUTDOWN,
+                                             "terminating connection due to administrator command"))
+
+    def _end_session(self, exc: errors.PgError) -> None:
+        self._fatal(exc)
+        # A TLS transport closes only once the client answers its close_notify, which an idle
+        # client may never do: the session (its transaction, its locks) ends now, not then.
+        if not self.busy:
+            self._release()
 
     def _report_parameter_changes(self) -> None:
         session = self.session
@@ -533,6 +576,7 @@ class Connection(asyncio.Protocol):
             self._fatal(exc)
             return
         self.session = session
+        session.terminate = self._terminated
         try:
             sql_statements.check_connect(session, session.database)
         except errors.PgError as exc:
@@ -571,7 +615,11 @@ class Connection(asyncio.Protocol):
             if _looks_like_copy(sql):
                 statements = session.parse(sql)
                 if len(statements) == 1 and statements[0].kind == "CopyStmt":
-                    self._start_copy(statements[0])
+                    if statements[0].node.get("is_from"):
+                        self._start_copy(statements[0])
+                        return
+                    await self._copy_out(statements[0])
+                    self._ready()
                     return
             await session.run_simple(sql, self)
         except EmptyQuery:
@@ -580,9 +628,36 @@ class Connection(asyncio.Protocol):
             self._error(exc)
         self._ready()
 
+    # ---- COPY TO STDOUT (pgwire/copy_out.py) ---------------------------------------------
+
+    async def _copy_out(self, stmt: front.Statement) -> None:
+        """Stream a COPY TO in the session's transaction (an implicit one if none is open)."""
+        session = self.session
+        assert session is not None
+        # SHOW QUERIES lists it; statement_timeout and CANCEL QUERY stop it between batches.
+        query = session.engine.activity.begin(session, stmt.text)
+        try:
+            session._check_statement_allowed(stmt)
+            if session.txn is None:
+                session._begin(implicit=True)
+            copy = CopyOut(session, stmt)
+            session.running_ctx = copy.ctx
+            try:
+                rows = await copy_out.stream(self, copy, session.timezone, FLUSH_THRESHOLD)
+            finally:
+                session.running_ctx = None
+            await session._finish_implicit()
+        except errors.PgError as exc:
+            exc = query.explain(exc)
+            session.fail(exc)
+            raise exc from None
+        finally:
+            session.engine.activity.end(query)
+        self.command_complete(f"COPY {rows}")
+
     # ---- COPY FROM STDIN -----------------------------------------------------------------
 
-    def _start_copy(self, stmt: front.Statement) -> None:
+    def _start_copy(self, stmt: front.Statement, extended: bool = False) -> None:
         session = self.session
         assert session is not None
         try:
@@ -590,14 +665,22 @@ class Connection(asyncio.Protocol):
             if session.txn is None:
                 session._begin(implicit=True)
             self.copy = CopyIn(session, stmt)
+            if self.copy.format == "binary":
+                self.copy.parser = BinaryCopyParser(self.copy.types, self.copy.insert_values)
+            # statement_timeout and CANCEL QUERY reach the ingest between CopyData messages.
+            self.copy_query = session.engine.activity.begin(session, stmt.text)
         except errors.PgError as exc:
+            if extended:
+                self._extended_error(exc)
+                return
             session.fail(exc)
             self._error(exc)
             self._ready()
             return
         self.state = "copy"
         self.copy_error = None
-        self.out += M.copy_in_response(len(self.copy.columns))
+        self.copy_extended = extended
+        self.out += M.copy_in_response(len(self.copy.columns), binary=self.copy.format == "binary")
         self.flush()
 
     def _copy_message(self, msg_type: bytes, body: bytes) -> Coroutine | None:
@@ -606,6 +689,7 @@ class Connection(asyncio.Protocol):
         if msg_type == b"d":
             if self.copy_error is None:
                 try:
+                    self.copy_query.check()
                     copy.feed(body)
                 except errors.PgError as exc:
                     self.copy_error = exc
@@ -622,10 +706,27 @@ class Connection(asyncio.Protocol):
         else:
             exc = errors.protocol_violation(f"unexpected message type {msg_type!r} during COPY")
         assert self.session is not None
+        self._end_copy_query()
         self.session.fail(exc)
         self._error(exc)
-        self._ready()
+        self._end_copy_statement(failed=True)
         return None
+
+    def _end_copy_statement(self, failed: bool) -> None:
+        # A COPY sent in a simple Query ends with ReadyForQuery; one sent in an Execute is
+        # answered at the client's Sync, and after an error the rest until Sync is skipped.
+        if self.copy_extended:
+            self.copy_extended = False
+            self.skip_until_sync = failed
+            return
+        self._ready()
+
+    def _end_copy_query(self, exc: errors.PgError | None = None) -> errors.PgError | None:
+        query, self.copy_query = self.copy_query, None
+        if query is None or self.session is None:
+            return exc
+        self.session.engine.activity.end(query)
+        return query.explain(exc) if exc is not None else None
 
     async def _finish_copy(self, copy: CopyIn) -> None:
         session = self.session
@@ -633,13 +734,18 @@ class Connection(asyncio.Protocol):
         try:
             if self.copy_error is not None:
                 raise self.copy_error
+            self.copy_query.check()
             rows = copy.finish()
             await session._finish_implicit()
+            self._end_copy_query()
             self.command_complete(f"COPY {rows}")
         except errors.PgError as exc:
+            exc = self._end_copy_query(exc) or exc
             session.fail(exc)
             self._error(exc)
-        self._ready()
+            self._end_copy_statement(failed=True)
+            return
+        self._end_copy_statement(failed=False)
 
     # ---- extended query ------------------------------------------------------------------
 
@@ -682,6 +788,10 @@ class Connection(asyncio.Protocol):
             if prepared is None:
                 raise errors.PgError(errors.UNDEFINED_PREPARED_STATEMENT,
                                      f'unknown prepared statement "{stmt_name}"')
+            if prepared.statement is not None and prepared.statement.kind == "FetchStmt":
+                # A FETCH returns its cursor's columns, and the cursor of that name may be
+                # another one than when the statement was prepared.
+                prepared.columns = sql_cursors.fetch_columns(session, prepared.statement)
             n_formats = reader.int16()
             formats = [reader.int16() for _ in range(max(n_formats, 0))]
             n_params = reader.int16()
@@ -739,6 +849,11 @@ class Connection(asyncio.Protocol):
                     self.out += M.row_description(_fields(columns, [0] * len(columns)))
             elif kind == b"P":
                 entry = self.portals.get(name)
+                cursor = self.session.cursors.get(name) if entry is None and self.session is not None else None
+                if cursor is not None:
+                    # A DECLAREd cursor is a portal too (psycopg 3 describes its server cursors).
+                    self.out += M.row_description(_fields(cursor.columns, [0] * len(cursor.columns)))
+                    return
                 if entry is None:
                     raise errors.PgError(INVALID_CURSOR_NAME, f'portal "{name}" does not exist')
                 portal, formats = entry
@@ -769,6 +884,17 @@ class Connection(asyncio.Protocol):
         portal, formats = entry
         session = self.session
         assert session is not None
+        stmt = portal.prepared.statement
+        if stmt is not None and stmt.kind == "CopyStmt":
+            self.portals.pop(name, None)  # a COPY runs once, whole
+            if stmt.node.get("is_from"):
+                self._start_copy(stmt, extended=True)
+                return
+            try:
+                await self._copy_out(stmt)
+            except errors.PgError as exc:
+                self._extended_error(exc)
+            return
         columns = portal.prepared.columns
         if columns is not None:
             fmts = _expand(formats, len(columns))

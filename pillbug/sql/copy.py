@@ -4,16 +4,20 @@ A CopyIn is fed the raw bytes of CopyData messages as they come, splits them int
 records (a partial record waits for the next chunk), converts each field with its column's input
 function and inserts the row through the same TableWriter and constraint checks as INSERT.
 Memory stays bounded by one record (16 MiB) plus the transaction's write buffer.
+
+The binary format is the wire's business (its values are the types' binary receive formats,
+which pgwire/codecs.py knows): for it the caller sets `parser`, which is fed the bytes instead
+and hands each decoded row to insert_values().
 """
 from __future__ import annotations
 
 import csv
-from typing import Any
+from typing import Any, Protocol
 
 from pillbug.sql import datum
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.exec.mutations import TableWriter
-from pillbug.sql.opt.mutations import default_fns, row_checks
+from pillbug.sql.opt.mutations import default_fns, row_checks, table_writer
 from pillbug.sql.opt.planner import Planner
 from pillbug.sql.parser.front import Statement
 from pillbug.sql.sem.build import ParamTypes
@@ -57,11 +61,18 @@ def _unescape_text(field: str) -> str:
     return "".join(out)
 
 
+class RecordParser(Protocol):
+    """Parses a COPY FROM stream in a format this module does not know (binary)."""
+
+    def feed(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+
 class CopyIn:
     def __init__(self, session: Any, stmt: Statement) -> None:
         node = stmt.node
-        if not node.get("is_from"):
-            raise errors.feature_not_supported("COPY TO is not supported")
+        assert node.get("is_from"), "COPY TO is sql/copy_out.py's"
         if node.get("filename") is not None or node.get("is_program"):
             raise errors.feature_not_supported("COPY from a file or program is not supported; use FROM STDIN")
         if node.get("query") is not None:
@@ -93,7 +104,7 @@ class CopyIn:
                 value = arg.get("String", {}).get("sval") if "String" in arg else \
                     str(arg.get("Boolean", {}).get("boolval", True)) if "Boolean" in arg else None
             if name == "format":
-                if value not in ("text", "csv"):
+                if value not in ("text", "csv", "binary"):
                     raise errors.feature_not_supported(f"COPY format {value} is not supported")
                 self.format = value
             elif name == "delimiter":
@@ -110,13 +121,15 @@ class CopyIn:
                 pass  # an optimisation hint in PostgreSQL; nothing to do here
             else:
                 raise errors.feature_not_supported(f"COPY option {name} is not supported")
+        if self.format == "binary" and (self.delimiter is not None or self.null is not None
+                                        or self.header or self.escape is not None):
+            raise errors.syntax_error("cannot specify DELIMITER, NULL, HEADER or ESCAPE in BINARY mode")
         if self.delimiter is None:
             self.delimiter = "," if self.format == "csv" else "\t"
         if self.null is None:
             self.null = "" if self.format == "csv" else "\\N"
         planner = Planner(session, ParamTypes())
-        codec = session.codec(table)
-        self.writer = TableWriter(codec)
+        self.writer = table_writer(planner, table, "insert")  # with the table's foreign keys
         self.checks = row_checks(planner, table)
         defaults = default_fns(planner, table)
         given = {c.id: i for i, c in enumerate(self.columns)}
@@ -130,8 +143,12 @@ class CopyIn:
         self.rows = 0
         self.skip_header = self.header
         self.done = False
+        self.parser: RecordParser | None = None  # set by the caller for the binary format
 
     def feed(self, data: bytes) -> None:
+        if self.parser is not None:
+            self.parser.feed(data)
+            return
         try:
             text = data.decode()
         except UnicodeDecodeError:
@@ -142,11 +159,15 @@ class CopyIn:
             raise errors.program_limit_exceeded("COPY record longer than 16 MiB")
 
     def finish(self) -> int:
+        if self.parser is not None:
+            self.parser.finish()
+            return self.rows
         if self.partial and not self.done:
             rest = "".join(self.partial)
             self.partial = []
             if rest.strip():
                 self._record(rest.rstrip("\r"))
+        TableWriter.finish(self.ctx)  # foreign key checks, once every row is in
         return self.rows
 
     def _scan(self, buf: str) -> None:
@@ -205,7 +226,10 @@ class CopyIn:
             raise errors.PgError(errors.BAD_COPY_FILE_FORMAT,
                                  f"expected {len(self.columns)} values, got {len(fields)}")
         tz = self.session.timezone
-        values = [None if f is None else datum.parse_text(f, t, tz) for f, t in zip(fields, self.types)]
+        self.insert_values([None if f is None else datum.parse_text(f, t, tz) for f, t in zip(fields, self.types)])
+
+    def insert_values(self, values: list) -> None:
+        """Insert one row given as values of the COPY's columns, in their order."""
         ctx = self.ctx
         row = tuple([values[i] if i is not None else (d((), ctx) if d is not None else None)
                      for i, d in self.slots])

@@ -46,6 +46,19 @@ INT_RANGES = {16: (-(1 << 15), (1 << 15) - 1), 32: (-(1 << 31), (1 << 31) - 1),
               64: (-(1 << 63), (1 << 63) - 1)}
 
 
+class RegClass(int):
+    """A REGCLASS value: the relation's OID, printed as its name (as PostgreSQL prints it), so
+    that `conrelid::regclass` shows a table, while comparing and hashing as the OID does."""
+
+    def __new__(cls, oid: int, name: str) -> RegClass:
+        obj = super().__new__(cls, oid)
+        obj.name = name
+        return obj
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Interval:
     """An interval as PostgreSQL keeps it: months, days and microseconds, each with a sign."""
 
@@ -328,13 +341,28 @@ def format_array(v: list, elem: SQLType) -> str:
     return "{" + ",".join(out) + "}"
 
 
+# PostgreSQL's pg_proc OIDs of the type I/O functions that pg_type's regproc columns name; a
+# regproc prints as its function's name ("-" for none), as in PostgreSQL, so that a client's
+# typinput = 'array_in'::regproc (pgjdbc) or a reader of typinput sees enum_in, array_in, ...
+REGPROC_NAMES = {0: "-", 750: "array_in", 751: "array_out", 2400: "array_recv", 2401: "array_send",
+                 3504: "enum_in", 3505: "enum_out", 3532: "enum_recv", 3533: "enum_send"}
+
+
+def format_regproc(v: int) -> str:
+    return REGPROC_NAMES.get(v, str(v))
+
+
 def format_text(v: Any, typ: SQLType, tz: datetime.tzinfo = UTC) -> str:
     """The PostgreSQL text output of a non-NULL value of type typ."""
     fam = typ.family
     if typ.oid == T.REGTYPE.oid:
         return format_regtype(v)
-    if fam == "int" or fam == "oid":
+    if typ.oid == 24:  # regproc
+        return format_regproc(v)
+    if fam == "int":
         return str(int(v))
+    if fam == "oid":
+        return str(v) if isinstance(v, RegClass) else str(int(v))
     if fam == "string":
         return v
     if fam == "float":
@@ -394,6 +422,8 @@ def value_formatter(typ: SQLType, tz: datetime.tzinfo = UTC) -> Callable[[Any], 
     fam = typ.family
     if typ.oid == T.REGTYPE.oid:
         return format_regtype
+    if typ.oid == 24:  # regproc
+        return format_regproc
     if fam in ("int", "oid"):
         return str
     if fam == "string":

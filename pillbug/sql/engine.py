@@ -2,7 +2,8 @@
 
 It owns the Store handle, the cache of Catalog snapshots (by catalog version), the plan cache
 (by catalog version, database, user and statement shape), the unique_rowid() generator, the
-registry of live sessions (for cancel requests and SHOW SESSIONS), and the turns that
+live sessions by backend pid (for cancel requests) and by id with their running statements
+(Activity, sql/activity.py: SHOW QUERIES / SESSIONS, CANCEL, statement_timeout), and the turns that
 server-side retries take on a contended key (RetryTurns). Sessions come from
 new_session(). This module knows nothing of the wire protocol: pgwire creates sessions and
 feeds them statements, and so can an embedded caller or a test.
@@ -21,6 +22,7 @@ from typing import Any
 from pillbug import CRDB_COMPAT_VERSION, __version__
 from pillbug.kv.locks import LockTable
 from pillbug.kv.txn import Txn
+from pillbug.sql.activity import Activity
 from pillbug.sql.catalog import system
 from pillbug.sql.catalog.system import Catalog
 from pillbug.storage.store import Store
@@ -99,6 +101,7 @@ class Engine:
         self._rowid_last = 0
         self._pids = itertools.count(1)
         self.sessions: dict[int, Any] = {}
+        self.activity = Activity(node_id)  # sessions and running statements by id (sql/activity.py)
         self.retry_turns = RetryTurns()
         # crdb_internal.increment_feature_counter(name) counts here; crdb_internal.feature_usage
         # shows the counts. Per node and not persisted, as CockroachDB's telemetry counters are.
@@ -182,7 +185,9 @@ class Engine:
         from pillbug.sql.session import Session
         session = Session(self, user, database, **kwargs)
         self.sessions[session.backend_pid] = session
+        self.activity.add_session(session)
         return session
 
     def close_session(self, session: Any) -> None:
         self.sessions.pop(session.backend_pid, None)
+        self.activity.remove_session(session)

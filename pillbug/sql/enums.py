@@ -21,7 +21,7 @@ from pillbug.util import errors
 # User-defined types' OIDs are their descriptor ids plus this offset, as in CockroachDB: they
 # never collide with PostgreSQL's built-in type OIDs nor with relation OIDs (descriptor ids).
 OID_OFFSET = 100_000
-MAX_LABEL_BYTES = 63  # NAMEDATALEN - 1, as PostgreSQL and CockroachDB limit enum labels
+MAX_LABEL_BYTES = 63  # NAMEDATALEN - 1, PostgreSQL's limit on enum labels
 
 
 class EnumValue:
@@ -100,9 +100,6 @@ class EnumInfo:
             raise errors.internal_error(f"enum {self.name} has no member with representation {rep.hex()}")
         return v
 
-    def find(self, label: str) -> EnumValue | None:
-        return self._by_label.get(label)
-
 
 def rep_between(lo: bytes, hi: bytes | None) -> bytes:
     """A byte string strictly between lo and hi in byte order (b"" is the bottom, None the top).
@@ -142,8 +139,7 @@ def initial_reps(n: int) -> list[bytes]:
 
 
 def check_label(label: str) -> None:
-    if not label:
-        raise errors.PgError(errors.INVALID_PARAMETER_VALUE, "invalid enum label \"\": must be 1 to 63 bytes")
+    """PostgreSQL's limit on labels (the empty label is allowed, as there)."""
     if len(label.encode()) > MAX_LABEL_BYTES:
         raise errors.PgError(errors.INVALID_PARAMETER_VALUE,
-                             f'invalid enum label "{label}": must be 63 bytes or less')
+                             f'invalid enum label "{label}": labels must be {MAX_LABEL_BYTES} bytes or less')

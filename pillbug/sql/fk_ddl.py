@@ -60,9 +60,9 @@ def add_foreign_key(session: Any, table: TableDesc, con: dict,
     else:
         ref_cols = [parent.column_by_id(c) for c in parent.primary_index.column_ids]
     if len(ref_cols) != len(cols):
-        raise errors.PgError(INVALID_FOREIGN_KEY,
-                             f"invalid foreign key: {len(cols)} columns must reference exactly "
-                             f"{len(cols)} columns in referenced table (found {len(ref_cols)})")
+        raise errors.PgError(errors.SYNTAX_ERROR,
+                             f"{len(cols)} columns must reference exactly {len(cols)} columns in "
+                             f"referenced table (found {len(ref_cols)})")
     if F.referenced_index(parent, [c.id for c in ref_cols]) is None:
         raise errors.PgError(INVALID_FOREIGN_KEY,
                              f"there is no unique constraint matching given keys for referenced table {parent.name}")

@@ -116,6 +116,8 @@ def _to_storage(typ: SQLType) -> Callable[[Any], Any] | None:
         return _time_micros
     if fam == "enum":
         return lambda v: v.rep  # not the label: RENAME VALUE must not rewrite rows
+    if fam == "oid":
+        return int  # a REGCLASS value (datum.RegClass, which prints as a name) is stored as its OID
     if fam == "array":
         elem = _to_storage(typ.elem) if typ.elem else None
         if elem is None:

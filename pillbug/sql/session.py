@@ -35,7 +35,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from pillbug.kv.txn import Txn
-from pillbug.sql import access, unsupported
+from pillbug.sql import access, activity, cursors, unsupported
 from pillbug.sql import types as T
 from pillbug.sql import vars as session_vars
 from pillbug.sql.catalog import system
@@ -187,17 +187,26 @@ class Session:
         self._txn_catalog: Catalog | None = None
         self._ddl_in_txn = False
         self.sql_prepared: dict[str, Prepared] = {}
+        self.cursors: dict[str, cursors.Cursor] = {}  # DECLAREd in the open transaction block
         self.running_ctx: ExecCtx | None = None
         self.reported_changes: list[tuple[str, str]] = []
         self.as_of_revision: int | None = None
         self.read_only_txn = False  # BEGIN READ ONLY
-        self.active_query = ""
         self.pending_notices: list[str] = []
         self.sequence_values: dict[int, int] = {}
         self.deallocated: list[str] = []
         self.deallocate_all = False
         self.discarded = False
         self.local_vars: dict[str, str] = {}  # SET LOCAL: the values to restore when the txn ends
+        # Query control (sql/activity.py): the id SHOW SESSIONS and CANCEL SESSION use, the
+        # statement running now, and pgwire's callback that closes this session's connection.
+        self.session_id = ""
+        self.query: activity.ActiveQuery | None = None
+        self.terminate: Any = None
+        self.last_query = ""
+        self.txns_executed = 0
+        self.session_start = datetime.datetime.now(datetime.UTC)
+        self.txn_began = 0.0  # activity clock at BEGIN: what crdb_internal.force_retry measures
         # Startup options last: setting a variable needs the state above (timezone, reports).
         for name, value in (options or {}).items():
             self.set_var(name, value)
@@ -391,9 +400,16 @@ class Session:
         self.savepoints = []
         self.state = OPEN if not implicit else NO_TXN
 
+    def _close_cursors(self) -> None:
+        for cursor in self.cursors.values():
+            cursor.close()
+        self.cursors.clear()
+
     def _end(self) -> None:
+        self._close_cursors()
         if self.txn is not None:
             self.txn.abandon()
+            self.txns_executed += 1
         self.txn = None
         self.implicit = False
         self._txn_catalog = None
@@ -412,6 +428,7 @@ class Session:
 
         A transaction begun AS OF SYSTEM TIME keeps its revision.
         """
+        self._close_cursors()
         if self.txn is not None:
             self.txn.abandon()
         self.txn = self._new_txn()
@@ -493,7 +510,12 @@ class Session:
         if stmt.kind in PLANNED_KINDS or stmt.kind == "ExplainStmt":
             prepared = self._with_txn_for_planning(lambda: self._plan_prepared(sql, stmt, param_types, n))
             return prepared
+        if stmt.kind == "DeclareCursorStmt":
+            given = list(param_types) + [None] * (n - len(param_types))
+            return Prepared(sql, stmt, self._with_txn_for_planning(lambda: cursors.param_types(self, stmt, given)), None)
         types = [t if t is not None else T.STRING for t in param_types] + [T.STRING] * (n - len(param_types))
+        if stmt.kind == "FetchStmt":
+            return Prepared(sql, stmt, types, cursors.fetch_columns(self, stmt))
         return Prepared(sql, stmt, types, _static_columns(stmt))
 
     def _with_txn_for_planning(self, fn: Any) -> Any:
@@ -628,6 +650,8 @@ class Session:
                 cached, literals = self._plan_for_text(sql, stmt)
                 values = self._bind_literals(cached, params, literals)
             return self.run_plan(cached, values)
+        if kind in cursors.KINDS:
+            return cursors.execute(self, stmt, params, prepared.param_types if prepared is not None else None)
         from pillbug.sql import statements
         return statements.execute(self, stmt, params)
 
@@ -640,7 +664,15 @@ class Session:
 
     # The driver for the simple query protocol: one implicit transaction per Query message.
     async def run_simple(self, sql: str, sink: ResultSink) -> None:
-        self.active_query = sql
+        query = self.engine.activity.begin(self, sql)
+        try:
+            await self._run_simple(sql, sink)
+        except errors.PgError as exc:
+            raise query.explain(exc)  # noqa: B904 - the same error, told why it stopped
+        finally:
+            self.engine.activity.end(query)
+
+    async def _run_simple(self, sql: str, sink: ResultSink) -> None:
         self.engine.note_active(self.backend_pid)
         retry_safe = self.state == NO_TXN
         statements: list[Statement] | None = None
@@ -669,11 +701,21 @@ class Session:
                         raise
                 attempt += 1
                 turn = self.retry_turn = turn or _RetryTurn(self.engine.retry_turns)
-                await turn.wait(self._pop_conflict_key(), attempt)
+                await self._wait_for_retry(turn, attempt)
         finally:
             if turn is not None:
                 self.retry_turn = None
                 turn.give_back()
+
+    async def _wait_for_retry(self, turn: _RetryTurn, attempt: int) -> None:
+        """Before a server-side retry: its turn, within the statement's timeout and cancel."""
+        query = self.query
+        if query is None:
+            await turn.wait(self._pop_conflict_key(), attempt)
+            return
+        query.check()
+        await query.guard(turn.wait(self._pop_conflict_key(), attempt))
+        query.check()
 
     def _parse_batch(self, sql: str) -> list[Statement]:
         try:
@@ -734,7 +776,10 @@ class Session:
         return key
 
     async def _run_batch(self, statements: list[Statement], sink: ResultSink) -> None:
-        for stmt in statements:
+        for i, stmt in enumerate(statements):
+            if i and self.query is not None:
+                # statement_timeout applies to each statement of a batch (PostgreSQL 13+, CockroachDB)
+                self.engine.activity.next_statement(self.query, stmt.text)
             try:
                 await self._run_one(stmt, stmt.text, [], sink)
             except errors.PgError as exc:
@@ -811,8 +856,8 @@ class Session:
                 sink.notice(message)
             self.pending_notices.clear()
             tag = outcome.tag
-            if tag == "SELECT":
-                tag = f"SELECT {count}"
+            if tag == "SELECT" or tag == "FETCH":
+                tag = f"{tag} {count}"
             elif tag == "INSERT":
                 tag = f"INSERT 0 {outcome.ctx.rows_affected if outcome.ctx else 0}"
             elif tag in ("UPDATE", "DELETE"):
@@ -828,6 +873,15 @@ class Session:
     # ---- the extended protocol ------------------------------------------------------------
 
     async def execute_portal(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:
+        query = self.engine.activity.begin(self, portal.prepared.sql)
+        try:
+            await self._execute_portal(portal, sink, max_rows)
+        except errors.PgError as exc:
+            raise query.explain(exc)  # noqa: B904 - the same error, told why it stopped
+        finally:
+            self.engine.activity.end(query)
+
+    async def _execute_portal(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:
         self.engine.note_active(self.backend_pid)
         prepared = portal.prepared
         stmt = prepared.statement
@@ -858,7 +912,7 @@ class Session:
                 attempt += 1
                 portal.done = False
                 turn = self.retry_turn = turn or _RetryTurn(self.engine.retry_turns)
-                await turn.wait(self._pop_conflict_key(), attempt)
+                await self._wait_for_retry(turn, attempt)
         finally:
             if turn is not None:
                 self.retry_turn = None
@@ -925,6 +979,7 @@ class Session:
             if stmt.as_of is not None:
                 self.as_of_revision = self._as_of_revision(stmt.as_of)
             self._begin(implicit=False)
+            self.txn_began = self.engine.activity.clock()
             return "BEGIN"
         if kind == "TRANS_STMT_COMMIT":
             if state == NO_TXN:
@@ -996,6 +1051,7 @@ class Session:
         index = self._find_savepoint(name)
         mark = self.savepoints[index][1]
         del self.savepoints[index + 1:]
+        cursors.close_declared_after(self, index)
         if mark.token is None:
             self._restart()
         else:
@@ -1042,11 +1098,15 @@ class Session:
                 f"got: revision {revision}", hint="try BEGIN AS OF SYSTEM TIME")
 
     def cancel(self) -> None:
+        """Stop the running statement (a CancelRequest, or the connection went away)."""
+        if self.query is not None:
+            self.query.cancel(activity.CANCELED)
         ctx = self.running_ctx
         if ctx is not None:
             ctx.canceled = True
 
     def close(self) -> None:
+        self._close_cursors()
         if self.txn is not None:
             self.txn.abandon()
         self.txn = None

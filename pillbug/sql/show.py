@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pillbug.sql import access, enum_ddl, settings
+from pillbug.sql import access, activity, enum_ddl, settings
 from pillbug.sql import types as T
 from pillbug.sql.catalog import foreign_keys
 from pillbug.sql.catalog.descriptors import PUBLIC_SCHEMA, DatabaseDesc, TableDesc
@@ -61,10 +61,13 @@ _COLUMNS: dict[str, Any] = {
     "ShowEnums": enum_ddl.SHOW_ENUMS_COLUMNS,
     "ShowTypes": enum_ddl.SHOW_TYPES_COLUMNS,
     "ShowJobs": (("job_id", INT), ("job_type", S), ("description", S), ("status", S), ("created", T.TIMESTAMPTZ)),
-    "ShowSessions": (("node_id", INT), ("session_id", S), ("user_name", S), ("client_address", S),
-                     ("application_name", S), ("active_queries", S), ("session_start", T.TIMESTAMPTZ)),
-    "ShowQueries": (("query_id", S), ("node_id", INT), ("session_id", S), ("user_name", S), ("query", S),
-                    ("application_name", S)),
+    "ShowSessions": (("node_id", INT), ("session_id", S), ("status", S), ("user_name", S),
+                     ("client_address", S), ("application_name", S), ("active_queries", S),
+                     ("last_active_query", S), ("session_start", T.TIMESTAMPTZ),
+                     ("active_query_start", T.TIMESTAMPTZ), ("num_txns_executed", INT)),
+    "ShowQueries": (("query_id", S), ("node_id", INT), ("session_id", S), ("user_name", S),
+                    ("start", T.TIMESTAMPTZ), ("query", S), ("client_address", S), ("application_name", S),
+                    ("distributed", B), ("full_scan", B), ("phase", S)),
     "ShowRanges": (("start_key", S), ("end_key", S), ("range_id", INT), ("replicas", T.INT_ARRAY),
                    ("lease_holder", INT)),
     "ShowRegions": (("region", S), ("zones", SA), ("database_names", SA), ("primary_region_of", SA)),
@@ -434,18 +437,11 @@ def _ShowJobs(session: Any, node: dict) -> list[tuple]:
 
 
 def _ShowSessions(session: Any, node: dict) -> list[tuple]:
-    admin = session.catalog.is_admin(session.user)
-    return [(session.engine.node_id, f"{s.backend_pid:032x}", s.user, s.client_addr, s.vars.get("application_name", ""),
-             s.active_query, s.node_start_time)
-            for s in session.engine.sessions.values() if admin or s.user == session.user]
+    return activity.session_rows(session)
 
 
 def _ShowQueries(session: Any, node: dict) -> list[tuple]:
-    admin = session.catalog.is_admin(session.user)
-    return [(f"{s.backend_pid:032x}", session.engine.node_id, f"{s.backend_pid:032x}", s.user, s.active_query,
-             s.vars.get("application_name", ""))
-            for s in session.engine.sessions.values()
-            if s.running_ctx is not None and (admin or s.user == session.user)]
+    return activity.query_rows(session)
 
 
 def _ShowRanges(session: Any, node: dict) -> list[tuple]:

@@ -10,7 +10,7 @@ import datetime
 from decimal import Decimal
 from typing import Any
 
-from pillbug.sql import access, ddl, enum_ddl, settings, show, unsupported, users
+from pillbug.sql import access, activity, ddl, enum_ddl, settings, show, unsupported, users
 from pillbug.sql import types as T
 from pillbug.sql.catalog import system
 from pillbug.sql.exec.context import ExecCtx
@@ -243,6 +243,8 @@ _HANDLERS = {
     "DeallocateStmt": _deallocate,
     "CommentStmt": _comment,
     "CheckPointStmt": _noop("CHECKPOINT"),
+    "CancelQueries": activity.cancel_statement,
+    "CancelSessions": activity.cancel_statement,
 }
 
 

@@ -147,7 +147,6 @@ DEFINITIONS: dict[str, tuple[str, Callable[[str], str]]] = {
     # ALTER COLUMN TYPE between type families (a rewrite of every row) is experimental in
     # CockroachDB and refused unless this is on (ddl.py).
     "enable_experimental_alter_column_type_general": ("off", _bool),
-    "statement_timeout_ms": ("0", _any),
     "tracing": ("off", _any),
     "lc_messages": ("C", _any),
     "lc_monetary": ("C", _any),
@@ -162,7 +161,8 @@ DEFINITIONS: dict[str, tuple[str, Callable[[str], str]]] = {
 # How SHOW ALL and ParameterStatus spell the names that PostgreSQL capitalises.
 DISPLAY_NAMES = {"datestyle": "DateStyle", "intervalstyle": "IntervalStyle", "timezone": "TimeZone"}
 ALIASES = {"time zone": "timezone", "transaction isolation level": "transaction_isolation",
-           "session_authorization": "session_user", "transaction_isolation": "transaction_isolation"}
+           "session_authorization": "session_user", "transaction_isolation": "transaction_isolation",
+           "statement_timeout_ms": "statement_timeout"}
 READ_ONLY = frozenset({"server_version", "server_version_num", "server_encoding", "session_user",
                        "is_superuser", "transaction_status", "node_id", "crdb_version", "integer_datetimes",
                        "max_identifier_length", "max_index_keys", "session_authorization"})

@@ -167,10 +167,10 @@ class Catalog:
     def _resolved(self, typ: SQLType) -> SQLType:
         """A stored column type with its enum placeholder replaced by the type's members."""
         if typ.family == "enum" and typ.enum is None:
-            found = self.enum_types.get(typ.oid)
-            if found is None:
-                raise errors.internal_error(f"column refers to a missing type (OID {typ.oid})")
-            return found
+            # A column never outlives its type (DROP TYPE refuses while one uses it); were one to,
+            # only reads of its table would fail (rowenc asserts resolved types), not every
+            # catalog load.
+            return self.enum_types.get(typ.oid, typ)
         if typ.family == "array" and typ.elem is not None and typ.elem.family == "enum":
             return T.array_of(self._resolved(typ.elem))
         return typ

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from pillbug.sql import datum
 from pillbug.sql import types as T
 from pillbug.sql.catalog import foreign_keys
 from pillbug.sql.catalog.descriptors import DatabaseDesc, ForeignKeyDesc, IndexDesc, TableDesc
@@ -519,12 +520,17 @@ def _acl(privileges: Any, letters: dict[str, str]) -> list[str]:
          "relforcerowsecurity bool, relispartition bool, relispopulated bool, relreplident char, "
          "relrewrite oid, relrowsecurity bool, relpartbound text, relminmxid int8")
 def _pg_class(ctx: Any) -> Iterable[tuple]:
-    for t, _ in _tables(ctx):
+    tables = _tables(ctx)
+    # relhastriggers: psql's \d lists foreign keys (both ways) only for tables that say they have
+    # triggers, which is how PostgreSQL enforces them.
+    with_fks = {fk.ref_table_id for t, _ in tables for fk in t.foreign_keys} | \
+        {t.id for t, _ in tables if t.foreign_keys}
+    for t, _ in tables:
         owner = user_oid(t.privileges.owner)
         kind = relkind(t)
         yield (t.id, t.name, t.schema_id, 0, 0, owner, 0, 0, 0, 0, 0.0, 0, 0,
                bool(t.indexes) or kind == "r", False, "p", False, kind, len(t.columns), len(t.checks),
-               False, kind == "r", False, False, False, 0, _acl(t.privileges, _TABLE_ACL), None, False,
+               False, kind == "r", False, t.id in with_fks, False, 0, _acl(t.privileges, _TABLE_ACL), None, False,
                False, True, "d", 0, False, None, 0)
         if kind != "r":
             continue
@@ -559,7 +565,6 @@ def _pg_am(ctx: Any) -> Iterable[tuple]:
          "typndims int4, typcollation oid, typdefaultbin text, typdefault text, typacl text[]")
 def _pg_type(ctx: Any) -> Iterable[tuple]:
     seen = set()
-    array_io = (resolve_proc("array_in", False), resolve_proc("array_out", False))
     for oid, typ in sorted(T.BY_OID.items()):
         if oid in seen:
             continue
@@ -571,9 +576,9 @@ def _pg_type(ctx: Any) -> Iterable[tuple]:
                     "date": "D", "timestamp": "D", "timestamptz": "D", "interval": "T", "array": "A",
                     "uuid": "U", "jsonb": "U", "oid": "N"}.get(typ.family, "U")
         kind = "p" if typ.family in ("void", "record", "any", "trigger", "unknown") else "b"
-        io_in, io_out = array_io if elem and oid not in (22, 30) else (0, 0)
+        io = (ARRAY_IN, ARRAY_OUT, ARRAY_RECV, ARRAY_SEND) if elem and oid not in (22, 30) else (0, 0, 0, 0)
         yield (oid, name, 11, user_oid("admin"), typ.typlen, typ.typlen > 0, kind, category, False, True,
-               ",", 0, elem, array_oid, io_in, io_out, 0, 0, 0, 0, 0, "i", "x", False, 0, -1, 0,
+               ",", 0, elem, array_oid, *io, 0, 0, 0, "i", "x", False, 0, -1, 0,
                100 if typ.family == "string" else 0, None, None, None)
     yield from _enum_pg_types(ctx)
 
@@ -844,9 +849,6 @@ _FAMILY_OIDS = {"int": 20, "float": 701, "decimal": 1700, "string": 25, "bool": 
                 "timestamp": 1114, "timestamptz": 1184, "interval": 1186, "uuid": 2950, "jsonb": 3802,
                 "oid": 26, "time": 1083, "string_array": 1009, "array": T.ANYARRAY.oid, "any": T.ANY.oid,
                 "inet": 869}
-# The type input and output functions pg_type.typinput/typoutput name for arrays: pgjdbc tells
-# arrays from other types by typinput = 'array_in'::regproc. They cannot be called.
-_IO_PROCS = {"array_in": ((25, 26, 23), T.ANYARRAY.oid), "array_out": ((T.ANYARRAY.oid,), 25)}
 PROC_OID_BASE = 5_000_000  # builtins' OIDs count up from here, in name order
 INTERNAL_LANGUAGE = 12  # pg_language's "internal": builtins are written in the server's language
 _PROCS: list[BuiltinProc] = []
@@ -862,16 +864,11 @@ def builtin_procs() -> list[BuiltinProc]:
         entries: list[tuple[str, Any]] = [(name, d) for name, d in builtins.FUNCTIONS.items()]
         entries += [(name, a) for name, a in builtins.AGGREGATES.items()]
         entries += [(name, None) for name in RANKING | NAVIGATION]
-        entries += [(name, "io") for name in _IO_PROCS]
         oid = PROC_OID_BASE
         for name, d in sorted(entries, key=lambda e: e[0]):
             schema, _, proname = name.rpartition(".")
             schema = schema or "pg_catalog"
-            if d == "io":
-                oid += 1
-                args, ret = _IO_PROCS[name]
-                _PROCS.append(BuiltinProc(oid, schema, proname, args, ret, "f"))
-            elif d is None:
+            if d is None:
                 oid += 1
                 ret = 20 if name in ("row_number", "rank", "dense_rank", "ntile") else \
                     701 if name in ("percent_rank", "cume_dist") else T.ANY.oid
@@ -889,6 +886,15 @@ def builtin_procs() -> list[BuiltinProc]:
                     _PROCS.append(BuiltinProc(
                         oid, schema, proname, args, _return_oid(ov.returns, args), "f", d.is_srf, ov.strict,
                         ov.volatile, args[-1] if ov.variadic and args else 0))
+        # the type I/O functions pg_type's typinput/typoutput/typreceive/typsend name (with
+        # PostgreSQL's OIDs): pgjdbc tells arrays by typinput = 'array_in'::regproc. They
+        # cannot be called.
+        for io_oid, io_name in sorted(datum.REGPROC_NAMES.items()):
+            if io_oid:
+                wire = 17 if io_name.endswith(("_recv", "_send")) else 25
+                incoming = io_name.endswith(("_in", "_recv"))
+                _PROCS.append(BuiltinProc(io_oid, "pg_catalog", io_name, (wire,) if incoming else (T.ANY.oid,),
+                                          T.ANY.oid if incoming else wire, "f"))
         _PROCS_BY_OID.update((p.oid, p) for p in _PROCS)
     return _PROCS
 
@@ -1005,6 +1011,14 @@ def _pg_tablespace(ctx: Any) -> Iterable[tuple]:
     yield (1663, "pg_default", user_oid("node"), None, None)
 
 
+@virtual("pg_catalog", "pg_cursors",
+         "name text, statement text, is_holdable bool, is_binary bool, is_scrollable bool, creation_time timestamptz")
+def _pg_cursors(ctx: Any) -> Iterable[tuple]:
+    # The session's own open cursors (sql/cursors.py); none are holdable, binary or scrollable.
+    for cursor in list(ctx.session.cursors.values()):
+        yield (cursor.name, cursor.statement, False, False, False, cursor.created)
+
+
 @virtual("pg_catalog", "pg_stat_activity",
          "datid oid, datname name, pid int4, usesysid oid, usename name, application_name text, "
          "client_addr text, client_hostname text, client_port int4, backend_start timestamptz, "
@@ -1012,15 +1026,37 @@ def _pg_tablespace(ctx: Any) -> Iterable[tuple]:
          "wait_event text, state text, backend_xid int8, backend_xmin int8, query text, backend_type text")
 def _pg_stat_activity(ctx: Any) -> Iterable[tuple]:
     session = ctx.session
-    admin = _catalog(ctx).is_admin(session.user)
-    for s in list(session.engine.sessions.values()):
-        if not admin and s.user != session.user:
-            continue
+    for s in session.engine.activity.visible_sessions(session):
         db = _catalog(ctx).database(s.database)
+        query = s.query
+        state = "active" if query is not None else "idle in transaction" if s.ready_status != "I" else "idle"
         yield (db.id if db else 0, s.database, s.backend_pid, user_oid(s.user), s.user,
-               s.vars.get("application_name", ""), s.client_addr, None, None, s.node_start_time, None, None,
-               None, None, None, "active" if s.running_ctx is not None else "idle", None, None,
-               s.active_query, "client backend")
+               s.vars.get("application_name", ""), s.client_addr, None, None, s.session_start, None,
+               query.start if query is not None else None, None, None, None, state, None, None,
+               query.sql if query is not None else s.last_query, "client backend")
+
+
+# Query control (sql/activity.py): CockroachDB's tables behind SHOW QUERIES and SHOW SESSIONS.
+# One node: the cluster's and the node's are the same rows.
+_QUERY_COLUMNS = ("query_id text, node_id int8, session_id text, user_name text, start timestamptz, query text, "
+                  "client_address text, application_name text, distributed bool, full_scan bool, phase text")
+_SESSION_COLUMNS = ("node_id int8, session_id text, status text, user_name text, client_address text, "
+                    "application_name text, active_queries text, last_active_query text, "
+                    "session_start timestamptz, active_query_start timestamptz, num_txns_executed int8")
+
+
+@virtual("crdb_internal", "cluster_queries", _QUERY_COLUMNS)
+@virtual("crdb_internal", "node_queries", _QUERY_COLUMNS)
+def _queries(ctx: Any) -> Iterable[tuple]:
+    from pillbug.sql import activity
+    return activity.query_rows(ctx.session)
+
+
+@virtual("crdb_internal", "cluster_sessions", _SESSION_COLUMNS)
+@virtual("crdb_internal", "node_sessions", _SESSION_COLUMNS)
+def _sessions(ctx: Any) -> Iterable[tuple]:
+    from pillbug.sql import activity
+    return activity.session_rows(ctx.session)
 
 
 @virtual("crdb_internal", "node_build_info", "node_id int8, field text, value text")

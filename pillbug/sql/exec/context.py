@@ -13,9 +13,12 @@ import time
 from typing import Any
 
 from pillbug.kv.txn import Txn
+from pillbug.sql import activity
 from pillbug.util import errors, timeslice
 
-LOCK_POLL_SECONDS = 0.1  # how soon a statement waiting for a row lock notices a cancel
+# How soon a lock wait looks again at a flag set without waking it (a cancel or a timeout through
+# sql/activity.py resolves the wait at once).
+LOCK_POLL_SECONDS = 0.1
 
 
 class ExecCtx:
@@ -58,9 +61,14 @@ class ExecCtx:
     @property
     def canceled(self) -> bool:
         # Operators read this once per batch: the point where a long statement lets the node's
-        # other connections (and its own CancelRequest) run (util/timeslice.py).
+        # other connections (and its own CancelRequest) run (util/timeslice.py). The session's
+        # running statement is read afresh: a portal's rows outlive the Execute that began them.
         timeslice.yield_point()
-        return self._canceled
+        if self._canceled:
+            return True
+        session = self.session
+        query = session.query if session is not None else None
+        return query is not None and (query.reason is not None or (query.deadline is not None and query.expire()))
 
     @canceled.setter
     def canceled(self, value: bool) -> None:
@@ -97,7 +105,15 @@ class ExecCtx:
         at_most = LOCK_POLL_SECONDS
         if timeout_ms:
             at_most = max(min(at_most, began + timeout_ms / 1000 - time.monotonic()), 0.0)
-        if not timeslice.wait(future, at_most):
+        query = self.session.query if self.session is not None else None
+        if query is not None:
+            query.waiting_on = future  # a cancel or the statement's timeout ends the wait at once
+        try:
+            sliced = timeslice.wait(future, at_most)
+        finally:
+            if query is not None:
+                query.waiting_on = None
+        if not sliced:
             # Nothing else can run on this thread meanwhile: waiting would never end.
             raise errors.serialization_failure(
                 "TransactionRetryWithProtoRefreshError: WriteTooOldError: a row this statement "
@@ -108,4 +124,39 @@ class ExecCtx:
 
     def check_cancel(self) -> None:
         if self.canceled:
-            raise errors.query_canceled()
+            query = self.session.query if self.session is not None else None
+            raise query.error() if query is not None else errors.query_canceled()
+
+    def sleep(self, seconds: float) -> None:
+        """pg_sleep: pause this statement without holding the loop (sql/activity.py)."""
+        activity.sleep(self.session.query if self.session is not None else None, seconds)
+
+    def signal_backend(self, pid: int, terminate: bool) -> bool:
+        """pg_cancel_backend / pg_terminate_backend: False (PostgreSQL warns) for no such pid."""
+        registry = self.session.engine.activity
+        target = registry.by_pid(pid)
+        if target is None:
+            self.session.pending_notices.append(f"PID {pid} is not a PostgreSQL backend process")
+            return False
+        registry.check_can_cancel(self.session.catalog_or_latest(), self.user, target.user)
+        if terminate:
+            registry.terminate(target)
+        elif target.query is not None:
+            target.query.cancel(activity.CANCELED)
+        return True
+
+    def force_retry(self, interval_seconds: float) -> None:
+        """crdb_internal.force_retry: 40001 until the transaction has run longer than the
+        interval. An explicit transaction counts from BEGIN (its client-side retries keep that);
+        an implicit one from the statement's first attempt (the server's retries keep that)."""
+        session = self.session
+        if session is None:
+            return
+        clock = session.engine.activity.clock
+        if session.implicit or session.txn is None:
+            began = session.query.began if session.query is not None else clock()
+        else:
+            began = session.txn_began
+        if clock() - began < interval_seconds:
+            raise errors.serialization_failure(
+                "TransactionRetryWithProtoRefreshError: forced by crdb_internal.force_retry()")

@@ -34,9 +34,11 @@ from pillbug.sql.sem.expr import Compiled
 from pillbug.util import encoding as enc
 from pillbug.util import errors
 
-# How many levels of cascades one statement may set off (a chain of ON DELETE CASCADE tables
-# deeper than this is refused rather than followed without end).
-MAX_CASCADE_DEPTH = 32
+# How many cascades one statement may run, a cascade being one constraint's action at one
+# level (CockroachDB's foreign_key_cascades_limit, whose default this is): a bound on the work of
+# long chains, and a safeguard should a cycle of actions never settle.
+MAX_CASCADES = 10_000
+TRIGGERED_ACTION_EXCEPTION = "09000"
 
 
 class Compiler(Protocol):
@@ -60,14 +62,14 @@ class ParentLookup:
     positions: list[int]  # child row positions, in the order of the index's columns
     fk_positions: list[int]  # child row positions, in the constraint's column order
 
-    def key(self, row: tuple) -> bytes | None:
-        """The parent index key a child row must find, or None when MATCH SIMPLE skips it."""
+    def key(self, row: tuple, verb: str) -> bytes | None:
+        """The parent index key a child row must find, or None when its NULLs exempt it."""
         values = [row[p] for p in self.positions]
         if None in values:
             if self.fk.match == "f" and any(v is not None for v in values):
                 raise errors.PgError(
                     errors.FOREIGN_KEY_VIOLATION,
-                    f'insert on table "{self.child.name}" violates foreign key constraint "{self.fk.name}"',
+                    f'{verb} on table "{self.child.name}" violates foreign key constraint "{self.fk.name}"',
                     detail="MATCH FULL does not allow mixing of null and nonnull key values.")
             return None
         return self.index.prefix + self.index.encode_values(values)
@@ -155,7 +157,7 @@ class TableFKs:
         if self.outbound:
             pending = _pending(ctx)
             for lookup in self.outbound:
-                key = lookup.key(row)
+                key = lookup.key(row, verb)
                 if key is not None:
                     pending.lookups.setdefault((id(lookup), key), (lookup, row, verb))
 
@@ -174,7 +176,7 @@ class TableFKs:
         pending = _pending(ctx)
         for lookup in self.outbound:
             if any(old[p] != new[p] for p in lookup.positions):
-                key = lookup.key(new)
+                key = lookup.key(new, verb)
                 if key is not None:
                     pending.lookups.setdefault((id(lookup), key), (lookup, new, verb))
         for ref in self.inbound:
@@ -204,6 +206,7 @@ class Pending:
     removed: dict[tuple[int, tuple], tuple[ChildRef, tuple, str]] = field(default_factory=dict)
     cascades: deque = field(default_factory=deque)  # (ChildRef, old values, new values | None, depth)
     depth: int = 0  # the cascade level whose writes are being reported
+    cascades_run: set = field(default_factory=set)  # (level, constraint) pairs
     cascaded_rows: int = 0
 
     def parent_change(self, ref: ChildRef, old: tuple, new: tuple | None, action: str, verb: str) -> None:
@@ -218,10 +221,9 @@ class Pending:
         try:
             while self.cascades:
                 ref, old, new, depth = self.cascades.popleft()
-                if depth > MAX_CASCADE_DEPTH:
-                    raise errors.program_limit_exceeded(
-                        f"cascades limit ({MAX_CASCADE_DEPTH} levels) reached at foreign key "
-                        f'constraint "{ref.fk.name}" on table "{ref.child.name}"')
+                self.cascades_run.add((depth, id(ref)))
+                if len(self.cascades_run) > MAX_CASCADES:
+                    raise errors.PgError(TRIGGERED_ACTION_EXCEPTION, f"cascades limit ({MAX_CASCADES}) reached")
                 self.depth = depth
                 self._cascade(ctx, ref, old, new)
                 ctx.check_cancel()

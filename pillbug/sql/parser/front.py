@@ -58,6 +58,8 @@ class Statement:
     # CONSTRAINT or PRIMARY/UNIQUE keyword), as pglast reports it
     key_directions: dict[int, list[str]] = field(default_factory=dict)
     mutation_clauses: dict[str, Any] = field(default_factory=dict)  # UPDATE/DELETE ORDER BY, LIMIT
+    # CockroachDB's role options (VIEWACTIVITY, NOCANCELQUERY, ...) by location: (name, value)
+    role_options: dict[int, tuple[str, bool]] = field(default_factory=dict)
 
     @property
     def is_query(self) -> bool:
@@ -151,6 +153,8 @@ def _parse_one(text: str, offset: int, full: str, tokens: list) -> Statement:
         return _OwnParser(toks).statement()
     if first == "DROP" and second == "DATABASE":
         return _OwnParser(toks).statement()
+    if first == "CANCEL":
+        return _OwnParser(toks).cancel()
     if (first == "CREATE" and second == "TYPE" and toks.word(2) == "IF") or \
             (first == "ALTER" and second == "TYPE" and "DROP" in (toks.word(k) for k in range(2, 8))):
         own = _OwnParser(toks).type_statement()  # CockroachDB's additions to PostgreSQL's grammar
@@ -175,6 +179,8 @@ def _parse_one(text: str, offset: int, full: str, tokens: list) -> Statement:
         _place_sources(node, stmt.sources)
     if stmt.mutation_clauses:
         _place_mutation_clauses(node, stmt.mutation_clauses)
+    if stmt.role_options:
+        _place_role_options(node, stmt.role_options)
     (kind, fields), = node.items()
     stmt.kind = kind
     stmt.node = fields
@@ -215,6 +221,8 @@ def _find_additions(toks: _Tokens, stmt: Statement, edits: list) -> None:
     if first == "ALTER" and toks.word(1) in ("USER", "ROLE") and toks.word(2) == "IF" and toks.word(3) == "EXISTS":
         stmt.if_exists = True
         edits.append(_blank(text, t[2].start, t[3].end + 1))
+    if first in ("CREATE", "ALTER") and toks.word(1) in ("USER", "ROLE"):
+        _role_options(toks, stmt, edits)
     if first == "CREATE" and (toks.word(1) == "TABLE" or toks.word(2) == "TABLE"):
         _inline_indexes(toks, stmt, edits)
     if first in ("CREATE", "ALTER") and toks.word(1) == "TABLE":
@@ -381,6 +389,38 @@ def _mutation_order_limit(toks: _Tokens, stmt: Statement, edits: list, n: int) -
     edits.append(_blank(toks.text, t[start].start, t[end - 1].end + 1))
 
 
+# Role options of CockroachDB's that PostgreSQL's grammar refuses; sql/users.py knows them.
+_CRDB_ROLE_OPTIONS = frozenset({"CONTROLJOB", "VIEWACTIVITY", "CANCELQUERY", "MODIFYCLUSTERSETTING",
+                                "CONTROLCHANGEFEED", "CREATELOGIN"})
+
+
+def _role_options(toks: _Tokens, stmt: Statement, edits: list) -> None:
+    """Each such option becomes CREATEDB (NOCREATEDB) padded to its length, a DefElem at its
+    location that _place_role_options renames."""
+    first_option = 3  # after CREATE|ALTER USER|ROLE [IF [NOT] EXISTS] name: a role may be named so
+    if toks.word(2) == "IF":
+        first_option += 3 if toks.word(3) == "NOT" else 2
+    for k in range(first_option, len(toks.toks)):
+        tok = toks.toks[k]
+        word = toks.word(k)
+        value = not word.startswith("NO")
+        name = word if value else word[2:]
+        if name in _CRDB_ROLE_OPTIONS:
+            stand_in = "CREATEDB" if value else "NOCREATEDB"
+            stmt.role_options[tok.start] = (name.lower(), value)
+            edits.append((tok.start, tok.end + 1, stand_in.ljust(tok.end + 1 - tok.start)))
+
+
+def _place_role_options(node: Any, options: dict[int, tuple[str, bool]]) -> None:
+    (fields,) = node.values()
+    for opt in fields.get("options") or []:
+        elem = opt.get("DefElem", {})
+        if elem.get("location") in options:
+            name, value = options[elem["location"]]
+            elem["defname"] = name
+            elem["arg"] = {"Boolean": {"boolval": value}}
+
+
 def _place_mutation_clauses(node: Any, clauses: dict) -> bool:
     if isinstance(node, dict):
         for kind in ("UpdateStmt", "DeleteStmt"):
@@ -542,6 +582,9 @@ def _syntax_error(exc: pg.ParseError, sql: str, offset: int) -> errors.PgError:
     return errors.syntax_error(message, position)
 
 
+_ACTIVITY_SHOWS = {"SESSIONS": "ShowSessions", "QUERIES": "ShowQueries", "STATEMENTS": "ShowQueries"}
+
+
 class _OwnParser:
     """A recursive-descent parser for the CockroachDB statements PostgreSQL lacks."""
 
@@ -644,6 +687,28 @@ class _OwnParser:
             return self.show()
         return None
 
+    def cancel(self) -> Statement:
+        """CANCEL QUERY|SESSION [IF EXISTS] <expr>, CANCEL QUERIES|SESSIONS [IF EXISTS] <select>:
+        the ids come from the query a CancelQueries statement holds (CANCEL QUERY x is CANCEL
+        QUERIES SELECT x, as in CockroachDB's grammar)."""
+        self.expect("CANCEL")
+        word = self.peek()
+        if word not in ("QUERY", "QUERIES", "SESSION", "SESSIONS"):
+            self.fail()
+        self.k += 1
+        if_exists = self.accept("IF", "EXISTS")
+        text = self.rest_text().strip().rstrip(";")
+        if not text:
+            self.fail()
+        source = parse(text if word.endswith("S") else f"SELECT {text}")
+        if len(source) != 1 or source[0].kind != "SelectStmt":
+            raise errors.syntax_error(f"CANCEL {word} expects a query returning the ids to cancel")
+        target = "query" if word.startswith("QUER") else "session"
+        stmt = self.mk("CancelQueries" if target == "query" else "CancelSessions", if_exists=if_exists,
+                       source=source[0])
+        stmt.num_params = source[0].num_params
+        return stmt
+
     def show(self) -> Statement | None:
         if self.accept("DATABASES"):
             return self.done(self.mk("ShowDatabases"))
@@ -682,7 +747,7 @@ class _OwnParser:
             return self.show_grants()
         if self.accept("CLUSTER", "SETTING"):
             return self.done(self.mk("ShowClusterSetting", name=".".join(self.qualified_name())))
-        if self.peek() in ("ALL", "PUBLIC") and self.peek(1) == "CLUSTER":
+        if self.peek() in ("ALL", "PUBLIC") and self.peek(1) == "CLUSTER" and self.peek(2) not in _ACTIVITY_SHOWS:
             self.k += 2
             self.expect("SETTINGS")
             return self.done(self.mk("ShowClusterSettings"))
@@ -698,10 +763,14 @@ class _OwnParser:
             return self.done(self.mk("ShowTypes"))
         if self.accept("JOBS"):
             return self.done(self.mk("ShowJobs"))
-        if self.accept("SESSIONS") or self.accept("CLUSTER", "SESSIONS") or self.accept("LOCAL", "SESSIONS"):
-            return self.done(self.mk("ShowSessions"))
-        if self.accept("QUERIES") or self.accept("CLUSTER", "QUERIES") or self.accept("LOCAL", "QUERIES"):
-            return self.done(self.mk("ShowQueries"))
+        # SHOW [ALL] [CLUSTER|LOCAL] SESSIONS|QUERIES|STATEMENTS (QUERIES is an alias of STATEMENTS;
+        # ALL adds CockroachDB's internal sessions and statements, and Pillbug runs none)
+        skip = 1 if self.peek() == "ALL" else 0
+        skip += 1 if self.peek(skip) in ("CLUSTER", "LOCAL") else 0
+        activity = _ACTIVITY_SHOWS.get(self.peek(skip))
+        if activity is not None:
+            self.k += skip + 1
+            return self.done(self.mk(activity))
         if self.accept("RANGES"):
             return self.done(self.mk("ShowRanges"))
         if self.accept("REGIONS"):

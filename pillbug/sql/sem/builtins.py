@@ -234,6 +234,30 @@ def _increment_feature_counter(ctx: Any, feature: str) -> bool:
     return True
 
 
+# Query control (sql/activity.py). Volatile: they must run when the statement does, never be
+# folded while it is planned.
+@fn("pg_sleep", ("float",), T.BOOL, needs_ctx=True, volatile=True)
+def _pg_sleep(ctx: Any, seconds: float) -> bool:
+    ctx.sleep(seconds)
+    return True
+
+
+@fn("crdb_internal.force_retry", ("interval",), T.INT8, needs_ctx=True, volatile=True)
+def _force_retry(ctx: Any, interval: Interval) -> int:
+    ctx.force_retry(((interval.months * 30 + interval.days) * 86_400_000_000 + interval.micros) / 1e6)
+    return 0
+
+
+@fn("pg_cancel_backend", ("int",), T.BOOL, needs_ctx=True, volatile=True)
+def _pg_cancel_backend(ctx: Any, pid: int) -> bool:
+    return ctx.signal_backend(pid, terminate=False)
+
+
+@fn("pg_terminate_backend", ("int",), T.BOOL, needs_ctx=True, volatile=True)
+def _pg_terminate_backend(ctx: Any, pid: int) -> bool:
+    return ctx.signal_backend(pid, terminate=True)
+
+
 # ---- strings ------------------------------------------------------------------------------
 
 @fn("length|char_length|character_length", ("string",), T.INT8)

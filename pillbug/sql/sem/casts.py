@@ -19,6 +19,7 @@ from typing import Any
 
 from pillbug.sql import datum
 from pillbug.sql import types as T
+from pillbug.sql.catalog import foreign_keys, virtual
 from pillbug.sql.datum import UTC, Interval, Json
 from pillbug.sql.types import SQLType
 from pillbug.util import errors
@@ -234,6 +235,11 @@ def cast_fn(src: SQLType, dst: SQLType, explicit: bool = True) -> CastImpl:
     elif df == "jsonb":
         return lambda v, ctx: v if isinstance(v, Json) else Json(to_json_value(v))
     elif df == "oid":
+        if dst.oid == T.REGCLASS.oid:
+            to_oid = (lambda v, ctx: int(v)) if sf in ("int", "oid") else \
+                _regtype_cast(dst) if sf in ("string", "unknown") else None
+            if to_oid is not None:
+                return lambda v, ctx: _regclass(to_oid(v, ctx), ctx)
         if sf in ("int", "oid"):
             return lambda v, ctx: int(v)
         if sf in ("string", "unknown"):
@@ -258,6 +264,20 @@ def _json_scalar(v: Json, dst: SQLType) -> Any:
     elif isinstance(x, (int, Decimal, float)) and not isinstance(x, bool):
         return cast_fn(T.DECIMAL, dst)(Decimal(x) if not isinstance(x, Decimal) else x, None)
     raise errors.invalid_parameter_value(f"cannot cast jsonb {type(x).__name__} to type {dst.display}")
+
+
+def _regclass(oid: int, ctx: Any) -> int:
+    """The OID as a REGCLASS that prints as the relation's name (the bare OID when no relation
+    of the session's catalog has it, as PostgreSQL prints those)."""
+    catalog = getattr(ctx, "catalog", None)
+    if catalog is None:
+        return oid
+
+    found = virtual.relation_by_oid(catalog, oid)
+    if found is None:
+        return oid
+    table, index = found
+    return datum.RegClass(oid, foreign_keys.quote_name(index.name if index is not None else table.name))
 
 
 def _regtype_cast(dst: SQLType) -> CastImpl:

@@ -196,6 +196,25 @@ def _pg_relation_is_publishable(ctx: Any, oid: int) -> bool | None:
 # ---- visibility -------------------------------------------------------------------------------
 
 
+# There are no partitioned tables, so no relation is a partition (PostgreSQL returns no rows for
+# those); psql's \d asks, for the tables that reference one, through this function.
+@fn("pg_partition_ancestors", ("oid",), T.REGCLASS, srf=True, srf_columns=["relid"])
+def _pg_partition_ancestors(oid: int) -> list[tuple]:
+    return []
+
+
+# Nor are there triggers (pg_trigger is empty): no OID names one. psql's \d asks for the
+# definitions of a table's triggers once relhastriggers says it has foreign keys.
+@fn("pg_get_triggerdef", ("oid",), T.STRING)
+def _pg_get_triggerdef(oid: int) -> str | None:
+    return None
+
+
+@fn("pg_get_triggerdef", ("oid", "bool"), T.STRING)
+def _pg_get_triggerdef2(oid: int, pretty: bool) -> str | None:
+    return None
+
+
 @fn("pg_table_is_visible", ("oid",), T.BOOL, needs_ctx=True)
 def _pg_table_is_visible(ctx: Any, oid: int) -> bool | None:
     """Whether the relation can be named without its schema: its schema is on the search path
