@@ -248,7 +248,7 @@ def alter_owner(session: Any, stmt: Statement) -> str:
 def drop_types(session: Any, stmt: Statement) -> str:
     body = stmt.node
     if body.get("behavior") == "DROP_CASCADE":
-        raise errors.unimplemented("DROP TYPE CASCADE is not supported")
+        raise errors.unimplemented("DROP TYPE CASCADE is not yet supported")
     catalog = session.catalog
     for obj in body["objects"]:
         names = _names(obj["TypeName"]["names"])
