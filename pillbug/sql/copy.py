@@ -74,9 +74,9 @@ class CopyIn:
         node = stmt.node
         assert node.get("is_from"), "COPY TO is sql/copy_out.py's"
         if node.get("filename") is not None or node.get("is_program"):
-            raise errors.feature_not_supported("COPY from a file or program is not supported; use FROM STDIN")
+            raise errors.unimplemented("COPY from a file or program is not supported; use FROM STDIN")
         if node.get("query") is not None:
-            raise errors.feature_not_supported("COPY (query) is not supported")
+            raise errors.unimplemented("COPY (query) FROM is not supported")
         rel = node["relation"]
         names = [n for n in (rel.get("catalogname"), rel.get("schemaname"), rel["relname"]) if n]
         kind, table = session.resolve_table_name(names)
@@ -105,7 +105,7 @@ class CopyIn:
                     str(arg.get("Boolean", {}).get("boolval", True)) if "Boolean" in arg else None
             if name == "format":
                 if value not in ("text", "csv", "binary"):
-                    raise errors.feature_not_supported(f"COPY format {value} is not supported")
+                    raise errors.unimplemented(f"COPY format {value} is not supported")
                 self.format = value
             elif name == "delimiter":
                 self.delimiter = value
@@ -120,7 +120,7 @@ class CopyIn:
             elif name == "freeze":
                 pass  # an optimisation hint in PostgreSQL; nothing to do here
             else:
-                raise errors.feature_not_supported(f"COPY option {name} is not supported")
+                raise errors.unimplemented(f"COPY option {name} is not supported")
         if self.format == "binary" and (self.delimiter is not None or self.null is not None
                                         or self.header or self.escape is not None):
             raise errors.syntax_error("cannot specify DELIMITER, NULL, HEADER or ESCAPE in BINARY mode")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pillbug.sql import unsupported
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.opt.plan import plan_statement
 from pillbug.sql.opt.planner import Planner
@@ -91,7 +92,7 @@ def parse_out_options(options: list[dict]) -> CopyOptions:
         elif name == "freeze":
             continue
         else:
-            raise errors.feature_not_supported(f"COPY option {name} is not supported")
+            raise errors.unimplemented(f"COPY option {name} is not supported")
     if fmt == "binary" and any(n in given for n in ("delimiter", "null", "header", "quote", "escape")):
         raise errors.syntax_error("cannot specify DELIMITER, NULL, HEADER, QUOTE or ESCAPE in BINARY mode")
     if fmt != "csv":
@@ -132,13 +133,13 @@ class CopyOut:
         node = stmt.node
         assert not node.get("is_from")
         if node.get("filename") is not None or node.get("is_program"):
-            raise errors.feature_not_supported("COPY to a file or program is not supported; use TO STDOUT")
+            raise errors.unimplemented("COPY to a file or program is not supported; use TO STDOUT")
         self.options = parse_out_options(node.get("options") or [])
         query = node.get("query")
         if query is not None:
             (kind, body), = query.items()
             if kind != "SelectStmt":
-                raise errors.feature_not_supported(f"COPY ({kind}) TO is not supported; use a SELECT")
+                raise errors.unimplemented(f"COPY ({unsupported.statement_name(kind)[0]}) TO is not supported; use a SELECT")
             select = Statement("SelectStmt", body, stmt.text, index_hints=stmt.index_hints,
                                sources=stmt.sources, parse_text=stmt.parse_text)
         else:

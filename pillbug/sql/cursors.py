@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pillbug.sql import types as T
+from pillbug.sql import unsupported
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.opt.plan import plan_statement
 from pillbug.sql.opt.planner import Planner, QueryPlan
@@ -114,7 +115,7 @@ def _in_transaction_block(session: Any) -> None:
 def _query_statement(stmt: Statement) -> Statement:
     (kind, body), = stmt.node["query"].items()
     if kind != "SelectStmt":
-        raise errors.syntax_error(f"cannot open {kind} query as cursor")
+        raise errors.syntax_error(f"cannot open {unsupported.statement_name(kind)[0]} query as cursor")
     return Statement("SelectStmt", body, stmt.text, index_hints=stmt.index_hints, sources=stmt.sources,
                      num_params=stmt.num_params, parse_text=stmt.parse_text)
 
@@ -194,12 +195,12 @@ def declare(session: Any, stmt: Statement, params: list, types: list[T.SQLType] 
     name = node["portalname"]
     options = node.get("options", 0)
     if options & _OPT_HOLD:
-        raise errors.feature_not_supported("DECLARE CURSOR WITH HOLD is not supported")
+        raise errors.unimplemented("DECLARE CURSOR WITH HOLD is not supported")
     _in_transaction_block(session)
     if options & _OPT_BINARY:
-        raise errors.feature_not_supported("DECLARE BINARY CURSOR is not supported")
+        raise errors.unimplemented("DECLARE BINARY CURSOR is not supported")
     if options & _OPT_SCROLL:
-        raise errors.feature_not_supported("DECLARE SCROLL CURSOR is not supported")
+        raise errors.unimplemented("DECLARE SCROLL CURSOR is not supported")
     if name in session.cursors:
         raise errors.PgError(errors.DUPLICATE_CURSOR, f'cursor "{name}" already exists')
     if len(session.cursors) >= MAX_CURSORS:

@@ -854,7 +854,7 @@ class Planner:
         from pillbug.sql import statements
         columns = statements.result_columns(stmt)
         if columns is None:
-            raise errors.syntax_error(f"{stmt.kind} cannot be used as a data source")
+            raise errors.syntax_error(f"{unsupported.statement_name(stmt.kind)[0]} cannot be used as a data source")
         cols = _rename([ScopeColumn(c.name, c.type, alias) for c in columns], alias_node, alias)
 
         def produce(ctx: ExecCtx) -> Any:
