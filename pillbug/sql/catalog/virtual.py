@@ -859,8 +859,8 @@ def builtin_procs() -> list[BuiltinProc]:
     """Every builtin function, aggregate and window function overload, with a stable OID (the
     builtins are fixed for a build, so the list is computed once)."""
     if not _PROCS:
-        from pillbug.sql.exec.window import NAVIGATION, RANKING
         from pillbug.sql.sem import builtins
+        from pillbug.sql.sem.builtins import NAVIGATION, RANKING
         entries: list[tuple[str, Any]] = [(name, d) for name, d in builtins.FUNCTIONS.items()]
         entries += [(name, a) for name, a in builtins.AGGREGATES.items()]
         entries += [(name, None) for name in RANKING | NAVIGATION]

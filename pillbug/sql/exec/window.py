@@ -20,12 +20,9 @@ from typing import Any
 from pillbug.sql.datum import Json
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.exec.nodes import BATCH, Batch, Node, SortKey, _hashable, _sort_rows
-from pillbug.sql.sem.builtins import Aggregate
+from pillbug.sql.sem.builtins import NAVIGATION, RANKING, Aggregate
 from pillbug.sql.sem.expr import Compiled
 from pillbug.util import errors
-
-RANKING = frozenset({"row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile"})
-NAVIGATION = frozenset({"lag", "lead", "first_value", "last_value", "nth_value"})
 
 
 @dataclass(slots=True)

@@ -1437,6 +1437,13 @@ def _unused() -> None:  # keeps the registry non-empty for tooling; never called
 del FUNCTIONS["array_agg_placeholder"]
 
 
+# ---- window functions -----------------------------------------------------------------------
+
+# The window functions that are not aggregates (exec/window.py computes them; pg_proc lists them).
+RANKING = frozenset({"row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile"})
+NAVIGATION = frozenset({"lag", "lead", "first_value", "last_value", "nth_value"})
+
+
 # ---- aggregates ---------------------------------------------------------------------------
 
 class Aggregate:
