@@ -154,9 +154,9 @@ def test_copy_checks_foreign_keys(node: Node, db: str) -> None:
 def test_checks_are_index_lookups(node: Node, db: str) -> None:
     """EXPLAIN ANALYZE counts what the kv layer returned: a child insert reads the one parent key
     it needs and a parent delete reads the child index only where the key would be, however big
-    the tables are."""
+    the tables are; without an index on the referencing column the delete scans the child."""
     node.sql("CREATE TABLE parent (id INT PRIMARY KEY)", "INSERT INTO parent SELECT generate_series(1, 500)",
-             "CREATE TABLE child (id INT PRIMARY KEY, pid INT REFERENCES parent)",
+             "CREATE TABLE child (id INT PRIMARY KEY, pid INT REFERENCES parent, INDEX child_pid_idx (pid))",
              "INSERT INTO child SELECT i, i FROM generate_series(1, 400) AS g(i)", database=db)
 
     def kv_rows(statement: str) -> int:
@@ -171,6 +171,12 @@ def test_checks_are_index_lookups(node: Node, db: str) -> None:
     # with a referencing row: the scan stops at the first child row it finds
     with pytest.raises(psycopg2.Error) as info:
         kv_rows("DELETE FROM parent WHERE id = 7")
+    assert info.value.pgcode == "23503"
+    node.sql("DROP INDEX child_pid_idx", database=db)
+    # the parent row, then every child row (401) compared with the key
+    assert kv_rows("DELETE FROM parent WHERE id = 451") == 402
+    with pytest.raises(psycopg2.Error) as info:
+        kv_rows("DELETE FROM parent WHERE id = 8")
     assert info.value.pgcode == "23503"
 
 

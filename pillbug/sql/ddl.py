@@ -202,13 +202,9 @@ def build_table_desc(session: Any, stmt: Statement, body: dict, ast: Any, db: Da
     for con_name, expr_text in checks:
         _add_check(session, table, con_name, expr_text)
     for con in fk_cons:
-        fk_ddl.add_foreign_key(session, table, con, _add_plain_index)
+        fk_ddl.add_foreign_key(session, table, con)
     _validate_defaults(session, table)
     return table
-
-
-def _add_plain_index(table: TableDesc, name: str, keys: list[tuple[str, str]]) -> IndexDesc:
-    return _add_index(table, name, keys, unique=False, storing=[])
 
 
 def _constraint_keys(stmt: Statement, con: dict) -> list[tuple[str, str]]:
@@ -568,7 +564,7 @@ def alter_table(session: Any, stmt: Statement) -> str:
             for con_name, text in checks:
                 _add_check(session, new, con_name, text)
             for con in fk_ddl.inline_constraints(cd):
-                to_validate.append(fk_ddl.add_foreign_key(session, new, con, _add_plain_index)[0])
+                to_validate.append(fk_ddl.add_foreign_key(session, new, con))
             rewrite = True
         elif sub == "AT_DropColumn":
             name = c["name"]
@@ -617,8 +613,7 @@ def alter_table(session: Any, stmt: Statement) -> str:
                 _add_check(session, new, con.get("conname"), deparse(cmd_ast.def_.raw_expr))
                 rewrite = True
             elif ctype == "CONSTR_FOREIGN":
-                fk, added_index = fk_ddl.add_foreign_key(session, new, con, _add_plain_index)
-                rewrite = rewrite or added_index
+                fk = fk_ddl.add_foreign_key(session, new, con)
                 if con.get("skip_validation"):
                     fk.validated = False
                 else:

@@ -5,13 +5,13 @@ constraints go; the referencing tables stay).
 
 A constraint is resolved once, here, into column and table ids (ForeignKeyDesc), so renames of
 tables and columns keep it working. The referenced columns need a unique index or primary key;
-the referencing columns get an index of their own (`<table>_auto_index_<constraint>`) when none
-starts with them, so that both directions of the check are index reads (exec/fk.py). ddl.py
-calls in here; this module knows nothing of how statements are planned.
+the referencing columns need no index, as in CockroachDB since v20.2 (which no longer creates
+one): the parent side of the check reads an index that starts with them if the table has one,
+and scans the table otherwise (exec/fk.py). ddl.py calls in here; this module knows nothing of
+how statements are planned.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from pillbug.sql.catalog import foreign_keys as F
@@ -40,11 +40,9 @@ def inline_constraints(column_def: dict) -> list[dict]:
     return out
 
 
-def add_foreign_key(session: Any, table: TableDesc, con: dict,
-                    add_index: Callable[[TableDesc, str, list[tuple[str, str]]], IndexDesc]) -> tuple[ForeignKeyDesc, bool]:
+def add_foreign_key(session: Any, table: TableDesc, con: dict) -> ForeignKeyDesc:
     """Resolve a FOREIGN KEY node against `table` (being created or altered: it is its own parent
-    for a self-reference) and add it; returns the constraint and whether an index was added
-    for its columns. Existing rows are not looked at (see validate)."""
+    for a self-reference) and add it. Existing rows are not looked at (see validate)."""
     if con.get("deferrable") or con.get("initdeferred"):
         raise errors.unimplemented("DEFERRABLE foreign key constraints are not supported")
     if con.get("fk_matchtype") == "p":
@@ -95,12 +93,8 @@ def add_foreign_key(session: Any, table: TableDesc, con: dict,
         raise errors.PgError(errors.DUPLICATE_OBJECT, f'duplicate constraint name: "{name}"')
     fk = ForeignKeyDesc(name, [c.id for c in cols], parent.id, [r.id for r in ref_cols], on_delete, on_update,
                         con.get("fk_matchtype", "s"), validated=True)
-    added_index = False
-    if F.referencing_index(table, fk.column_ids) is None:
-        add_index(table, f"{table.name}_auto_index_{name}", [(n, "asc") for n in col_names])
-        added_index = True
     table.foreign_keys.append(fk)
-    return fk, added_index
+    return fk
 
 
 def _parent_table(session: Any, table: TableDesc, rv: dict) -> TableDesc:
@@ -204,8 +198,9 @@ def drop_table_references(session: Any, table: TableDesc, cascade: bool, edits: 
 def drop_index_references(session: Any, table: TableDesc, idx: IndexDesc, cascade: bool, edits: Edits,
                           new_table: TableDesc) -> None:
     """An index (or the column it is on) is going: the foreign keys that need it as their
-    referenced unique index, or as the only index on their referencing columns, are refused
-    without CASCADE and dropped with it. `new_table` is the table's descriptor being edited."""
+    referenced unique index are refused without CASCADE and dropped with it (an index on the
+    referencing columns only speeds the check up). `new_table` is the table's descriptor being
+    edited."""
     if idx.unique:
         for child, fk in F.inbound(session.catalog, table.id):
             ref_idx = F.referenced_index(table, fk.ref_column_ids)
@@ -217,18 +212,6 @@ def drop_index_references(session: Any, table: TableDesc, idx: IndexDesc, cascad
                 new_table.foreign_keys = [f for f in new_table.foreign_keys if f.name != fk.name]
             else:
                 edits.drop_constraint(child, fk.name)
-    remaining = [i for i in new_table.all_indexes() if i.id != idx.id]
-    for fk in list(new_table.foreign_keys):
-        using = F.referencing_index(new_table, fk.column_ids)
-        if using is None or using.id != idx.id:
-            continue
-        n = len(fk.column_ids)
-        if any(set(i.column_ids[:n]) == set(fk.column_ids) for i in remaining):
-            continue
-        if not cascade:
-            raise errors.PgError(errors.DEPENDENT_OBJECTS_STILL_EXIST,
-                                 f'index "{idx.name}" is in use as a foreign key constraint')
-        new_table.foreign_keys = [f for f in new_table.foreign_keys if f.name != fk.name]
 
 
 def truncate_closure(session: Any, tables: list[TableDesc], cascade: bool) -> list[TableDesc]:

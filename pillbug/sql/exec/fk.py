@@ -3,7 +3,8 @@ ON DELETE / ON UPDATE actions (CASCADE, SET NULL, SET DEFAULT).
 
 The planner compiles, for the table a statement writes, a TableFKs: its outbound constraints
 (each a point lookup into the parent's unique index or primary key) and its inbound ones (each a
-prefix scan of a child index that starts with the referencing columns), with the child's own
+prefix scan of a child index that starts with the referencing columns or, when the child has no
+such index, a scan of the child table that keeps the matching rows), with the child's own
 TableFKs attached where an action writes to the child, so cascades recurse. A TableWriter that
 has a TableFKs reports every row it inserts, updates or deletes (`inserted`/`updated`/`deleted`);
 what must be checked or cascaded is collected in the statement's `ctx.fk_pending`, and the
@@ -92,8 +93,10 @@ class ChildRef:
     parent: TableDesc
     parent_positions: list[int]  # parent row positions, in the constraint's column order
     child_positions: list[int]  # child row positions, in the constraint's column order
-    child_index: IndexCodec  # a child index whose leading columns are the referencing ones
+    child_index: IndexCodec  # a child index whose leading columns are the referencing ones,
+    # or the child's primary index when it has none (then every row is read and compared)
     child_order: list[int]  # per leading child index column, its place in the constraint
+    scans_table: bool
     child_codec: TableCodec
     parent_index: IndexCodec  # the parent's referenced unique index
     parent_order: list[int]  # per parent index column, its place in the constraint
@@ -105,10 +108,20 @@ class ChildRef:
         return None if None in values else values
 
     def _span(self, values: tuple) -> tuple[bytes, bytes]:
+        if self.scans_table:
+            return self.child_codec.primary_span
         prefix = self.child_index.prefix + self.child_index.encode_values([values[j] for j in self.child_order])
         return prefix, enc.prefix_end(prefix)
 
+    def _matches(self, row: tuple, values: tuple) -> bool:
+        return all(row[p] == v for p, v in zip(self.child_positions, values))
+
     def is_referenced(self, ctx: ExecCtx, values: tuple) -> bool:
+        if self.scans_table:
+            # The whole table lands in the read set: a concurrent insert of any child conflicts,
+            # which is more than needed but never less (CockroachDB's check scans it too).
+            decode = self.child_codec.decode_row
+            return any(self._matches(decode(raw), values) for _, raw in ctx.txn.scan(*self._span(values)))
         return next(iter(ctx.txn.scan(*self._span(values), limit=1)), None) is not None
 
     def referencing_rows(self, ctx: ExecCtx, values: tuple) -> list[tuple]:
@@ -118,7 +131,9 @@ class ChildRef:
         primary = self.child_index.index.is_primary
         for _, raw in txn.scan(*self._span(values)):
             if primary:
-                rows.append(codec.decode_row(raw))
+                row = codec.decode_row(raw)
+                if not self.scans_table or self._matches(row, values):
+                    rows.append(row)
                 continue
             pk_suffix, _ = TableCodec.decode_index_value(raw)
             row_raw = txn.get(codec.pk_prefix + pk_suffix)
@@ -339,9 +354,12 @@ def _lookup(fk: ForeignKeyDesc, child: TableDesc, parent: TableDesc, compiler: C
 
 def _child_ref(fk: ForeignKeyDesc, child: TableDesc, parent: TableDesc, compiler: Compiler) -> ChildRef:
     child_idx = F.referencing_index(child, fk.column_ids)
+    scans_table = child_idx is None
+    if child_idx is None:
+        child_idx = child.primary_index
     parent_idx = F.referenced_index(parent, fk.ref_column_ids)
-    if child_idx is None or parent_idx is None:
-        raise errors.internal_error(f'foreign key "{fk.name}" lacks the indexes it is checked through')
+    if parent_idx is None:
+        raise errors.internal_error(f'foreign key "{fk.name}" has no unique index on "{parent.name}"')
     child_ic = _index_codec(child, child_idx.id, compiler)
     parent_ic = _index_codec(parent, parent_idx.id, compiler)
     n = len(fk.column_ids)
@@ -353,7 +371,8 @@ def _child_ref(fk: ForeignKeyDesc, child: TableDesc, parent: TableDesc, compiler
         fk, child, parent,
         [parent.position(cid) for cid in fk.ref_column_ids],
         [child.position(cid) for cid in fk.column_ids],
-        child_ic, [fk.column_ids.index(cid) for cid in child_idx.column_ids[:n]],
+        child_ic, [] if scans_table else [fk.column_ids.index(cid) for cid in child_idx.column_ids[:n]],
+        scans_table,
         compiler.codec(child), parent_ic, [fk.ref_column_ids.index(cid) for cid in parent_idx.column_ids],
         defaults)
 
