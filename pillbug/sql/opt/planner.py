@@ -101,7 +101,9 @@ def target_name(node: dict) -> str:
         return body["funcname"][-1]["String"]["sval"]
     if kind == "TypeCast":
         inner = target_name(body["arg"])
-        if inner != "?column?":
+        # as PostgreSQL's FigureColname: a cast names its column after what it casts, unless
+        # that is itself a cast (a weaker name): 'int8'::regtype::text is "text"
+        if inner != "?column?" and "TypeCast" not in body["arg"]:
             return inner
         names = [n["String"]["sval"] for n in body["typeName"]["names"]]
         return names[-1]
