@@ -348,8 +348,18 @@ REGPROC_NAMES = {0: "-", 750: "array_in", 751: "array_out", 2400: "array_recv", 
                  3504: "enum_in", 3505: "enum_out", 3532: "enum_recv", 3533: "enum_send"}
 
 
+# The builtins' names by OID, registered once the builtins are (sem/pg_builtins.py), so that
+# 'upper'::regproc prints as upper.
+_BUILTIN_PROC_NAMES: dict[int, str] = {}
+
+
+def register_proc_names(names: dict[int, str]) -> None:
+    _BUILTIN_PROC_NAMES.update(names)
+
+
 def format_regproc(v: int) -> str:
-    return REGPROC_NAMES.get(v, str(v))
+    name = REGPROC_NAMES.get(v) or _BUILTIN_PROC_NAMES.get(v)
+    return str(v) if name is None else name
 
 
 def format_text(v: Any, typ: SQLType, tz: datetime.tzinfo = UTC) -> str:

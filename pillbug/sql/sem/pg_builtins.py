@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pillbug.sql import access
+from pillbug.sql import access, datum
 from pillbug.sql import types as T
 from pillbug.sql.catalog import virtual
 from pillbug.sql.catalog.descriptors import DatabaseDesc, Privileges, SchemaDesc, TableDesc
@@ -487,3 +487,9 @@ def _col_description(oid: int, attnum: int) -> None:
 @fn("pg_encoding_to_char", ("int",), T.STRING)
 def _pg_encoding_to_char(encoding: int) -> str:
     return "UTF8" if encoding == 6 else ""
+
+
+# Every builtin is registered by now (builtins.py, then this module): regproc values print as
+# their names.
+datum.register_proc_names({p.oid: p.name if p.schema == "pg_catalog" else f"{p.schema}.{p.name}"
+                           for p in virtual.builtin_procs()})
