@@ -923,14 +923,22 @@ def resolve_proc(text: str, with_args: bool) -> int:
 def _return_oid(returns: Any, arg_oids: tuple[int, ...]) -> int:
     if isinstance(returns, T.SQLType):
         return returns.oid
-    # The result type of a polymorphic function follows its arguments; for the pseudo-types
-    # pg_proc names them by, the rule may not apply (an anyarray has no element type): such a
-    # function returns anyelement, as PostgreSQL's polymorphic functions are shown.
-    try:
-        typ = returns([T.BY_OID.get(a, T.ANY) for a in arg_oids])
-    except (AttributeError, IndexError, TypeError, errors.PgError):
-        return T.ANY.oid
-    return typ.oid if typ.oid and typ.family not in ("unknown",) else T.ANY.oid
+    # The result type follows the argument types: find it for two different element types in
+    # place of the polymorphic arguments. The same answer twice is the function's type; different
+    # answers make it polymorphic itself (anyelement, or anyarray, or record).
+    results = []
+    for probe in (T.INT8, T.DATE):
+        types = [probe if a == T.ANY.oid else T.array_of(probe) if a == T.ANYARRAY.oid else T.BY_OID.get(a, T.ANY)
+                 for a in arg_oids]
+        try:
+            results.append(returns(types))
+        except (AttributeError, IndexError, TypeError, errors.PgError):
+            results.append(None)
+    first, second = results
+    if first is not None and first == second:
+        return first.oid
+    family = (first or second).family if (first or second) else ""
+    return T.RECORD.oid if family == "record" else T.ANYARRAY.oid if family == "array" else T.ANY.oid
 
 
 @virtual("pg_catalog", "pg_language",
