@@ -3,7 +3,9 @@
 Every committed write gets a revision (one global, increasing counter); each key remembers the
 revision of its last change (mod_revision); old versions stay readable until compacted. Deletes are
 tombstone versions, so a range compare still sees that a key went away. See
-docs/architecture.md ("The Store contract") for why this shape lets one node become a cluster.
+docs/architecture.md ("The Store contract") for why this shape lets one node become a cluster,
+and docs/rfcs/0001-cluster.md for the contract's revision (reads that may suspend, get_many, a
+lazy read revision, engine limits) and the cluster built on etcd.
 """
 from __future__ import annotations
 
