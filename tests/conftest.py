@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The shared acceptance folder sits beside a checkout (../shared) or wherever PILLBUG_SHARED says.
+# A clone of the repository alone has none: the tests that need it skip, except under CI=true.
 SHARED = os.environ.get("PILLBUG_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
+SEED_DIR = os.path.join(SHARED, "acceptance", "seed")
 BIN = os.path.dirname(sys.executable)
 PILLBUG = os.path.join(BIN, "pillbug")
 ADMIN_USER = "dbadmin"
@@ -226,3 +229,24 @@ def db(node: Node, request: pytest.FixtureRequest) -> Iterator[str]:
         node.sql(f"DROP DATABASE IF EXISTS {name} CASCADE")
     except Exception:
         pass
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+@pytest.fixture(scope="session")
+def seed_dir() -> str:
+    """The shared acceptance seed folder, for the extra run of the seed page's own examples.
+
+    Session-scoped so that a test asking for it skips before any node starts. Without the folder
+    the test is skipped, except in CI (CI=true), which is promised the folder: there it fails, so
+    CI cannot silently lose the acceptance run.
+    """
+    if os.path.isfile(os.path.join(SEED_DIR, "run.py")):
+        return SEED_DIR
+    why = (f"shared acceptance seed not found at {SEED_DIR} (an extra run: put the shared folder "
+           f"beside the checkout as ../shared or set PILLBUG_SHARED to it)")
+    if in_ci():
+        pytest.fail(f"{why}; CI=true promises it", pytrace=False)
+    pytest.skip(why)
