@@ -594,8 +594,15 @@ def test_statement_timeout_covers_copy_from(node, table):
     import io
     conn = node.connect(database=table)
 
+    def overdue() -> bool:
+        """The COPY has run past its statement timeout by the node's clock (with a margin)."""
+        rows = node.sql("SELECT now() - start > INTERVAL '300ms' FROM [SHOW CLUSTER QUERIES] "
+                        "WHERE query = 'COPY kv FROM STDIN'")
+        return bool(rows) and rows[0][0]
+
     class SlowRows(io.RawIOBase):
-        """Rows that keep coming for longer than the timeout."""
+        """Rows that keep coming until the COPY has run past its timeout by the node's clock, so
+        it cannot finish in time however fast or slow the machine; the sleep only paces the rows."""
         def __init__(self) -> None:
             self.n = 100
 
@@ -603,8 +610,9 @@ def test_statement_timeout_covers_copy_from(node, table):
             return True
 
         def read(self, size: int = -1) -> bytes:
-            if self.n >= 100 + 400:
+            if self.n % 20 == 0 and overdue():
                 return b""
+            assert self.n < 1_000_000, "the COPY never ran past its timeout"
             time.sleep(0.005)
             self.n += 1
             return f"{self.n}\t{self.n}\n".encode()
