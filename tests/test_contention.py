@@ -185,7 +185,7 @@ def test_explicit_transactions_across_round_trips_see_only_40001(node, db):
     n = len(committed)
     assert n + len(codes) == clients * rounds and n > 0
     assert node.sql("SELECT k, v FROM ledger ORDER BY k", database=db) == [(1, n), (2, -n)]
-    assert time.monotonic() - started < 120
+    assert time.monotonic() - started < 120  # a liveness bound (no livelock), not a speed target
 
 
 

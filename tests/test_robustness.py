@@ -278,7 +278,7 @@ def test_huge_in_list(node):
         started = time.monotonic()
         cur.execute(f"SELECT count(*) FROM generate_series(1, 1000) AS g(x) WHERE x IN ({values})")
         assert cur.fetchone() == (1000,)
-        assert time.monotonic() - started < 60
+        assert time.monotonic() - started < 60  # a liveness bound (no freeze), not a speed target
     finally:
         conn.close()
 
