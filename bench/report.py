@@ -22,6 +22,11 @@ CANDIDATE = "Pillbug"
 TARGETS = {"point-reads": 0.5, "point-updates": 0.5}
 TARGET_TEXT = ("Pillbug at no less than 0.5 of PostgreSQL's point reads/s and point updates/s "
                "from one connection")
+# Absolute floors for Pillbug's own rate (tps), whatever PostgreSQL does: the throughput that
+# tests/test_pgbench.py used to require. Speed is measured here; the tests only check that every
+# transaction ran and the balances add up.
+FLOORS = {"pgbench-select-1": 100.0, "pgbench-select-8": 100.0, "pgbench-tpcb-1": 5.0, "pgbench-tpcb-8": 5.0}
+FLOOR_TEXT = "Pillbug's own pgbench rates: select-only at least 100 tps, tpcb-like at least 5 tps"
 HISTORY_COLUMNS = [
     ("point-reads", "point reads"),
     ("point-updates", "point updates"),
@@ -106,6 +111,16 @@ class RunResult:
         targets = self.targets()
         return all(met for _, _, met in targets) if targets else None
 
+    def floors(self) -> list[tuple[str, float | None, float, bool]]:
+        """(workload title, Pillbug's median rate, floor, met) for each floor workload in the run."""
+        results = []
+        for workload in self.workloads:
+            if workload.key in FLOORS:
+                rate = self.figure(workload.key, CANDIDATE).rate
+                floor = FLOORS[workload.key]
+                results.append((workload.title, rate, floor, rate is not None and rate >= floor))
+        return results
+
 
 # ---- formatting -------------------------------------------------------------------------------
 
@@ -150,9 +165,21 @@ def _verdict(run: RunResult) -> str:
     return ("met" if run.targets_met() else "NOT met") + ": " + ", ".join(parts)
 
 
+def _floor_verdict(run: RunResult) -> str | None:
+    floors = run.floors()
+    if not floors:
+        return None
+    parts = [f"{title} {_rate(rate, 'tps')} (floor {floor:,.0f}: {'met' if met else 'NOT met'})"
+             for title, rate, floor, met in floors]
+    return ("met" if all(met for *_, met in floors) else "NOT met") + ": " + ", ".join(parts)
+
+
 def render_run(run: RunResult) -> str:
     lines = [f"### {run.started:%Y-%m-%d %H:%M} UTC — {run.mode} run, commit {run.commit}", ""]
     lines += [f"**Target** ({TARGET_TEXT}): {_verdict(run)}.", ""]
+    floors = _floor_verdict(run)
+    if floors is not None:
+        lines += [f"**Floors** ({FLOOR_TEXT}): {floors}.", ""]
     lines += ["| workload | PostgreSQL | Pillbug | Pillbug / PostgreSQL |", "| --- | --- | --- | --- |"]
     for w in run.workloads:
         lines.append(f"| {w.title} | {_cell(run.figure(w.key, BASELINE), w.unit)} | "
@@ -236,6 +263,8 @@ This page is written by `make bench` (`.venv/bin/python -m bench.run`; `--help` 
 history and its own section below; earlier runs are never removed.
 
 **Target:** {TARGET_TEXT}.
+
+**Floors:** {FLOOR_TEXT} (absolute, on the benchmark machine; the tests check only correctness).
 
 ## Method
 

@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The shared acceptance folder sits beside a checkout (../shared) or wherever PILLBUG_SHARED says.
+# A clone of the repository alone has none: the tests that need it skip, except under CI=true.
 SHARED = os.environ.get("PILLBUG_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
+SEED_DIR = os.path.join(SHARED, "acceptance", "seed")
 BIN = os.path.dirname(sys.executable)
 PILLBUG = os.path.join(BIN, "pillbug")
 ADMIN_USER = "dbadmin"
@@ -226,3 +229,87 @@ def db(node: Node, request: pytest.FixtureRequest) -> Iterator[str]:
         node.sql(f"DROP DATABASE IF EXISTS {name} CASCADE")
     except Exception:
         pass
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+@pytest.fixture(scope="session")
+def seed_dir() -> str:
+    """The shared acceptance seed folder, for the extra run of the seed page's own examples.
+
+    Session-scoped so that a test asking for it skips before any node starts. Without the folder
+    the test is skipped, except in CI (CI=true), which is promised the folder: there it fails, so
+    CI cannot silently lose the acceptance run.
+    """
+    if os.path.isfile(os.path.join(SEED_DIR, "run.py")):
+        return SEED_DIR
+    why = (f"shared acceptance seed not found at {SEED_DIR} (an extra run: put the shared folder "
+           f"beside the checkout as ../shared or set PILLBUG_SHARED to it)")
+    if in_ci():
+        pytest.fail(f"{why}; CI=true promises it", pytrace=False)
+    pytest.skip(why)
+
+
+# ---- waiting for conditions, not for time ------------------------------------------------------
+
+def wait_for(predicate, what: str, timeout: float = 30.0, every: float = 0.01):
+    """Poll predicate until it returns something true and return that; fail after timeout seconds
+    (a liveness bound: the verdict is the condition, never the time waited)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+def tcp_queues(local_port: int, remote_port: int) -> tuple[int, int] | None:
+    """(send queue, receive queue) in bytes of the local TCP socket local_port -> remote_port, as
+    the kernel reports them in /proc/net/tcp (Linux); None if there is no such socket."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, queues = fields[1], fields[2], fields[4]
+            if int(local.rsplit(":", 1)[1], 16) == local_port and int(remote.rsplit(":", 1)[1], 16) == remote_port:
+                tx, rx = queues.split(":")
+                return int(tx, 16), int(rx, 16)
+    return None
+
+
+def wait_until_the_pipe_is_full(server_port: int, client_port: int, timeout: float = 60.0) -> tuple[int, int]:
+    """Wait until a client that does not read has held the server back: the kernel holds bytes the
+    client has not read and bytes the server could not send yet, and the client's receive queue
+    did not move between two looks (its window is closed). Returns (unsent, unread) bytes."""
+    last = [-1]
+
+    def full():
+        server_side = tcp_queues(server_port, client_port)
+        client_side = tcp_queues(client_port, server_port)
+        assert server_side is not None and client_side is not None, "the connection is not in /proc/net/tcp"
+        unsent, unread = server_side[0], client_side[1]
+        steady, last[0] = unread == last[0], unread
+        return (unsent, unread) if unsent > 0 and unread > 0 and steady else None
+    return wait_for(full, "the client's receive window to fill", timeout)
+
+
+def round_trips(node: Node, n: int, database: str = "defaultdb") -> None:
+    """n statements from another client, one after another. The node serves every connection from
+    one event loop, giving each runnable statement a time slice per turn of the loop, so this also
+    gives any statement still able to run n turns: a measure of opportunity, not of time."""
+    conn = node.connect(database=database)
+    try:
+        with conn.cursor() as cur:
+            for i in range(n):
+                cur.execute("SELECT %s + 1", (i,))
+                assert cur.fetchone() == (i + 1,)
+    finally:
+        conn.close()

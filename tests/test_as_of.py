@@ -11,6 +11,10 @@ from decimal import Decimal
 
 import psycopg2
 import pytest
+from conftest import wait_for
+
+SECOND = Decimal(10**9)  # an HLC decimal counts nanoseconds
+MICROSECOND = Decimal(1000)
 
 
 @pytest.fixture
@@ -34,18 +38,39 @@ def _fails(cur, sql, code):
     return info.value
 
 
+def _wait_clock_past(cur, ts: Decimal) -> Decimal:
+    """Wait until a new transaction's HLC time on the node is past ts (a condition on the node's
+    clock, not a guessed sleep) and return that time."""
+    def past():
+        now = _clt(cur)
+        return now if now > ts else None
+    return wait_for(past, f"the node's clock to pass {ts}")
+
+
 def test_relative_interval_reads_the_past(cur):
-    cur.execute("INSERT INTO hist VALUES (1, 'old')")
-    time.sleep(1.2)
-    cur.execute("UPDATE hist SET v = 'new' WHERE k = 1")
-    cur.execute("INSERT INTO hist VALUES (2, 'added')")
-    time.sleep(0.3)
-    cur.execute("SELECT k, v FROM hist AS OF SYSTEM TIME '-1s' ORDER BY k")
-    assert cur.fetchall() == [(1, "old")]
-    cur.execute("SELECT k, v FROM hist AS OF SYSTEM TIME '-0.1s' ORDER BY k")
-    assert cur.fetchall() == [(1, "new"), (2, "added")]
-    cur.execute("SELECT k, v FROM hist ORDER BY k")
-    assert cur.fetchall() == [(1, "new"), (2, "added")]
+    """'-1s' reads the snapshot of one second before the statement, by the node's clock. The test
+    waits for the node's clock to move, and brackets the read with the node's times: if a stall of
+    over a second between the update and the read left the answer open, it tries again."""
+    for attempt in range(5):
+        k = attempt * 10
+        cur.execute("INSERT INTO hist VALUES (%s, 'old')", (k + 1,))
+        inserted = _clt(cur)  # a later transaction: after the insert's commit
+        before_update = _wait_clock_past(cur, inserted + Decimal("1.2") * SECOND)
+        cur.execute("UPDATE hist SET v = 'new' WHERE k = %s", (k + 1,))
+        cur.execute("INSERT INTO hist VALUES (%s, 'added')", (k + 2,))
+        cur.execute("SELECT k, v FROM hist AS OF SYSTEM TIME '-1s' WHERE k > %s ORDER BY k", (k,))
+        past = cur.fetchall()
+        after_read = _clt(cur)
+        if after_read - SECOND < before_update:  # the read's time was before the update, after the insert
+            assert past == [(k + 1, "old")]
+            break
+    else:
+        pytest.fail("every attempt stalled for over a second between the update and the read")
+    _wait_clock_past(cur, after_read + Decimal("0.1") * SECOND)
+    cur.execute("SELECT k, v FROM hist AS OF SYSTEM TIME '-0.1s' WHERE k > %s ORDER BY k", (k,))
+    assert cur.fetchall() == [(k + 1, "new"), (k + 2, "added")]
+    cur.execute("SELECT k, v FROM hist WHERE k > %s ORDER BY k", (k,))
+    assert cur.fetchall() == [(k + 1, "new"), (k + 2, "added")]
 
 
 def test_decimal_hlc_from_cluster_logical_timestamp(cur):
@@ -65,10 +90,11 @@ def test_decimal_hlc_from_cluster_logical_timestamp(cur):
 
 def test_timestamp_string(cur):
     cur.execute("INSERT INTO hist VALUES (1, 'then')")
-    time.sleep(0.01)
+    # now()::STRING keeps microseconds: a microsecond of the node's clock either side of it.
+    _wait_clock_past(cur, _clt(cur) + MICROSECOND)
     cur.execute("SELECT now()::STRING")
     moment = cur.fetchone()[0]
-    time.sleep(0.01)
+    _wait_clock_past(cur, _clt(cur) + MICROSECOND)
     cur.execute("UPDATE hist SET v = 'now' WHERE k = 1")
     cur.execute(f"SELECT v FROM hist AS OF SYSTEM TIME '{moment}'")
     assert cur.fetchall() == [("then",)]

@@ -141,6 +141,16 @@ def test_medians_ratios_and_targets():
     assert run.targets_met() is False
 
 
+def test_throughput_floors_are_checked_in_the_benchmark():
+    run = _run("2026-11-25T10:00:00+00:00", (4000.0, 2200.0), None)
+    assert run.floors() == [("pgbench tpcb-like, 8 clients", 100.0, 5.0, True)]
+    page = report.update_page(None, run)
+    assert "**Floors** (" + report.FLOOR_TEXT + "): met: pgbench tpcb-like, 8 clients 100 tps (floor 5: met)." in page
+    failed = _run("2026-11-26T11:30:00+00:00", (4000.0, 2200.0), "pgbench exited with 2")
+    assert failed.floors() == [("pgbench tpcb-like, 8 clients", None, 5.0, False)]
+    assert "): NOT met: pgbench tpcb-like, 8 clients — (floor 5: NOT met)." in report.render_run(failed)
+
+
 def test_page_keeps_every_earlier_run(tmp_path):
     first = _run("2026-11-25T10:00:00+00:00", (4000.0, 2200.0), None)
     second = _run("2026-11-26T11:30:00+00:00", (5000.0, 1000.0), "pgbench exited with 2: pgbench -i failed: COPY")

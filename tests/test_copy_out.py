@@ -12,7 +12,6 @@ import io
 import os
 import struct
 import subprocess
-import time
 import uuid
 from decimal import Decimal
 
@@ -20,6 +19,7 @@ import asyncpg
 import psycopg
 import psycopg2
 import pytest
+from conftest import round_trips, wait_until_the_pipe_is_full
 from psycopg.types.json import Jsonb
 from wire_client import RawConnection, message, query
 
@@ -144,7 +144,15 @@ def test_copy_out_is_streamed_one_row_per_message(node, numbers):
 
 def test_copy_out_waits_for_a_slow_reader(node, numbers):
     """A client that does not read holds the COPY: the server stops producing (flow control)
-    instead of buffering the result, and the rest arrives once the client reads again."""
+    instead of buffering the result, and the rest arrives once the client reads again.
+
+    No guessed wait: the test waits until the TCP pipe is full (the kernel holds bytes the client
+    has not read and bytes the server could not send, which is what pauses the server's
+    transport). Then another client runs 100 statements, each a turn of the node's event loop in
+    which a COPY still producing would get a time slice (100 slices of 20 ms would finish 20 MB):
+    the COPY is still running, and the kernel holds a small part of the result. That the statement
+    waits in drain() instead of producing on is also shown directly by
+    test_copy_out_stream_waits_in_drain_while_the_transport_is_paused."""
     node.sql("CREATE TABLE wide (k INT PRIMARY KEY, s STRING)",
              "INSERT INTO wide SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) AS g", database=numbers)
     conn = RawConnection(node.host, node.port, node.certs_dir)
@@ -154,12 +162,10 @@ def test_copy_out_waits_for_a_slow_reader(node, numbers):
 
         def running() -> bool:
             return ("COPY wide TO STDOUT",) in node.sql("SELECT query FROM [SHOW QUERIES]", database=numbers)
-        deadline = time.monotonic() + 10
-        while not running() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.0)
-        # 20 MB of rows, and the client reads none: the COPY is still running, paused (had it
-        # buffered its output it would be done), and meanwhile other clients are served.
+
+        unsent, unread = wait_until_the_pipe_is_full(node.port, conn.sock.getsockname()[1])
+        assert unsent + unread < 20_000_000 // 2, (unsent, unread)
+        round_trips(node, 100, database=numbers)  # other clients are served meanwhile
         assert running()
         assert node.sql("SELECT count(*) FROM nums", database=numbers) == [(10000,)]
         msgs = conn.read_until()
@@ -167,6 +173,62 @@ def test_copy_out_waits_for_a_slow_reader(node, numbers):
         assert sum(1 for t, _ in msgs if t == b"d") == 20000
     finally:
         conn.close()
+
+
+def test_copy_out_stream_waits_in_drain_while_the_transport_is_paused():
+    """pgwire.copy_out.stream stops taking batches from the plan while the connection's drain()
+    waits (the transport paused): what it holds is bounded by the flush threshold plus one batch,
+    and it goes on once drain() returns."""
+    from types import SimpleNamespace
+
+    from pillbug.pgwire import copy_out
+    from pillbug.sql import types as T
+    from pillbug.sql.copy_out import CopyOptions
+
+    batches, rows_per_batch, threshold = 50, 100, 16 << 10
+    pulled = []
+
+    def plan_batches():
+        for b in range(batches):
+            pulled.append(b)
+            yield [(b * rows_per_batch + i, "y" * 100) for i in range(rows_per_batch)]
+
+    copy = SimpleNamespace(options=CopyOptions(), batches=plan_batches,
+                           columns=[SimpleNamespace(name="k", type=T.INT8), SimpleNamespace(name="s", type=T.STRING)])
+
+    class PausedConn:
+        def __init__(self) -> None:
+            self.out = bytearray()
+            self.sent = bytearray()
+            self.in_drain = asyncio.Event()
+            self.resume = asyncio.Event()
+
+        def flush(self) -> None:
+            self.sent += self.out
+            self.out.clear()
+
+        async def drain(self) -> None:
+            self.in_drain.set()
+            await self.resume.wait()
+            self.in_drain.clear()
+
+    async def scenario() -> None:
+        conn = PausedConn()
+        task = asyncio.ensure_future(copy_out.stream(conn, copy, UTC, threshold))
+        await asyncio.wait_for(conn.in_drain.wait(), 10)
+        # Paused: one batch taken past the threshold, everything flushed, nothing further pulled
+        # however often the loop runs other tasks.
+        held = len(pulled)
+        assert 1 <= held < batches and len(conn.out) == 0
+        assert len(conn.sent) <= threshold + rows_per_batch * 200
+        for _ in range(100):
+            await asyncio.sleep(0)  # yields to the loop only; no wall-clock time is relied on
+        assert len(pulled) == held and not task.done()
+        conn.resume.set()  # the client reads again: the transport resumes
+        assert await asyncio.wait_for(task, 10) == batches * rows_per_batch
+        assert len(pulled) == batches
+
+    asyncio.run(scenario())
 
 
 def test_psycopg2_copy_expert_csv_header_and_copy_to(node, typed):

@@ -2,18 +2,21 @@
 
 `pgbench -i -s 1` drops and creates its tables (WITH (fillfactor=100), INT meaning INT8),
 truncates them, loads pgbench_accounts with COPY ... FROM STDIN, runs VACUUM ANALYZE and adds
-primary keys with ALTER TABLE. Then 20 seconds of the select-only script (-S) and of the default
-TPC-B-like script (explicit BEGIN ... END) run with 1 and with 8 clients. Every run must exit 0
-with no failed transaction, and after the TPC-B-like runs the balances must still add up: each
-committed transaction adds the same delta to one account, one teller and one branch and writes
-one history row (pgbench empties the history before each run), so any lost update or partial
-commit shows.
+primary keys with ALTER TABLE. Then a fixed number of transactions (-t) of the select-only script
+(-S) and of the default TPC-B-like script (explicit BEGIN ... END) run with 1 and with 8 clients.
+Every run must exit 0 having processed every transaction with none failed, and after the TPC-B-like
+runs the balances must still add up: each committed transaction adds the same delta to one
+account, one teller and one branch and writes one history row (pgbench empties the history before
+each run), so any lost update or partial commit shows.
+
+These are functional checks: how fast pgbench runs is measured by `make bench` (bench/, written
+up in docs/benchmarks.md, with the throughput floors these tests used to hold), not here.
 
 The TPC-B-like script updates the single branch row in every transaction, so concurrent clients
 conflict constantly; Pillbug's optimistic transactions answer with 40001 and pgbench retries
-(--max-tries). With 8 clients a transaction can lose many times in a row, so those runs use
---max-tries=0: unlimited tries, bounded by the run's duration, as pgbench's documentation
-suggests.
+(--max-tries). With several clients a transaction can lose many times in a row, so those runs
+allow many tries (pgbench allows unlimited tries only with a duration, and a duration would make
+the work done depend on the machine's speed).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import Node
 
-DURATION = 20
+TRIES = "10000"  # practically unlimited: a transaction that still fails is a failure
 
 
 def pgbench(node: Node, database: str, *args: str, timeout: float = 180) -> str:
@@ -102,29 +105,27 @@ def test_init_creates_and_loads_the_tables(node: Node, initialized: str) -> None
 
 @pytest.mark.parametrize("clients", [1, 8])
 def test_select_only(node: Node, initialized: str, clients: int) -> None:
-    out = pgbench(node, initialized, "-S", "-T", str(DURATION), "-c", str(clients), "-j", str(min(clients, 2)))
-    result = report(out)
-    assert result["failed"] == 0, out
-    assert result["processed"] > 100 * DURATION, out
+    per_client = 2000 // clients
+    out = pgbench(node, initialized, "-S", "-t", str(per_client), "-c", str(clients), "-j", str(min(clients, 2)))
+    assert report(out) == {"processed": clients * per_client, "failed": 0}, out
     assert "<builtin: select only>" in out
 
 
 @pytest.mark.parametrize("clients", [1, 8])
 def test_tpcb_like(node: Node, initialized: str, clients: int) -> None:
     before = balances(node, initialized)
-    tries = "100" if clients == 1 else "0"
-    out = pgbench(node, initialized, "-T", str(DURATION), "-c", str(clients), "-j", str(min(clients, 2)),
-                  f"--max-tries={tries}")
+    per_client = 400 // clients
+    out = pgbench(node, initialized, "-t", str(per_client), "-c", str(clients), "-j", str(min(clients, 2)),
+                  f"--max-tries={TRIES}")
     result = report(out)
-    assert result["failed"] == 0, out
-    assert result["processed"] > 5 * DURATION, out
+    assert result == {"processed": clients * per_client, "failed": 0}, out
     assert "<builtin: TPC-B (sort of)>" in out
     check_balances(node, initialized, before, result["processed"])
 
 
 def test_tpcb_like_extended_protocol(node: Node, initialized: str) -> None:
     before = balances(node, initialized)
-    out = pgbench(node, initialized, "-M", "prepared", "-T", "5", "-c", "4", "-j", "2", "--max-tries=0")
+    out = pgbench(node, initialized, "-M", "prepared", "-t", "25", "-c", "4", "-j", "2", f"--max-tries={TRIES}")
     result = report(out)
-    assert result["failed"] == 0 and result["processed"] > 0, out
+    assert result == {"processed": 100, "failed": 0}, out
     check_balances(node, initialized, before, result["processed"])

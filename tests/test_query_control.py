@@ -74,7 +74,7 @@ def test_statement_timeout_stops_pg_sleep_and_connection_serves(node):
         began = time.monotonic()
         with pytest.raises(psycopg2.errors.QueryCanceled) as info:
             cur.execute("SELECT pg_sleep(5)")
-        assert time.monotonic() - began < 4
+        assert time.monotonic() - began < 4  # cut short (a liveness bound, not a speed target)
         assert info.value.pgcode == "57014"
         assert TIMEOUT_MESSAGE in str(info.value)
         cur.execute("SELECT 1")
@@ -93,7 +93,7 @@ def test_statement_timeout_stops_cpu_bound_query(node):
         began = time.monotonic()
         with pytest.raises(psycopg2.errors.QueryCanceled) as info:
             cur.execute("SELECT count(*) FROM generate_series(1, 100000) a, generate_series(1, 100000) b")
-        assert time.monotonic() - began < 10
+        assert time.monotonic() - began < 10  # a liveness bound (the timeout took), not a speed target
         assert TIMEOUT_MESSAGE in str(info.value)
         cur.execute("SELECT count(*) FROM generate_series(1, 10)")
         assert cur.fetchone() == (10,)
@@ -169,16 +169,15 @@ def test_pg_sleep_does_not_hold_the_node(node):
 
     def sleep():
         with sleeper.cursor() as cur:
-            cur.execute("SELECT pg_sleep(1.5)")
+            cur.execute("SELECT pg_sleep(600)")
             return cur.fetchone()
     thread, outcome = _in_thread(sleep)
-    _wait_for(lambda: _queries_like(node, "pg_sleep(1.5)"), "the sleep in SHOW QUERIES")
-    began = time.monotonic()
-    assert _select_one(node) == 1  # a new connection, served while the sleep runs
-    assert time.monotonic() - began < 1.0
-    assert thread.is_alive()
+    _wait_for(lambda: _queries_like(node, "pg_sleep(600)"), "the sleep in SHOW QUERIES")
+    assert _select_one(node) == 1  # a new connection, served ...
+    assert _queries_like(node, "pg_sleep(600)") and thread.is_alive()  # ... while the sleep runs
+    sleeper.cancel()
     thread.join(20)
-    assert outcome == {"result": (True,)}
+    assert isinstance(outcome.get("error"), psycopg2.errors.QueryCanceled), outcome
     sleeper.close()
 
 
@@ -215,7 +214,7 @@ def test_timeouts_end_a_row_lock_wait(node, table, setting, code, message):
         began = time.monotonic()
         with pytest.raises(psycopg2.Error) as info:
             cur.execute("UPDATE kv SET v = v + 10 WHERE k = 1")
-        assert time.monotonic() - began < 5
+        assert time.monotonic() - began < 5  # a liveness bound (the wait ended), not a speed target
         assert info.value.pgcode == code
         assert message in str(info.value)
         cur.execute("SELECT v FROM kv WHERE k = 2")
@@ -553,7 +552,7 @@ def test_idle_outside_transaction_is_not_closed(node):
 def test_force_retry_implicit_is_retried_by_the_server(node):
     began = time.monotonic()
     assert node.sql("SELECT crdb_internal.force_retry('50ms')") == [(0,)]
-    assert time.monotonic() - began >= 0.05
+    assert time.monotonic() - began >= 0.05  # force_retry('50ms') retries for at least that long
 
 
 def test_force_retry_is_bounded_by_statement_timeout(node):
@@ -594,8 +593,15 @@ def test_statement_timeout_covers_copy_from(node, table):
     import io
     conn = node.connect(database=table)
 
+    def overdue() -> bool:
+        """The COPY has run past its statement timeout by the node's clock (with a margin)."""
+        rows = node.sql("SELECT now() - start > INTERVAL '300ms' FROM [SHOW CLUSTER QUERIES] "
+                        "WHERE query = 'COPY kv FROM STDIN'")
+        return bool(rows) and rows[0][0]
+
     class SlowRows(io.RawIOBase):
-        """Rows that keep coming for longer than the timeout."""
+        """Rows that keep coming until the COPY has run past its timeout by the node's clock, so
+        it cannot finish in time however fast or slow the machine; the sleep only paces the rows."""
         def __init__(self) -> None:
             self.n = 100
 
@@ -603,8 +609,9 @@ def test_statement_timeout_covers_copy_from(node, table):
             return True
 
         def read(self, size: int = -1) -> bytes:
-            if self.n >= 100 + 400:
+            if self.n % 20 == 0 and overdue():
                 return b""
+            assert self.n < 1_000_000, "the COPY never ran past its timeout"
             time.sleep(0.005)
             self.n += 1
             return f"{self.n}\t{self.n}\n".encode()
@@ -632,7 +639,7 @@ def test_statement_timeout_and_cancel_reach_copy_to(node):
         with pytest.raises(psycopg2.errors.QueryCanceled, match="statement timeout"):
             cur.copy_expert("COPY (SELECT a, b FROM generate_series(1, 100000) a, generate_series(1, 100000) b) "
                             "TO STDOUT", io.StringIO())
-        assert time.monotonic() - began < 10
+        assert time.monotonic() - began < 10  # a liveness bound (the timeout took), not a speed target
         cur.execute("RESET statement_timeout")
         out = io.StringIO()
         cur.copy_expert("COPY (SELECT generate_series(1, 3)) TO STDOUT", out)
