@@ -32,7 +32,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from pillbug.kv.txn import Txn
 from pillbug.sql import access, activity, cursors, unsupported
@@ -47,6 +47,7 @@ from pillbug.sql.opt.planner import Planner, QueryPlan
 from pillbug.sql.parser import front
 from pillbug.sql.parser.front import Statement
 from pillbug.sql.parser.lift import cache_key, lift_literals
+from pillbug.sql.result import ResultSink, StatementOutcome
 from pillbug.sql.rowenc import TableCodec
 from pillbug.sql.sem import builtins
 from pillbug.sql.sem.build import NotCacheable, ParamTypes, ScopeColumn
@@ -63,26 +64,6 @@ RETRY_SAFE_KINDS = PLANNED_KINDS | {"CreateStmt", "IndexStmt", "DropStmt", "Crea
                                     "CreateSeqStmt", "RenameStmt", "CreateRoleStmt", "AlterRoleStmt",
                                     "DropRoleStmt", "GrantStmt", "GrantRoleStmt", "EmptyStmt",
                                     "CreateSchemaStmt", "CommentStmt"}
-
-
-class ResultSink(Protocol):
-    """Where a session writes results (pgwire implements it)."""
-
-    def row_description(self, columns: list[ScopeColumn]) -> None: ...
-
-    def data_rows(self, batch: list[tuple], columns: list[ScopeColumn]) -> None: ...
-
-    def command_complete(self, tag: str) -> None: ...
-
-    def portal_suspended(self) -> None: ...
-
-    def notice(self, message: str) -> None: ...
-
-    def mark(self) -> int: ...
-
-    def rewind(self, mark: int) -> bool: ...
-
-    async def drain(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -125,18 +106,6 @@ class Portal:
     implicit: bool = False
     done: bool = False
     tag: str = ""
-
-
-class StatementOutcome:
-    """What executing one statement produced, before it is written to the sink."""
-    __slots__ = ("columns", "rows", "tag", "ctx")
-
-    def __init__(self, columns: list[ScopeColumn] | None, rows: Iterator[list[tuple]] | None,
-                 tag: str, ctx: ExecCtx | None = None) -> None:
-        self.columns = columns
-        self.rows = rows
-        self.tag = tag
-        self.ctx = ctx
 
 
 def _literal_converter(kind: str, typ: T.SQLType) -> Any:

@@ -16,12 +16,12 @@ from pillbug.sql.catalog import system
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.exec.nodes import GUARDED, python_error
 from pillbug.sql.parser.front import Statement
+from pillbug.sql.result import StatementOutcome
 from pillbug.sql.sem.build import BuildContext, ExprBuilder, ParamTypes, Scope, ScopeColumn
 from pillbug.util import errors, hlc
 
 
-def _outcome(columns: list[ScopeColumn] | None, rows: list[tuple] | None, tag: str) -> Any:
-    from pillbug.sql.session import StatementOutcome
+def _outcome(columns: list[ScopeColumn] | None, rows: list[tuple] | None, tag: str) -> StatementOutcome:
     batches = iter([rows]) if rows else iter(())
     return StatementOutcome(columns, batches if columns is not None else None, tag)
 
