@@ -29,13 +29,13 @@ import asyncio
 import datetime
 import random
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from pillbug.kv.txn import Txn
-from pillbug.sql import access, activity, cursors, unsupported
+from pillbug.sql import access, activity, cursors, statements, unsupported
 from pillbug.sql import types as T
 from pillbug.sql import vars as session_vars
 from pillbug.sql.catalog import system
@@ -257,6 +257,12 @@ class Session:
     def virtual_table(self, schema: str, name: str) -> Any:
         from pillbug.sql.catalog import virtual
         return virtual.lookup(schema, name)
+
+    def plan_statement(self, planner: Planner, stmt: Statement) -> tuple[QueryPlan, str]:
+        return plan_statement(planner, stmt)
+
+    def statement_source(self, stmt: Statement) -> tuple[list[ScopeColumn], Callable[[ExecCtx], Any]] | None:
+        return statements.statement_source(stmt)
 
     def current_db(self) -> Any:
         db = self.catalog.database(self.database)
@@ -621,7 +627,6 @@ class Session:
             return self.run_plan(cached, values)
         if kind in cursors.KINDS:
             return cursors.execute(self, stmt, params, prepared.param_types if prepared is not None else None)
-        from pillbug.sql import statements
         return statements.execute(self, stmt, params)
 
     async def _finish_implicit(self) -> None:
@@ -1051,7 +1056,6 @@ class Session:
         return read_only
 
     def _as_of_revision(self, node: dict) -> int:
-        from pillbug.sql import statements
         return statements.as_of_revision(self, node)
 
     def _check_as_of_in_txn(self, node: dict) -> None:
@@ -1147,6 +1151,5 @@ def _returns_rows(stmt: Statement) -> bool:
 
 
 def _static_columns(stmt: Statement) -> list[ScopeColumn] | None:
-    from pillbug.sql import statements
     return statements.result_columns(stmt)
 

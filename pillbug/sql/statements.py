@@ -7,6 +7,7 @@ tells the columns a statement will return without running it (for Describe).
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +25,20 @@ from pillbug.util import errors, hlc
 def _outcome(columns: list[ScopeColumn] | None, rows: list[tuple] | None, tag: str) -> StatementOutcome:
     batches = iter([rows]) if rows else iter(())
     return StatementOutcome(columns, batches if columns is not None else None, tag)
+
+
+def statement_source(stmt: Statement) -> tuple[list[ScopeColumn], Callable[[Any], list[tuple]]] | None:
+    """A statement run here (SHOW ...) used as a `[ ... ]` data source: its columns and a function
+    that runs it in the executing session (ctx.session) and returns its rows; None when it
+    returns no rows."""
+    columns = result_columns(stmt)
+    if columns is None:
+        return None
+
+    def produce(ctx: Any) -> list[tuple]:
+        outcome = execute(ctx.session, stmt, [])
+        return [r for batch in outcome.rows or () for r in batch]
+    return columns, produce
 
 
 def result_columns(stmt: Statement) -> list[ScopeColumn] | None:

@@ -20,6 +20,14 @@ from pillbug.sql import datum
 from pillbug.sql import types as T
 from pillbug.sql.catalog import foreign_keys
 from pillbug.sql.catalog.descriptors import DatabaseDesc, ForeignKeyDesc, IndexDesc, TableDesc
+from pillbug.sql.catalog.oids import (
+    ATTRDEF_OID_BASE,
+    CONSTRAINT_OID_BASE,
+    PER_TABLE,
+    attrdef_oid,
+    constraint_oid,
+    index_oid,
+)
 from pillbug.sql.catalog.system import Catalog
 from pillbug.util import errors
 
@@ -125,43 +133,6 @@ def _visible(ctx: Any, desc: Any) -> bool:
     return desc.privileges.owner in roles or any(r in desc.privileges.grants for r in roles)
 
 
-# OIDs. A table's (or view's, or sequence's) OID is its descriptor id, as in CockroachDB. Indexes,
-# constraints and column defaults get OIDs of their own, computed from the table's id so that they
-# can be mapped back to the object without a lookup table; each kind has its own range below 2^32.
-INDEX_OID_BASE = 2_000_000_000
-CONSTRAINT_OID_BASE = 3_000_000_000
-ATTRDEF_OID_BASE = 4_000_000_000
-_PER_TABLE = 1000  # index ids, constraint numbers or column positions per table
-# (so the scheme holds for descriptor ids below 294,967, which keeps every OID below 2^32)
-
-
-def index_oid(table: TableDesc, index_id: int) -> int:
-    return INDEX_OID_BASE + table.id * _PER_TABLE + index_id
-
-
-def constraint_oid(table: TableDesc, n: int) -> int:
-    return CONSTRAINT_OID_BASE + table.id * _PER_TABLE + n
-
-
-def attrdef_oid(table: TableDesc, attnum: int) -> int:
-    return ATTRDEF_OID_BASE + table.id * _PER_TABLE + attnum
-
-
-def relation_by_oid(catalog: Catalog, oid: int) -> tuple[TableDesc, IndexDesc | None] | None:
-    """The table (index None) or the index (with its table) whose pg_class OID this is."""
-    desc = catalog.by_id.get(oid)
-    if isinstance(desc, TableDesc):
-        return desc, None
-    if INDEX_OID_BASE <= oid < CONSTRAINT_OID_BASE:
-        table_id, index_id = divmod(oid - INDEX_OID_BASE, _PER_TABLE)
-        table = catalog.by_id.get(table_id)
-        if isinstance(table, TableDesc):
-            for idx in table.all_indexes():
-                if idx.id == index_id:
-                    return table, idx
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class Constraint:
     """One row of pg_constraint: a table's primary key, a unique index, a CHECK or a FOREIGN KEY."""
@@ -219,7 +190,7 @@ def table_constraints(table: TableDesc, catalog: Catalog | None = None) -> list[
 def constraint_by_oid(catalog: Catalog, oid: int) -> tuple[TableDesc, Constraint] | None:
     if not CONSTRAINT_OID_BASE <= oid < ATTRDEF_OID_BASE:
         return None
-    table = catalog.by_id.get((oid - CONSTRAINT_OID_BASE) // _PER_TABLE)
+    table = catalog.by_id.get((oid - CONSTRAINT_OID_BASE) // PER_TABLE)
     if not isinstance(table, TableDesc):
         return None
     for con in table_constraints(table, catalog):
