@@ -52,6 +52,7 @@ certs:
 
 test: install
 	$(BIN)/ruff check pillbug tests bench
+	$(BIN)/lint-imports
 	$(BIN)/pytest -p no:cacheprovider tests
 
 # make bench BENCH_ARGS="--quick" (or --profile, --duration=S, ...; see python -m bench.run --help)
