@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pillbug import CRDB_COMPAT_VERSION, __version__
+from pillbug.kv.db import DB
 from pillbug.kv.txn import Txn
 from pillbug.pgwire.server import PgServer
 from pillbug.server import tls
@@ -75,7 +76,7 @@ class Node:
         self.http = HttpServer(self._status, self._metrics, ssl_context)
         self.http_port = await self.http.start(cfg.http_host, cfg.http_port)
         self.store = LMDBStore(cfg.store)
-        self.engine = Engine(self.store)
+        self.engine = Engine(DB(self.store))
         self.first_start = await self.engine.start()
         if cfg.allowlist:
             await self._seed_allowlist(cfg.allowlist)

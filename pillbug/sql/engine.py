@@ -1,6 +1,6 @@
 """The SQL engine of one node: what all its sessions share.
 
-It owns the Store handle, the cache of Catalog snapshots (by catalog version), the plan cache
+It holds the key-value database (kv.db.DB: the server wraps its Store in one), the cache of Catalog snapshots (by catalog version), the plan cache
 (by catalog version, database, user and statement shape), the unique_rowid() generator, the
 live sessions by backend pid (for cancel requests) and by id with their running statements
 (Activity, sql/activity.py: SHOW QUERIES / SESSIONS, CANCEL, statement_timeout), and the turns that
@@ -20,12 +20,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from pillbug import CRDB_COMPAT_VERSION, __version__
+from pillbug.kv.db import DB
 from pillbug.kv.locks import LockTable
 from pillbug.kv.txn import Txn
 from pillbug.sql.activity import Activity
 from pillbug.sql.catalog import system
 from pillbug.sql.catalog.system import Catalog
-from pillbug.storage.store import Store
 
 PLAN_CACHE_SIZE = 4096
 # How long after two sessions' statements interleave the node counts as shared.
@@ -85,8 +85,8 @@ class RetryTurns:
 
 
 class Engine:
-    def __init__(self, store: Store, node_id: int = 1, cluster_name: str = "") -> None:
-        self.store = store
+    def __init__(self, db: DB, node_id: int = 1, cluster_name: str = "") -> None:
+        self.db = db
         self.locks = LockTable()  # row locks of this node's transactions (kv/locks.py)
         self.node_id = node_id
         self.cluster_name = cluster_name
@@ -112,7 +112,7 @@ class Engine:
 
     async def start(self) -> bool:
         """Bootstrap an empty store. Returns True when this was the first start."""
-        return await system.bootstrap(self.store)
+        return await system.bootstrap(self.db)
 
     def catalog_for(self, txn: Txn) -> Catalog:
         """The catalog as of the transaction's snapshot; its version key joins the read set."""
@@ -121,7 +121,7 @@ class Engine:
         if cached is not None:
             self._catalogs.move_to_end(version)
             return cached
-        catalog = system.load_catalog(self.store, txn.read_revision, version)
+        catalog = system.load_catalog(self.db, txn.read_revision, version)
         self._catalogs[version] = catalog
         while len(self._catalogs) > CATALOG_CACHE_SIZE:
             self._catalogs.popitem(last=False)
@@ -129,7 +129,7 @@ class Engine:
 
     def latest_catalog(self) -> Catalog:
         """The newest committed catalog (for authentication and the HBA check)."""
-        return self.catalog_for(Txn(self.store, is_read_only_snapshot=True))
+        return self.catalog_for(self.db.txn(is_read_only_snapshot=True))
 
     def cached_plan(self, key: tuple, count_miss: bool = True) -> Any:
         """The plan cached under key (False: known not to be cacheable; None: not seen).

@@ -360,12 +360,12 @@ class Session:
     # ---- transactions ---------------------------------------------------------------------
 
     def _new_txn(self) -> Txn:
-        store = self.engine.store
+        db = self.engine.db
         if self.as_of_revision is not None:
-            return Txn(store, self.as_of_revision, is_read_only_snapshot=True)
+            return db.txn(self.as_of_revision, is_read_only_snapshot=True)
         if self.read_only_txn or self.vars["default_transaction_read_only"] == "on":
-            return Txn(store, writes_refused="READ ONLY")
-        return Txn(store, locks=self.engine.locks)
+            return db.txn(writes_refused="READ ONLY")
+        return db.txn(locks=self.engine.locks)
 
     def _begin(self, implicit: bool) -> None:
         self.txn = self._new_txn()
@@ -500,7 +500,7 @@ class Session:
             return fn()
         # No transaction (or COMMIT_WAIT, whose transaction is gone): plan against the latest
         # catalog in a throwaway snapshot, leaving the transaction state alone.
-        self.txn = Txn(self.engine.store, is_read_only_snapshot=True)
+        self.txn = self.engine.db.txn(is_read_only_snapshot=True)
         self._txn_catalog = None
         try:
             return fn()

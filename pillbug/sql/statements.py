@@ -265,8 +265,8 @@ _HANDLERS = {
 
 def as_of_revision(session: Any, node: dict) -> int:
     """The revision an AS OF SYSTEM TIME expression names."""
-    store = session.engine.store
-    now_ts = store.now()
+    db = session.engine.db
+    now_ts = db.now()
     value, typ = _eval_constant(session, node)
     if isinstance(value, str):
         text = value.strip()
@@ -286,8 +286,8 @@ def as_of_revision(session: Any, node: dict) -> int:
         raise errors.invalid_parameter_value(f"AS OF SYSTEM TIME: unsupported value {value!r}")
     if ts > now_ts:
         raise errors.invalid_parameter_value("AS OF SYSTEM TIME: cannot specify timestamp in the future")
-    revision = store.revision_at(ts)
-    if revision < store.compacted_revision():
+    revision = db.revision_at(ts)
+    if revision < db.compacted_revision():
         raise errors.invalid_parameter_value(
             "AS OF SYSTEM TIME: timestamp is older than the garbage collection threshold")
     return revision
