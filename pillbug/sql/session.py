@@ -1,10 +1,7 @@
-"""A SQL session: connection state, session variables and the transaction state machine.
+"""A SQL session: connection state, session variables, and the driver of each statement.
 
-States (CockroachDB's, which extend PostgreSQL's):
-  NO_TXN       no transaction; each statement (or simple-query batch) runs in an implicit one
-  OPEN         inside BEGIN ... COMMIT
-  ABORTED      a statement failed: only ROLLBACK [TO SAVEPOINT] is accepted (25P02 otherwise)
-  COMMIT_WAIT  RELEASE SAVEPOINT cockroach_restart committed: only COMMIT/ROLLBACK remain
+The transaction states and their legal moves are sql/txn_state.py's (NO_TXN, OPEN, ABORTED,
+COMMIT_WAIT); every change of `Session.state` goes through its transition().
 
 Savepoints, as in CockroachDB. A savepoint taken before the transaction read or wrote anything
 is "initial": rolling back to it starts the transaction over at a fresh snapshot (a restart).
@@ -51,10 +48,10 @@ from pillbug.sql.result import ResultSink, StatementOutcome
 from pillbug.sql.rowenc import TableCodec
 from pillbug.sql.sem import builtins
 from pillbug.sql.sem.build import NotCacheable, ParamTypes, ScopeColumn
+from pillbug.sql.txn_state import ABORTED, COMMIT_WAIT, NO_TXN, OPEN, TxnEvent, TxnState, transition
 from pillbug.util import errors, hlc
 from pillbug.util.encoding import pretty_key
 
-NO_TXN, OPEN, ABORTED, COMMIT_WAIT = "NoTxn", "Open", "Aborted", "CommitWait"
 MAX_IMPLICIT_RETRIES = 100
 COMMIT_ON_RELEASE_PREFIX = "cockroach_restart"
 BATCH_TXN_KINDS = frozenset({"TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT"})
@@ -145,7 +142,7 @@ class Session:
         self.timezone: datetime.tzinfo = datetime.UTC
         self.server_version_string = engine.version_string
         self.node_start_time = engine.start_time
-        self.state = NO_TXN
+        self.state: TxnState = NO_TXN  # moved only by transition() (sql/txn_state.py)
         self.txn: Txn | None = None
         self.implicit = False
         # (name, SavepointMark), innermost last
@@ -373,7 +370,7 @@ class Session:
         self._txn_catalog = None
         self._ddl_in_txn = False
         self.savepoints = []
-        self.state = OPEN if not implicit else NO_TXN
+        self.state = transition(self.state, TxnEvent.BEGIN_IMPLICIT if implicit else TxnEvent.BEGIN_EXPLICIT)
 
     def _close_cursors(self) -> None:
         for cursor in self.cursors.values():
@@ -392,7 +389,7 @@ class Session:
         self.savepoints = []
         self.as_of_revision = None
         self.read_only_txn = False
-        self.state = NO_TXN
+        self.state = transition(self.state, TxnEvent.END)
         if self.local_vars:
             saved, self.local_vars = self.local_vars, {}
             for name, value in saved.items():
@@ -409,7 +406,7 @@ class Session:
         self.txn = self._new_txn()
         self._txn_catalog = None
         self._ddl_in_txn = False
-        self.state = OPEN
+        self.state = transition(self.state, TxnEvent.RESTART)
 
     async def _commit(self) -> None:
         txn = self.txn
@@ -454,8 +451,8 @@ class Session:
         still roll back to its savepoint.
         """
         state = self.state
+        self.state = transition(state, TxnEvent.STATEMENT_FAILED)
         if state == OPEN:
-            self.state = ABORTED
             if self.txn is not None and self.txn.locked:
                 # CockroachDB aborts the transaction here: its rows are free for others at once.
                 self.txn.release_locks()
@@ -1016,9 +1013,9 @@ class Session:
                 # Keep the savepoint: the client is expected to ROLLBACK TO it and retry.
                 self.savepoints.append((name, mark))
             self.txn = self._new_txn()
-            self.state = ABORTED
+            self.state = transition(self.state, TxnEvent.RELEASE_FAILED)
             raise
-        self.state = COMMIT_WAIT
+        self.state = transition(self.state, TxnEvent.RELEASE_COMMITTED)
         return "RELEASE"
 
     def _rollback_to(self, name: str) -> str:
@@ -1032,7 +1029,7 @@ class Session:
             assert self.txn is not None
             self.txn.rollback_to(mark.token)
             self._txn_catalog = None
-            self.state = OPEN
+            self.state = transition(self.state, TxnEvent.ROLLBACK_TO_SAVEPOINT)
         return "ROLLBACK"
 
     def _find_savepoint(self, name: str) -> int:

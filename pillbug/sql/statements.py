@@ -19,6 +19,7 @@ from pillbug.sql.exec.nodes import GUARDED, python_error
 from pillbug.sql.parser.front import Statement
 from pillbug.sql.result import StatementOutcome
 from pillbug.sql.sem.build import BuildContext, ExprBuilder, ParamTypes, Scope, ScopeColumn
+from pillbug.sql.txn_state import NO_TXN
 from pillbug.util import errors, hlc
 
 
@@ -144,7 +145,7 @@ def _set(session: Any, node: dict) -> str:
         return "SET"
     value = _setting_value(session, node.get("args") or [])
     if node.get("is_local"):
-        if session.state == "NoTxn":
+        if session.state == NO_TXN:
             session.pending_notices.append("SET LOCAL can only be used in transaction blocks")
             return "SET"
         from pillbug.sql import vars as session_vars
@@ -201,7 +202,7 @@ def _vacuum(session: Any, stmt: Statement) -> str:
 
 
 def _discard(session: Any, stmt: Statement) -> str:
-    if session.state != "NoTxn":
+    if session.state != NO_TXN:
         raise errors.PgError(errors.ACTIVE_SQL_TRANSACTION, "DISCARD ALL cannot run inside a transaction block")
     session.sql_prepared.clear()
     from pillbug.sql import vars as session_vars
