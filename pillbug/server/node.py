@@ -26,6 +26,7 @@ from pillbug.server.http import HttpServer
 from pillbug.sql import settings
 from pillbug.sql.catalog import system
 from pillbug.sql.engine import Engine
+from pillbug.sql.retry import retry_serialization_failures
 from pillbug.sql.settings import HBA_SETTING, SHUTDOWN_WAIT_SETTING
 from pillbug.storage.lmdb_store import LMDBStore
 from pillbug.util import errors, hba, hlc, passwords
@@ -120,15 +121,13 @@ class Node:
     async def _write_system(self, fn: Any) -> None:
         """Run fn(txn) in its own transaction, retrying on conflict."""
         assert self.store is not None
-        for _ in range(100):
-            txn = Txn(self.store)
+        store = self.store
+
+        async def attempt() -> None:
+            txn = Txn(store)
             fn(txn)
-            try:
-                await txn.commit()
-                return
-            except errors.PgError as exc:
-                if exc.code != errors.SERIALIZATION_FAILURE:
-                    raise
+            await txn.commit()
+        await retry_serialization_failures(attempt, max_retries=99)
 
     async def _seed_allowlist(self, cidrs: list[str]) -> None:
         try:

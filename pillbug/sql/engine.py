@@ -10,13 +10,11 @@ feeds them statements, and so can an embedded caller or a test.
 """
 from __future__ import annotations
 
-import asyncio
 import datetime
 import itertools
 import platform
 import time
-from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable
+from collections import Counter, OrderedDict
 from typing import Any
 
 from pillbug import CRDB_COMPAT_VERSION, __version__
@@ -26,62 +24,12 @@ from pillbug.kv.txn import Txn
 from pillbug.sql.activity import Activity
 from pillbug.sql.catalog import system
 from pillbug.sql.catalog.system import Catalog
+from pillbug.sql.retry import RetryTurns
 
 PLAN_CACHE_SIZE = 4096
 # How long after two sessions' statements interleave the node counts as shared.
 SHARED_WINDOW = 0.1
 CATALOG_CACHE_SIZE = 8
-
-
-class RetryTurns:
-    """First come, first served turns on a key, for server-side retries that lost a conflict on it.
-
-    Optimistic transactions that all contend on one key would otherwise race again on every
-    retry, and an unlucky statement could lose many times in a row. A retry waits for its turn
-    on the key it lost on and runs while holding it. A first attempt that would write a key
-    whose turn someone else holds gives way (Session._commit: it fails as if it had lost, and
-    queues up), so the holder never loses to newcomers that were scheduled before it. The turn
-    is handed straight to the next waiter (no lost wake-ups when a waiting session goes away).
-    Entries exist only while a turn is held, and a session waits for or holds at most one, so
-    this is bounded by the number of sessions.
-    """
-
-    def __init__(self) -> None:
-        self._queues: dict[bytes, deque[asyncio.Future]] = {}  # key -> waiters; present while held
-
-    async def take(self, key: bytes) -> None:
-        waiters = self._queues.get(key)
-        if waiters is None:
-            self._queues[key] = deque()
-            return
-        turn = asyncio.get_running_loop().create_future()
-        waiters.append(turn)
-        try:
-            await turn
-        except BaseException:
-            if turn.done() and not turn.cancelled():
-                self.give_back(key)  # handed the turn while going away: pass it on
-            elif turn in waiters:
-                waiters.remove(turn)
-            raise
-
-    def held_elsewhere(self, keys: Iterable[bytes], mine: bytes | None) -> bytes | None:
-        """One of `keys` whose turn is held, other than `mine` (the caller's), or None."""
-        queues = self._queues
-        if queues:
-            for key in keys:
-                if key in queues and key != mine:
-                    return key
-        return None
-
-    def give_back(self, key: bytes) -> None:
-        waiters = self._queues[key]
-        while waiters:
-            turn = waiters.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
-        del self._queues[key]
 
 
 class Engine:

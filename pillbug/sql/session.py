@@ -22,11 +22,9 @@ The session talks to the client through a ResultSink; it knows nothing of the wi
 """
 from __future__ import annotations
 
-import asyncio
 import datetime
-import random
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -45,6 +43,7 @@ from pillbug.sql.parser import front
 from pillbug.sql.parser.front import Statement
 from pillbug.sql.parser.lift import cache_key, lift_literals
 from pillbug.sql.result import ResultSink, StatementOutcome
+from pillbug.sql.retry import RetryTurn, retry_serialization_failures
 from pillbug.sql.rowenc import TableCodec
 from pillbug.sql.sem import builtins
 from pillbug.sql.sem.build import NotCacheable, ParamTypes, ScopeColumn
@@ -52,7 +51,6 @@ from pillbug.sql.txn_state import ABORTED, COMMIT_WAIT, NO_TXN, OPEN, TxnEvent, 
 from pillbug.util import errors, hlc
 from pillbug.util.encoding import pretty_key
 
-MAX_IMPLICIT_RETRIES = 100
 COMMIT_ON_RELEASE_PREFIX = "cockroach_restart"
 BATCH_TXN_KINDS = frozenset({"TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT"})
 PLANNED_KINDS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"})
@@ -148,7 +146,7 @@ class Session:
         # (name, SavepointMark), innermost last
         self.savepoints: list[tuple[str, SavepointMark]] = []
         self.last_conflict_key: bytes | None = None  # of the last commit that failed with 40001
-        self.retry_turn: _RetryTurn | None = None  # of the statement the server is retrying
+        self.retry_turn: RetryTurn | None = None  # of the statement the server is retrying
         self.commits = 0  # transactions this session committed (tells a batch what it did)
         self._txn_catalog: Catalog | None = None
         self._ddl_in_txn = False
@@ -647,38 +645,48 @@ class Session:
         self.engine.note_active(self.backend_pid)
         retry_safe = self.state == NO_TXN
         statements: list[Statement] | None = None
-        attempt = 0
-        turn: _RetryTurn | None = None
+        mark = commits = 0
+
+        async def attempt() -> None:
+            nonlocal statements, retry_safe, mark, commits
+            mark = sink.mark()
+            commits = self.commits
+            hit = self._cached_text_plan(sql)
+            if hit is not None:
+                await self._run_cached(hit[0], hit[1], sink)
+                return
+            if statements is None:
+                statements = self._parse_batch(sql)
+                retry_safe = retry_safe and all(_is_retry_safe(s) for s in statements)
+            await self._run_batch(statements, sink)
+
+        def may_retry(exc: errors.PgError) -> bool:
+            # Re-run only what is wholly undone: the failed transaction ended (state is NO_TXN
+            # again), nothing earlier in the batch committed, nothing was sent.
+            return retry_safe and self.state == NO_TXN and self.commits == commits and sink.rewind(mark)
+
+        await self._with_retries(attempt, may_retry)
+
+    async def _with_retries(self, attempt: Callable[[], Awaitable[None]], may_retry: Callable[[errors.PgError], bool],
+                            before_retry: Callable[[], None] | None = None) -> None:
+        """Run attempt() with the server's retries on 40001 (sql/retry.py): between attempts the
+        statement waits for its turn on the key it lost on, and holds it until it is done."""
+        turn: RetryTurn | None = None
+
+        async def wait(retries: int) -> None:
+            nonlocal turn
+            if before_retry is not None:
+                before_retry()
+            turn = self.retry_turn = turn or RetryTurn(self.engine.retry_turns)
+            await self._wait_for_retry(turn, retries)
         try:
-            while True:
-                mark = sink.mark()
-                commits = self.commits
-                try:
-                    hit = self._cached_text_plan(sql)
-                    if hit is not None:
-                        await self._run_cached(hit[0], hit[1], sink)
-                        return
-                    if statements is None:
-                        statements = self._parse_batch(sql)
-                        retry_safe = retry_safe and all(_is_retry_safe(s) for s in statements)
-                    await self._run_batch(statements, sink)
-                    return
-                except errors.PgError as exc:
-                    # Re-run only what is wholly undone: the failed transaction ended (state is
-                    # NO_TXN again), nothing earlier in the batch committed, nothing was sent.
-                    if not (exc.code == errors.SERIALIZATION_FAILURE and retry_safe
-                            and self.state == NO_TXN and self.commits == commits
-                            and attempt < MAX_IMPLICIT_RETRIES and sink.rewind(mark)):
-                        raise
-                attempt += 1
-                turn = self.retry_turn = turn or _RetryTurn(self.engine.retry_turns)
-                await self._wait_for_retry(turn, attempt)
+            await retry_serialization_failures(attempt, may_retry=may_retry, before_retry=wait)
         finally:
             if turn is not None:
                 self.retry_turn = None
                 turn.give_back()
 
-    async def _wait_for_retry(self, turn: _RetryTurn, attempt: int) -> None:
+    async def _wait_for_retry(self, turn: RetryTurn, attempt: int) -> None:
         """Before a server-side retry: its turn, within the statement's timeout and cancel."""
         query = self.query
         if query is None:
@@ -864,30 +872,25 @@ class Session:
             sink.command_complete(await self.transaction_statement(stmt))
             return
         retry_safe = stmt.kind in RETRY_SAFE_KINDS
-        attempt = 0
-        turn: _RetryTurn | None = None
-        try:
-            while True:
-                mark = sink.mark()
-                try:
-                    await self._execute_portal_once(portal, sink, max_rows)
-                    return
-                except errors.PgError as exc:
-                    self.fail(exc)
-                    portal.rows = None
-                    portal.done = True
-                    if not (exc.code == errors.SERIALIZATION_FAILURE and retry_safe and portal.implicit
-                            and attempt < MAX_IMPLICIT_RETRIES and portal.rows_sent == 0
-                            and sink.rewind(mark)):
-                        raise
-                attempt += 1
-                portal.done = False
-                turn = self.retry_turn = turn or _RetryTurn(self.engine.retry_turns)
-                await self._wait_for_retry(turn, attempt)
-        finally:
-            if turn is not None:
-                self.retry_turn = None
-                turn.give_back()
+        mark = 0
+
+        async def attempt() -> None:
+            nonlocal mark
+            mark = sink.mark()
+            try:
+                await self._execute_portal_once(portal, sink, max_rows)
+            except errors.PgError as exc:
+                self.fail(exc)
+                portal.rows = None
+                portal.done = True
+                raise
+
+        def may_retry(exc: errors.PgError) -> bool:
+            return retry_safe and portal.implicit and portal.rows_sent == 0 and sink.rewind(mark)
+
+        def again() -> None:
+            portal.done = False
+        await self._with_retries(attempt, may_retry, again)
 
     async def _execute_portal_once(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:
         prepared = portal.prepared
@@ -1088,33 +1091,6 @@ def _committed_error() -> errors.PgError:
                           "current transaction is committed, commands ignored until end of transaction block")
 
 
-class _RetryTurn:
-    """The turn a statement being retried by the server holds on a contended key (at most one,
-    so turns cannot deadlock), given back when the statement is done."""
-
-    __slots__ = ("turns", "key")
-
-    def __init__(self, turns: Any) -> None:
-        self.turns = turns
-        self.key: bytes | None = None
-
-    async def wait(self, conflict_key: bytes | None, attempt: int) -> None:
-        """Before the next attempt: wait for the turn on the key the last one lost on."""
-        if conflict_key is None:
-            await _backoff(attempt)
-            return
-        if conflict_key == self.key:
-            return  # lost to a first attempt while holding the turn: still first in line
-        self.give_back()
-        await self.turns.take(conflict_key)
-        self.key = conflict_key
-
-    def give_back(self) -> None:
-        if self.key is not None:
-            key, self.key = self.key, None
-            self.turns.give_back(key)
-
-
 class _EmptyQuery(Exception):
     """The query string held no statement (EmptyQueryResponse)."""
 
@@ -1128,10 +1104,6 @@ def _peek_done(portal: Portal, rows: Iterator[list[tuple]]) -> bool:
         return True
     portal.pending = nxt
     return False
-
-
-async def _backoff(attempt: int) -> None:
-    await asyncio.sleep(min(0.001 * (2 ** min(attempt, 8)), 0.2) * random.random())
 
 
 def _is_retry_safe(stmt: Statement) -> bool:
