@@ -1,4 +1,4 @@
-"""Pillbug's modules import one another without a cycle.
+"""Pillbug's modules import one another without a cycle, and pgwire uses the public Session API.
 
 The graph is built with `ast` from every import statement in pillbug/, including those inside
 functions (a function-level import hides a cycle from Python, not from the design). `from
@@ -110,3 +110,18 @@ if __name__ == "__main__":
     while (cycle := find_cycle(graph)) is not None:
         print(" -> ".join(cycle))
         graph[cycle[-2]].discard(cycle[-1])
+
+
+def test_pgwire_uses_public_session_api() -> None:
+    """pgwire/ reaches a Session only through its public names (no `session._x`)."""
+    private = []
+    for path in sorted((PACKAGE / "pgwire").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                continue
+            owner = node.value
+            name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+            if name == "session":
+                private.append(f"{path.name}:{node.lineno}: session.{node.attr}")
+    assert not private, private

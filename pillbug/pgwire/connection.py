@@ -637,16 +637,16 @@ class Connection(asyncio.Protocol):
         # SHOW QUERIES lists it; statement_timeout and CANCEL QUERY stop it between batches.
         query = session.engine.activity.begin(session, stmt.text)
         try:
-            session._check_statement_allowed(stmt)
+            session.check_statement_allowed(stmt)
             if session.txn is None:
-                session._begin(implicit=True)
+                session.begin(implicit=True)
             copy = CopyOut(session, stmt)
             session.running_ctx = copy.ctx
             try:
                 rows = await copy_out.stream(self, copy, session.timezone, FLUSH_THRESHOLD)
             finally:
                 session.running_ctx = None
-            await session._finish_implicit()
+            await session.finish_implicit()
         except errors.PgError as exc:
             exc = query.explain(exc)
             session.fail(exc)
@@ -661,9 +661,9 @@ class Connection(asyncio.Protocol):
         session = self.session
         assert session is not None
         try:
-            session._check_statement_allowed(stmt)
+            session.check_statement_allowed(stmt)
             if session.txn is None:
-                session._begin(implicit=True)
+                session.begin(implicit=True)
             self.copy = CopyIn(session, stmt)
             if self.copy.format == "binary":
                 self.copy.parser = BinaryCopyParser(self.copy.types, self.copy.insert_values)
@@ -736,7 +736,7 @@ class Connection(asyncio.Protocol):
                 raise self.copy_error
             self.copy_query.check()
             rows = copy.finish()
-            await session._finish_implicit()
+            await session.finish_implicit()
             self._end_copy_query()
             self.command_complete(f"COPY {rows}")
         except errors.PgError as exc:

@@ -362,7 +362,9 @@ class Session:
             return db.txn(writes_refused="READ ONLY")
         return db.txn(locks=self.engine.locks)
 
-    def _begin(self, implicit: bool) -> None:
+    def begin(self, implicit: bool) -> None:
+        """Begin a transaction: BEGIN's (explicit), or the implicit one a statement outside a
+        transaction block runs in (pgwire's COPY begins one too)."""
         self.txn = self._new_txn()
         self.implicit = implicit
         self._txn_catalog = None
@@ -579,7 +581,9 @@ class Session:
                 and stmt.kind == "TransactionStmt" and stmt.node["kind"] == "TRANS_STMT_SAVEPOINT"
                 and self._is_commit_on_release(stmt.node.get("savepoint_name", "")))
 
-    def _check_statement_allowed(self, stmt: Statement) -> None:
+    def check_statement_allowed(self, stmt: Statement) -> None:
+        """Raise unless the transaction state accepts the statement: in ABORTED only ROLLBACK
+        [TO SAVEPOINT] and COMMIT (25P02 otherwise), in COMMIT_WAIT only COMMIT and ROLLBACK."""
         if self.state == ABORTED:
             if stmt.kind == "TransactionStmt" and stmt.node["kind"] in (
                     "TRANS_STMT_ROLLBACK", "TRANS_STMT_ROLLBACK_TO", "TRANS_STMT_COMMIT"):
@@ -596,7 +600,7 @@ class Session:
     def execute_statement(self, stmt: Statement, sql: str, params: list,
                           prepared: Prepared | None = None) -> StatementOutcome:
         """Run one statement inside the current transaction (begun by the caller)."""
-        self._check_statement_allowed(stmt)
+        self.check_statement_allowed(stmt)
         kind = stmt.kind
         if kind == "TransactionStmt":
             raise errors.internal_error("transaction statements are handled by the caller")
@@ -624,7 +628,8 @@ class Session:
             return cursors.execute(self, stmt, params, prepared.param_types if prepared is not None else None)
         return statements.execute(self, stmt, params)
 
-    async def _finish_implicit(self) -> None:
+    async def finish_implicit(self) -> None:
+        """Commit and end the implicit transaction, if one is open."""
         if self.txn is not None and self.implicit:
             try:
                 await self._commit()
@@ -728,7 +733,7 @@ class Session:
         lifted_text, literals, _ = lifted
         began = self.txn is None
         if began:
-            self._begin(implicit=True)
+            self.begin(implicit=True)
         cached = None
         if not self._ddl_in_txn:
             key = (self.catalog.version, self.database, self.user,
@@ -747,7 +752,7 @@ class Session:
         except errors.PgError as exc:
             self.fail(exc)
             raise
-        await self._finish_implicit()
+        await self.finish_implicit()
 
     def _pop_conflict_key(self) -> bytes | None:
         key = self.last_conflict_key
@@ -764,23 +769,23 @@ class Session:
             except errors.PgError as exc:
                 self.fail(exc)
                 raise
-        await self._finish_implicit()
+        await self.finish_implicit()
 
     async def _run_one(self, stmt: Statement, sql: str, params: list, sink: ResultSink,
                        prepared: Prepared | None = None) -> None:
         if stmt.kind == "TransactionStmt":
             if self.implicit:
-                await self._finish_implicit()
+                await self.finish_implicit()
             tag = await self.transaction_statement(stmt)
             sink.command_complete(tag)
             return
         if stmt.kind == "EmptyStmt":
             return
         if self.txn is None:
-            self._check_statement_allowed(stmt)
+            self.check_statement_allowed(stmt)
             if stmt.as_of is not None:
                 self.as_of_revision = self._as_of_revision(stmt.as_of)
-            self._begin(implicit=True)
+            self.begin(implicit=True)
         elif stmt.as_of is not None:
             self._check_as_of_in_txn(stmt.as_of)
         outcome = self.execute_statement(stmt, sql, params, prepared)
@@ -868,7 +873,7 @@ class Session:
             raise _EmptyQuery()
         if stmt.kind == "TransactionStmt":
             if self.implicit:
-                await self._finish_implicit()
+                await self.finish_implicit()
             sink.command_complete(await self.transaction_statement(stmt))
             return
         retry_safe = stmt.kind in RETRY_SAFE_KINDS
@@ -900,10 +905,10 @@ class Session:
             raise errors.PgError(errors.INVALID_CURSOR_STATE, "portal has already been run to completion")
         if portal.rows is None:
             if self.txn is None:
-                self._check_statement_allowed(stmt)
+                self.check_statement_allowed(stmt)
                 if stmt.as_of is not None:
                     self.as_of_revision = self._as_of_revision(stmt.as_of)
-                self._begin(implicit=True)
+                self.begin(implicit=True)
                 portal.implicit = True
             elif stmt.as_of is not None:
                 self._check_as_of_in_txn(stmt.as_of)
@@ -915,7 +920,7 @@ class Session:
                 portal.done = True
                 sink.command_complete(outcome.tag)
                 if portal.implicit:
-                    await self._finish_implicit()
+                    await self.finish_implicit()
                 return
             portal_columns = outcome.columns
         else:
@@ -925,12 +930,12 @@ class Session:
         if finished:
             portal.done = True
             if portal.implicit:
-                await self._finish_implicit()
+                await self.finish_implicit()
 
     async def sync(self) -> None:
         """Sync: an implicit transaction left open by a suspended portal ends here."""
         if self.implicit and self.txn is not None:
-            await self._finish_implicit()
+            await self.finish_implicit()
 
     # ---- transaction control --------------------------------------------------------------
 
@@ -952,7 +957,7 @@ class Session:
             self.read_only_txn = self._read_only_option(stmt.node.get("options") or [])
             if stmt.as_of is not None:
                 self.as_of_revision = self._as_of_revision(stmt.as_of)
-            self._begin(implicit=False)
+            self.begin(implicit=False)
             self.txn_began = self.engine.activity.clock()
             return "BEGIN"
         if kind == "TRANS_STMT_COMMIT":
