@@ -24,9 +24,9 @@ from pillbug.kv.txn import Txn
 from pillbug.sql.activity import Activity
 from pillbug.sql.catalog import system
 from pillbug.sql.catalog.system import Catalog
+from pillbug.sql.plan_cache import PlanCache
 from pillbug.sql.retry import RetryTurns
 
-PLAN_CACHE_SIZE = 4096
 # How long after two sessions' statements interleave the node counts as shared.
 SHARED_WINDOW = 0.1
 CATALOG_CACHE_SIZE = 8
@@ -40,10 +40,7 @@ class Engine:
         self.cluster_name = cluster_name
         self.start_time = datetime.datetime.now(datetime.UTC)
         self._catalogs: OrderedDict[int, Catalog] = OrderedDict()
-        self.plan_cache: OrderedDict[tuple, Any] = OrderedDict()
-        self.plan_cache_hits = 0  # lookups that found a plan
-        self.plan_cache_misses = 0  # lookups that found nothing: the statement gets planned
-        self.parse_cache: OrderedDict[str, list] = OrderedDict()
+        self.plans = PlanCache()  # plans and parses of statement texts (sql/plan_cache.py)
         self._last_active_pid = 0
         self._shared_until = 0.0
         self._rowid_last = 0
@@ -79,34 +76,13 @@ class Engine:
         """The newest committed catalog (for authentication and the HBA check)."""
         return self.catalog_for(self.db.txn(is_read_only_snapshot=True))
 
-    def cached_plan(self, key: tuple, count_miss: bool = True) -> Any:
-        """The plan cached under key (False: known not to be cacheable; None: not seen).
+    @property
+    def plan_cache_hits(self) -> int:
+        return self.plans.hits
 
-        count_miss=False is for a look that falls back to a fuller one, which counts it.
-        """
-        plan = self.plan_cache.get(key)
-        if plan is not None:
-            self.plan_cache.move_to_end(key)
-            if plan:
-                self.plan_cache_hits += 1
-        elif count_miss:
-            self.plan_cache_misses += 1
-        return plan
-
-    def cache_plan(self, key: tuple, plan: Any) -> None:
-        self.plan_cache[key] = plan
-        if len(self.plan_cache) > PLAN_CACHE_SIZE:
-            self.plan_cache.popitem(last=False)
-
-    def cached_parse(self, sql: str) -> list | None:
-        return self.parse_cache.get(sql)
-
-    def cache_parse(self, sql: str, statements: list) -> None:
-        if len(sql) > 4096:
-            return
-        self.parse_cache[sql] = statements
-        if len(self.parse_cache) > PLAN_CACHE_SIZE:
-            self.parse_cache.popitem(last=False)
+    @property
+    def plan_cache_misses(self) -> int:
+        return self.plans.misses
 
     def unique_rowid(self) -> int:
         """CockroachDB's unique_rowid(): time in 10 µs units, shifted, with the node id below."""

@@ -30,11 +30,11 @@ from decimal import Decimal
 from typing import Any
 
 from pillbug.kv.txn import Txn
-from pillbug.sql import access, activity, cursors, statements, unsupported
+from pillbug.sql import access, activity, cursors, names, statements, unsupported
 from pillbug.sql import types as T
 from pillbug.sql import vars as session_vars
 from pillbug.sql.catalog import system
-from pillbug.sql.catalog.descriptors import PUBLIC_SCHEMA, TableDesc
+from pillbug.sql.catalog.descriptors import TableDesc
 from pillbug.sql.catalog.system import Catalog
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.opt.plan import plan_statement
@@ -42,6 +42,7 @@ from pillbug.sql.opt.planner import Planner, QueryPlan
 from pillbug.sql.parser import front
 from pillbug.sql.parser.front import Statement
 from pillbug.sql.parser.lift import cache_key, lift_literals
+from pillbug.sql.plan_cache import CachedPlan, bind_literals, literal_converter
 from pillbug.sql.result import ResultSink, StatementOutcome
 from pillbug.sql.retry import RetryTurn, retry_serialization_failures
 from pillbug.sql.rowenc import TableCodec
@@ -59,15 +60,6 @@ RETRY_SAFE_KINDS = PLANNED_KINDS | {"CreateStmt", "IndexStmt", "DropStmt", "Crea
                                     "CreateSeqStmt", "RenameStmt", "CreateRoleStmt", "AlterRoleStmt",
                                     "DropRoleStmt", "GrantStmt", "GrantRoleStmt", "EmptyStmt",
                                     "CreateSchemaStmt", "CommentStmt"}
-
-
-@dataclass(slots=True)
-class CachedPlan:
-    plan: QueryPlan
-    param_types: list[T.SQLType]
-    n_explicit: int
-    tag: str
-    literal_converters: list[tuple[int, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -101,26 +93,6 @@ class Portal:
     implicit: bool = False
     done: bool = False
     tag: str = ""
-
-
-def _literal_converter(kind: str, typ: T.SQLType) -> Any:
-    from pillbug.sql import datum
-    fam = typ.family
-    if kind == "i":
-        if fam == "float":
-            return lambda text, tz: float(int(text))
-        if fam == "decimal":
-            return lambda text, tz: datum.round_decimal(Decimal(text), typ)
-        return lambda text, tz: datum.check_int_range(int(text), typ) if fam == "int" else int(text)
-    if kind == "n":
-        if fam == "float":
-            return lambda text, tz: float(text)
-        return lambda text, tz: datum.round_decimal(Decimal(text), typ)
-    if fam in ("string", "unknown"):
-        if typ.width:
-            return lambda text, tz: datum.check_string_width(text, typ)
-        return lambda text, tz: text
-    return lambda text, tz: datum.parse_text(text, typ, tz)
 
 
 class Session:
@@ -253,76 +225,25 @@ class Session:
         from pillbug.sql.catalog import virtual
         return virtual.lookup(schema, name)
 
+    def current_db(self) -> Any:
+        return names.current_database(self.catalog, self.database)
+
+    def resolve_table_name(self, table_name: list[str], missing_ok: bool = False) -> tuple[str, Any]:
+        """[db.][schema.]name -> ("table", TableDesc) or ("virtual", VirtualTable) (sql/names.py)."""
+        return names.resolve_table_name(self.catalog, self.database, table_name, missing_ok)
+
+    def user_by_oid(self, oid: int) -> str:
+        return names.user_by_oid(self.catalog_or_latest(), oid)
+
+    def type_by_oid(self, oid: int) -> T.SQLType:
+        """A parameter type a client names by OID: built in, or a user-defined (enum) type."""
+        return names.type_by_oid(self.catalog_or_latest(), oid)
+
     def plan_statement(self, planner: Planner, stmt: Statement) -> tuple[QueryPlan, str]:
         return plan_statement(planner, stmt)
 
     def statement_source(self, stmt: Statement) -> tuple[list[ScopeColumn], Callable[[ExecCtx], Any]] | None:
         return statements.statement_source(stmt)
-
-    def current_db(self) -> Any:
-        db = self.catalog.database(self.database)
-        if db is None:
-            raise errors.undefined_database(self.database)
-        return db
-
-    def resolve_table_name(self, names: list[str], missing_ok: bool = False) -> tuple[str, Any]:
-        """[db.][schema.]name -> ("table", TableDesc) or ("virtual", VirtualTable)."""
-        from pillbug.sql.catalog import virtual
-        catalog = self.catalog
-        name = names[-1]
-        if len(names) == 3:
-            db_name, schema, _ = names
-        elif len(names) == 2:
-            first = names[0]
-            if first in virtual.SCHEMAS or first == PUBLIC_SCHEMA or \
-                    (catalog.database(self.database) is not None and
-                     first in catalog.database(self.database).schemas):
-                db_name, schema = self.database, first
-            else:
-                db_name, schema = first, PUBLIC_SCHEMA
-        else:
-            db_name, schema = self.database, None
-        if schema in virtual.SCHEMAS:
-            vt = virtual.lookup(schema, name)
-            if vt is None:
-                if missing_ok:
-                    return "missing", None
-                raise errors.undefined_table(".".join(names))
-            return "virtual", vt
-        db = catalog.database(db_name)
-        if db is None:
-            if len(names) > 1:
-                raise errors.undefined_table(".".join(names))
-            raise errors.undefined_database(db_name)
-        if schema is None:
-            vt = virtual.lookup("pg_catalog", name)
-            table = catalog.table(db, PUBLIC_SCHEMA, name)
-            if table is None and vt is not None:
-                return "virtual", vt
-            schema = PUBLIC_SCHEMA
-        else:
-            table = catalog.table(db, schema, name)
-        if table is None:
-            if missing_ok:
-                return "missing", None
-            raise errors.undefined_table(".".join(names))
-        return "table", table
-
-    def user_by_oid(self, oid: int) -> str:
-        from pillbug.sql.catalog.virtual import user_oid
-        for name in self.catalog_or_latest().users:
-            if user_oid(name) == oid:
-                return name
-        return f"unknown (OID={oid})"
-
-    def type_by_oid(self, oid: int) -> T.SQLType:
-        """A parameter type a client names by OID: built in, or a user-defined (enum) type."""
-        found = T.BY_OID.get(oid)
-        if found is None:
-            found = self.catalog_or_latest().type_by_oid(oid)
-        if found is None:
-            raise errors.PgError(errors.UNDEFINED_OBJECT, f"type with OID {oid} does not exist")
-        return found
 
     def resolve_reg(self, typ: T.SQLType, name: str) -> int:
         from pillbug.sql.catalog import virtual
@@ -462,12 +383,12 @@ class Session:
     # ---- parsing and planning -------------------------------------------------------------
 
     def parse(self, sql: str) -> list[Statement]:
-        cached = self.engine.cached_parse(sql)
+        cached = self.engine.plans.lookup_parse(sql)
         if cached is not None:
             return cached
         statements = front.parse(sql)
         if len(statements) != 1 or statements[0].kind not in PLANNED_KINDS:
-            self.engine.cache_parse(sql, statements)
+            self.engine.plans.store_parse(sql, statements)
         return statements
 
     def prepare(self, sql: str, param_types: list[T.SQLType | None]) -> Prepared:
@@ -516,7 +437,7 @@ class Session:
     def _plan(self, stmt: Statement, params: ParamTypes, n_explicit: int) -> CachedPlan:
         plan, tag = plan_statement(Planner(self, params, stmt.index_hints), stmt)
         types = params.final_types()
-        converters = [(i, _literal_converter(kind, types[i])) for i, (kind, _) in sorted(params.lifted.items())]
+        converters = [(i, literal_converter(kind, types[i])) for i, (kind, _) in sorted(params.lifted.items())]
         return CachedPlan(plan, types, n_explicit, tag, converters)
 
     def _plan_for_text(self, sql: str, stmt: Statement) -> tuple[CachedPlan, list]:
@@ -526,7 +447,7 @@ class Session:
         if lifted is not None and lifted[1] and not stmt.as_of:
             text, literals, n_explicit = lifted
             key = (catalog.version, self.database, self.user, cache_key(text, literals))
-            cached = self.engine.cached_plan(key) if not self._ddl_in_txn else None
+            cached = self.engine.plans.lookup(key) if not self._ddl_in_txn else None
             if cached is None:
                 lifted_stmts = front.parse(text)
                 if len(lifted_stmts) == 1:
@@ -539,17 +460,17 @@ class Session:
                     except errors.PgError:
                         cached = False  # plan the original text, so that errors show it
                     if cached is not False and not self._ddl_in_txn:
-                        self.engine.cache_plan(key, cached)
+                        self.engine.plans.store(key, cached)
                 if cached is False or cached is None:
-                    self.engine.cache_plan(key, False)
+                    self.engine.plans.store(key, False)
             if cached:
                 return cached, [lit for _, lit in literals]
         key = (catalog.version, self.database, self.user, sql)
-        cached = self.engine.cached_plan(key) if not self._ddl_in_txn else None
+        cached = self.engine.plans.lookup(key) if not self._ddl_in_txn else None
         if not cached:
             cached = self._plan(stmt, ParamTypes(), 0)
             if not self._ddl_in_txn and not stmt.as_of:
-                self.engine.cache_plan(key, cached)
+                self.engine.plans.store(key, cached)
         return cached, []
 
     # ---- execution -----------------------------------------------------------------------
@@ -557,15 +478,6 @@ class Session:
     def _ctx(self, values: list) -> ExecCtx:
         assert self.txn is not None
         return ExecCtx(self, self.txn, values, self.catalog)
-
-    def _bind_literals(self, cached: CachedPlan, explicit: list, literals: list) -> list:
-        if not cached.literal_converters:
-            return explicit
-        values = list(explicit) + [None] * len(cached.literal_converters)
-        tz = self.timezone
-        for (i, conv), text in zip(cached.literal_converters, literals):
-            values[i] = conv(text, tz)
-        return values
 
     def run_plan(self, cached: CachedPlan, values: list) -> StatementOutcome:
         ctx = self._ctx(values)
@@ -613,7 +525,7 @@ class Session:
                     prepared.catalog_version = fresh.catalog_version
                 cached = prepared.cached
                 assert cached is not None
-                values = self._bind_literals(cached, params, prepared.literals)
+                values = bind_literals(cached, self.timezone, params, prepared.literals)
             elif kind == "ExplainStmt":
                 cached = self._plan(stmt, ParamTypes(), 0)
                 values = []
@@ -622,7 +534,7 @@ class Session:
                     raise errors.PgError(errors.UNDEFINED_PARAMETER,
                                          f"no value provided for placeholder: ${len(params) + 1}")
                 cached, literals = self._plan_for_text(sql, stmt)
-                values = self._bind_literals(cached, params, literals)
+                values = bind_literals(cached, self.timezone, params, literals)
             return self.run_plan(cached, values)
         if kind in cursors.KINDS:
             return cursors.execute(self, stmt, params, prepared.param_types if prepared is not None else None)
@@ -738,7 +650,7 @@ class Session:
         if not self._ddl_in_txn:
             key = (self.catalog.version, self.database, self.user,
                    cache_key(lifted_text, literals) if literals else text)
-            cached = self.engine.cached_plan(key, count_miss=False)
+            cached = self.engine.plans.lookup(key, count_miss=False)
         if not cached:
             if began:
                 self._end()
@@ -747,7 +659,7 @@ class Session:
 
     async def _run_cached(self, cached: CachedPlan, literals: list[str], sink: ResultSink) -> None:
         try:
-            outcome = self.run_plan(cached, self._bind_literals(cached, [], literals))
+            outcome = self.run_plan(cached, bind_literals(cached, self.timezone, [], literals))
             await self.write_outcome(outcome, sink, describe=True)
         except errors.PgError as exc:
             self.fail(exc)
