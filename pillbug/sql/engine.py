@@ -26,6 +26,7 @@ from pillbug.sql.catalog import system
 from pillbug.sql.catalog.system import Catalog
 from pillbug.sql.plan_cache import PlanCache
 from pillbug.sql.retry import RetryTurns
+from pillbug.sql.session import Session
 
 # How long after two sessions' statements interleave the node counts as shared.
 SHARED_WINDOW = 0.1
@@ -106,7 +107,6 @@ class Engine:
         return time.monotonic() > self._shared_until
 
     def new_session(self, user: str, database: str, **kwargs: Any) -> Any:
-        from pillbug.sql.session import Session
         session = Session(self, user, database, **kwargs)
         self.sessions[session.backend_pid] = session
         self.activity.add_session(session)

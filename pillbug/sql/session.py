@@ -30,10 +30,10 @@ from decimal import Decimal
 from typing import Any
 
 from pillbug.kv.txn import Txn
-from pillbug.sql import access, activity, cursors, names, statements, unsupported
+from pillbug.sql import access, activity, cursors, ddl, names, statements, unsupported
 from pillbug.sql import types as T
 from pillbug.sql import vars as session_vars
-from pillbug.sql.catalog import system
+from pillbug.sql.catalog import system, virtual
 from pillbug.sql.catalog.descriptors import TableDesc
 from pillbug.sql.catalog.system import Catalog
 from pillbug.sql.exec.context import ExecCtx
@@ -222,7 +222,6 @@ class Session:
         access.check_privilege(self.catalog, self.user, desc, privilege)
 
     def virtual_table(self, schema: str, name: str) -> Any:
-        from pillbug.sql.catalog import virtual
         return virtual.lookup(schema, name)
 
     def current_db(self) -> Any:
@@ -246,19 +245,15 @@ class Session:
         return statements.statement_source(stmt)
 
     def resolve_reg(self, typ: T.SQLType, name: str) -> int:
-        from pillbug.sql.catalog import virtual
         return virtual.resolve_reg(self, typ, name)
 
     def sequence_next(self, name: str) -> int:
-        from pillbug.sql import ddl
         return ddl.sequence_next(self, name)
 
     def sequence_current(self, name: str) -> int:
-        from pillbug.sql import ddl
         return ddl.sequence_current(self, name)
 
     def sequence_set(self, name: str, value: int) -> int:
-        from pillbug.sql import ddl
         return ddl.sequence_set(self, name, value)
 
     @property

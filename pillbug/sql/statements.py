@@ -11,8 +11,9 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from pillbug.sql import access, activity, ddl, enum_ddl, settings, show, unsupported, users
+from pillbug.sql import access, activity, datum, ddl, enum_ddl, settings, show, unsupported, users
 from pillbug.sql import types as T
+from pillbug.sql import vars as session_vars
 from pillbug.sql.catalog import system
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.exec.nodes import GUARDED, python_error
@@ -125,7 +126,6 @@ def _set(session: Any, node: dict) -> str:
                 d = opt.get("DefElem", {})
                 if d.get("defname") == "transaction_isolation":
                     level = d["arg"]["A_Const"]["sval"]["sval"]
-                    from pillbug.sql import vars as session_vars
                     session_vars.validate("transaction_isolation", level)
             return "SET"
         if name == "TIME ZONE":
@@ -136,7 +136,6 @@ def _set(session: Any, node: dict) -> str:
         session.reset_var(name)
         return "RESET" if kind == "VAR_RESET" else "SET"
     if kind == "VAR_RESET_ALL":
-        from pillbug.sql import vars as session_vars
         for n in list(session.vars):
             if n not in session_vars.READ_ONLY and n not in ("database", "application_name"):
                 session.vars[n] = session_vars.DEFINITIONS[n][0]
@@ -148,7 +147,6 @@ def _set(session: Any, node: dict) -> str:
         if session.state == NO_TXN:
             session.pending_notices.append("SET LOCAL can only be used in transaction blocks")
             return "SET"
-        from pillbug.sql import vars as session_vars
         canonical = session_vars.canonical(name)
         session.local_vars.setdefault(canonical, session.show_var(canonical))
     session.set_var(name, value)
@@ -205,7 +203,6 @@ def _discard(session: Any, stmt: Statement) -> str:
     if session.state != NO_TXN:
         raise errors.PgError(errors.ACTIVE_SQL_TRANSACTION, "DISCARD ALL cannot run inside a transaction block")
     session.sql_prepared.clear()
-    from pillbug.sql import vars as session_vars
     for n in list(session.vars):
         if n not in session_vars.READ_ONLY and n not in ("database", "application_name"):
             session.vars[n] = session_vars.DEFINITIONS[n][0]
@@ -279,7 +276,6 @@ def as_of_revision(session: Any, node: dict) -> int:
         ts = hlc.from_decimal(value)
     elif isinstance(value, datetime.datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
-        from pillbug.sql import datum
         ts = hlc.pack(datum.micros_since_epoch(moment) * 1000)
     elif isinstance(value, int):
         ts = hlc.pack(value)
@@ -296,7 +292,6 @@ def as_of_revision(session: Any, node: dict) -> int:
 
 def _as_of_text(text: str, now_ts: int) -> int:
     """A timestamp, or an interval back from now ('-10s'), as an HLC time."""
-    from pillbug.sql import datum
     try:
         moment = datum.parse_timestamptz(text)
         return hlc.pack(datum.micros_since_epoch(moment) * 1000)

@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pillbug.sql import datum
+from pillbug import CRDB_COMPAT_VERSION, __version__
+from pillbug.sql import activity, datum
 from pillbug.sql import types as T
+from pillbug.sql import vars as session_vars
 from pillbug.sql.catalog import foreign_keys
 from pillbug.sql.catalog.descriptors import DatabaseDesc, ForeignKeyDesc, IndexDesc, TableDesc
 from pillbug.sql.catalog.oids import (
@@ -29,6 +31,8 @@ from pillbug.sql.catalog.oids import (
     index_oid,
 )
 from pillbug.sql.catalog.system import Catalog
+from pillbug.sql.sem import builtins
+from pillbug.sql.sem.builtins import NAVIGATION, RANKING
 from pillbug.util import errors
 
 SCHEMAS = ("pg_catalog", "information_schema", "crdb_internal", "pg_extension")
@@ -754,7 +758,6 @@ def index_definition(t: TableDesc, idx: Any, schema: str = "public") -> str:
          "context text, vartype text, source text, min_val text, max_val text, enumvals text[], "
          "boot_val text, reset_val text, sourcefile text, sourceline int4, pending_restart bool")
 def _pg_settings(ctx: Any) -> Iterable[tuple]:
-    from pillbug.sql import vars as session_vars
     session = ctx.session
     for name in sorted(session.vars):
         value = session.show_var(name)
@@ -830,8 +833,6 @@ def builtin_procs() -> list[BuiltinProc]:
     """Every builtin function, aggregate and window function overload, with a stable OID (the
     builtins are fixed for a build, so the list is computed once)."""
     if not _PROCS:
-        from pillbug.sql.sem import builtins
-        from pillbug.sql.sem.builtins import NAVIGATION, RANKING
         entries: list[tuple[str, Any]] = [(name, d) for name, d in builtins.FUNCTIONS.items()]
         entries += [(name, a) for name, a in builtins.AGGREGATES.items()]
         entries += [(name, None) for name in RANKING | NAVIGATION]
@@ -1027,21 +1028,18 @@ _SESSION_COLUMNS = ("node_id int8, session_id text, status text, user_name text,
 @virtual("crdb_internal", "cluster_queries", _QUERY_COLUMNS)
 @virtual("crdb_internal", "node_queries", _QUERY_COLUMNS)
 def _queries(ctx: Any) -> Iterable[tuple]:
-    from pillbug.sql import activity
     return activity.query_rows(ctx.session)
 
 
 @virtual("crdb_internal", "cluster_sessions", _SESSION_COLUMNS)
 @virtual("crdb_internal", "node_sessions", _SESSION_COLUMNS)
 def _sessions(ctx: Any) -> Iterable[tuple]:
-    from pillbug.sql import activity
     return activity.session_rows(ctx.session)
 
 
 @virtual("crdb_internal", "node_build_info", "node_id int8, field text, value text")
 def _node_build_info(ctx: Any) -> Iterable[tuple]:
     session = ctx.session
-    from pillbug import CRDB_COMPAT_VERSION, __version__
     yield (session.engine.node_id, "Name", "CockroachDB")
     yield (session.engine.node_id, "Build", session.engine.version_string)
     yield (session.engine.node_id, "Version", CRDB_COMPAT_VERSION)
