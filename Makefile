@@ -55,6 +55,7 @@ certs:
 # skipped without it, failing under CI=true. --durations lists the 20 slowest tests at the end.
 test: install
 	$(BIN)/ruff check pillbug tests bench
+	$(BIN)/lint-imports
 	$(BIN)/pytest -p no:cacheprovider --durations=20 tests
 
 # make bench BENCH_ARGS="--quick" (or --profile, --duration=S, ...; see python -m bench.run --help)

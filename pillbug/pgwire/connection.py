@@ -51,7 +51,7 @@ from pillbug.sql import vars as session_vars
 from pillbug.sql.copy import CopyIn
 from pillbug.sql.copy_out import CopyOut
 from pillbug.sql.parser import front
-from pillbug.sql.sem.build import ScopeColumn
+from pillbug.sql.result import ResultColumn
 from pillbug.sql.session import EmptyQuery, Portal, Prepared, Session
 from pillbug.util import errors, timeslice
 
@@ -398,11 +398,11 @@ class Connection(asyncio.Protocol):
 
     # ---- ResultSink ----------------------------------------------------------------------
 
-    def row_description(self, columns: list[ScopeColumn]) -> None:
+    def row_description(self, columns: list[ResultColumn]) -> None:
         self.out += M.row_description(_fields(columns, [codecs.TEXT] * len(columns)))
         self._encoders = [codecs.text_encoder(c.type, self.session.timezone) for c in columns]
 
-    def data_rows(self, batch: list[tuple], columns: list[ScopeColumn]) -> None:
+    def data_rows(self, batch: list[tuple], columns: list[ResultColumn]) -> None:
         encoders = self._encoders
         out = self.out
         count = _I16.pack(len(encoders))
@@ -637,16 +637,16 @@ class Connection(asyncio.Protocol):
         # SHOW QUERIES lists it; statement_timeout and CANCEL QUERY stop it between batches.
         query = session.engine.activity.begin(session, stmt.text)
         try:
-            session._check_statement_allowed(stmt)
+            session.check_statement_allowed(stmt)
             if session.txn is None:
-                session._begin(implicit=True)
+                session.begin(implicit=True)
             copy = CopyOut(session, stmt)
             session.running_ctx = copy.ctx
             try:
                 rows = await copy_out.stream(self, copy, session.timezone, FLUSH_THRESHOLD)
             finally:
                 session.running_ctx = None
-            await session._finish_implicit()
+            await session.finish_implicit()
         except errors.PgError as exc:
             exc = query.explain(exc)
             session.fail(exc)
@@ -661,9 +661,9 @@ class Connection(asyncio.Protocol):
         session = self.session
         assert session is not None
         try:
-            session._check_statement_allowed(stmt)
+            session.check_statement_allowed(stmt)
             if session.txn is None:
-                session._begin(implicit=True)
+                session.begin(implicit=True)
             self.copy = CopyIn(session, stmt)
             if self.copy.format == "binary":
                 self.copy.parser = BinaryCopyParser(self.copy.types, self.copy.insert_values)
@@ -736,7 +736,7 @@ class Connection(asyncio.Protocol):
                 raise self.copy_error
             self.copy_query.check()
             rows = copy.finish()
-            await session._finish_implicit()
+            await session.finish_implicit()
             self._end_copy_query()
             self.command_complete(f"COPY {rows}")
         except errors.PgError as exc:
@@ -1000,7 +1000,7 @@ def _expand(formats: list[int], n: int) -> list[int]:
     return formats
 
 
-def _fields(columns: list[ScopeColumn], formats: list[int]) -> list[tuple]:
+def _fields(columns: list[ResultColumn], formats: list[int]) -> list[tuple]:
     return [(c.name, c.table_id, c.column_id, c.type.oid, c.type.typlen if c.type.typlen > 0 else -1,
              c.type.typmod, f) for c, f in zip(columns, formats)]
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pillbug import CRDB_COMPAT_VERSION, __version__
+from pillbug.kv.db import DB
 from pillbug.kv.txn import Txn
 from pillbug.pgwire.server import PgServer
 from pillbug.server import tls
@@ -25,6 +26,7 @@ from pillbug.server.http import HttpServer
 from pillbug.sql import settings
 from pillbug.sql.catalog import system
 from pillbug.sql.engine import Engine
+from pillbug.sql.retry import retry_serialization_failures
 from pillbug.sql.settings import HBA_SETTING, SHUTDOWN_WAIT_SETTING
 from pillbug.storage.lmdb_store import LMDBStore
 from pillbug.util import errors, hba, hlc, passwords
@@ -75,7 +77,7 @@ class Node:
         self.http = HttpServer(self._status, self._metrics, ssl_context)
         self.http_port = await self.http.start(cfg.http_host, cfg.http_port)
         self.store = LMDBStore(cfg.store)
-        self.engine = Engine(self.store)
+        self.engine = Engine(DB(self.store))
         self.first_start = await self.engine.start()
         if cfg.allowlist:
             await self._seed_allowlist(cfg.allowlist)
@@ -119,15 +121,13 @@ class Node:
     async def _write_system(self, fn: Any) -> None:
         """Run fn(txn) in its own transaction, retrying on conflict."""
         assert self.store is not None
-        for _ in range(100):
-            txn = Txn(self.store)
+        store = self.store
+
+        async def attempt() -> None:
+            txn = Txn(store)
             fn(txn)
-            try:
-                await txn.commit()
-                return
-            except errors.PgError as exc:
-                if exc.code != errors.SERIALIZATION_FAILURE:
-                    raise
+            await txn.commit()
+        await retry_serialization_failures(attempt, max_retries=99)
 
     async def _seed_allowlist(self, cidrs: list[str]) -> None:
         try:

@@ -24,6 +24,7 @@ from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.opt.plan import plan_statement
 from pillbug.sql.opt.planner import Planner, QueryPlan
 from pillbug.sql.parser.front import Statement
+from pillbug.sql.result import StatementOutcome
 from pillbug.sql.sem.build import ParamTypes, ScopeColumn
 from pillbug.util import errors
 
@@ -134,7 +135,6 @@ def param_types(session: Any, stmt: Statement, given: list[T.SQLType | None]) ->
 
 def execute(session: Any, stmt: Statement, params: list, types: list[T.SQLType] | None = None) -> Any:
     """Run DECLARE, FETCH/MOVE or CLOSE; return its StatementOutcome."""
-    from pillbug.sql.session import StatementOutcome
     kind = stmt.kind
     if kind == "DeclareCursorStmt":
         declare(session, stmt, params, types)

@@ -29,10 +29,12 @@ from pillbug.sql.catalog.descriptors import (
 )
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.exec.mutations import TableWriter, sql_literal, unique_error
-from pillbug.sql.opt.mutations import assign_expr, table_scope
+from pillbug.sql.opt.mutations import assign_expr, row_checks, table_scope
+from pillbug.sql.opt.planner import Planner
 from pillbug.sql.parser.front import Statement, parse_expression
 from pillbug.sql.rowenc import TableCodec, table_prefix
-from pillbug.sql.sem.build import ExprBuilder, ParamTypes, Scope, is_serial_type, type_from_node
+from pillbug.sql.sem.build import BuildContext, ExprBuilder, ParamTypes, Scope, is_serial_type, type_from_node
+from pillbug.sql.sem.expr import ColRef
 from pillbug.util import encoding as enc
 from pillbug.util import errors
 
@@ -320,7 +322,6 @@ def _add_index(table: TableDesc, name: str | None, keys: list[tuple[str, str]], 
 def _add_check(session: Any, table: TableDesc, name: str | None, expr_text: str) -> CheckDesc:
     builder = ExprBuilder(_bctx(session), table_scope(table, table.name), clause="CHECK")
     expr = builder.build_predicate(parse_expression(expr_text))
-    from pillbug.sql.sem.expr import ColRef
     used = sorted({table.columns[e.index].id for e in expr.walk() if isinstance(e, ColRef)})
     if name is None:
         base = "check_" + "_".join(table.column_by_id(i).name for i in used) if used else "check"
@@ -331,7 +332,6 @@ def _add_check(session: Any, table: TableDesc, name: str | None, expr_text: str)
 
 
 def _bctx(session: Any) -> Any:
-    from pillbug.sql.sem.build import BuildContext
     return BuildContext(ParamTypes(), resolve_type=_type_resolver(session))
 
 
@@ -767,8 +767,6 @@ def _rewrite_table(session: Any, old: TableDesc, new: TableDesc,
     rows = [old_codec.decode_row(raw) for _, raw in txn.scan(*old_codec.primary_span)]
     prefix = table_prefix(old.id)
     _delete_span(session, prefix, enc.prefix_end(prefix))
-    from pillbug.sql.opt.mutations import row_checks
-    from pillbug.sql.opt.planner import Planner
     checks = row_checks(Planner(session, ParamTypes()), new)
     writer = TableWriter(new_codec)
     for old_row in rows:
@@ -807,7 +805,6 @@ def create_view(session: Any, stmt: Statement) -> str:
     if existing is not None and not body.get("replace"):
         raise errors.duplicate_table(name)
     query_text = _view_query_text(stmt)
-    from pillbug.sql.opt.planner import Planner
     plan = Planner(session, ParamTypes()).plan_query(body["query"])
     aliases = [a["String"]["sval"] for a in body.get("aliases") or []]
     columns = [ColumnDesc(i + 1, aliases[i] if i < len(aliases) else c.name, c.type)

@@ -1,6 +1,6 @@
 """The SQL engine of one node: what all its sessions share.
 
-It owns the Store handle, the cache of Catalog snapshots (by catalog version), the plan cache
+It holds the key-value database (kv.db.DB: the server wraps its Store in one), the cache of Catalog snapshots (by catalog version), the plan cache
 (by catalog version, database, user and statement shape), the unique_rowid() generator, the
 live sessions by backend pid (for cancel requests) and by id with their running statements
 (Activity, sql/activity.py: SHOW QUERIES / SESSIONS, CANCEL, statement_timeout), and the turns that
@@ -10,92 +10,38 @@ feeds them statements, and so can an embedded caller or a test.
 """
 from __future__ import annotations
 
-import asyncio
 import datetime
 import itertools
 import platform
 import time
-from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable
+from collections import Counter, OrderedDict
 from typing import Any
 
 from pillbug import CRDB_COMPAT_VERSION, __version__
+from pillbug.kv.db import DB
 from pillbug.kv.locks import LockTable
 from pillbug.kv.txn import Txn
 from pillbug.sql.activity import Activity
 from pillbug.sql.catalog import system
 from pillbug.sql.catalog.system import Catalog
-from pillbug.storage.store import Store
+from pillbug.sql.plan_cache import PlanCache
+from pillbug.sql.retry import RetryTurns
+from pillbug.sql.session import Session
 
-PLAN_CACHE_SIZE = 4096
 # How long after two sessions' statements interleave the node counts as shared.
 SHARED_WINDOW = 0.1
 CATALOG_CACHE_SIZE = 8
 
 
-class RetryTurns:
-    """First come, first served turns on a key, for server-side retries that lost a conflict on it.
-
-    Optimistic transactions that all contend on one key would otherwise race again on every
-    retry, and an unlucky statement could lose many times in a row. A retry waits for its turn
-    on the key it lost on and runs while holding it. A first attempt that would write a key
-    whose turn someone else holds gives way (Session._commit: it fails as if it had lost, and
-    queues up), so the holder never loses to newcomers that were scheduled before it. The turn
-    is handed straight to the next waiter (no lost wake-ups when a waiting session goes away).
-    Entries exist only while a turn is held, and a session waits for or holds at most one, so
-    this is bounded by the number of sessions.
-    """
-
-    def __init__(self) -> None:
-        self._queues: dict[bytes, deque[asyncio.Future]] = {}  # key -> waiters; present while held
-
-    async def take(self, key: bytes) -> None:
-        waiters = self._queues.get(key)
-        if waiters is None:
-            self._queues[key] = deque()
-            return
-        turn = asyncio.get_running_loop().create_future()
-        waiters.append(turn)
-        try:
-            await turn
-        except BaseException:
-            if turn.done() and not turn.cancelled():
-                self.give_back(key)  # handed the turn while going away: pass it on
-            elif turn in waiters:
-                waiters.remove(turn)
-            raise
-
-    def held_elsewhere(self, keys: Iterable[bytes], mine: bytes | None) -> bytes | None:
-        """One of `keys` whose turn is held, other than `mine` (the caller's), or None."""
-        queues = self._queues
-        if queues:
-            for key in keys:
-                if key in queues and key != mine:
-                    return key
-        return None
-
-    def give_back(self, key: bytes) -> None:
-        waiters = self._queues[key]
-        while waiters:
-            turn = waiters.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
-        del self._queues[key]
-
-
 class Engine:
-    def __init__(self, store: Store, node_id: int = 1, cluster_name: str = "") -> None:
-        self.store = store
+    def __init__(self, db: DB, node_id: int = 1, cluster_name: str = "") -> None:
+        self.db = db
         self.locks = LockTable()  # row locks of this node's transactions (kv/locks.py)
         self.node_id = node_id
         self.cluster_name = cluster_name
         self.start_time = datetime.datetime.now(datetime.UTC)
         self._catalogs: OrderedDict[int, Catalog] = OrderedDict()
-        self.plan_cache: OrderedDict[tuple, Any] = OrderedDict()
-        self.plan_cache_hits = 0  # lookups that found a plan
-        self.plan_cache_misses = 0  # lookups that found nothing: the statement gets planned
-        self.parse_cache: OrderedDict[str, list] = OrderedDict()
+        self.plans = PlanCache()  # plans and parses of statement texts (sql/plan_cache.py)
         self._last_active_pid = 0
         self._shared_until = 0.0
         self._rowid_last = 0
@@ -112,7 +58,7 @@ class Engine:
 
     async def start(self) -> bool:
         """Bootstrap an empty store. Returns True when this was the first start."""
-        return await system.bootstrap(self.store)
+        return await system.bootstrap(self.db)
 
     def catalog_for(self, txn: Txn) -> Catalog:
         """The catalog as of the transaction's snapshot; its version key joins the read set."""
@@ -121,7 +67,7 @@ class Engine:
         if cached is not None:
             self._catalogs.move_to_end(version)
             return cached
-        catalog = system.load_catalog(self.store, txn.read_revision, version)
+        catalog = system.load_catalog(self.db, txn.read_revision, version)
         self._catalogs[version] = catalog
         while len(self._catalogs) > CATALOG_CACHE_SIZE:
             self._catalogs.popitem(last=False)
@@ -129,36 +75,15 @@ class Engine:
 
     def latest_catalog(self) -> Catalog:
         """The newest committed catalog (for authentication and the HBA check)."""
-        return self.catalog_for(Txn(self.store, is_read_only_snapshot=True))
+        return self.catalog_for(self.db.txn(is_read_only_snapshot=True))
 
-    def cached_plan(self, key: tuple, count_miss: bool = True) -> Any:
-        """The plan cached under key (False: known not to be cacheable; None: not seen).
+    @property
+    def plan_cache_hits(self) -> int:
+        return self.plans.hits
 
-        count_miss=False is for a look that falls back to a fuller one, which counts it.
-        """
-        plan = self.plan_cache.get(key)
-        if plan is not None:
-            self.plan_cache.move_to_end(key)
-            if plan:
-                self.plan_cache_hits += 1
-        elif count_miss:
-            self.plan_cache_misses += 1
-        return plan
-
-    def cache_plan(self, key: tuple, plan: Any) -> None:
-        self.plan_cache[key] = plan
-        if len(self.plan_cache) > PLAN_CACHE_SIZE:
-            self.plan_cache.popitem(last=False)
-
-    def cached_parse(self, sql: str) -> list | None:
-        return self.parse_cache.get(sql)
-
-    def cache_parse(self, sql: str, statements: list) -> None:
-        if len(sql) > 4096:
-            return
-        self.parse_cache[sql] = statements
-        if len(self.parse_cache) > PLAN_CACHE_SIZE:
-            self.parse_cache.popitem(last=False)
+    @property
+    def plan_cache_misses(self) -> int:
+        return self.plans.misses
 
     def unique_rowid(self) -> int:
         """CockroachDB's unique_rowid(): time in 10 µs units, shifted, with the node id below."""
@@ -182,7 +107,6 @@ class Engine:
         return time.monotonic() > self._shared_until
 
     def new_session(self, user: str, database: str, **kwargs: Any) -> Any:
-        from pillbug.sql.session import Session
         session = Session(self, user, database, **kwargs)
         self.sessions[session.backend_pid] = session
         self.activity.add_session(session)

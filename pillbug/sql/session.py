@@ -1,10 +1,7 @@
-"""A SQL session: connection state, session variables and the transaction state machine.
+"""A SQL session: connection state, session variables, and the driver of each statement.
 
-States (CockroachDB's, which extend PostgreSQL's):
-  NO_TXN       no transaction; each statement (or simple-query batch) runs in an implicit one
-  OPEN         inside BEGIN ... COMMIT
-  ABORTED      a statement failed: only ROLLBACK [TO SAVEPOINT] is accepted (25P02 otherwise)
-  COMMIT_WAIT  RELEASE SAVEPOINT cockroach_restart committed: only COMMIT/ROLLBACK remain
+The transaction states and their legal moves are sql/txn_state.py's (NO_TXN, OPEN, ABORTED,
+COMMIT_WAIT); every change of `Session.state` goes through its transition().
 
 Savepoints, as in CockroachDB. A savepoint taken before the transaction read or wrote anything
 is "initial": rolling back to it starts the transaction over at a fresh snapshot (a restart).
@@ -25,21 +22,19 @@ The session talks to the client through a ResultSink; it knows nothing of the wi
 """
 from __future__ import annotations
 
-import asyncio
 import datetime
-import random
 import secrets
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from pillbug.kv.txn import Txn
-from pillbug.sql import access, activity, cursors, unsupported
+from pillbug.sql import access, activity, cursors, ddl, names, statements, unsupported
 from pillbug.sql import types as T
 from pillbug.sql import vars as session_vars
-from pillbug.sql.catalog import system
-from pillbug.sql.catalog.descriptors import PUBLIC_SCHEMA, TableDesc
+from pillbug.sql.catalog import system, virtual
+from pillbug.sql.catalog.descriptors import TableDesc
 from pillbug.sql.catalog.system import Catalog
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.opt.plan import plan_statement
@@ -47,14 +42,16 @@ from pillbug.sql.opt.planner import Planner, QueryPlan
 from pillbug.sql.parser import front
 from pillbug.sql.parser.front import Statement
 from pillbug.sql.parser.lift import cache_key, lift_literals
+from pillbug.sql.plan_cache import CachedPlan, bind_literals, literal_converter
+from pillbug.sql.result import ResultSink, StatementOutcome
+from pillbug.sql.retry import RetryTurn, retry_serialization_failures
 from pillbug.sql.rowenc import TableCodec
 from pillbug.sql.sem import builtins
 from pillbug.sql.sem.build import NotCacheable, ParamTypes, ScopeColumn
+from pillbug.sql.txn_state import ABORTED, COMMIT_WAIT, NO_TXN, OPEN, TxnEvent, TxnState, transition
 from pillbug.util import errors, hlc
 from pillbug.util.encoding import pretty_key
 
-NO_TXN, OPEN, ABORTED, COMMIT_WAIT = "NoTxn", "Open", "Aborted", "CommitWait"
-MAX_IMPLICIT_RETRIES = 100
 COMMIT_ON_RELEASE_PREFIX = "cockroach_restart"
 BATCH_TXN_KINDS = frozenset({"TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT"})
 PLANNED_KINDS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"})
@@ -63,35 +60,6 @@ RETRY_SAFE_KINDS = PLANNED_KINDS | {"CreateStmt", "IndexStmt", "DropStmt", "Crea
                                     "CreateSeqStmt", "RenameStmt", "CreateRoleStmt", "AlterRoleStmt",
                                     "DropRoleStmt", "GrantStmt", "GrantRoleStmt", "EmptyStmt",
                                     "CreateSchemaStmt", "CommentStmt"}
-
-
-class ResultSink(Protocol):
-    """Where a session writes results (pgwire implements it)."""
-
-    def row_description(self, columns: list[ScopeColumn]) -> None: ...
-
-    def data_rows(self, batch: list[tuple], columns: list[ScopeColumn]) -> None: ...
-
-    def command_complete(self, tag: str) -> None: ...
-
-    def portal_suspended(self) -> None: ...
-
-    def notice(self, message: str) -> None: ...
-
-    def mark(self) -> int: ...
-
-    def rewind(self, mark: int) -> bool: ...
-
-    async def drain(self) -> None: ...
-
-
-@dataclass(slots=True)
-class CachedPlan:
-    plan: QueryPlan
-    param_types: list[T.SQLType]
-    n_explicit: int
-    tag: str
-    literal_converters: list[tuple[int, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -127,38 +95,6 @@ class Portal:
     tag: str = ""
 
 
-class StatementOutcome:
-    """What executing one statement produced, before it is written to the sink."""
-    __slots__ = ("columns", "rows", "tag", "ctx")
-
-    def __init__(self, columns: list[ScopeColumn] | None, rows: Iterator[list[tuple]] | None,
-                 tag: str, ctx: ExecCtx | None = None) -> None:
-        self.columns = columns
-        self.rows = rows
-        self.tag = tag
-        self.ctx = ctx
-
-
-def _literal_converter(kind: str, typ: T.SQLType) -> Any:
-    from pillbug.sql import datum
-    fam = typ.family
-    if kind == "i":
-        if fam == "float":
-            return lambda text, tz: float(int(text))
-        if fam == "decimal":
-            return lambda text, tz: datum.round_decimal(Decimal(text), typ)
-        return lambda text, tz: datum.check_int_range(int(text), typ) if fam == "int" else int(text)
-    if kind == "n":
-        if fam == "float":
-            return lambda text, tz: float(text)
-        return lambda text, tz: datum.round_decimal(Decimal(text), typ)
-    if fam in ("string", "unknown"):
-        if typ.width:
-            return lambda text, tz: datum.check_string_width(text, typ)
-        return lambda text, tz: text
-    return lambda text, tz: datum.parse_text(text, typ, tz)
-
-
 class Session:
     def __init__(self, engine: Any, user: str, database: str, *, application_name: str = "",
                  client_addr: str = "", options: dict[str, str] | None = None) -> None:
@@ -176,13 +112,13 @@ class Session:
         self.timezone: datetime.tzinfo = datetime.UTC
         self.server_version_string = engine.version_string
         self.node_start_time = engine.start_time
-        self.state = NO_TXN
+        self.state: TxnState = NO_TXN  # moved only by transition() (sql/txn_state.py)
         self.txn: Txn | None = None
         self.implicit = False
         # (name, SavepointMark), innermost last
         self.savepoints: list[tuple[str, SavepointMark]] = []
         self.last_conflict_key: bytes | None = None  # of the last commit that failed with 40001
-        self.retry_turn: _RetryTurn | None = None  # of the statement the server is retrying
+        self.retry_turn: RetryTurn | None = None  # of the statement the server is retrying
         self.commits = 0  # transactions this session committed (tells a batch what it did)
         self._txn_catalog: Catalog | None = None
         self._ddl_in_txn = False
@@ -286,88 +222,38 @@ class Session:
         access.check_privilege(self.catalog, self.user, desc, privilege)
 
     def virtual_table(self, schema: str, name: str) -> Any:
-        from pillbug.sql.catalog import virtual
         return virtual.lookup(schema, name)
 
     def current_db(self) -> Any:
-        db = self.catalog.database(self.database)
-        if db is None:
-            raise errors.undefined_database(self.database)
-        return db
+        return names.current_database(self.catalog, self.database)
 
-    def resolve_table_name(self, names: list[str], missing_ok: bool = False) -> tuple[str, Any]:
-        """[db.][schema.]name -> ("table", TableDesc) or ("virtual", VirtualTable)."""
-        from pillbug.sql.catalog import virtual
-        catalog = self.catalog
-        name = names[-1]
-        if len(names) == 3:
-            db_name, schema, _ = names
-        elif len(names) == 2:
-            first = names[0]
-            if first in virtual.SCHEMAS or first == PUBLIC_SCHEMA or \
-                    (catalog.database(self.database) is not None and
-                     first in catalog.database(self.database).schemas):
-                db_name, schema = self.database, first
-            else:
-                db_name, schema = first, PUBLIC_SCHEMA
-        else:
-            db_name, schema = self.database, None
-        if schema in virtual.SCHEMAS:
-            vt = virtual.lookup(schema, name)
-            if vt is None:
-                if missing_ok:
-                    return "missing", None
-                raise errors.undefined_table(".".join(names))
-            return "virtual", vt
-        db = catalog.database(db_name)
-        if db is None:
-            if len(names) > 1:
-                raise errors.undefined_table(".".join(names))
-            raise errors.undefined_database(db_name)
-        if schema is None:
-            vt = virtual.lookup("pg_catalog", name)
-            table = catalog.table(db, PUBLIC_SCHEMA, name)
-            if table is None and vt is not None:
-                return "virtual", vt
-            schema = PUBLIC_SCHEMA
-        else:
-            table = catalog.table(db, schema, name)
-        if table is None:
-            if missing_ok:
-                return "missing", None
-            raise errors.undefined_table(".".join(names))
-        return "table", table
+    def resolve_table_name(self, table_name: list[str], missing_ok: bool = False) -> tuple[str, Any]:
+        """[db.][schema.]name -> ("table", TableDesc) or ("virtual", VirtualTable) (sql/names.py)."""
+        return names.resolve_table_name(self.catalog, self.database, table_name, missing_ok)
 
     def user_by_oid(self, oid: int) -> str:
-        from pillbug.sql.catalog.virtual import user_oid
-        for name in self.catalog_or_latest().users:
-            if user_oid(name) == oid:
-                return name
-        return f"unknown (OID={oid})"
+        return names.user_by_oid(self.catalog_or_latest(), oid)
 
     def type_by_oid(self, oid: int) -> T.SQLType:
         """A parameter type a client names by OID: built in, or a user-defined (enum) type."""
-        found = T.BY_OID.get(oid)
-        if found is None:
-            found = self.catalog_or_latest().type_by_oid(oid)
-        if found is None:
-            raise errors.PgError(errors.UNDEFINED_OBJECT, f"type with OID {oid} does not exist")
-        return found
+        return names.type_by_oid(self.catalog_or_latest(), oid)
+
+    def plan_statement(self, planner: Planner, stmt: Statement) -> tuple[QueryPlan, str]:
+        return plan_statement(planner, stmt)
+
+    def statement_source(self, stmt: Statement) -> tuple[list[ScopeColumn], Callable[[ExecCtx], Any]] | None:
+        return statements.statement_source(stmt)
 
     def resolve_reg(self, typ: T.SQLType, name: str) -> int:
-        from pillbug.sql.catalog import virtual
         return virtual.resolve_reg(self, typ, name)
 
     def sequence_next(self, name: str) -> int:
-        from pillbug.sql import ddl
         return ddl.sequence_next(self, name)
 
     def sequence_current(self, name: str) -> int:
-        from pillbug.sql import ddl
         return ddl.sequence_current(self, name)
 
     def sequence_set(self, name: str, value: int) -> int:
-        from pillbug.sql import ddl
         return ddl.sequence_set(self, name, value)
 
     @property
@@ -385,20 +271,22 @@ class Session:
     # ---- transactions ---------------------------------------------------------------------
 
     def _new_txn(self) -> Txn:
-        store = self.engine.store
+        db = self.engine.db
         if self.as_of_revision is not None:
-            return Txn(store, self.as_of_revision, is_read_only_snapshot=True)
+            return db.txn(self.as_of_revision, is_read_only_snapshot=True)
         if self.read_only_txn or self.vars["default_transaction_read_only"] == "on":
-            return Txn(store, writes_refused="READ ONLY")
-        return Txn(store, locks=self.engine.locks)
+            return db.txn(writes_refused="READ ONLY")
+        return db.txn(locks=self.engine.locks)
 
-    def _begin(self, implicit: bool) -> None:
+    def begin(self, implicit: bool) -> None:
+        """Begin a transaction: BEGIN's (explicit), or the implicit one a statement outside a
+        transaction block runs in (pgwire's COPY begins one too)."""
         self.txn = self._new_txn()
         self.implicit = implicit
         self._txn_catalog = None
         self._ddl_in_txn = False
         self.savepoints = []
-        self.state = OPEN if not implicit else NO_TXN
+        self.state = transition(self.state, TxnEvent.BEGIN_IMPLICIT if implicit else TxnEvent.BEGIN_EXPLICIT)
 
     def _close_cursors(self) -> None:
         for cursor in self.cursors.values():
@@ -417,7 +305,7 @@ class Session:
         self.savepoints = []
         self.as_of_revision = None
         self.read_only_txn = False
-        self.state = NO_TXN
+        self.state = transition(self.state, TxnEvent.END)
         if self.local_vars:
             saved, self.local_vars = self.local_vars, {}
             for name, value in saved.items():
@@ -434,7 +322,7 @@ class Session:
         self.txn = self._new_txn()
         self._txn_catalog = None
         self._ddl_in_txn = False
-        self.state = OPEN
+        self.state = transition(self.state, TxnEvent.RESTART)
 
     async def _commit(self) -> None:
         txn = self.txn
@@ -479,8 +367,8 @@ class Session:
         still roll back to its savepoint.
         """
         state = self.state
+        self.state = transition(state, TxnEvent.STATEMENT_FAILED)
         if state == OPEN:
-            self.state = ABORTED
             if self.txn is not None and self.txn.locked:
                 # CockroachDB aborts the transaction here: its rows are free for others at once.
                 self.txn.release_locks()
@@ -490,12 +378,12 @@ class Session:
     # ---- parsing and planning -------------------------------------------------------------
 
     def parse(self, sql: str) -> list[Statement]:
-        cached = self.engine.cached_parse(sql)
+        cached = self.engine.plans.lookup_parse(sql)
         if cached is not None:
             return cached
         statements = front.parse(sql)
         if len(statements) != 1 or statements[0].kind not in PLANNED_KINDS:
-            self.engine.cache_parse(sql, statements)
+            self.engine.plans.store_parse(sql, statements)
         return statements
 
     def prepare(self, sql: str, param_types: list[T.SQLType | None]) -> Prepared:
@@ -525,7 +413,7 @@ class Session:
             return fn()
         # No transaction (or COMMIT_WAIT, whose transaction is gone): plan against the latest
         # catalog in a throwaway snapshot, leaving the transaction state alone.
-        self.txn = Txn(self.engine.store, is_read_only_snapshot=True)
+        self.txn = self.engine.db.txn(is_read_only_snapshot=True)
         self._txn_catalog = None
         try:
             return fn()
@@ -544,7 +432,7 @@ class Session:
     def _plan(self, stmt: Statement, params: ParamTypes, n_explicit: int) -> CachedPlan:
         plan, tag = plan_statement(Planner(self, params, stmt.index_hints), stmt)
         types = params.final_types()
-        converters = [(i, _literal_converter(kind, types[i])) for i, (kind, _) in sorted(params.lifted.items())]
+        converters = [(i, literal_converter(kind, types[i])) for i, (kind, _) in sorted(params.lifted.items())]
         return CachedPlan(plan, types, n_explicit, tag, converters)
 
     def _plan_for_text(self, sql: str, stmt: Statement) -> tuple[CachedPlan, list]:
@@ -554,7 +442,7 @@ class Session:
         if lifted is not None and lifted[1] and not stmt.as_of:
             text, literals, n_explicit = lifted
             key = (catalog.version, self.database, self.user, cache_key(text, literals))
-            cached = self.engine.cached_plan(key) if not self._ddl_in_txn else None
+            cached = self.engine.plans.lookup(key) if not self._ddl_in_txn else None
             if cached is None:
                 lifted_stmts = front.parse(text)
                 if len(lifted_stmts) == 1:
@@ -567,17 +455,17 @@ class Session:
                     except errors.PgError:
                         cached = False  # plan the original text, so that errors show it
                     if cached is not False and not self._ddl_in_txn:
-                        self.engine.cache_plan(key, cached)
+                        self.engine.plans.store(key, cached)
                 if cached is False or cached is None:
-                    self.engine.cache_plan(key, False)
+                    self.engine.plans.store(key, False)
             if cached:
                 return cached, [lit for _, lit in literals]
         key = (catalog.version, self.database, self.user, sql)
-        cached = self.engine.cached_plan(key) if not self._ddl_in_txn else None
+        cached = self.engine.plans.lookup(key) if not self._ddl_in_txn else None
         if not cached:
             cached = self._plan(stmt, ParamTypes(), 0)
             if not self._ddl_in_txn and not stmt.as_of:
-                self.engine.cache_plan(key, cached)
+                self.engine.plans.store(key, cached)
         return cached, []
 
     # ---- execution -----------------------------------------------------------------------
@@ -585,15 +473,6 @@ class Session:
     def _ctx(self, values: list) -> ExecCtx:
         assert self.txn is not None
         return ExecCtx(self, self.txn, values, self.catalog)
-
-    def _bind_literals(self, cached: CachedPlan, explicit: list, literals: list) -> list:
-        if not cached.literal_converters:
-            return explicit
-        values = list(explicit) + [None] * len(cached.literal_converters)
-        tz = self.timezone
-        for (i, conv), text in zip(cached.literal_converters, literals):
-            values[i] = conv(text, tz)
-        return values
 
     def run_plan(self, cached: CachedPlan, values: list) -> StatementOutcome:
         ctx = self._ctx(values)
@@ -609,7 +488,9 @@ class Session:
                 and stmt.kind == "TransactionStmt" and stmt.node["kind"] == "TRANS_STMT_SAVEPOINT"
                 and self._is_commit_on_release(stmt.node.get("savepoint_name", "")))
 
-    def _check_statement_allowed(self, stmt: Statement) -> None:
+    def check_statement_allowed(self, stmt: Statement) -> None:
+        """Raise unless the transaction state accepts the statement: in ABORTED only ROLLBACK
+        [TO SAVEPOINT] and COMMIT (25P02 otherwise), in COMMIT_WAIT only COMMIT and ROLLBACK."""
         if self.state == ABORTED:
             if stmt.kind == "TransactionStmt" and stmt.node["kind"] in (
                     "TRANS_STMT_ROLLBACK", "TRANS_STMT_ROLLBACK_TO", "TRANS_STMT_COMMIT"):
@@ -626,7 +507,7 @@ class Session:
     def execute_statement(self, stmt: Statement, sql: str, params: list,
                           prepared: Prepared | None = None) -> StatementOutcome:
         """Run one statement inside the current transaction (begun by the caller)."""
-        self._check_statement_allowed(stmt)
+        self.check_statement_allowed(stmt)
         kind = stmt.kind
         if kind == "TransactionStmt":
             raise errors.internal_error("transaction statements are handled by the caller")
@@ -639,7 +520,7 @@ class Session:
                     prepared.catalog_version = fresh.catalog_version
                 cached = prepared.cached
                 assert cached is not None
-                values = self._bind_literals(cached, params, prepared.literals)
+                values = bind_literals(cached, self.timezone, params, prepared.literals)
             elif kind == "ExplainStmt":
                 cached = self._plan(stmt, ParamTypes(), 0)
                 values = []
@@ -648,14 +529,14 @@ class Session:
                     raise errors.PgError(errors.UNDEFINED_PARAMETER,
                                          f"no value provided for placeholder: ${len(params) + 1}")
                 cached, literals = self._plan_for_text(sql, stmt)
-                values = self._bind_literals(cached, params, literals)
+                values = bind_literals(cached, self.timezone, params, literals)
             return self.run_plan(cached, values)
         if kind in cursors.KINDS:
             return cursors.execute(self, stmt, params, prepared.param_types if prepared is not None else None)
-        from pillbug.sql import statements
         return statements.execute(self, stmt, params)
 
-    async def _finish_implicit(self) -> None:
+    async def finish_implicit(self) -> None:
+        """Commit and end the implicit transaction, if one is open."""
         if self.txn is not None and self.implicit:
             try:
                 await self._commit()
@@ -676,38 +557,48 @@ class Session:
         self.engine.note_active(self.backend_pid)
         retry_safe = self.state == NO_TXN
         statements: list[Statement] | None = None
-        attempt = 0
-        turn: _RetryTurn | None = None
+        mark = commits = 0
+
+        async def attempt() -> None:
+            nonlocal statements, retry_safe, mark, commits
+            mark = sink.mark()
+            commits = self.commits
+            hit = self._cached_text_plan(sql)
+            if hit is not None:
+                await self._run_cached(hit[0], hit[1], sink)
+                return
+            if statements is None:
+                statements = self._parse_batch(sql)
+                retry_safe = retry_safe and all(_is_retry_safe(s) for s in statements)
+            await self._run_batch(statements, sink)
+
+        def may_retry(exc: errors.PgError) -> bool:
+            # Re-run only what is wholly undone: the failed transaction ended (state is NO_TXN
+            # again), nothing earlier in the batch committed, nothing was sent.
+            return retry_safe and self.state == NO_TXN and self.commits == commits and sink.rewind(mark)
+
+        await self._with_retries(attempt, may_retry)
+
+    async def _with_retries(self, attempt: Callable[[], Awaitable[None]], may_retry: Callable[[errors.PgError], bool],
+                            before_retry: Callable[[], None] | None = None) -> None:
+        """Run attempt() with the server's retries on 40001 (sql/retry.py): between attempts the
+        statement waits for its turn on the key it lost on, and holds it until it is done."""
+        turn: RetryTurn | None = None
+
+        async def wait(retries: int) -> None:
+            nonlocal turn
+            if before_retry is not None:
+                before_retry()
+            turn = self.retry_turn = turn or RetryTurn(self.engine.retry_turns)
+            await self._wait_for_retry(turn, retries)
         try:
-            while True:
-                mark = sink.mark()
-                commits = self.commits
-                try:
-                    hit = self._cached_text_plan(sql)
-                    if hit is not None:
-                        await self._run_cached(hit[0], hit[1], sink)
-                        return
-                    if statements is None:
-                        statements = self._parse_batch(sql)
-                        retry_safe = retry_safe and all(_is_retry_safe(s) for s in statements)
-                    await self._run_batch(statements, sink)
-                    return
-                except errors.PgError as exc:
-                    # Re-run only what is wholly undone: the failed transaction ended (state is
-                    # NO_TXN again), nothing earlier in the batch committed, nothing was sent.
-                    if not (exc.code == errors.SERIALIZATION_FAILURE and retry_safe
-                            and self.state == NO_TXN and self.commits == commits
-                            and attempt < MAX_IMPLICIT_RETRIES and sink.rewind(mark)):
-                        raise
-                attempt += 1
-                turn = self.retry_turn = turn or _RetryTurn(self.engine.retry_turns)
-                await self._wait_for_retry(turn, attempt)
+            await retry_serialization_failures(attempt, may_retry=may_retry, before_retry=wait)
         finally:
             if turn is not None:
                 self.retry_turn = None
                 turn.give_back()
 
-    async def _wait_for_retry(self, turn: _RetryTurn, attempt: int) -> None:
+    async def _wait_for_retry(self, turn: RetryTurn, attempt: int) -> None:
         """Before a server-side retry: its turn, within the statement's timeout and cancel."""
         query = self.query
         if query is None:
@@ -749,12 +640,12 @@ class Session:
         lifted_text, literals, _ = lifted
         began = self.txn is None
         if began:
-            self._begin(implicit=True)
+            self.begin(implicit=True)
         cached = None
         if not self._ddl_in_txn:
             key = (self.catalog.version, self.database, self.user,
                    cache_key(lifted_text, literals) if literals else text)
-            cached = self.engine.cached_plan(key, count_miss=False)
+            cached = self.engine.plans.lookup(key, count_miss=False)
         if not cached:
             if began:
                 self._end()
@@ -763,12 +654,12 @@ class Session:
 
     async def _run_cached(self, cached: CachedPlan, literals: list[str], sink: ResultSink) -> None:
         try:
-            outcome = self.run_plan(cached, self._bind_literals(cached, [], literals))
+            outcome = self.run_plan(cached, bind_literals(cached, self.timezone, [], literals))
             await self.write_outcome(outcome, sink, describe=True)
         except errors.PgError as exc:
             self.fail(exc)
             raise
-        await self._finish_implicit()
+        await self.finish_implicit()
 
     def _pop_conflict_key(self) -> bytes | None:
         key = self.last_conflict_key
@@ -785,23 +676,23 @@ class Session:
             except errors.PgError as exc:
                 self.fail(exc)
                 raise
-        await self._finish_implicit()
+        await self.finish_implicit()
 
     async def _run_one(self, stmt: Statement, sql: str, params: list, sink: ResultSink,
                        prepared: Prepared | None = None) -> None:
         if stmt.kind == "TransactionStmt":
             if self.implicit:
-                await self._finish_implicit()
+                await self.finish_implicit()
             tag = await self.transaction_statement(stmt)
             sink.command_complete(tag)
             return
         if stmt.kind == "EmptyStmt":
             return
         if self.txn is None:
-            self._check_statement_allowed(stmt)
+            self.check_statement_allowed(stmt)
             if stmt.as_of is not None:
                 self.as_of_revision = self._as_of_revision(stmt.as_of)
-            self._begin(implicit=True)
+            self.begin(implicit=True)
         elif stmt.as_of is not None:
             self._check_as_of_in_txn(stmt.as_of)
         outcome = self.execute_statement(stmt, sql, params, prepared)
@@ -889,34 +780,29 @@ class Session:
             raise _EmptyQuery()
         if stmt.kind == "TransactionStmt":
             if self.implicit:
-                await self._finish_implicit()
+                await self.finish_implicit()
             sink.command_complete(await self.transaction_statement(stmt))
             return
         retry_safe = stmt.kind in RETRY_SAFE_KINDS
-        attempt = 0
-        turn: _RetryTurn | None = None
-        try:
-            while True:
-                mark = sink.mark()
-                try:
-                    await self._execute_portal_once(portal, sink, max_rows)
-                    return
-                except errors.PgError as exc:
-                    self.fail(exc)
-                    portal.rows = None
-                    portal.done = True
-                    if not (exc.code == errors.SERIALIZATION_FAILURE and retry_safe and portal.implicit
-                            and attempt < MAX_IMPLICIT_RETRIES and portal.rows_sent == 0
-                            and sink.rewind(mark)):
-                        raise
-                attempt += 1
-                portal.done = False
-                turn = self.retry_turn = turn or _RetryTurn(self.engine.retry_turns)
-                await self._wait_for_retry(turn, attempt)
-        finally:
-            if turn is not None:
-                self.retry_turn = None
-                turn.give_back()
+        mark = 0
+
+        async def attempt() -> None:
+            nonlocal mark
+            mark = sink.mark()
+            try:
+                await self._execute_portal_once(portal, sink, max_rows)
+            except errors.PgError as exc:
+                self.fail(exc)
+                portal.rows = None
+                portal.done = True
+                raise
+
+        def may_retry(exc: errors.PgError) -> bool:
+            return retry_safe and portal.implicit and portal.rows_sent == 0 and sink.rewind(mark)
+
+        def again() -> None:
+            portal.done = False
+        await self._with_retries(attempt, may_retry, again)
 
     async def _execute_portal_once(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:
         prepared = portal.prepared
@@ -926,10 +812,10 @@ class Session:
             raise errors.PgError(errors.INVALID_CURSOR_STATE, "portal has already been run to completion")
         if portal.rows is None:
             if self.txn is None:
-                self._check_statement_allowed(stmt)
+                self.check_statement_allowed(stmt)
                 if stmt.as_of is not None:
                     self.as_of_revision = self._as_of_revision(stmt.as_of)
-                self._begin(implicit=True)
+                self.begin(implicit=True)
                 portal.implicit = True
             elif stmt.as_of is not None:
                 self._check_as_of_in_txn(stmt.as_of)
@@ -941,7 +827,7 @@ class Session:
                 portal.done = True
                 sink.command_complete(outcome.tag)
                 if portal.implicit:
-                    await self._finish_implicit()
+                    await self.finish_implicit()
                 return
             portal_columns = outcome.columns
         else:
@@ -951,12 +837,12 @@ class Session:
         if finished:
             portal.done = True
             if portal.implicit:
-                await self._finish_implicit()
+                await self.finish_implicit()
 
     async def sync(self) -> None:
         """Sync: an implicit transaction left open by a suspended portal ends here."""
         if self.implicit and self.txn is not None:
-            await self._finish_implicit()
+            await self.finish_implicit()
 
     # ---- transaction control --------------------------------------------------------------
 
@@ -978,7 +864,7 @@ class Session:
             self.read_only_txn = self._read_only_option(stmt.node.get("options") or [])
             if stmt.as_of is not None:
                 self.as_of_revision = self._as_of_revision(stmt.as_of)
-            self._begin(implicit=False)
+            self.begin(implicit=False)
             self.txn_began = self.engine.activity.clock()
             return "BEGIN"
         if kind == "TRANS_STMT_COMMIT":
@@ -1042,9 +928,9 @@ class Session:
                 # Keep the savepoint: the client is expected to ROLLBACK TO it and retry.
                 self.savepoints.append((name, mark))
             self.txn = self._new_txn()
-            self.state = ABORTED
+            self.state = transition(self.state, TxnEvent.RELEASE_FAILED)
             raise
-        self.state = COMMIT_WAIT
+        self.state = transition(self.state, TxnEvent.RELEASE_COMMITTED)
         return "RELEASE"
 
     def _rollback_to(self, name: str) -> str:
@@ -1058,7 +944,7 @@ class Session:
             assert self.txn is not None
             self.txn.rollback_to(mark.token)
             self._txn_catalog = None
-            self.state = OPEN
+            self.state = transition(self.state, TxnEvent.ROLLBACK_TO_SAVEPOINT)
         return "ROLLBACK"
 
     def _find_savepoint(self, name: str) -> int:
@@ -1082,7 +968,6 @@ class Session:
         return read_only
 
     def _as_of_revision(self, node: dict) -> int:
-        from pillbug.sql import statements
         return statements.as_of_revision(self, node)
 
     def _check_as_of_in_txn(self, node: dict) -> None:
@@ -1118,33 +1003,6 @@ def _committed_error() -> errors.PgError:
                           "current transaction is committed, commands ignored until end of transaction block")
 
 
-class _RetryTurn:
-    """The turn a statement being retried by the server holds on a contended key (at most one,
-    so turns cannot deadlock), given back when the statement is done."""
-
-    __slots__ = ("turns", "key")
-
-    def __init__(self, turns: Any) -> None:
-        self.turns = turns
-        self.key: bytes | None = None
-
-    async def wait(self, conflict_key: bytes | None, attempt: int) -> None:
-        """Before the next attempt: wait for the turn on the key the last one lost on."""
-        if conflict_key is None:
-            await _backoff(attempt)
-            return
-        if conflict_key == self.key:
-            return  # lost to a first attempt while holding the turn: still first in line
-        self.give_back()
-        await self.turns.take(conflict_key)
-        self.key = conflict_key
-
-    def give_back(self) -> None:
-        if self.key is not None:
-            key, self.key = self.key, None
-            self.turns.give_back(key)
-
-
 class _EmptyQuery(Exception):
     """The query string held no statement (EmptyQueryResponse)."""
 
@@ -1158,10 +1016,6 @@ def _peek_done(portal: Portal, rows: Iterator[list[tuple]]) -> bool:
         return True
     portal.pending = nxt
     return False
-
-
-async def _backoff(attempt: int) -> None:
-    await asyncio.sleep(min(0.001 * (2 ** min(attempt, 8)), 0.2) * random.random())
 
 
 def _is_retry_safe(stmt: Statement) -> bool:
@@ -1178,6 +1032,5 @@ def _returns_rows(stmt: Statement) -> bool:
 
 
 def _static_columns(stmt: Statement) -> list[ScopeColumn] | None:
-    from pillbug.sql import statements
     return statements.result_columns(stmt)
 

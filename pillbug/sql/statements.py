@@ -7,23 +7,40 @@ tells the columns a statement will return without running it (for Describe).
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from pillbug.sql import access, activity, ddl, enum_ddl, settings, show, unsupported, users
+from pillbug.sql import access, activity, datum, ddl, enum_ddl, settings, show, unsupported, users
 from pillbug.sql import types as T
+from pillbug.sql import vars as session_vars
 from pillbug.sql.catalog import system
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.exec.nodes import GUARDED, python_error
 from pillbug.sql.parser.front import Statement
+from pillbug.sql.result import StatementOutcome
 from pillbug.sql.sem.build import BuildContext, ExprBuilder, ParamTypes, Scope, ScopeColumn
+from pillbug.sql.txn_state import NO_TXN
 from pillbug.util import errors, hlc
 
 
-def _outcome(columns: list[ScopeColumn] | None, rows: list[tuple] | None, tag: str) -> Any:
-    from pillbug.sql.session import StatementOutcome
+def _outcome(columns: list[ScopeColumn] | None, rows: list[tuple] | None, tag: str) -> StatementOutcome:
     batches = iter([rows]) if rows else iter(())
     return StatementOutcome(columns, batches if columns is not None else None, tag)
+
+
+def statement_source(stmt: Statement) -> tuple[list[ScopeColumn], Callable[[Any], list[tuple]]] | None:
+    """A statement run here (SHOW ...) used as a `[ ... ]` data source: its columns and a function
+    that runs it in the executing session (ctx.session) and returns its rows; None when it
+    returns no rows."""
+    columns = result_columns(stmt)
+    if columns is None:
+        return None
+
+    def produce(ctx: Any) -> list[tuple]:
+        outcome = execute(ctx.session, stmt, [])
+        return [r for batch in outcome.rows or () for r in batch]
+    return columns, produce
 
 
 def result_columns(stmt: Statement) -> list[ScopeColumn] | None:
@@ -109,7 +126,6 @@ def _set(session: Any, node: dict) -> str:
                 d = opt.get("DefElem", {})
                 if d.get("defname") == "transaction_isolation":
                     level = d["arg"]["A_Const"]["sval"]["sval"]
-                    from pillbug.sql import vars as session_vars
                     session_vars.validate("transaction_isolation", level)
             return "SET"
         if name == "TIME ZONE":
@@ -120,7 +136,6 @@ def _set(session: Any, node: dict) -> str:
         session.reset_var(name)
         return "RESET" if kind == "VAR_RESET" else "SET"
     if kind == "VAR_RESET_ALL":
-        from pillbug.sql import vars as session_vars
         for n in list(session.vars):
             if n not in session_vars.READ_ONLY and n not in ("database", "application_name"):
                 session.vars[n] = session_vars.DEFINITIONS[n][0]
@@ -129,10 +144,9 @@ def _set(session: Any, node: dict) -> str:
         return "SET"
     value = _setting_value(session, node.get("args") or [])
     if node.get("is_local"):
-        if session.state == "NoTxn":
+        if session.state == NO_TXN:
             session.pending_notices.append("SET LOCAL can only be used in transaction blocks")
             return "SET"
-        from pillbug.sql import vars as session_vars
         canonical = session_vars.canonical(name)
         session.local_vars.setdefault(canonical, session.show_var(canonical))
     session.set_var(name, value)
@@ -186,10 +200,9 @@ def _vacuum(session: Any, stmt: Statement) -> str:
 
 
 def _discard(session: Any, stmt: Statement) -> str:
-    if session.state != "NoTxn":
+    if session.state != NO_TXN:
         raise errors.PgError(errors.ACTIVE_SQL_TRANSACTION, "DISCARD ALL cannot run inside a transaction block")
     session.sql_prepared.clear()
-    from pillbug.sql import vars as session_vars
     for n in list(session.vars):
         if n not in session_vars.READ_ONLY and n not in ("database", "application_name"):
             session.vars[n] = session_vars.DEFINITIONS[n][0]
@@ -250,8 +263,8 @@ _HANDLERS = {
 
 def as_of_revision(session: Any, node: dict) -> int:
     """The revision an AS OF SYSTEM TIME expression names."""
-    store = session.engine.store
-    now_ts = store.now()
+    db = session.engine.db
+    now_ts = db.now()
     value, typ = _eval_constant(session, node)
     if isinstance(value, str):
         text = value.strip()
@@ -263,7 +276,6 @@ def as_of_revision(session: Any, node: dict) -> int:
         ts = hlc.from_decimal(value)
     elif isinstance(value, datetime.datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
-        from pillbug.sql import datum
         ts = hlc.pack(datum.micros_since_epoch(moment) * 1000)
     elif isinstance(value, int):
         ts = hlc.pack(value)
@@ -271,8 +283,8 @@ def as_of_revision(session: Any, node: dict) -> int:
         raise errors.invalid_parameter_value(f"AS OF SYSTEM TIME: unsupported value {value!r}")
     if ts > now_ts:
         raise errors.invalid_parameter_value("AS OF SYSTEM TIME: cannot specify timestamp in the future")
-    revision = store.revision_at(ts)
-    if revision < store.compacted_revision():
+    revision = db.revision_at(ts)
+    if revision < db.compacted_revision():
         raise errors.invalid_parameter_value(
             "AS OF SYSTEM TIME: timestamp is older than the garbage collection threshold")
     return revision
@@ -280,7 +292,6 @@ def as_of_revision(session: Any, node: dict) -> int:
 
 def _as_of_text(text: str, now_ts: int) -> int:
     """A timestamp, or an interval back from now ('-10s'), as an HLC time."""
-    from pillbug.sql import datum
     try:
         moment = datum.parse_timestamptz(text)
         return hlc.pack(datum.micros_since_epoch(moment) * 1000)

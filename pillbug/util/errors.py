@@ -6,6 +6,8 @@ This module knows nothing of the wire protocol; pgwire turns a PgError into an E
 """
 from __future__ import annotations
 
+from pillbug import CRDB_COMPAT_VERSION
+
 
 class PgError(Exception):
     """An error with a SQLSTATE and the optional fields of an ErrorResponse."""
@@ -223,7 +225,6 @@ _UNTRACKED_HINT = (
 
 def issue_url(issue: int) -> str:
     """CockroachDB's link to a tracking issue, for the release Pillbug follows."""
-    from pillbug import CRDB_COMPAT_VERSION
     release = ".".join(CRDB_COMPAT_VERSION.split(".")[:2])
     return f"https://go.crdb.dev/issue-v/{issue}/{release}"
 

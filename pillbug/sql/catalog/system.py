@@ -24,6 +24,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from pillbug.kv.db import DB
 from pillbug.kv.txn import Txn
 from pillbug.sql import types as T
 from pillbug.sql.catalog.descriptors import (
@@ -39,7 +40,6 @@ from pillbug.sql.catalog.descriptors import (
 )
 from pillbug.sql.enums import EnumInfo
 from pillbug.sql.types import SQLType
-from pillbug.storage.store import Store
 from pillbug.util import encoding as enc
 from pillbug.util import errors
 
@@ -249,10 +249,9 @@ class Catalog:
         return user == ROOT_USER or ADMIN_ROLE in self.roles_of(user)
 
 
-def load_catalog(store: Store, revision: int, version: int) -> Catalog:
+def load_catalog(db: DB, revision: int, version: int) -> Catalog:
     """Build the Catalog from the system keys as of a revision (not recorded in any read set)."""
-    rows = [(k, v) for k, v, _ in store.scan(SYSTEM_SPAN[0], SYSTEM_SPAN[1], revision)]
-    return _build(rows, version)
+    return _build(db.scan(SYSTEM_SPAN[0], SYSTEM_SPAN[1], revision), version)
 
 
 def load_catalog_in_txn(txn: Txn, version: int) -> Catalog:
@@ -339,9 +338,9 @@ def create_database(txn: Txn, name: str, owner: str, db_id: int | None = None,
     return db
 
 
-async def bootstrap(store: Store) -> bool:
+async def bootstrap(db: DB) -> bool:
     """Write the initial system data into an empty store. Returns False if already there."""
-    txn = Txn(store)
+    txn = db.txn()
     if txn.get(VERSION_KEY) is not None:
         return False
     write_user(txn, UserRecord(ROOT_USER, None))

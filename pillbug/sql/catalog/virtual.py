@@ -16,11 +16,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pillbug.sql import datum
+from pillbug import CRDB_COMPAT_VERSION, __version__
+from pillbug.sql import activity, datum
 from pillbug.sql import types as T
+from pillbug.sql import vars as session_vars
 from pillbug.sql.catalog import foreign_keys
 from pillbug.sql.catalog.descriptors import DatabaseDesc, ForeignKeyDesc, IndexDesc, TableDesc
+from pillbug.sql.catalog.oids import (
+    ATTRDEF_OID_BASE,
+    CONSTRAINT_OID_BASE,
+    PER_TABLE,
+    attrdef_oid,
+    constraint_oid,
+    index_oid,
+)
 from pillbug.sql.catalog.system import Catalog
+from pillbug.sql.sem import builtins
+from pillbug.sql.sem.builtins import NAVIGATION, RANKING
 from pillbug.util import errors
 
 SCHEMAS = ("pg_catalog", "information_schema", "crdb_internal", "pg_extension")
@@ -125,43 +137,6 @@ def _visible(ctx: Any, desc: Any) -> bool:
     return desc.privileges.owner in roles or any(r in desc.privileges.grants for r in roles)
 
 
-# OIDs. A table's (or view's, or sequence's) OID is its descriptor id, as in CockroachDB. Indexes,
-# constraints and column defaults get OIDs of their own, computed from the table's id so that they
-# can be mapped back to the object without a lookup table; each kind has its own range below 2^32.
-INDEX_OID_BASE = 2_000_000_000
-CONSTRAINT_OID_BASE = 3_000_000_000
-ATTRDEF_OID_BASE = 4_000_000_000
-_PER_TABLE = 1000  # index ids, constraint numbers or column positions per table
-# (so the scheme holds for descriptor ids below 294,967, which keeps every OID below 2^32)
-
-
-def index_oid(table: TableDesc, index_id: int) -> int:
-    return INDEX_OID_BASE + table.id * _PER_TABLE + index_id
-
-
-def constraint_oid(table: TableDesc, n: int) -> int:
-    return CONSTRAINT_OID_BASE + table.id * _PER_TABLE + n
-
-
-def attrdef_oid(table: TableDesc, attnum: int) -> int:
-    return ATTRDEF_OID_BASE + table.id * _PER_TABLE + attnum
-
-
-def relation_by_oid(catalog: Catalog, oid: int) -> tuple[TableDesc, IndexDesc | None] | None:
-    """The table (index None) or the index (with its table) whose pg_class OID this is."""
-    desc = catalog.by_id.get(oid)
-    if isinstance(desc, TableDesc):
-        return desc, None
-    if INDEX_OID_BASE <= oid < CONSTRAINT_OID_BASE:
-        table_id, index_id = divmod(oid - INDEX_OID_BASE, _PER_TABLE)
-        table = catalog.by_id.get(table_id)
-        if isinstance(table, TableDesc):
-            for idx in table.all_indexes():
-                if idx.id == index_id:
-                    return table, idx
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class Constraint:
     """One row of pg_constraint: a table's primary key, a unique index, a CHECK or a FOREIGN KEY."""
@@ -219,7 +194,7 @@ def table_constraints(table: TableDesc, catalog: Catalog | None = None) -> list[
 def constraint_by_oid(catalog: Catalog, oid: int) -> tuple[TableDesc, Constraint] | None:
     if not CONSTRAINT_OID_BASE <= oid < ATTRDEF_OID_BASE:
         return None
-    table = catalog.by_id.get((oid - CONSTRAINT_OID_BASE) // _PER_TABLE)
+    table = catalog.by_id.get((oid - CONSTRAINT_OID_BASE) // PER_TABLE)
     if not isinstance(table, TableDesc):
         return None
     for con in table_constraints(table, catalog):
@@ -783,7 +758,6 @@ def index_definition(t: TableDesc, idx: Any, schema: str = "public") -> str:
          "context text, vartype text, source text, min_val text, max_val text, enumvals text[], "
          "boot_val text, reset_val text, sourcefile text, sourceline int4, pending_restart bool")
 def _pg_settings(ctx: Any) -> Iterable[tuple]:
-    from pillbug.sql import vars as session_vars
     session = ctx.session
     for name in sorted(session.vars):
         value = session.show_var(name)
@@ -859,8 +833,6 @@ def builtin_procs() -> list[BuiltinProc]:
     """Every builtin function, aggregate and window function overload, with a stable OID (the
     builtins are fixed for a build, so the list is computed once)."""
     if not _PROCS:
-        from pillbug.sql.sem import builtins
-        from pillbug.sql.sem.builtins import NAVIGATION, RANKING
         entries: list[tuple[str, Any]] = [(name, d) for name, d in builtins.FUNCTIONS.items()]
         entries += [(name, a) for name, a in builtins.AGGREGATES.items()]
         entries += [(name, None) for name in RANKING | NAVIGATION]
@@ -1056,21 +1028,18 @@ _SESSION_COLUMNS = ("node_id int8, session_id text, status text, user_name text,
 @virtual("crdb_internal", "cluster_queries", _QUERY_COLUMNS)
 @virtual("crdb_internal", "node_queries", _QUERY_COLUMNS)
 def _queries(ctx: Any) -> Iterable[tuple]:
-    from pillbug.sql import activity
     return activity.query_rows(ctx.session)
 
 
 @virtual("crdb_internal", "cluster_sessions", _SESSION_COLUMNS)
 @virtual("crdb_internal", "node_sessions", _SESSION_COLUMNS)
 def _sessions(ctx: Any) -> Iterable[tuple]:
-    from pillbug.sql import activity
     return activity.session_rows(ctx.session)
 
 
 @virtual("crdb_internal", "node_build_info", "node_id int8, field text, value text")
 def _node_build_info(ctx: Any) -> Iterable[tuple]:
     session = ctx.session
-    from pillbug import CRDB_COMPAT_VERSION, __version__
     yield (session.engine.node_id, "Name", "CockroachDB")
     yield (session.engine.node_id, "Build", session.engine.version_string)
     yield (session.engine.node_id, "Version", CRDB_COMPAT_VERSION)

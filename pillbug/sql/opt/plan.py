@@ -1,8 +1,9 @@
 """The planned statements: which planner function builds the plan of each statement kind.
 
 plan_statement() is the one entry point the session uses for SELECT, INSERT/UPSERT, UPDATE,
-DELETE and EXPLAIN; it returns the plan and the command tag. The planner also comes here for a
-`[ ... ]` data source that holds one of these statements.
+DELETE and EXPLAIN; it returns the plan and the command tag. The planner comes here too, for a
+`[ ... ]` data source or a WITH clause's DML, through its environment (PlanEnv.plan_statement):
+this module sits above the planner and the planner does not import it.
 """
 from __future__ import annotations
 
@@ -15,9 +16,6 @@ from pillbug.sql.opt.planner import Planner, QueryPlan, referenced_columns, with
 from pillbug.sql.parser.front import Statement
 from pillbug.sql.sem.build import ScopeColumn
 from pillbug.util import errors
-
-PLANNED_KINDS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "ExplainStmt"})
-
 
 _MUTATIONS = {"InsertStmt": (mutations.plan_insert, "INSERT"), "UpdateStmt": (mutations.plan_update, "UPDATE"),
               "DeleteStmt": (mutations.plan_delete, "DELETE")}

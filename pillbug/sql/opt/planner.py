@@ -29,7 +29,7 @@ from pillbug.sql.catalog.system import Catalog
 from pillbug.sql.exec import nodes as N
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.opt import index_select, window
-from pillbug.sql.parser.front import Statement
+from pillbug.sql.parser.front import Statement, parse
 from pillbug.sql.rowenc import TableCodec
 from pillbug.sql.sem import builtins
 from pillbug.sql.sem.build import (
@@ -56,6 +56,10 @@ class VirtualTable(Protocol):
     def rows(self, ctx: ExecCtx) -> Any: ...
 
 
+# The statement kinds opt/plan.py plans (the others are run by the statements layer).
+PLANNED_KINDS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "ExplainStmt"})
+
+
 class PlanEnv(Protocol):
     catalog: Catalog
     database: str
@@ -68,6 +72,17 @@ class PlanEnv(Protocol):
     def virtual_table(self, schema: str, name: str) -> VirtualTable | None: ...
 
     def resolve_table_name(self, names: list[str]) -> tuple[str, Any]: ...
+
+    def plan_statement(self, planner: Planner, stmt: Statement) -> tuple[QueryPlan, str]:
+        """A statement of PLANNED_KINDS planned with `planner` (opt/plan.py's dispatch, which sits
+        above the planner): for a WITH clause's DML and a `[ ... ]` data source."""
+        ...
+
+    def statement_source(self, stmt: Statement) -> tuple[list[ScopeColumn], Callable[[ExecCtx], Any]] | None:
+        """A statement that is not planned (SHOW ...) as a data source: its columns and a function
+        that runs it in the executing session (ctx.session) and returns its rows; None when the
+        statement returns no rows. The statements layer above the planner answers it."""
+        ...
 
 
 @dataclass(slots=True)
@@ -353,9 +368,8 @@ class Planner:
                 q = cte["ctequery"]
                 (q_kind, q_body), = q.items()
                 if q_kind in ("InsertStmt", "UpdateStmt", "DeleteStmt"):
-                    from pillbug.sql.opt.plan import plan_statement
                     stmt = Statement(q_kind, q_body, "", index_hints=self.index_hints)
-                    plan, _ = plan_statement(self, stmt)
+                    plan, _ = self.env.plan_statement(self, stmt)
                     node = N.Materialized(plan.node)
                     first.append(node)
                     scope_ctes[cte["ctename"]] = QueryPlan(node, plan.columns)
@@ -839,10 +853,9 @@ class Planner:
         stmt = body["statement"]
         alias_node = body.get("alias")
         alias = alias_node["aliasname"] if alias_node else ""
-        from pillbug.sql.opt.plan import PLANNED_KINDS, plan_statement
         if stmt.kind in PLANNED_KINDS:
             inner = Planner(self.env, self.params, stmt.index_hints)
-            plan, _ = plan_statement(inner, stmt)
+            plan, _ = self.env.plan_statement(inner, stmt)
             if not plan.columns:
                 raise errors.syntax_error("statement source must return rows: add RETURNING")
             node = plan.node
@@ -852,16 +865,12 @@ class Planner:
             cols = _rename([ScopeColumn(c.name, c.type, alias) for c in plan.columns], alias_node, alias)
             return Source(N.Rename(node, cols), cols, alias=alias)
         # SHOW statements: run by the statements layer, which this planner sits under, so it
-        # is reached through the session at execution time.
-        from pillbug.sql import statements
-        columns = statements.result_columns(stmt)
-        if columns is None:
+        # is reached through the environment, and run in the executing session.
+        source = self.env.statement_source(stmt)
+        if source is None:
             raise errors.syntax_error(f"{unsupported.statement_name(stmt.kind)[0]} cannot be used as a data source")
+        columns, produce = source
         cols = _rename([ScopeColumn(c.name, c.type, alias) for c in columns], alias_node, alias)
-
-        def produce(ctx: ExecCtx) -> Any:
-            outcome = statements.execute(ctx.session, stmt, [])
-            return [r for batch in outcome.rows or () for r in batch]
         return Source(N.Generate(cols, produce, f"show ({stmt.kind})"), cols, alias=alias)
 
     def _plan_range_var(self, body: dict) -> Source:
@@ -885,7 +894,6 @@ class Planner:
         table: TableDesc = obj
         if table.is_view:
             self.referenced = None  # the view's query names columns of its own
-            from pillbug.sql.parser.front import parse
             stmt = parse(table.view_query)[0]
             if not self.view_depth:
                 self.env.check_privilege(table, "SELECT")

@@ -24,6 +24,17 @@ from pillbug.sql import datum
 from pillbug.sql import types as T
 from pillbug.sql.datum import UTC, Interval, Json
 from pillbug.sql.sem import casts
+from pillbug.sql.sem.ops import (
+    _dec_div,
+    _int_floordiv,
+    _int_mod,
+    _pow_dec,
+    _pow_float,
+    add_interval,
+    json_path,
+    json_text,
+    regex,
+)
 from pillbug.sql.types import SQLType
 from pillbug.util import errors
 
@@ -310,7 +321,6 @@ def _substr3(s: str, start: int, count: int) -> str:
 
 @fn("substring", ("string", "string"), T.STRING)
 def _substr_regex(s: str, pattern: str) -> str | None:
-    from pillbug.sql.sem.ops import regex
     m = regex(pattern).search(s)
     if m is None:
         return None
@@ -518,7 +528,6 @@ def _regexp_replace(s: str, pattern: str, rep: str) -> str:
 def _regexp_replace4(s: str, pattern: str, rep: str, flags: str) -> str:
     import re as _re
 
-    from pillbug.sql.sem.ops import regex
     rx = regex(pattern, _re.I if "i" in flags else 0)
     py_rep = _re.sub(r"\\(\d)", r"\\g<\1>", rep)
     return rx.sub(py_rep, s, count=0 if "g" in flags else 1)
@@ -529,7 +538,6 @@ def _regexp_split(s: str, pattern: str, flags: str = "") -> list[str]:
     previous match, does not split (so '' splits between characters)."""
     import re as _re
 
-    from pillbug.sql.sem.ops import regex
     rx = regex(pattern, _re.I if "i" in flags else 0)
     parts = []
     start = 0
@@ -660,7 +668,6 @@ def _trunc_d2(x: Decimal, places: int) -> Decimal:
 
 @fn("mod", ("int", "int"), T.INT8)
 def _mod(a: int, b: int) -> int:
-    from pillbug.sql.sem.ops import _int_mod
     return _int_mod(a, b)
 
 
@@ -673,13 +680,11 @@ def _mod_d(a: Decimal, b: Decimal) -> Decimal:
 
 @fn("power|pow", ("float", "float"), T.FLOAT8)
 def _pow(a: float, b: float) -> float:
-    from pillbug.sql.sem.ops import _pow_float
     return _pow_float(a, b)
 
 
 @fn("power|pow", ("decimal", "decimal"), T.DECIMAL)
 def _pow_d(a: Decimal, b: Decimal) -> Decimal:
-    from pillbug.sql.sem.ops import _pow_dec
     return _pow_dec(a, b)
 
 
@@ -782,7 +787,6 @@ fn("atan2", ("float", "float"), T.FLOAT8)(math.atan2)
 
 @fn("div", ("int", "int"), T.INT8)
 def _div(a: int, b: int) -> int:
-    from pillbug.sql.sem.ops import _int_floordiv
     return _int_floordiv(a, b)
 
 
@@ -1012,7 +1016,6 @@ def _age(a: datetime.datetime, b: datetime.datetime) -> Interval:
         sign = -1
     months = (a.year - b.year) * 12 + (a.month - b.month)
     anchor = b
-    from pillbug.sql.sem.ops import add_interval
     if add_interval(anchor, Interval(months, 0, 0)) > a:
         months -= 1
     rest = a - add_interval(anchor, Interval(months, 0, 0))
@@ -1168,13 +1171,11 @@ def _jsonb_build_array(*args: Any) -> Json:
 
 @fn("jsonb_extract_path|json_extract_path", ("jsonb", "string"), T.JSONB, variadic=True)
 def _jsonb_extract_path(j: Json, *path: str) -> Json | None:
-    from pillbug.sql.sem.ops import json_path
     return json_path(j, list(path))
 
 
 @fn("jsonb_extract_path_text|json_extract_path_text", ("jsonb", "string"), T.STRING, variadic=True)
 def _jsonb_extract_path_text(j: Json, *path: str) -> str | None:
-    from pillbug.sql.sem.ops import json_path, json_text
     r = json_path(j, list(path))
     return None if r is None else json_text(r)
 
@@ -1230,7 +1231,6 @@ def _jsonb_array_elements(j: Json) -> list[tuple]:
 
 @fn("jsonb_array_elements_text|json_array_elements_text", ("jsonb",), T.STRING, srf=True, srf_columns=["value"])
 def _jsonb_array_elements_text(j: Json) -> list[tuple]:
-    from pillbug.sql.sem.ops import json_text
     if not isinstance(j.value, list):
         raise errors.invalid_parameter_value("cannot extract elements from an object")
     return [(json_text(Json(v)),) for v in j.value]
@@ -1399,7 +1399,6 @@ def _generate_series3(start: int, stop: int, step: int) -> Any:
 @fn("generate_series", ("timestamptz", "timestamptz", "interval"), T.TIMESTAMPTZ, srf=True,
     srf_columns=["generate_series"])
 def _generate_series_ts(start: Any, stop: Any, step: Interval) -> Any:
-    from pillbug.sql.sem.ops import add_interval
     if step._span() == 0:
         raise errors.invalid_parameter_value("step cannot be 0")
     cur = start
@@ -1520,7 +1519,6 @@ class Avg(Aggregate):
             return None
         if self.is_float:
             return self.total / self.n
-        from pillbug.sql.sem.ops import _dec_div
         return _dec_div(Decimal(self.total), Decimal(self.n))
 
 

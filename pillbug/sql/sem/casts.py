@@ -19,7 +19,7 @@ from typing import Any
 
 from pillbug.sql import datum
 from pillbug.sql import types as T
-from pillbug.sql.catalog import foreign_keys, virtual
+from pillbug.sql.catalog import foreign_keys, oids
 from pillbug.sql.datum import UTC, Interval, Json
 from pillbug.sql.types import SQLType
 from pillbug.util import errors
@@ -273,7 +273,7 @@ def _regclass(oid: int, ctx: Any) -> int:
     if catalog is None:
         return oid
 
-    found = virtual.relation_by_oid(catalog, oid)
+    found = oids.relation_by_oid(catalog, oid)
     if found is None:
         return oid
     table, index = found

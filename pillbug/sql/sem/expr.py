@@ -14,6 +14,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from pillbug.sql import datum
 from pillbug.sql import types as T
 from pillbug.sql.types import SQLType
 from pillbug.util import errors
@@ -640,7 +641,6 @@ def _paren(e: Expr, kinds: tuple) -> str:
 
 
 def _format_const(e: Const) -> str:
-    from pillbug.sql import datum
     v = e.value
     if v is None:
         return "NULL"

@@ -16,7 +16,7 @@ from typing import Any
 
 from pillbug.sql import access, datum
 from pillbug.sql import types as T
-from pillbug.sql.catalog import virtual
+from pillbug.sql.catalog import oids, virtual
 from pillbug.sql.catalog.descriptors import DatabaseDesc, Privileges, SchemaDesc, TableDesc
 from pillbug.sql.catalog.system import Catalog
 from pillbug.sql.sem.builtins import fn
@@ -83,7 +83,7 @@ def _pg_get_indexdef(ctx: Any, oid: int) -> str | None:
 
 @fn("pg_get_indexdef", ("oid", "int", "bool"), T.STRING, needs_ctx=True)
 def _pg_get_indexdef3(ctx: Any, oid: int, column: int, pretty: bool) -> str | None:
-    found = virtual.relation_by_oid(_catalog(ctx), oid)
+    found = oids.relation_by_oid(_catalog(ctx), oid)
     if found is None or found[1] is None:
         return None
     table, idx = found
@@ -120,7 +120,7 @@ def _pg_get_expr3(expr: str, relation: int, pretty: bool) -> str:
 
 @fn("pg_get_viewdef", ("oid",), T.STRING, needs_ctx=True)
 def _pg_get_viewdef(ctx: Any, oid: int) -> str | None:
-    found = virtual.relation_by_oid(_catalog(ctx), oid)
+    found = oids.relation_by_oid(_catalog(ctx), oid)
     if found is None or found[1] is not None or not found[0].is_view:
         return None
     return found[0].view_query
@@ -186,7 +186,7 @@ def _split_name(name: str) -> list[str]:
 @fn("pg_relation_is_publishable", ("oid",), T.BOOL, needs_ctx=True)
 def _pg_relation_is_publishable(ctx: Any, oid: int) -> bool | None:
     """Whether a publication FOR ALL TABLES would include the relation: ordinary tables only."""
-    found = virtual.relation_by_oid(_catalog(ctx), oid)
+    found = oids.relation_by_oid(_catalog(ctx), oid)
     if found is None:
         return None
     table, idx = found
@@ -220,7 +220,7 @@ def _pg_table_is_visible(ctx: Any, oid: int) -> bool | None:
     """Whether the relation can be named without its schema: its schema is on the search path
     and no schema before it there holds a relation of the same name."""
     catalog = _catalog(ctx)
-    found = virtual.relation_by_oid(catalog, oid)
+    found = oids.relation_by_oid(catalog, oid)
     if found is None:
         vt = virtual.table_by_oid(oid)
         return None if vt is None else vt.schema in virtual.search_path(ctx.session)
@@ -333,7 +333,7 @@ def _holds(ctx: Any, user: str, desc: Any, privileges: list[str]) -> bool:
 def _table_arg(ctx: Any, table: Any) -> TableDesc:
     if isinstance(table, str):
         return _table_by_name(ctx, table)
-    found = virtual.relation_by_oid(_catalog(ctx), table)
+    found = oids.relation_by_oid(_catalog(ctx), table)
     if found is None or found[1] is not None:
         raise errors.undefined_table(f"relation with OID {table} does not exist")
     return found[0]
