@@ -221,14 +221,14 @@ def test_concurrent_commits_share_synced_batches(harness):
 def test_a_lone_client_commits_inline_and_concurrent_ones_share_batches(harness):
     store = harness.store
     for i in range(20):
-        result = harness.run(store.commit([], [(b"in/%02d" % i, b"v")], alone=True))
+        result = harness.run(store.commit([], [(b"in/%02d" % i, b"v")]))
         assert result.succeeded and store.current_revision() == result.revision
     assert store.stats.inline_batches == 20
 
     async def many():
         # The writer thread is busy with the first of these: the rest must queue behind it,
         # even though each says it is alone, and share synced batches.
-        return await asyncio.gather(*(store.commit([], [(b"cc/%03d" % i, b"v")], alone=i > 0)
+        return await asyncio.gather(*(store.commit([], [(b"cc/%03d" % i, b"v")])
                                       for i in range(200)))
     results = harness.run(many())
     assert all(r.succeeded for r in results)
@@ -241,7 +241,7 @@ def test_checkpoints_grow_the_map_while_a_lone_client_commits_inline(tmp_path):
     try:
         value = os.urandom(4000)
         for i in range(100):  # about 400 KiB: checkpoints on the writer thread must grow the map
-            result = h.run(h.store.commit([], [(b"big/%03d" % i, value)], alone=True))
+            result = h.run(h.store.commit([], [(b"big/%03d" % i, value)]))
             assert result.succeeded
         assert h.store.stats.inline_batches == 100
         assert h.store.stats.checkpoints >= 1 and h.store.stats.map_grows >= 1
@@ -268,7 +268,7 @@ async def main(path, checkpoints_before_crash):
     store._write_revisions = write_revisions
     value = b"v" * 900
     for round_ in range(1000):
-        results = await asyncio.gather(*(store.commit([], [(b"k/%04d/%d" % (round_, i), value)], alone=i == 0)
+        results = await asyncio.gather(*(store.commit([], [(b"k/%04d/%d" % (round_, i), value)])
                                          for i in range(3)))
         print(max(r.revision for r in results), flush=True)  # acknowledged
     os._exit(0)  # a crash without a checkpoint or close
@@ -493,7 +493,7 @@ def test_when_lmdb_cannot_take_the_log_commits_fail_instead_of_waiting(tmp_path,
         async def fill():
             for i in range(400):
                 try:
-                    result = await h.store.commit([], [(b"f/%04d" % i, os.urandom(900))], alone=True)
+                    result = await h.store.commit([], [(b"f/%04d" % i, os.urandom(900))])
                 except CommitFailedError:
                     return
                 acknowledged.append((b"f/%04d" % i, result.revision))
