@@ -67,7 +67,8 @@ class Txn:
 
     __slots__ = ("store", "_read_revision", "timestamp", "reads", "spans", "writes", "_write_bytes",
                  "_limits", "_sorted_write_keys", "is_read_only_snapshot", "writes_refused",
-                 "committed_revision", "conflict_key", "_undo", "_done", "locks", "locked", "waiting_for")
+                 "committed_revision", "conflict_key", "_undo", "_done", "locks", "locked", "waiting_for",
+                 "_prefetched")
 
     def __init__(self, store: Store, read_revision: int | None = None,
                  is_read_only_snapshot: bool = False, writes_refused: str | None = None,
@@ -79,6 +80,8 @@ class Txn:
         # Taken at the first read (read_revision), not here: a networked store's current
         # revision is a round trip, which a transaction that only writes never needs.
         self._read_revision = read_revision
+        # Values prefetch() read from the store at read_revision, for the get() calls that follow.
+        self._prefetched: dict[bytes, bytes | None] | None = None
         self.timestamp = store.now()
         self.reads: dict[bytes, int] = {}
         self.spans: list[tuple[bytes, bytes]] = []
@@ -110,11 +113,28 @@ class Txn:
     @read_revision.setter
     def read_revision(self, revision: int) -> None:
         self._read_revision = revision
+        self._prefetched = None  # read at the old snapshot
+
+    def prefetch(self, keys: Sequence[bytes]) -> None:
+        """Read keys now, with get_many, so that the get() of each that follows makes no store
+        call: a statement that checks a batch of rows one by one (uniqueness) reads them in one
+        call. Only the latest prefetch is kept (a batch's worth), and only values from the
+        store: this transaction's writes, made before or after, still win in get()."""
+        writes = self.writes
+        wanted = list(dict.fromkeys(key for key in keys if key not in writes))
+        self._prefetched = None
+        if not wanted:
+            return
+        values = self.get_many(wanted)
+        self._prefetched = dict(zip(wanted, values))
 
     def get(self, key: bytes) -> bytes | None:
         writes = self.writes
         if key in writes:
             return writes[key]
+        prefetched = self._prefetched
+        if prefetched is not None and key in prefetched:
+            return prefetched[key]
         try:
             value, mod = self.store.get(key, self.read_revision)
         except CompactedError as exc:

@@ -23,6 +23,9 @@ from pillbug.util import errors
 
 BATCH = 256
 Batch = list[tuple]
+# Keys per batched read of work collected across a statement (foreign key checks, backfills);
+# operators that read per input row read a BATCH of rows' keys per call.
+READ_BATCH = 1024
 
 
 def emit(ctx: ExecCtx, rows: Iterable[tuple | None]) -> Iterator[Batch]:
