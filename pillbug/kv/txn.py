@@ -430,7 +430,7 @@ class Txn:
             # A read-only transaction read one consistent snapshot: nothing to check.
             self.committed_revision = self.read_revision
             return self.read_revision
-        read_revision = self.read_revision
+        read_revision = self._read_revision  # None: it read nothing, so it needed no snapshot
         compares: list = [KeyCompare(k, m) for k, m in self.reads.items()]
         compares.extend(RangeCompare(s, e, read_revision) for s, e in self.spans)
         try:
@@ -450,7 +450,7 @@ class Txn:
             raise errors.serialization_failure(
                 "TransactionRetryWithProtoRefreshError: TransactionRetryError: retry txn "
                 f"(RETRY_SERIALIZABLE - failed preemptive refresh due to a conflict: {what})")
-        assert result.revision > read_revision
+        assert read_revision is None or result.revision > read_revision
         self.committed_revision = result.revision
         return result.revision
 
