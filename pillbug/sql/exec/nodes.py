@@ -179,6 +179,8 @@ class Scan(Node):
         self.spans = spans
         self.reverse = reverse
         self.limit_hint = limit_hint
+        self.points = False  # every span is one whole primary key (the planner knows)
+        self.for_update = False  # (only with points) lock the rows, a batch at a time
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         spans = self.spans(ctx)
@@ -186,6 +188,12 @@ class Scan(Node):
             return
         decode = self.codec.decode_row
         txn = ctx.txn
+        if self.for_update and self.limit_hint is None:
+            keys = [start for start, _ in (reversed(spans) if self.reverse else spans)]
+            yield from emit(ctx, (decode(value) for lo in range(0, len(keys), BATCH)
+                                  for value in txn.get_many_for_update(keys[lo:lo + BATCH], ctx.wait_for_lock)
+                                  if value is not None))
+            return
         limit = self.limit_hint(ctx) if self.limit_hint is not None else 0
         for start, end in (reversed(spans) if self.reverse else spans):
             yield from emit(ctx, (decode(value) for _, value in
@@ -199,6 +207,8 @@ class Scan(Node):
         attrs = [f"table: {table.name}@{table.primary_index.name}", *self.info]
         if self.reverse:
             attrs.append("reverse: true")
+        if self.for_update:
+            attrs.append("locking strength: for update")
         return attrs
 
 
