@@ -289,6 +289,7 @@ class IndexScan(Node):
         positions = self.index.stored_positions
         width = len(self.codec.table.columns)
         limit = self.limit_hint(ctx) if self.limit_hint is not None else 0
+
         def rows(start: bytes, end: bytes) -> Iterator[tuple]:
             for _, entry in txn.scan(start, end, limit=limit, reverse=self.reverse):
                 row: list = [None] * width
