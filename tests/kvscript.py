@@ -9,6 +9,7 @@ Keys and values are written as Python string literals without quotes (`a`, `a\\x
 Store commands:
   commit               input lines: `cmp K MOD`, `rcmp START END REV`, `put K V`, `del K`
   get K at=R           scan START END at=R [limit=N] [reverse]
+  get_many K... at=R   each key's value and mod_revision, from one store call
   compact R            revision
   restart [recent=N]   close and reopen the store on its path (keeping N recent revisions in memory)
   dump                 every raw entry of the latest, history and revlog databases, decoded
@@ -18,6 +19,7 @@ Each script runs twice: as written, and with a checkpoint after every commit, so
 are answered once from the memtable and once from LMDB; the output must be the same.
 Transaction commands (T names a transaction):
   txn T [at=R]         get T K          scan T START END [limit=N] [reverse]
+  get_many T K...      each key's value (own writes first), then the read set
   put T K V            del T K          savepoint T NAME      rollback-to T NAME
   commit T [T2 ...]    (several at once: their commits are queued together, one group batch)
 """
@@ -170,6 +172,18 @@ class Runner:
             return show(txn.get(key_bytes(args[1])))
         value, mod = self.store.get(key_bytes(args[0]), opts["at"])
         return f"{show(value)} @{mod}"
+
+    def cmd_get_many(self, args: list[str], opts: dict, body: list[str]) -> str:
+        if "at" not in opts:
+            txn = self.txns[args[0]]
+            keys = [key_bytes(a) for a in args[1:]]
+            values = txn.get_many(keys)
+            reads = " ".join(f"{show(k)}@{m}" for k, m in sorted(txn.reads.items()))
+            return "\n".join([f"{show(k)}={show(v)}" for k, v in zip(keys, values)] + [f"reads: {reads}"])
+        keys = [key_bytes(a) for a in args]
+        found = self.store.get_many(keys, opts["at"])
+        assert found == [self.store.get(k, opts["at"]) for k in keys], "get_many disagrees with get"
+        return "\n".join(f"{show(k)}={show(v)} @{m}" for k, (v, m) in zip(keys, found))
 
     def cmd_scan(self, args: list[str], opts: dict, body: list[str]) -> str:
         reverse = "reverse" in args

@@ -92,6 +92,27 @@ def test_a_waiting_writer_reads_what_the_holder_committed(node, counter):
     assert _value(node, counter) == 20  # (0 + 10) * 2: the waiter saw the holder's commit
 
 
+def test_an_update_of_a_list_of_keys_locks_them_as_a_batch(node, counter):
+    """UPDATE ... WHERE k IN (...) locks its rows too (a batch at a time, in key order, then one
+    read): it waits for the holder of one of them, then reads what the holder committed."""
+    holder = node.connect(database=counter, autocommit=False)
+    try:
+        holder.cursor().execute("UPDATE counter SET v = v + 10 WHERE k = 2")
+        waiter = node.connect(database=counter)
+        try:
+            thread, outcome = _waits(waiter, "UPDATE counter SET v = v * 2 + 1 WHERE k IN (2, 1, 3)")
+            holder.commit()
+            thread.join(10)
+            assert not thread.is_alive() and "error" not in outcome, outcome
+        finally:
+            waiter.close()
+    finally:
+        holder.close()
+    assert (_value(node, counter, 1), _value(node, counter, 2)) == (1, 21)
+    plan = [line for (line,) in node.sql("EXPLAIN UPDATE counter SET v = 0 WHERE k IN (1, 2)", database=counter)]
+    assert any("locking strength: for update" in line for line in plan), plan
+
+
 def test_a_deadlock_is_broken_with_40001(node, counter):
     first = node.connect(database=counter, autocommit=False)
     second = node.connect(database=counter, autocommit=False)

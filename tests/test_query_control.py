@@ -100,6 +100,29 @@ def test_statement_timeout_stops_cpu_bound_query(node):
     conn.close()
 
 
+# A join whose predicate never holds produces no row: before exec/nodes.py's emit(), the
+# nested loop checked for cancel only when it had a batch of output, so this ran for its full
+# 5,000 x 2,000 pairs (seconds) past the timeout. Now every 256 steps without output check too.
+SILENT_JOIN = ("SELECT count(*) FROM (SELECT * FROM generate_series(1, 5000) ORDER BY 1) a(x), "
+               "generate_series(1, 2000) b(y) WHERE a.x + b.y < 0")
+
+
+def test_statement_timeout_stops_a_join_that_produces_no_rows(node):
+    conn = node.connect()
+    with conn.cursor() as cur:
+        cur.execute(f"EXPLAIN {SILENT_JOIN}")
+        assert any("cross join" in line for (line,) in cur.fetchall())
+        cur.execute("SET statement_timeout = 150")
+        began = time.monotonic()
+        with pytest.raises(psycopg2.errors.QueryCanceled) as info:
+            cur.execute(SILENT_JOIN)
+        assert time.monotonic() - began < 1.5
+        assert TIMEOUT_MESSAGE in str(info.value)
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    conn.close()
+
+
 @pytest.mark.parametrize("setting", ["2s", "2000", "statement_timeout_ms"])
 def test_statement_timeout_values(node, setting):
     conn = node.connect()

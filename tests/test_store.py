@@ -221,14 +221,14 @@ def test_concurrent_commits_share_synced_batches(harness):
 def test_a_lone_client_commits_inline_and_concurrent_ones_share_batches(harness):
     store = harness.store
     for i in range(20):
-        result = harness.run(store.commit([], [(b"in/%02d" % i, b"v")], alone=True))
+        result = harness.run(store.commit([], [(b"in/%02d" % i, b"v")]))
         assert result.succeeded and store.current_revision() == result.revision
     assert store.stats.inline_batches == 20
 
     async def many():
         # The writer thread is busy with the first of these: the rest must queue behind it,
         # even though each says it is alone, and share synced batches.
-        return await asyncio.gather(*(store.commit([], [(b"cc/%03d" % i, b"v")], alone=i > 0)
+        return await asyncio.gather(*(store.commit([], [(b"cc/%03d" % i, b"v")])
                                       for i in range(200)))
     results = harness.run(many())
     assert all(r.succeeded for r in results)
@@ -241,7 +241,7 @@ def test_checkpoints_grow_the_map_while_a_lone_client_commits_inline(tmp_path):
     try:
         value = os.urandom(4000)
         for i in range(100):  # about 400 KiB: checkpoints on the writer thread must grow the map
-            result = h.run(h.store.commit([], [(b"big/%03d" % i, value)], alone=True))
+            result = h.run(h.store.commit([], [(b"big/%03d" % i, value)]))
             assert result.succeeded
         assert h.store.stats.inline_batches == 100
         assert h.store.stats.checkpoints >= 1 and h.store.stats.map_grows >= 1
@@ -268,7 +268,7 @@ async def main(path, checkpoints_before_crash):
     store._write_revisions = write_revisions
     value = b"v" * 900
     for round_ in range(1000):
-        results = await asyncio.gather(*(store.commit([], [(b"k/%04d/%d" % (round_, i), value)], alone=i == 0)
+        results = await asyncio.gather(*(store.commit([], [(b"k/%04d/%d" % (round_, i), value)])
                                          for i in range(3)))
         print(max(r.revision for r in results), flush=True)  # acknowledged
     os._exit(0)  # a crash without a checkpoint or close
@@ -473,12 +473,54 @@ def test_reads_agree_with_a_model_wherever_the_versions_live(tmp_path_factory, s
             live = [(k, v, m) for k, v, m in live if v is not None]
             for key in _KEYS:
                 assert store.get(key, at) == model_get(key, at)
+            assert store.get_many(_KEYS, at) == [model_get(key, at) for key in _KEYS]
             for start, end in ((b"", b"\xff"), (b"a", b"b"), (b"a\x00", b"c"), (b"ab", b"ab\x00")):
                 expected = [row for row in live if start <= row[0] < end]
                 assert store.scan(start, end, at) == expected
                 assert store.scan(start, end, at, limit=2) == expected[:2]
                 assert store.scan(start, end, at, reverse=True) == expected[::-1]
                 assert store.scan(start, end, at, limit=1, reverse=True) == expected[::-1][:1]
+    finally:
+        h.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(_STEP, max_size=10),
+       own=st.lists(st.tuples(st.sampled_from(_KEYS), st.one_of(st.none(), st.binary(max_size=3))), max_size=4),
+       asked=st.lists(st.lists(st.sampled_from(_KEYS + [b"zz"]), max_size=8), min_size=1, max_size=4),
+       at=st.integers(0, 12))
+def test_get_many_answers_as_get_does(tmp_path_factory, steps, own, asked, at):
+    """On a random history, Store.get_many at any revision is get of each key, in order and with
+    duplicates; Txn.get_many reads its own writes, records the same read set as get does and
+    makes one store call per batch of keys."""
+    h = StoreHarness(str(tmp_path_factory.mktemp("get_many") / "store"), log_capacity=1 << 16)
+    try:
+        for step in steps:
+            if step == "checkpoint":
+                h.run(h.store.checkpoint())
+            else:
+                h.commit(step)
+        store = h.store
+        at = min(at, store.current_revision())
+        for keys in asked:
+            assert store.get_many(keys, at) == [store.get(k, at) for k in keys]
+        one, many = Txn(store, at), Txn(store, at)
+        for key, value in own:
+            for txn in (one, many):
+                if value is None:
+                    txn.delete(key)
+                else:
+                    txn.put(key, value)
+        calls = []
+        real = store.get_many
+        store.get_many = lambda keys, at: calls.append(len(keys)) or real(keys, at)  # type: ignore[method-assign]
+        try:
+            for keys in asked:
+                assert many.get_many(keys) == [one.get(k) for k in keys]
+        finally:
+            del store.get_many
+        assert many.reads == one.reads
+        assert all(n > 0 for n in calls) and len(calls) <= len(asked)
     finally:
         h.close()
 
@@ -493,7 +535,7 @@ def test_when_lmdb_cannot_take_the_log_commits_fail_instead_of_waiting(tmp_path,
         async def fill():
             for i in range(400):
                 try:
-                    result = await h.store.commit([], [(b"f/%04d" % i, os.urandom(900))], alone=True)
+                    result = await h.store.commit([], [(b"f/%04d" % i, os.urandom(900))])
                 except CommitFailedError:
                     return
                 acknowledged.append((b"f/%04d" % i, result.revision))

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from pillbug.kv.locks import LockTable
 from pillbug.storage.store import (
@@ -50,9 +50,11 @@ from pillbug.util import errors
 from pillbug.util.encoding import pretty_key
 
 _SCAN_BATCH = 1024
+# Keys per store call of a batched read (get_many): a networked store's request stays small.
+GET_MANY_BATCH = 1024
 # Bounds on what one transaction may accumulate; a client can grow these with one statement.
-MAX_TXN_WRITES = 2_000_000
-MAX_UNDO_ENTRIES = 2 * MAX_TXN_WRITES
+# (What one commit may write is the engine's to say: Store.limits.)
+MAX_UNDO_ENTRIES = 4_000_000
 MAX_READ_SPANS = 100_000
 # A refresh re-reads the spans this transaction scanned; past this many rows it gives up (40001).
 MAX_REFRESH_ROWS = 10_000
@@ -63,9 +65,10 @@ _ABSENT = object()  # undo log: the key had no buffered write before
 class Txn:
     """One transaction. Not shared between sessions; lives on the event loop's thread."""
 
-    __slots__ = ("store", "read_revision", "timestamp", "reads", "spans", "writes",
-                 "_sorted_write_keys", "is_read_only_snapshot", "writes_refused", "committed_revision",
-                 "conflict_key", "_undo", "_done", "locks", "locked", "waiting_for")
+    __slots__ = ("store", "_read_revision", "timestamp", "reads", "spans", "writes", "_write_bytes",
+                 "_limits", "_sorted_write_keys", "is_read_only_snapshot", "writes_refused",
+                 "committed_revision", "conflict_key", "_undo", "_done", "locks", "locked", "waiting_for",
+                 "_prefetched")
 
     def __init__(self, store: Store, read_revision: int | None = None,
                  is_read_only_snapshot: bool = False, writes_refused: str | None = None,
@@ -74,11 +77,17 @@ class Txn:
         self.locks = locks
         self.locked: list[bytes] = []  # keys whose lock this transaction holds
         self.waiting_for: bytes | None = None  # the key whose lock it waits for
-        self.read_revision = store.current_revision() if read_revision is None else read_revision
+        # Taken at the first read (read_revision), not here: a networked store's current
+        # revision is a round trip, which a transaction that only writes never needs.
+        self._read_revision = read_revision
+        # Values prefetch() read from the store at read_revision, for the get() calls that follow.
+        self._prefetched: dict[bytes, bytes | None] | None = None
         self.timestamp = store.now()
         self.reads: dict[bytes, int] = {}
         self.spans: list[tuple[bytes, bytes]] = []
         self.writes: dict[bytes, bytes | None] = {}
+        self._write_bytes = 0  # the keys and values in `writes` (Store.limits)
+        self._limits = store.limits
         self._sorted_write_keys: list[bytes] | None = None
         # AS OF SYSTEM TIME: reads at an old revision, records no reads, refuses writes.
         self.is_read_only_snapshot = is_read_only_snapshot
@@ -93,10 +102,39 @@ class Txn:
 
     # ---- reads ---------------------------------------------------------------------------
 
+    @property
+    def read_revision(self) -> int:
+        """The snapshot this transaction reads, fixed by its first use."""
+        revision = self._read_revision
+        if revision is None:
+            revision = self._read_revision = self.store.current_revision()
+        return revision
+
+    @read_revision.setter
+    def read_revision(self, revision: int) -> None:
+        self._read_revision = revision
+        self._prefetched = None  # read at the old snapshot
+
+    def prefetch(self, keys: Sequence[bytes]) -> None:
+        """Read keys now, with get_many, so that the get() of each that follows makes no store
+        call: a statement that checks a batch of rows one by one (uniqueness) reads them in one
+        call. Only the latest prefetch is kept (a batch's worth), and only values from the
+        store: this transaction's writes, made before or after, still win in get()."""
+        writes = self.writes
+        wanted = list(dict.fromkeys(key for key in keys if key not in writes))
+        self._prefetched = None
+        if not wanted:
+            return
+        values = self.get_many(wanted)
+        self._prefetched = dict(zip(wanted, values))
+
     def get(self, key: bytes) -> bytes | None:
         writes = self.writes
         if key in writes:
             return writes[key]
+        prefetched = self._prefetched
+        if prefetched is not None and key in prefetched:
+            return prefetched[key]
         try:
             value, mod = self.store.get(key, self.read_revision)
         except CompactedError as exc:
@@ -105,31 +143,78 @@ class Txn:
             self.reads[key] = mod
         return value
 
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """get() of every key, in order: this transaction's own writes first, the rest with one
+        store call per GET_MANY_BATCH keys; every key read from the store joins the read set."""
+        writes = self.writes
+        out: list[bytes | None] = [None] * len(keys)
+        missing = []  # positions to read from the store
+        for i, key in enumerate(keys):
+            if key in writes:
+                out[i] = writes[key]
+            else:
+                missing.append(i)
+        record = not self.is_read_only_snapshot
+        reads = self.reads
+        for lo in range(0, len(missing), GET_MANY_BATCH):
+            chunk = missing[lo:lo + GET_MANY_BATCH]
+            try:
+                found = self.store.get_many([keys[i] for i in chunk], self.read_revision)
+            except CompactedError as exc:
+                raise _too_old(exc) from None
+            for i, (value, mod) in zip(chunk, found):
+                out[i] = value
+                if record:
+                    reads[keys[i]] = mod
+        return out
+
     def get_for_update(self, key: bytes, wait: Callable[[asyncio.Future, float], None]) -> bytes | None:
         """get(), after taking key's lock; wait(future, began) blocks until the future is
         resolved or a while has passed, and raises to give up (a canceled statement, a lock
         timeout counted from `began`)."""
+        return self.get_many_for_update([key], wait)[0]
+
+    def get_many_for_update(self, keys: Sequence[bytes],
+                            wait: Callable[[asyncio.Future, float], None]) -> list[bytes | None]:
+        """get_many(), after taking every key's lock (see get_for_update).
+
+        Locks are taken in key order, so that two statements locking overlapping batches queue
+        rather than deadlock; then one store call finds which keys changed since the snapshot
+        and, when any did, the snapshot moves on (refresh) before the batch is read with one call.
+        """
         locks = self.locks
-        if locks is None or key in self.writes or self.writes_refused is not None:
-            return self.get(key)
-        future = locks.acquire(self, key)
-        began = time.monotonic()
-        while future is not None:
-            self.waiting_for = key
-            try:
-                wait(future, began)
-            finally:
-                self.waiting_for = None
+        if locks is None or self.writes_refused is not None:
+            return self.get_many(keys)
+        writes = self.writes
+        to_lock = sorted({key for key in keys if key not in writes})
+        if not to_lock:
+            return self.get_many(keys)
+        for key in to_lock:
             future = locks.acquire(self, key)
+            began = time.monotonic()
+            while future is not None:
+                self.waiting_for = key
+                try:
+                    wait(future, began)
+                finally:
+                    self.waiting_for = None
+                future = locks.acquire(self, key)
         store = self.store
         newest = store.current_revision()
-        if newest > self.read_revision and store.get(key, newest)[1] > self.read_revision:
-            # A newer version committed since this snapshot was taken: move the snapshot on if
-            # nothing this transaction read has changed meanwhile. If something has, it reads
-            # the old version and its commit fails with 40001 (as CockroachDB's does when a
-            # refresh fails): no write is ever made on top of a version it did not read.
-            self._refresh(newest)
-        return self.get(key)
+        read_revision = self.read_revision
+        if newest > read_revision:
+            try:
+                changed = any(mod > read_revision for lo in range(0, len(to_lock), GET_MANY_BATCH)
+                              for _, mod in store.get_many(to_lock[lo:lo + GET_MANY_BATCH], newest))
+            except CompactedError as exc:
+                raise _too_old(exc) from None
+            if changed:
+                # A newer version committed since this snapshot was taken: move the snapshot on if
+                # nothing this transaction read has changed meanwhile. If something has, it reads
+                # the old version and its commit fails with 40001 (as CockroachDB's does when a
+                # refresh fails): no write is ever made on top of a version it did not read.
+                self._refresh(newest)
+        return self.get_many(keys)
 
     def _refresh(self, new: int) -> None:
         """Move the snapshot to revision `new`, if everything read so far is unchanged."""
@@ -143,7 +228,14 @@ class Txn:
     def _changed_read(self, old: int, new: int) -> bytes | None:
         """A key (or the start of a span) this transaction read that changed after `old`."""
         store = self.store
-        changed = next((k for k, mod in self.reads.items() if store.get(k, new)[1] != mod), None)
+        changed = None
+        reads = list(self.reads.items())
+        for lo in range(0, len(reads), GET_MANY_BATCH):  # one store call per batch of keys
+            chunk = reads[lo:lo + GET_MANY_BATCH]
+            found = store.get_many([k for k, _ in chunk], new)
+            changed = next((k for (k, mod), (_, now) in zip(chunk, found) if now != mod), None)
+            if changed is not None:
+                break
         budget = MAX_REFRESH_ROWS
         for start, end in self.spans if changed is None else ():
             before = store.scan(start, end, old, budget + 1)
@@ -240,8 +332,24 @@ class Txn:
 
     def _write(self, key: bytes, value: bytes | None) -> None:
         writes = self.writes
-        if self.writes_refused is not None or len(writes) >= MAX_TXN_WRITES:
+        if self.writes_refused is not None:
             self._refuse_write()
+        limits = self._limits
+        size = len(value) if value is not None else 0
+        if size > limits.max_value_bytes:
+            raise _over_limit(f"a value of {size} bytes", limits.max_value_bytes, "bytes per value",
+                              "max_value_bytes")
+        if key not in writes:
+            if len(writes) >= limits.max_ops_per_commit:
+                raise _over_limit("transaction", limits.max_ops_per_commit, "operations per commit",
+                                  "max_ops_per_commit")
+            grown = self._write_bytes + len(key) + size
+        else:
+            previous = writes[key]
+            grown = self._write_bytes + size - (len(previous) if previous is not None else 0)
+        if grown > limits.max_bytes_per_commit:
+            raise _over_limit("transaction", limits.max_bytes_per_commit, "bytes per commit",
+                              "max_bytes_per_commit")
         if key not in writes:
             self._sorted_write_keys = None
             if self._undo is not None:
@@ -249,6 +357,7 @@ class Txn:
         elif self._undo is not None:
             self._log_undo(key, writes[key])
         writes[key] = value
+        self._write_bytes = grown
 
     def _log_undo(self, key: bytes, previous: object) -> None:
         undo = self._undo
@@ -263,8 +372,6 @@ class Txn:
         if self.writes_refused is not None:
             raise errors.PgError(errors.READ_ONLY_SQL_TRANSACTION,
                                  f"cannot execute a write in a read-only transaction ({self.writes_refused})")
-        raise errors.program_limit_exceeded(
-            f"transaction writes more than {MAX_TXN_WRITES} keys; split it into smaller transactions")
 
     @property
     def has_writes(self) -> bool:
@@ -289,10 +396,14 @@ class Txn:
         writes = self.writes
         while len(undo) > token:
             key, previous = undo.pop()
+            current = writes[key]
+            self._write_bytes -= len(current) if current is not None else 0
             if previous is _ABSENT:
                 del writes[key]
+                self._write_bytes -= len(key)
             else:
                 writes[key] = previous  # type: ignore[assignment]
+                self._write_bytes += len(previous) if previous is not None else 0  # type: ignore[arg-type]
         self._sorted_write_keys = None
 
     def forget_savepoints(self) -> None:
@@ -301,30 +412,29 @@ class Txn:
 
     # ---- commit --------------------------------------------------------------------------
 
-    async def commit(self, alone: bool = False) -> int:
+    async def commit(self) -> int:
         """Commit; returns the commit revision (the read revision for a read-only transaction).
 
-        Raises a 40001 PgError when a read is no longer current. `alone` is the store's hint
-        that no other client is active (see Store.commit).
+        Raises a 40001 PgError when a read is no longer current.
         """
         assert not self._done, "transaction already finished"
         self._done = True
         try:
-            return await self._commit(alone)
+            return await self._commit()
         finally:
             if self.locked:
                 self.release_locks()
 
-    async def _commit(self, alone: bool) -> int:
+    async def _commit(self) -> int:
         if not self.writes:
             # A read-only transaction read one consistent snapshot: nothing to check.
             self.committed_revision = self.read_revision
             return self.read_revision
-        read_revision = self.read_revision
+        read_revision = self._read_revision  # None: it read nothing, so it needed no snapshot
         compares: list = [KeyCompare(k, m) for k, m in self.reads.items()]
         compares.extend(RangeCompare(s, e, read_revision) for s, e in self.spans)
         try:
-            result: CommitResult = await self.store.commit(compares, list(self.writes.items()), alone)
+            result: CommitResult = await self.store.commit(compares, list(self.writes.items()))
         except CommitFailedError as exc:
             raise errors.PgError(errors.IO_ERROR, f"commit failed, nothing was written: {exc}") from None
         except CommitOutcomeUnknownError as exc:
@@ -340,7 +450,7 @@ class Txn:
             raise errors.serialization_failure(
                 "TransactionRetryWithProtoRefreshError: TransactionRetryError: retry txn "
                 f"(RETRY_SERIALIZABLE - failed preemptive refresh due to a conflict: {what})")
-        assert result.revision > read_revision
+        assert read_revision is None or result.revision > read_revision
         self.committed_revision = result.revision
         return result.revision
 
@@ -357,6 +467,11 @@ class Txn:
     @property
     def is_done(self) -> bool:
         return self._done
+
+
+def _over_limit(what: str, limit: int, unit: str, name: str) -> errors.PgError:
+    return errors.program_limit_exceeded(
+        f"{what} exceeds the store's limit of {limit} {unit} ({name}); split it into smaller transactions")
 
 
 def _too_old(exc: CompactedError) -> errors.PgError:

@@ -29,6 +29,7 @@ from pillbug.sql.catalog.descriptors import (
 )
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.exec.mutations import TableWriter, sql_literal, unique_error
+from pillbug.sql.exec.nodes import READ_BATCH
 from pillbug.sql.opt.mutations import assign_expr, row_checks, table_scope
 from pillbug.sql.opt.planner import Planner
 from pillbug.sql.parser.front import Statement, parse_expression
@@ -475,12 +476,16 @@ def _backfill_index(session: Any, table: TableDesc, idx: IndexDesc) -> None:
     codec = TableCodec(table)
     ic = next(c for c in codec.secondaries if c.index.id == idx.id)
     txn = session.txn
-    for pk, raw in list(txn.scan(*codec.primary_span)):
-        row = codec.decode_row(raw)
-        key, value = codec.index_entry(ic, row, pk[len(codec.pk_prefix):])
-        if ic.is_unique and txn.get(key) is not None:
-            raise unique_error(table, ic, row)
-        txn.put(key, value)
+    entries = [(codec.index_entry(ic, row, pk[len(codec.pk_prefix):]), row)
+               for pk, row in ((pk, codec.decode_row(raw)) for pk, raw in txn.scan(*codec.primary_span))]
+    for lo in range(0, len(entries), READ_BATCH):
+        chunk = entries[lo:lo + READ_BATCH]
+        if ic.is_unique:  # one store call for the batch's uniqueness checks
+            txn.prefetch([key for (key, _), _ in chunk])
+        for (key, value), row in chunk:
+            if ic.is_unique and txn.get(key) is not None:
+                raise unique_error(table, ic, row)
+            txn.put(key, value)
 
 
 def drop_index(session: Any, stmt: Statement) -> str:

@@ -28,8 +28,6 @@ from pillbug.sql.plan_cache import PlanCache
 from pillbug.sql.retry import RetryTurns
 from pillbug.sql.session import Session
 
-# How long after two sessions' statements interleave the node counts as shared.
-SHARED_WINDOW = 0.1
 CATALOG_CACHE_SIZE = 8
 
 
@@ -42,8 +40,6 @@ class Engine:
         self.start_time = datetime.datetime.now(datetime.UTC)
         self._catalogs: OrderedDict[int, Catalog] = OrderedDict()
         self.plans = PlanCache()  # plans and parses of statement texts (sql/plan_cache.py)
-        self._last_active_pid = 0
-        self._shared_until = 0.0
         self._rowid_last = 0
         self._pids = itertools.count(1)
         self.sessions: dict[int, Any] = {}
@@ -95,16 +91,6 @@ class Engine:
 
     def next_backend_pid(self) -> int:
         return next(self._pids)
-
-    def note_active(self, backend_pid: int) -> None:
-        """A session starts a statement; interleaving sessions mean the node is shared."""
-        if backend_pid != self._last_active_pid:
-            self._last_active_pid = backend_pid
-            self._shared_until = time.monotonic() + SHARED_WINDOW
-
-    def is_alone(self) -> bool:
-        """Whether one session has had the node to itself lately (see Store.commit's `alone`)."""
-        return time.monotonic() > self._shared_until
 
     def new_session(self, user: str, database: str, **kwargs: Any) -> Any:
         session = Session(self, user, database, **kwargs)

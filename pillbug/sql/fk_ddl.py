@@ -12,12 +12,14 @@ how statements are planned.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from pillbug.sql.catalog import foreign_keys as F
 from pillbug.sql.catalog import system
 from pillbug.sql.catalog.descriptors import ForeignKeyDesc, IndexDesc, TableDesc
 from pillbug.sql.exec.mutations import sql_literal
+from pillbug.sql.exec.nodes import READ_BATCH
 from pillbug.sql.rowenc import TableCodec
 from pillbug.util import errors
 
@@ -129,15 +131,18 @@ def validate(session: Any, table: TableDesc, fk: ForeignKeyDesc, parent: TableDe
     assert idx is not None
     ic = next(c for c in [parent_codec.primary, *parent_codec.secondaries] if c.index.id == idx.id)
     positions = [table.position(fk.column_ids[fk.ref_column_ids.index(cid)]) for cid in idx.column_ids]
-    for _, raw in txn.scan(*codec.primary_span):
-        row = codec.decode_row(raw)
-        values = [row[p] for p in positions]
-        if None in values:
-            if fk.match == "f" and any(v is not None for v in values):
-                raise _row_error(table, fk, parent, row, "MATCH FULL does not allow mixing of null and nonnull values")
-            continue
-        if txn.get(ic.prefix + ic.encode_values(values)) is None:
-            raise _row_error(table, fk, parent, row, None)
+    scan = txn.scan(*codec.primary_span)
+    while chunk := [codec.decode_row(raw) for _, raw in itertools.islice(scan, READ_BATCH)]:
+        keys = [None if None in values else ic.prefix + ic.encode_values(values)
+                for values in ([row[p] for p in positions] for row in chunk)]
+        txn.prefetch([key for key in keys if key is not None])  # one store call per batch
+        for row, key in zip(chunk, keys):
+            if key is None:
+                if fk.match == "f" and any(row[p] is not None for p in positions):
+                    raise _row_error(table, fk, parent, row, "MATCH FULL does not allow mixing of null and nonnull values")
+                continue
+            if txn.get(key) is None:
+                raise _row_error(table, fk, parent, row, None)
 
 
 def _row_error(table: TableDesc, fk: ForeignKeyDesc, parent: TableDesc, row: tuple, why: str | None) -> errors.PgError:

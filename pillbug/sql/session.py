@@ -330,7 +330,7 @@ class Session:
         try:
             if self.implicit and txn.has_writes:
                 self._give_way_to_retries(txn)
-            await txn.commit(self.engine.is_alone())
+            await txn.commit()
         except errors.PgError as exc:
             if exc.code == errors.SERIALIZATION_FAILURE:
                 self.last_conflict_key = txn.conflict_key
@@ -554,7 +554,6 @@ class Session:
             self.engine.activity.end(query)
 
     async def _run_simple(self, sql: str, sink: ResultSink) -> None:
-        self.engine.note_active(self.backend_pid)
         retry_safe = self.state == NO_TXN
         statements: list[Statement] | None = None
         mark = commits = 0
@@ -773,7 +772,6 @@ class Session:
             self.engine.activity.end(query)
 
     async def _execute_portal(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:
-        self.engine.note_active(self.backend_pid)
         prepared = portal.prepared
         stmt = prepared.statement
         if stmt is None:

@@ -78,6 +78,7 @@ from pillbug.storage.store import (
     KeyCompare,
     RangeCompare,
     Store,
+    StoreLimits,
     WatchEvent,
 )
 from pillbug.storage.wal import DEFAULT_CAPACITY, HEADER_BYTES, WriteAheadLog, encode_payload, framed_size
@@ -98,6 +99,14 @@ CHECKPOINT_IDLE_SECONDS = 1.0  # how long a commit waits for LMDB at most, when 
 # A commit whose log record would be bigger goes straight into LMDB (a checkpoint of its own): the
 # log is for the many small commits whose flush a client waits for (and at most a quarter of it).
 LARGE_COMMIT_BYTES = 256 << 10
+
+# What one commit may hold. A commit's versions go into one LMDB write transaction, which keeps
+# every dirty page in memory, and through the log, whose records carry a 32-bit length; a value
+# is bounded as PostgreSQL bounds a field (1 GiB).
+LIMITS = StoreLimits(max_ops_per_commit=2_000_000, max_bytes_per_commit=4 << 30, max_value_bytes=1 << 30)
+# A commit goes to the log at once when no other commit arrived in the same turn of the loop for
+# this long (one client alone); otherwise it waits for the turn's end to share a flush.
+_SHARED_WINDOW = 0.1
 
 _STAMP_BYTES = 16  # an HLC timestamp (wall ns << 16 | logical) needs 80 bits
 
@@ -232,6 +241,8 @@ class LMDBStore(Store):
         self._large = min(LARGE_COMMIT_BYTES, (log_capacity - HEADER_BYTES) // 4)
         self._pending: list[_Pending] = []
         self._flush_scheduled = False
+        self._turn_commits = False  # a commit arrived in this turn of the loop (_alone)
+        self._shared_until = 0.0  # (loop time) commits were concurrent lately: group them
         self._log_failure: str | None = None  # set when a log write failed: nothing more may commit
         self._checkpointing: asyncio.Future | None = None  # the checkpoint in flight
         self._checkpoint_error: BaseException | None = None  # why the last checkpoint failed
@@ -318,6 +329,37 @@ class LMDBStore(Store):
         if mod <= at:
             return (raw[9:] if raw[8] == 0 else None), mod
         return self._older_version(txn, key, at)
+
+    def get_many(self, keys: Sequence[bytes], at: int) -> list[tuple[bytes | None, int]]:
+        # One snapshot for all of them (the kv layer's batched reads: an index join's lookups).
+        txn = self._snapshot()
+        if at < self._compacted:
+            raise CompactedError(at, self._compacted)
+        versions = self._mem.versions
+        latest = self._latest
+        unpack = _U64.unpack_from
+        out: list[tuple[bytes | None, int]] = []
+        for key in keys:
+            listed = versions.get(key)
+            if listed is not None:
+                found = next(((value, revision) for revision, value in reversed(listed) if revision <= at), None)
+                if found is not None:
+                    out.append(found)
+                    continue
+            raw = txn.get(key, db=latest)
+            if raw is None:
+                out.append((None, 0))
+                continue
+            mod = unpack(raw)[0]
+            if mod <= at:
+                out.append(((raw[9:] if raw[8] == 0 else None), mod))
+            else:
+                out.append(self._older_version(txn, key, at))
+        return out
+
+    @property
+    def limits(self) -> StoreLimits:
+        return LIMITS
 
     def _older_version(self, txn: lmdb.Transaction, key: bytes, at: int) -> tuple[bytes | None, int]:
         cursor = txn.cursor(db=self._history)
@@ -421,7 +463,7 @@ class LMDBStore(Store):
     # ---- commits (the loop's thread) -------------------------------------------------------
 
     async def commit(self, compares: Sequence[Compare],
-                     writes: Sequence[tuple[bytes, bytes | None]], alone: bool = False) -> CommitResult:
+                     writes: Sequence[tuple[bytes, bytes | None]]) -> CommitResult:
         if self._closed:
             raise RuntimeError("store is closed")
         loop = self._loop = asyncio.get_running_loop()
@@ -460,7 +502,7 @@ class LMDBStore(Store):
         wal = self._logs[self._active]
         # A lone client gains nothing from waiting for the end of the loop's turn: its commit
         # is flushed at once (when nothing admitted before it is still waiting).
-        if alone and not self._pending and self._revision == revision - 1 and framed_size(payload) <= wal.room():
+        if self._alone(loop) and not self._pending and self._revision == revision - 1 and framed_size(payload) <= wal.room():
             try:
                 wal.append([(revision, payload)])
             except OSError as exc:
@@ -470,6 +512,21 @@ class LMDBStore(Store):
             self._published([revision], [effective])
             return CommitResult(revision)
         return await self._wait_for_flush(_Pending(revision, payload, loop.create_future(), effective))
+
+    def _alone(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether this commit is the only one lately: none other arrived in this turn of the
+        loop, nor two in one turn within _SHARED_WINDOW. Concurrent clients' commits arrive in
+        the same turns (each woke from its own read); those share one flush at the turn's end."""
+        now = loop.time()
+        if self._turn_commits:
+            self._shared_until = now + _SHARED_WINDOW
+            return False
+        self._turn_commits = True
+        loop.call_soon(self._end_turn)  # runs in the loop's next turn
+        return now >= self._shared_until
+
+    def _end_turn(self) -> None:
+        self._turn_commits = False
 
     async def _wait_for_flush(self, pending: _Pending) -> CommitResult:
         self._pending.append(pending)

@@ -51,6 +51,15 @@ class WatchEvent:
     value: bytes | None  # None: deleted
 
 
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    """What one commit may hold, as the engine declares it; the kv layer refuses (54000) a
+    transaction as it writes past these, before a commit could fail part-way inside the engine."""
+    max_ops_per_commit: int  # writes (puts and deletes) in one commit
+    max_bytes_per_commit: int  # the keys and values of those writes, in bytes
+    max_value_bytes: int  # one value
+
+
 class CompactedError(Exception):
     """A read asked for a revision older than the compaction horizon."""
 
@@ -68,6 +77,11 @@ class CommitOutcomeUnknownError(Exception):
     """The commit's durable write failed part-way: it may or may not have applied."""
 
 
+# For engines that declare nothing: as much as one LMDB commit takes (lmdb_store.LIMITS).
+DEFAULT_LIMITS = StoreLimits(max_ops_per_commit=2_000_000, max_bytes_per_commit=4 << 30,
+                             max_value_bytes=1 << 30)
+
+
 class Store(abc.ABC):
     """Versioned bytes with snapshot reads and one atomic conditional commit."""
 
@@ -83,6 +97,16 @@ class Store(abc.ABC):
         and (None, mod_revision) for a key whose version at `at` is a tombstone.
         """
 
+    def get_many(self, keys: Sequence[bytes], at: int) -> list[tuple[bytes | None, int]]:
+        """get() of every key, in order, at one revision, in one call (one round trip for a
+        networked engine; this default, for engines without a batch read, loops over get)."""
+        return [self.get(key, at) for key in keys]
+
+    @property
+    def limits(self) -> StoreLimits:
+        """The engine's limits on one commit (see StoreLimits)."""
+        return DEFAULT_LIMITS
+
     @abc.abstractmethod
     def scan(self, start: bytes, end: bytes, at: int, limit: int = 0,
              reverse: bool = False) -> list[tuple[bytes, bytes, int]]:
@@ -93,15 +117,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def commit(self, compares: Sequence[Compare],
-                     writes: Sequence[tuple[bytes, bytes | None]], alone: bool = False) -> CommitResult:
+                     writes: Sequence[tuple[bytes, bytes | None]]) -> CommitResult:
         """Apply writes atomically and durably iff every compare holds.
 
         A write with value None is a delete (a tombstone version). The returned revision is the
         new revision of every written key. Durable means synced before this returns. Raises
         CommitFailedError when the commit certainly did not apply for another reason, and
-        CommitOutcomeUnknownError when nobody can tell whether it did.
-        `alone` hints that no other client is active now, so that an engine may commit on the
-        caller's thread rather than hand the commit to a group-commit queue.
+        CommitOutcomeUnknownError when nobody can tell whether it did. Whether a commit waits
+        to share a group commit with others or goes at once is the engine's own business.
         """
 
     @abc.abstractmethod

@@ -13,7 +13,7 @@ first, bounded in depth and rows), then the checks, against the state the statem
 Checking at the end of the statement, as PostgreSQL and CockroachDB do, is what lets one
 statement insert a parent and its child in any order, or delete a row and its referencing rows.
 
-Every read goes through the transaction (Txn.get / Txn.scan), so it lands in the read set: a
+Every read goes through the transaction (Txn.get_many / Txn.scan), so it lands in the read set: a
 concurrent parent delete and child insert cannot both commit (one gets 40001 at commit, or sees
 the other's write and gets 23503), which is what keeps foreign keys true under SERIALIZABLE.
 This module knows nothing of the parser or of DDL.
@@ -30,6 +30,7 @@ from pillbug.sql.catalog.descriptors import ForeignKeyDesc, TableDesc
 from pillbug.sql.catalog.system import Catalog
 from pillbug.sql.exec.context import ExecCtx
 from pillbug.sql.exec.mutations import MAX_STATEMENT_ROWS, RowChecks, TableWriter, sql_literal
+from pillbug.sql.exec.nodes import READ_BATCH
 from pillbug.sql.rowenc import IndexCodec, TableCodec
 from pillbug.sql.sem.expr import Compiled
 from pillbug.util import encoding as enc
@@ -128,23 +129,24 @@ class ChildRef:
         txn = ctx.txn
         codec = self.child_codec
         rows = []
-        primary = self.child_index.index.is_primary
-        for _, raw in txn.scan(*self._span(values)):
-            if primary:
+        if self.child_index.index.is_primary:
+            for _, raw in txn.scan(*self._span(values)):
                 row = codec.decode_row(raw)
                 if not self.scans_table or self._matches(row, values):
                     rows.append(row)
-                continue
-            pk_suffix, _ = TableCodec.decode_index_value(raw)
-            row_raw = txn.get(codec.pk_prefix + pk_suffix)
+            return rows
+        # Index entries, then their rows with one batched read per READ_BATCH of them.
+        pk_keys = [codec.pk_prefix + TableCodec.decode_index_value(raw)[0]
+                   for _, raw in txn.scan(*self._span(values))]
+        for row_raw in txn.get_many(pk_keys):
             if row_raw is None:
                 raise errors.internal_error("index entry without its row")
             rows.append(codec.decode_row(row_raw))
         return rows
 
-    def parent_still_has(self, ctx: ExecCtx, values: tuple) -> bool:
-        key = self.parent_index.prefix + self.parent_index.encode_values([values[j] for j in self.parent_order])
-        return ctx.txn.get(key) is not None
+    def parent_key(self, values: tuple) -> bytes:
+        """The parent's key for the referenced values (a row that still holds them)."""
+        return self.parent_index.prefix + self.parent_index.encode_values([values[j] for j in self.parent_order])
 
     def error(self, values: tuple, verb: str) -> errors.PgError:
         cols = [self.parent.columns[p] for p in self.parent_positions]
@@ -242,15 +244,27 @@ class Pending:
                 self.depth = depth
                 self._cascade(ctx, ref, old, new)
                 ctx.check_cancel()
-            for ref, values, verb in self.removed.values():
-                if ref.parent_still_has(ctx, values):
-                    continue  # another row of the statement took the key over
-                if ref.is_referenced(ctx, values):
-                    raise ref.error(values, verb)
+            # The keys are read a batch per store call (Txn.get_many), in the order the rows
+            # were written, so the first row at fault is the one reported.
             txn = ctx.txn
-            for (_, key), (lookup, row, verb) in self.lookups.items():
-                if txn.get(key) is None:
-                    raise lookup.error(row, verb)
+            removed = list(self.removed.values())
+            for lo in range(0, len(removed), READ_BATCH):
+                chunk = removed[lo:lo + READ_BATCH]
+                held = txn.get_many([ref.parent_key(values) for ref, values, _ in chunk])
+                for (ref, values, verb), still in zip(chunk, held):
+                    if still is not None:
+                        continue  # another row of the statement took the key over
+                    if ref.is_referenced(ctx, values):
+                        raise ref.error(values, verb)
+                ctx.check_cancel()
+            lookups = list(self.lookups.items())
+            for lo in range(0, len(lookups), READ_BATCH):
+                chunk = lookups[lo:lo + READ_BATCH]
+                found = txn.get_many([key for (_, key), _ in chunk])
+                for (_, (lookup, row, verb)), parent in zip(chunk, found):
+                    if parent is None:
+                        raise lookup.error(row, verb)
+                ctx.check_cancel()
         finally:
             ctx.fk_pending = None
 

@@ -2,7 +2,9 @@
 
 Each reads its whole input first (so that a statement never sees its own writes while it scans:
 no Halloween problem), then writes row by row through a TableWriter, which keeps the primary
-index and every secondary index in step and enforces uniqueness. Rows affected are counted in
+index and every secondary index in step and enforces uniqueness. Rows go a batch at a time: the
+keys a batch's uniqueness checks read are prefetched with one store call (Txn.prefetch), then
+each row is checked and written in order, as if alone. Rows affected are counted in
 ctx.rows_affected; RETURNING rows are what the operator yields.
 This module knows nothing of the parser; the planner hands it compiled expressions.
 """
@@ -15,7 +17,7 @@ from typing import Any
 from pillbug.sql import datum
 from pillbug.sql.catalog.descriptors import TableDesc
 from pillbug.sql.exec.context import ExecCtx
-from pillbug.sql.exec.nodes import BATCH, Batch, Node
+from pillbug.sql.exec.nodes import BATCH, Batch, Node, emit
 from pillbug.sql.rowenc import IndexCodec, TableCodec
 from pillbug.sql.sem.expr import Compiled
 from pillbug.sql.types import SQLType
@@ -63,6 +65,30 @@ class TableWriter:
         pending = ctx.fk_pending
         if pending is not None:
             pending.finish(ctx)
+
+    def unique_keys(self, row: tuple) -> list[bytes]:
+        """The keys find_conflict may read for a row: its primary key and each unique index
+        entry it would take (a NULL in an index's columns takes none)."""
+        codec = self.codec
+        keys = [codec.primary_key(row)]
+        for ic in codec.secondaries:
+            if ic.is_unique and not any(row[p] is None for p in ic.positions):
+                keys.append(ic.prefix + ic.row_suffix(row))
+        return keys
+
+    def update_probes(self, old: tuple, new: tuple) -> list[bytes]:
+        """The keys update() reads to check that the new row's unique keys are free."""
+        codec = self.codec
+        keys = []
+        new_pk = codec.primary_key(new)
+        if new_pk != codec.primary_key(old):
+            keys.append(new_pk)
+        for ic in codec.secondaries:
+            if ic.is_unique and not any(new[p] is None for p in ic.positions):
+                probe = ic.prefix + ic.row_suffix(new)
+                if probe != ic.prefix + ic.row_suffix(old):
+                    keys.append(probe)
+        return keys
 
     def find_conflict(self, ctx: ExecCtx, row: tuple, only: IndexCodec | None = None) -> tuple[IndexCodec, bytes] | None:
         """The first unique index (and its key) where `row` collides with a stored row."""
@@ -174,9 +200,17 @@ def _materialize(source: Node, ctx: ExecCtx) -> list[tuple]:
     return rows
 
 
-def _emit(rows: list[tuple]) -> Iterator[Batch]:
-    for i in range(0, len(rows), BATCH):
-        yield rows[i:i + BATCH]
+def _computed(ctx: ExecCtx, rows: list[tuple], fn: Callable[[tuple, ExecCtx], tuple]
+              ) -> tuple[list[tuple], Exception | None]:
+    """fn of each row of a batch, up to the first that raises, and what it raised: the rows
+    before it are still written (and may fail first), as they would be one by one."""
+    out: list[tuple] = []
+    try:
+        for row in rows:
+            out.append(fn(row, ctx))
+    except Exception as exc:
+        return out, exc
+    return out, None
 
 
 class Insert(Node):
@@ -208,49 +242,64 @@ class Insert(Node):
         source_rows = _materialize(self.source, ctx)
         writer = self.writer
         make_row = self.make_row
-        validate = self.checks.validate
         returning = self.returning
         out: list[tuple] = []
         touched: set[bytes] = set()
+        txn = ctx.txn
+        for lo in range(0, len(source_rows), BATCH):
+            ctx.check_cancel()
+            rows, failure = _computed(ctx, source_rows[lo:lo + BATCH], make_row)
+            txn.prefetch([key for row in rows for key in writer.unique_keys(row)])
+            for row in rows:
+                result_row = self._write(ctx, row, touched)
+                if result_row is None:
+                    continue
+                ctx.rows_affected += 1
+                if returning is not None:
+                    out.append(tuple(f(result_row, ctx) for f in returning))
+            if failure is not None:
+                raise failure
+        writer.finish(ctx)
+        yield from emit(ctx, out)
+
+    def _write(self, ctx: ExecCtx, row: tuple, touched: set[bytes]) -> tuple | None:
+        """Insert (or, on a conflict, update or skip) one row; the row written, or None."""
+        writer = self.writer
         codec = writer.codec
-        for src in source_rows:
-            row = make_row(src, ctx)
-            validate(row, ctx)
-            if self.on_conflict is None:
+        validate = self.checks.validate
+        validate(row, ctx)
+        if self.on_conflict is None:
+            writer.insert(ctx, row)
+            result_row = row
+        else:
+            conflict = writer.find_conflict(ctx, row, None if self.on_conflict == "nothing" and
+                                            self.arbiter is None else self.arbiter)
+            if conflict is None:
                 writer.insert(ctx, row)
                 result_row = row
+                if self.on_conflict == "update":
+                    touched.add(codec.primary_key(row))
+            elif self.on_conflict == "nothing":
+                return None
             else:
-                conflict = writer.find_conflict(ctx, row, None if self.on_conflict == "nothing" and
-                                                self.arbiter is None else self.arbiter)
-                if conflict is None:
-                    writer.insert(ctx, row)
-                    result_row = row
-                    if self.on_conflict == "update":
-                        touched.add(codec.primary_key(row))
-                elif self.on_conflict == "nothing":
-                    continue
-                else:
-                    ic, key = conflict
-                    existing = writer.existing_row(ctx, ic, key)
-                    pk = codec.primary_key(existing)
-                    if pk in touched:
-                        raise errors.PgError(errors.CARDINALITY_VIOLATION,
-                                             "UPSERT or INSERT...ON CONFLICT command cannot affect row a second time",
-                                             hint="Ensure that no rows proposed for insertion within the same "
-                                                  "command have duplicate constrained values.")
-                    combined = existing + row
-                    if self.update_where is not None and self.update_where(combined, ctx) is not True:
-                        continue
-                    new_row = self.update_row(existing, row, ctx)
-                    validate(new_row, ctx)
-                    writer.update(ctx, existing, new_row)
-                    touched.add(codec.primary_key(new_row))
-                    result_row = new_row
-            ctx.rows_affected += 1
-            if returning is not None:
-                out.append(tuple(f(result_row, ctx) for f in returning))
-        writer.finish(ctx)
-        yield from _emit(out)
+                ic, key = conflict
+                existing = writer.existing_row(ctx, ic, key)
+                pk = codec.primary_key(existing)
+                if pk in touched:
+                    raise errors.PgError(errors.CARDINALITY_VIOLATION,
+                                         "UPSERT or INSERT...ON CONFLICT command cannot affect row a second time",
+                                         hint="Ensure that no rows proposed for insertion within the same "
+                                              "command have duplicate constrained values.")
+                combined = existing + row
+                if self.update_where is not None and self.update_where(combined, ctx) is not True:
+                    return None
+                assert self.update_row is not None
+                new_row = self.update_row(existing, row, ctx)
+                validate(new_row, ctx)
+                writer.update(ctx, existing, new_row)
+                touched.add(codec.primary_key(new_row))
+                result_row = new_row
+        return result_row
 
     def children(self) -> list[Node]:
         return [self.source]
@@ -289,17 +338,25 @@ class Update(Node):
         returning = self.returning
         width = self.width
         out: list[tuple] = []
-        for row in rows:
-            old = row if width is None else row[:width]
-            new = set_row(row, ctx)
-            validate(new, ctx)
-            writer.update(ctx, old, new)
-            ctx.rows_affected += 1
-            if returning is not None:
-                seen = new if width is None else new + row[width:]
-                out.append(tuple(f(seen, ctx) for f in returning))
+        txn = ctx.txn
+        for lo in range(0, len(rows), BATCH):
+            ctx.check_cancel()
+            chunk = rows[lo:lo + BATCH]
+            news, failure = _computed(ctx, chunk, set_row)
+            txn.prefetch([key for row, new in zip(chunk, news)
+                          for key in writer.update_probes(row if width is None else row[:width], new)])
+            for row, new in zip(chunk, news):
+                old = row if width is None else row[:width]
+                validate(new, ctx)
+                writer.update(ctx, old, new)
+                ctx.rows_affected += 1
+                if returning is not None:
+                    seen = new if width is None else new + row[width:]
+                    out.append(tuple(f(seen, ctx) for f in returning))
+            if failure is not None:
+                raise failure
         writer.finish(ctx)
-        yield from _emit(out)
+        yield from emit(ctx, out)
 
     def children(self) -> list[Node]:
         return [self.source]
@@ -328,13 +385,15 @@ class Delete(Node):
         returning = self.returning
         width = self.width
         out: list[tuple] = []
-        for row in rows:
+        for i, row in enumerate(rows):
+            if not i % BATCH:
+                ctx.check_cancel()
             writer.delete(ctx, row if width is None else row[:width])
             ctx.rows_affected += 1
             if returning is not None:
                 out.append(tuple(f(row, ctx) for f in returning))
         writer.finish(ctx)
-        yield from _emit(out)
+        yield from emit(ctx, out)
 
     def children(self) -> list[Node]:
         return [self.source]

@@ -2,14 +2,17 @@
 
 An operator's `batches(ctx)` is a generator of non-empty lists of tuples; rows are plain tuples
 laid out as the operator's `columns` say. Expressions arrive compiled (closures f(row, ctx)).
-Every loop that a client's data can make long checks ctx.canceled once per batch.
+Operators hand out their rows through emit(), which makes the batches and checks for cancel
+once per batch (and once per BATCH steps of work that produced no row): that is where a long
+statement yields its time slice and where statement_timeout and CANCEL QUERY take effect.
+Operators that read a key per input row read a batch of keys per store call (Txn.get_many).
 This module knows nothing of the parser; the planner builds these.
 """
 from __future__ import annotations
 
 import decimal
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from pillbug.sql.exec.context import ExecCtx
@@ -20,6 +23,42 @@ from pillbug.util import errors
 
 BATCH = 256
 Batch = list[tuple]
+# Keys per batched read of work collected across a statement (foreign key checks, backfills);
+# operators that read per input row read a BATCH of rows' keys per call.
+READ_BATCH = 1024
+
+
+def emit(ctx: ExecCtx, rows: Iterable[tuple | None]) -> Iterator[Batch]:
+    """The batches of `rows`, checking for cancel before each one is handed out.
+
+    A producer yields None for a step of work that made no row (a left row with no match, a
+    filtered-out candidate): every BATCH such steps check for cancel too, so that an operator
+    that works long without output still stops under statement_timeout or CANCEL QUERY.
+    A list is sliced rather than iterated.
+    """
+    if isinstance(rows, list):
+        for i in range(0, len(rows), BATCH):
+            ctx.check_cancel()
+            yield rows[i:i + BATCH]
+        return
+    out: Batch = []
+    idle = 0
+    for row in rows:
+        if row is None:
+            idle += 1
+            if idle >= BATCH:
+                idle = 0
+                ctx.check_cancel()
+            continue
+        out.append(row)
+        if len(out) >= BATCH:
+            idle = 0
+            ctx.check_cancel()
+            yield out
+            out = []
+    if out:
+        ctx.check_cancel()
+        yield out
 
 
 class Node:
@@ -102,15 +141,8 @@ class Values(Node):
         self.row_fns = rows
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
-        out = []
         empty = ()
-        for fns in self.row_fns:
-            out.append(tuple(f(empty, ctx) for f in fns))
-            if len(out) >= BATCH:
-                yield out
-                out = []
-        if out:
-            yield out
+        return emit(ctx, (tuple(f(empty, ctx) for f in fns) for fns in self.row_fns))
 
     def explain_name(self) -> str:
         return "values"
@@ -147,6 +179,8 @@ class Scan(Node):
         self.spans = spans
         self.reverse = reverse
         self.limit_hint = limit_hint
+        self.points = False  # every span is one whole primary key (the planner knows)
+        self.for_update = False  # (only with points) lock the rows, a batch at a time
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         spans = self.spans(ctx)
@@ -154,18 +188,16 @@ class Scan(Node):
             return
         decode = self.codec.decode_row
         txn = ctx.txn
+        if self.for_update and self.limit_hint is None:
+            keys = [start for start, _ in (reversed(spans) if self.reverse else spans)]
+            yield from emit(ctx, (decode(value) for lo in range(0, len(keys), BATCH)
+                                  for value in txn.get_many_for_update(keys[lo:lo + BATCH], ctx.wait_for_lock)
+                                  if value is not None))
+            return
         limit = self.limit_hint(ctx) if self.limit_hint is not None else 0
         for start, end in (reversed(spans) if self.reverse else spans):
-            out = []
-            for _, value in txn.scan(start, end, limit=limit, reverse=self.reverse):
-                out.append(decode(value))
-                if len(out) >= BATCH:
-                    if ctx.canceled:
-                        raise errors.query_canceled()
-                    yield out
-                    out = []
-            if out:
-                yield out
+            yield from emit(ctx, (decode(value) for _, value in
+                                  txn.scan(start, end, limit=limit, reverse=self.reverse)))
 
     def explain_name(self) -> str:
         return "scan"
@@ -175,6 +207,8 @@ class Scan(Node):
         attrs = [f"table: {table.name}@{table.primary_index.name}", *self.info]
         if self.reverse:
             attrs.append("reverse: true")
+        if self.for_update:
+            attrs.append("locking strength: for update")
         return attrs
 
 
@@ -230,26 +264,23 @@ class IndexScan(Node):
         if self.covering:
             yield from self._covered(ctx, spans)
             return
+        limit = self.limit_hint(ctx) if self.limit_hint is not None else 0
+        for start, end in (reversed(spans) if self.reverse else spans):
+            yield from emit(ctx, self._joined(ctx, start, end, limit))
+
+    def _joined(self, ctx: ExecCtx, start: bytes, end: bytes, limit: int) -> Iterator[tuple]:
+        """The index join: a batch of index entries, then their rows with one batched read."""
         txn = ctx.txn
         pk_prefix = self.codec.pk_prefix
         decode_entry = TableCodec.decode_index_value
         decode = self.codec.decode_row
-        limit = self.limit_hint(ctx) if self.limit_hint is not None else 0
-        for start, end in (reversed(spans) if self.reverse else spans):
-            out = []
-            for _, entry in txn.scan(start, end, limit=limit, reverse=self.reverse):
-                pk_suffix, _ = decode_entry(entry)
-                value = txn.get(pk_prefix + pk_suffix)
+        entries = txn.scan(start, end, limit=limit, reverse=self.reverse)
+        while chunk := list(itertools.islice(entries, BATCH)):
+            keys = [pk_prefix + decode_entry(entry)[0] for _, entry in chunk]
+            for value in txn.get_many(keys):
                 if value is None:
                     raise errors.internal_error("index entry without a row")
-                out.append(decode(value))
-                if len(out) >= BATCH:
-                    if ctx.canceled:
-                        raise errors.query_canceled()
-                    yield out
-                    out = []
-            if out:
-                yield out
+                yield decode(value)
 
     def _covered(self, ctx: ExecCtx, spans: list[tuple[bytes, bytes]]) -> Iterator[Batch]:
         txn = ctx.txn
@@ -258,20 +289,15 @@ class IndexScan(Node):
         positions = self.index.stored_positions
         width = len(self.codec.table.columns)
         limit = self.limit_hint(ctx) if self.limit_hint is not None else 0
-        for start, end in (reversed(spans) if self.reverse else spans):
-            out = []
+
+        def rows(start: bytes, end: bytes) -> Iterator[tuple]:
             for _, entry in txn.scan(start, end, limit=limit, reverse=self.reverse):
                 row: list = [None] * width
                 for p, v in zip(positions, decode_stored(decode_entry(entry)[1])):
                     row[p] = v
-                out.append(tuple(row))
-                if len(out) >= BATCH:
-                    if ctx.canceled:
-                        raise errors.query_canceled()
-                    yield out
-                    out = []
-            if out:
-                yield out
+                yield tuple(row)
+        for start, end in (reversed(spans) if self.reverse else spans):
+            yield from emit(ctx, rows(start, end))
 
     def explain_name(self) -> str:
         return "scan" if self.covering else "index join"
@@ -434,9 +460,7 @@ class Sort(Node):
                                      f"sort of more than {self.MAX_ROWS} rows exceeds the memory budget")
         if not rows:
             return
-        rows = _sort_rows(rows, self.keys, ctx)
-        for i in range(0, len(rows), BATCH):
-            yield rows[i:i + BATCH]
+        yield from emit(ctx, _sort_rows(rows, self.keys, ctx))
 
     def children(self) -> list[Node]:
         return [self.child]
@@ -466,9 +490,7 @@ class TopK(Node):
             elif len(rows) > Sort.MAX_ROWS:
                 raise errors.PgError(errors.OUT_OF_MEMORY,
                                      f"sort of more than {Sort.MAX_ROWS} rows exceeds the memory budget")
-        rows = _sort_rows(rows, self.keys, ctx)[:k]
-        for i in range(0, len(rows), BATCH):
-            yield rows[i:i + BATCH]
+        yield from emit(ctx, _sort_rows(rows, self.keys, ctx)[:k])
 
     def children(self) -> list[Node]:
         return [self.child]
@@ -585,14 +607,7 @@ class Aggregate_(Node):
             state = _GroupState(specs)
             yield [state.results(specs, ctx)]
             return
-        out = []
-        for key_values, state in groups.values():
-            out.append(key_values + state.results(specs, ctx))
-            if len(out) >= BATCH:
-                yield out
-                out = []
-        if out:
-            yield out
+        yield from emit(ctx, (key_values + state.results(specs, ctx) for key_values, state in groups.values()))
 
     def children(self) -> list[Node]:
         return [self.child]
@@ -624,30 +639,29 @@ class NestedLoopJoin(Node):
         right_null = (None,) * len(self.right.columns)
         left_null = (None,) * len(self.left.columns)
         matched_right = [False] * len(right_rows) if kind in ("right", "full") else None
-        out = []
-        for batch in self.left.batches(ctx):
-            for lrow in batch:
-                hit = False
+
+        def joined() -> Iterator[tuple | None]:
+            for batch in self.left.batches(ctx):
+                for lrow in batch:
+                    hit = False
+                    for j, rrow in enumerate(right_rows):
+                        row = lrow + rrow
+                        if pred is None or pred(row, ctx) is True:
+                            hit = True
+                            yield row
+                            if matched_right is not None:
+                                matched_right[j] = True
+                        elif j & 255 == 255:
+                            yield None  # 256 pairs without a match: a step for emit's cancel check
+                    if not hit and kind in ("left", "full"):
+                        yield lrow + right_null
+                    else:
+                        yield None
+            if matched_right is not None:
                 for j, rrow in enumerate(right_rows):
-                    row = lrow + rrow
-                    if pred is None or pred(row, ctx) is True:
-                        hit = True
-                        out.append(row)
-                        if matched_right is not None:
-                            matched_right[j] = True
-                if not hit and kind in ("left", "full"):
-                    out.append(lrow + right_null)
-                if len(out) >= BATCH:
-                    if ctx.canceled:
-                        raise errors.query_canceled()
-                    yield out
-                    out = []
-        if matched_right is not None:
-            for j, rrow in enumerate(right_rows):
-                if not matched_right[j]:
-                    out.append(left_null + rrow)
-        if out:
-            yield out
+                    if not matched_right[j]:
+                        yield left_null + rrow
+        yield from emit(ctx, joined())
 
     def children(self) -> list[Node]:
         return [self.left, self.right]
@@ -690,32 +704,27 @@ class HashJoin(Node):
         right_null = (None,) * len(self.right.columns)
         left_null = (None,) * len(self.left.columns)
         matched_right = [False] * len(right_rows) if kind in ("right", "full") else None
-        out = []
-        for batch in self.left.batches(ctx):
-            for lrow in batch:
-                key = tuple(f(lrow, ctx) for f in lkeys)
-                hit = False
-                if None not in key:
-                    for j in table.get(_hashable(key), ()):
-                        row = lrow + right_rows[j]
-                        if residual is None or residual(row, ctx) is True:
-                            hit = True
-                            out.append(row)
-                            if matched_right is not None:
-                                matched_right[j] = True
-                if not hit and kind in ("left", "full"):
-                    out.append(lrow + right_null)
-            if len(out) >= BATCH:
-                if ctx.canceled:
-                    raise errors.query_canceled()
-                yield out
-                out = []
-        if matched_right is not None:
-            for j, rrow in enumerate(right_rows):
-                if not matched_right[j]:
-                    out.append(left_null + rrow)
-        if out:
-            yield out
+
+        def joined() -> Iterator[tuple | None]:
+            for batch in self.left.batches(ctx):
+                for lrow in batch:
+                    key = tuple(f(lrow, ctx) for f in lkeys)
+                    hit = False
+                    if None not in key:
+                        for j in table.get(_hashable(key), ()):
+                            row = lrow + right_rows[j]
+                            if residual is None or residual(row, ctx) is True:
+                                hit = True
+                                yield row
+                                if matched_right is not None:
+                                    matched_right[j] = True
+                    if not hit:
+                        yield lrow + right_null if kind in ("left", "full") else None
+            if matched_right is not None:
+                for j, rrow in enumerate(right_rows):
+                    if not matched_right[j]:
+                        yield left_null + rrow
+        yield from emit(ctx, joined())
 
     def children(self) -> list[Node]:
         return [self.left, self.right]
@@ -739,50 +748,64 @@ class LookupJoin(Node):
         self.columns = columns
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
-        from pillbug.util.encoding import prefix_end
-        txn = ctx.txn
-        codec = self.codec
-        index = self.index
-        is_primary = index.index.is_primary
-        full_unique = index.is_unique and len(self.key_fns) == len(index.positions)
-        decode = codec.decode_row
+        return emit(ctx, self._joined(ctx))
+
+    def _joined(self, ctx: ExecCtx) -> Iterator[tuple | None]:
         residual = self.residual
+        left_outer = self.kind == "left"
         right_null = (None,) * len(self.right_columns)
-        out = []
         for batch in self.left.batches(ctx):
-            for lrow in batch:
-                values = [f(lrow, ctx) for f in self.key_fns]
-                matches: list[tuple] = []
-                if None not in values:
-                    prefix = index.prefix + index.encode_values(values)
-                    if is_primary and full_unique:
-                        raw = txn.get(prefix)
-                        if raw is not None:
-                            matches.append(decode(raw))
-                    else:
-                        for _, raw in txn.scan(prefix, prefix_end(prefix)):
-                            if is_primary:
-                                matches.append(decode(raw))
-                            else:
-                                pk_suffix, _ = TableCodec.decode_index_value(raw)
-                                row_raw = txn.get(codec.pk_prefix + pk_suffix)
-                                if row_raw is not None:
-                                    matches.append(decode(row_raw))
+            for lrow, matches in zip(batch, self._lookup(ctx, batch)):
                 hit = False
                 for rrow in matches:
                     row = lrow + rrow
                     if residual is None or residual(row, ctx) is True:
                         hit = True
-                        out.append(row)
-                if not hit and self.kind == "left":
-                    out.append(lrow + right_null)
-            if len(out) >= BATCH:
-                if ctx.canceled:
-                    raise errors.query_canceled()
-                yield out
-                out = []
-        if out:
-            yield out
+                        yield row
+                if not hit:
+                    yield lrow + right_null if left_outer else None
+
+    def _lookup(self, ctx: ExecCtx, batch: Batch) -> list[list[tuple]]:
+        """The right rows matching each left row of a batch. Point lookups (a unique index given
+        all its columns) and the primary rows behind index entries are read with one batched
+        read per batch; a prefix of an index is a scan per left row."""
+        from pillbug.util.encoding import prefix_end
+        txn = ctx.txn
+        codec = self.codec
+        index = self.index
+        decode = codec.decode_row
+        found: list[list[tuple]] = [[] for _ in batch]
+        wanted: list[tuple[int, bytes]] = []
+        for i, lrow in enumerate(batch):
+            values = [f(lrow, ctx) for f in self.key_fns]
+            if None not in values:  # NULL never equals anything
+                wanted.append((i, index.prefix + index.encode_values(values)))
+        point = index.is_unique and len(self.key_fns) == len(index.positions)
+        if index.index.is_primary:
+            if point:
+                for (i, _), raw in zip(wanted, txn.get_many([key for _, key in wanted])):
+                    if raw is not None:
+                        found[i].append(decode(raw))
+            else:
+                for i, prefix in wanted:
+                    found[i] = [decode(raw) for _, raw in txn.scan(prefix, prefix_end(prefix))]
+            return found
+        owners: list[int] = []
+        pk_keys: list[bytes] = []
+        if point:
+            for (i, _), raw in zip(wanted, txn.get_many([key for _, key in wanted])):
+                if raw is not None:
+                    owners.append(i)
+                    pk_keys.append(codec.pk_prefix + TableCodec.decode_index_value(raw)[0])
+        else:
+            for i, prefix in wanted:
+                for _, raw in txn.scan(prefix, prefix_end(prefix)):
+                    owners.append(i)
+                    pk_keys.append(codec.pk_prefix + TableCodec.decode_index_value(raw)[0])
+        for i, row_raw in zip(owners, txn.get_many(pk_keys)):
+            if row_raw is not None:
+                found[i].append(decode(row_raw))
+        return found
 
     def children(self) -> list[Node]:
         return [self.left]
@@ -821,7 +844,7 @@ class SetOp(Node):
         right = self._convert(self.right.rows(ctx), self.right_conv, ctx)
         if self.kind == "union":
             if self.all:
-                yield from _chunks(itertools.chain(left, right))
+                yield from emit(ctx, itertools.chain(left, right))
                 return
             seen: set = set()
             out = []
@@ -830,7 +853,7 @@ class SetOp(Node):
                 if k not in seen:
                     seen.add(k)
                     out.append(r)
-            yield from _chunks(iter(out))
+            yield from emit(ctx, out)
             return
         counts: dict[tuple, int] = {}
         for r in right:
@@ -858,7 +881,7 @@ class SetOp(Node):
                 elif n == 0 and k not in emitted:
                     emitted.add(k)
                     out.append(r)
-        yield from _chunks(iter(out))
+        yield from emit(ctx, out)
 
     def children(self) -> list[Node]:
         return [self.left, self.right]
@@ -875,14 +898,6 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _chunks(rows: Iterator[tuple]) -> Iterator[Batch]:
-    while True:
-        chunk = list(itertools.islice(rows, BATCH))
-        if not chunk:
-            return
-        yield chunk
-
-
 class Generate(Node):
     """Rows produced by a Python function of the execution context (virtual tables, SRFs)."""
 
@@ -892,10 +907,8 @@ class Generate(Node):
         self.label = label
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
-        for chunk in _chunks(iter(self.produce(ctx))):
-            if ctx.canceled:  # generate_series can be made as long as a client likes
-                raise errors.query_canceled()
-            yield chunk
+        # Called at the first batch, not before (a plan's batches() may be set up early).
+        yield from emit(ctx, self.produce(ctx))  # generate_series can be as long as a client likes
 
     def explain_name(self) -> str:
         return self.label or "virtual table"
@@ -914,7 +927,7 @@ class Materialized(Node):
         rows = cache.get(self.slot)
         if rows is None:
             rows = cache[self.slot] = list(self.child.rows(ctx))
-        yield from _chunks(iter(rows))
+        yield from emit(ctx, rows)
 
     def children(self) -> list[Node]:
         return [self.child]
@@ -934,8 +947,10 @@ class ProjectSet(Node):
         self.calls = calls
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
+        return emit(ctx, self._rows(ctx))
+
+    def _rows(self, ctx: ExecCtx) -> Iterator[tuple | None]:
         calls = self.calls
-        out: list[tuple] = []
         for batch in self.child.batches(ctx):
             for row in batch:
                 results = []
@@ -947,18 +962,13 @@ class ProjectSet(Node):
                     values = [next(r, None) for r in results]
                     if all(v is None for v in values):
                         break
-                    out.append(row + tuple(v[0] if v is not None else None for v in values))
+                    yield row + tuple(v[0] if v is not None else None for v in values)
                     produced += 1
-                    if len(out) >= BATCH:
-                        if ctx.canceled:
-                            raise errors.query_canceled()
-                        yield out
-                        out = []
                     if produced > self.MAX_ROWS_PER_INPUT:
                         raise errors.PgError(errors.PROGRAM_LIMIT_EXCEEDED,
                                              "set-returning function produced too many rows")
-        if out:
-            yield out
+                if not produced:
+                    yield None
 
     def children(self) -> list[Node]:
         return [self.child]
@@ -980,18 +990,14 @@ class LateralFunction(Node):
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
         rows_for = self.rows_for
-        out: list[tuple] = []
-        for batch in self.child.batches(ctx):
-            for row in batch:
-                for produced in rows_for(row, ctx):
-                    out.append(row + tuple(produced))
-                    if len(out) >= BATCH:
-                        if ctx.canceled:
-                            raise errors.query_canceled()
-                        yield out
-                        out = []
-        if out:
-            yield out
+
+        def rows() -> Iterator[tuple | None]:
+            for batch in self.child.batches(ctx):
+                for row in batch:
+                    yield None  # a step, even when the function returns nothing for this row
+                    for produced in rows_for(row, ctx):
+                        yield row + tuple(produced)
+        return emit(ctx, rows())
 
     def children(self) -> list[Node]:
         return [self.child]
@@ -1032,7 +1038,7 @@ class WorkingTable(Node):
         self.slot = object()
 
     def batches(self, ctx: ExecCtx) -> Iterator[Batch]:
-        yield from _chunks(iter(ctx.subquery_cache.get(self.slot, ())))
+        yield from emit(ctx, list(ctx.subquery_cache.get(self.slot, ())))
 
     def explain_name(self) -> str:
         return "scan buffer"
@@ -1060,9 +1066,8 @@ class RecursiveUnion(Node):
             total += len(rows)
             if total > self.MAX_ROWS:
                 raise errors.PgError(errors.OUT_OF_MEMORY, "recursive query exceeds the memory budget")
-            yield from _chunks(iter(rows))
-            if ctx.canceled:
-                raise errors.query_canceled()
+            yield from emit(ctx, rows)
+            ctx.check_cancel()  # a round may add rows forever without the consumer pulling any
             cache[self.working.slot] = rows
             # the step's uncorrelated subqueries may read the working table: recompute them
             for key in [k for k in cache if k not in outside and k is not self.working.slot]:

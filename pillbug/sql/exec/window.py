@@ -19,7 +19,7 @@ from typing import Any
 
 from pillbug.sql.datum import Json
 from pillbug.sql.exec.context import ExecCtx
-from pillbug.sql.exec.nodes import BATCH, Batch, Node, SortKey, _hashable, _sort_rows
+from pillbug.sql.exec.nodes import Batch, Node, SortKey, _hashable, _sort_rows, emit
 from pillbug.sql.sem.builtins import NAVIGATION, RANKING, Aggregate
 from pillbug.sql.sem.expr import Compiled
 from pillbug.util import errors
@@ -79,16 +79,8 @@ class Window(Node):
                     members = [i for i, _ in _sort_rows([(i, rows[i]) for i in members], spec.order, ctx,
                                                         key_index=1)]
                 _compute(spec, members, rows, extra, ctx)
-            if ctx.canceled:
-                raise errors.query_canceled()
-        out = []
-        for row, values in zip(rows, extra):
-            out.append(row + tuple(values))
-            if len(out) >= BATCH:
-                yield out
-                out = []
-        if out:
-            yield out
+            ctx.check_cancel()
+        yield from emit(ctx, [row + tuple(values) for row, values in zip(rows, extra)])
 
     def children(self) -> list[Node]:
         return [self.child]

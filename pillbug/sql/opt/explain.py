@@ -17,8 +17,11 @@ SQL-level facts the planner attached); operators EXPLAIN does not show (renders)
 
 EXPLAIN ANALYZE runs the statement (writes included, as CockroachDB does) with each operator's
 batches counted and the transaction wrapped in a counter of what the kv layer returned, and
-prints the totals ("rows decoded from KV: 1") and per-operator counts ("KV rows decoded: 1").
-The counting wrappers exist only in EXPLAIN ANALYZE plans; ordinary plans run unwrapped.
+prints the totals ("rows decoded from KV: 1 (8 B, 1 gRPC calls)") and per-operator counts
+("KV rows decoded: 1", "KV gRPC calls: 1"). KV calls are the store calls the transaction makes
+(get, get_many and scan count one each; a scan reads in batches, each one call): in a cluster
+each is a network round trip, so they are what a batched read saves. The counting wrappers exist
+only in EXPLAIN ANALYZE plans; ordinary plans run unwrapped.
 """
 from __future__ import annotations
 
@@ -60,18 +63,22 @@ def plan_explain(planner: Planner, stmt: Statement,
             s.reset()
         total = _OpStats()
         counting = CountingTxn(ctx.txn, total)
+        kv = counting.txn
+        store = kv.store
         ctx.txn = counting
+        kv.store = CountingStore(store, total)
         started = time.perf_counter()
         try:
             for _ in root.batches(ctx):
                 pass
         finally:
             ctx.txn = counting.txn
+            kv.store = store
         execution = time.perf_counter() - started
         header = [f"planning time: {_duration(planning)}", f"execution time: {_duration(execution)}",
                   "distribution: local", "vectorized: false",
                   f"rows decoded from KV: {total.kv_rows} ({_bytes(total.kv_bytes)}, "
-                  f"{total.kv_calls} KV calls)", ""]
+                  f"{total.kv_calls} gRPC calls)", ""]
         return [(line,) for line in header + render(root, stats)]
     return QueryPlan(N.Generate(INFO_COLUMNS, analyze, "explain analyze"), INFO_COLUMNS)
 
@@ -115,9 +122,10 @@ def _draw(op: _Shown, first: str, rest: str, lines: list[str], stats: dict | Non
         s = stats.get(id(op.node))
         if s is not None:
             extra = [f"actual row count: {s.rows}"]
-            if s.kv_calls:
+            if s.kv_calls or s.kv_rows:
                 extra.append(f"KV rows decoded: {s.kv_rows}")
                 extra.append(f"KV bytes read: {_bytes(s.kv_bytes)}")
+                extra.append(f"KV gRPC calls: {s.kv_calls}")
             attrs = extra + attrs
     for a in attrs:
         lines.append(f"{rest}{bar}{a}".rstrip())
@@ -174,6 +182,37 @@ def instrument(root: N.Node) -> dict[int, _OpStats]:
     return stats
 
 
+def _count(total: _OpStats, n_rows: int, n_bytes: int, calls: int) -> None:
+    for s in (total, _running[-1]) if _running else (total,):
+        s.kv_rows += n_rows
+        s.kv_bytes += n_bytes
+        s.kv_calls += calls
+
+
+class CountingStore:
+    """The transaction's store, counting the calls made to it (EXPLAIN ANALYZE only)."""
+
+    def __init__(self, store: Any, total: _OpStats) -> None:
+        self.store = store
+        self.total = total
+
+    def get(self, key: bytes, at: int) -> tuple[bytes | None, int]:
+        _count(self.total, 0, 0, 1)
+        return self.store.get(key, at)
+
+    def get_many(self, keys: Any, at: int) -> list[tuple[bytes | None, int]]:
+        _count(self.total, 0, 0, 1)
+        return self.store.get_many(keys, at)
+
+    def scan(self, start: bytes, end: bytes, at: int, limit: int = 0,
+             reverse: bool = False) -> list[tuple[bytes, bytes, int]]:
+        _count(self.total, 0, 0, 1)
+        return self.store.scan(start, end, at, limit, reverse)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
 class CountingTxn:
     """A transaction that counts the keys and bytes its reads return (EXPLAIN ANALYZE only)."""
 
@@ -181,26 +220,26 @@ class CountingTxn:
         self.txn = txn
         self.total = total
 
-    def _count(self, n_rows: int, n_bytes: int, call: int) -> None:
-        for s in (self.total, _running[-1]) if _running else (self.total,):
-            s.kv_rows += n_rows
-            s.kv_bytes += n_bytes
-            s.kv_calls += call
-
     def get(self, key: bytes) -> bytes | None:
-        return self._counted(key, self.txn.get(key))
+        return self._counted([key], [self.txn.get(key)])[0]
 
     def get_for_update(self, key: bytes, wait: Any) -> bytes | None:
-        return self._counted(key, self.txn.get_for_update(key, wait))
+        return self._counted([key], [self.txn.get_for_update(key, wait)])[0]
 
-    def _counted(self, key: bytes, value: bytes | None) -> bytes | None:
-        self._count(value is not None, len(key) + len(value) if value is not None else 0, 1)
-        return value
+    def get_many(self, keys: Any) -> list[bytes | None]:
+        return self._counted(keys, self.txn.get_many(keys))
+
+    def get_many_for_update(self, keys: Any, wait: Any) -> list[bytes | None]:
+        return self._counted(keys, self.txn.get_many_for_update(keys, wait))
+
+    def _counted(self, keys: Any, values: list[bytes | None]) -> list[bytes | None]:
+        found = [len(k) + len(v) for k, v in zip(keys, values) if v is not None]
+        _count(self.total, len(found), sum(found), 0)
+        return values
 
     def scan(self, start: bytes, end: bytes, limit: int = 0, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
-        self._count(0, 0, 1)
         for key, value in self.txn.scan(start, end, limit=limit, reverse=reverse):
-            self._count(1, len(key) + len(value), 0)
+            _count(self.total, 1, len(key) + len(value), 0)
             yield key, value
 
     def __getattr__(self, name: str) -> Any:

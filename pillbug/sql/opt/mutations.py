@@ -313,11 +313,12 @@ def _set_clause(planner: Planner, builder: ExprBuilder, table: TableDesc, target
 
 
 def lock_point_rows(node: N.Node) -> None:
-    """Rows found by primary key (through filters) are locked as they are read, so that
-    concurrent writers of one row queue for it rather than fail at commit (kv/locks.py)."""
+    """Rows found by primary key (through filters; one key, or a list: k IN (...)) are locked as
+    they are read, so that concurrent writers of one row queue for it rather than fail at commit
+    (kv/locks.py); a list is locked a batch at a time, in key order (Txn.get_many_for_update)."""
     while isinstance(node, N.Filter):
         node = node.child
-    if isinstance(node, N.PointGet):
+    if isinstance(node, N.PointGet) or (isinstance(node, N.Scan) and node.points and node.limit_hint is None):
         node.for_update = True
 
 

@@ -1111,6 +1111,9 @@ class Planner:
                 node = N.PointGet(source.columns, codec, index_select.point_key_function(cons))
             elif cons.index.is_primary:
                 node = N.Scan(source.columns, codec, index_select.span_function(cons))
+                # every span one whole primary key (k IN (...)): rows an UPDATE may lock
+                node.points = (cons.pinned == len(cons.index.column_ids)
+                               and cons.lower is None and cons.upper is None)
             else:
                 node = N.IndexScan(source.columns, codec, cons.codec, index_select.span_function(cons),
                                    covering=self._covers(table, cons.codec))
