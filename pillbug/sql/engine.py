@@ -26,6 +26,7 @@ from pillbug.sql.activity import Activity
 from pillbug.sql.catalog import system
 from pillbug.sql.catalog.system import Catalog
 from pillbug.storage.store import Store
+from pillbug.util import timeslice
 
 PLAN_CACHE_SIZE = 4096
 # How long after two sessions' statements interleave the node counts as shared.
@@ -112,7 +113,8 @@ class Engine:
 
     async def start(self) -> bool:
         """Bootstrap an empty store. Returns True when this was the first start."""
-        return await system.bootstrap(self.store)
+        # In a greenlet of its own, like every path to the store (its reads may wait).
+        return await timeslice.run(system.bootstrap, self.store)
 
     def catalog_for(self, txn: Txn) -> Catalog:
         """The catalog as of the transaction's snapshot; its version key joins the read set."""
