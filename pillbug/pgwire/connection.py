@@ -4,10 +4,10 @@ Lifecycle: STARTUP (SSLRequest -> TLS, CancelRequest, StartupMessage) -> AUTH (s
 READY (simple and extended query, COPY FROM STDIN and TO STDOUT) -> CLOSED.
 
 Bytes go into a messages.Reader; complete messages are handled in order. Handling a message is
-a coroutine that usually finishes without suspending (a point read never waits), so it is
-driven by hand (_run) instead of as a Task: a Task per query would cost more than the query.
-When it does suspend (a commit waiting for its fsync), later messages wait in the reader, and
-reading pauses if they pile up. Output goes to one buffer, flushed when there is no more input
+a coroutine that usually finishes without suspending (on LMDB a point read never waits), so it
+is driven by hand (_run) instead of as a Task: a Task per query would cost more than the query.
+When it does suspend (a commit waiting for its fsync, a read from a store that answers later),
+later messages wait in the reader, and reading pauses if they pile up. Output goes to one buffer, flushed when there is no more input
 to process, at the protocol's sync points, or when it grows past a threshold.
 
 Each step of a handler runs in the connection's Slicer (util/timeslice.py): a statement that
