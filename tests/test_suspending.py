@@ -22,9 +22,10 @@ import pytest
 from conftest import Node, run_cli, start_node
 
 from pillbug.kv.txn import Txn
+from pillbug.sql import activity
 from pillbug.storage.lmdb_store import LMDBStore
 from pillbug.storage.suspending import SuspendingStore, from_spec
-from pillbug.util import timeslice
+from pillbug.util import errors, timeslice
 
 SLOW_SECONDS = 6.0  # far longer than any answer the tests accept while it is pending
 TIMEOUT_MESSAGE = "query execution canceled due to statement timeout"
@@ -185,3 +186,42 @@ def test_reads_of_the_suspending_store_refuse_to_block_the_loop(tmp_path):
 def test_make_start_never_selects_the_test_store():
     with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Makefile")) as f:
         assert "test-store" not in f.read()
+
+
+class _Session:
+    """What Activity.begin needs of a session."""
+
+    def __init__(self, timeout_ms: str = "0") -> None:
+        self.vars = {"statement_timeout": timeout_ms}
+        self.query = None
+        self.last_query = ""
+        self.user = "root"
+
+
+@pytest.mark.parametrize("timeout_ms,message", [("0", "query execution canceled"), ("50", TIMEOUT_MESSAGE)])
+def test_a_read_parked_in_the_bridge_ends_with_57014_on_cancel_or_timeout(timeout_ms, message):
+    """In-process: a statement registered in sql/activity.py, parked in await_ on a read that
+    would take 30 s, ends at once when it is canceled or its statement_timeout rings."""
+    registry = activity.Activity(node_id=1)
+
+    async def scenario() -> float:
+        queries = []
+
+        def statement() -> None:
+            query = registry.begin(_Session(timeout_ms), "SELECT v FROM kv WHERE k = 'slowpoke'")
+            queries.append(query)
+            try:
+                timeslice.await_(asyncio.sleep(30))
+            finally:
+                registry.end(query)
+        task = asyncio.ensure_future(timeslice.run(statement))
+        await asyncio.sleep(0.01)
+        began = time.monotonic()
+        if timeout_ms == "0":
+            queries[0].cancel(activity.CANCELED)
+        with pytest.raises(errors.PgError) as info:
+            await asyncio.wait_for(task, 5)
+        assert info.value.code == "57014" and info.value.message == message
+        assert queries[0].greenlet is None  # ended: a later cancel cannot reach the greenlet's next work
+        return time.monotonic() - began
+    assert asyncio.run(scenario()) < 1.0
