@@ -16,10 +16,11 @@ import threading
 import time
 from collections.abc import Iterator
 
+import psycopg
 import psycopg2
 import psycopg2.errors
 import pytest
-from conftest import Node, run_cli, start_node
+from conftest import ADMIN_PASSWORD, ADMIN_USER, Node, run_cli, start_node
 
 from pillbug.kv.txn import Txn
 from pillbug.sql import activity
@@ -225,3 +226,30 @@ def test_a_read_parked_in_the_bridge_ends_with_57014_on_cancel_or_timeout(timeou
         assert queries[0].greenlet is None  # ended: a later cancel cannot reach the greenlet's next work
         return time.monotonic() - began
     assert asyncio.run(scenario()) < 1.0
+
+
+def test_every_protocol_path_reaches_the_store_from_a_greenlet(slow_node):
+    """Startup with a password (HBA rules and the user's verifier come from the catalog), Parse,
+    Bind, Describe, Execute, a pipeline and COPY FROM, on a store whose reads fail outside a
+    greenlet: any such path would answer XX000 here."""
+    conninfo = " ".join(f"{k}={v}" for k, v in slow_node.params(ADMIN_USER, ADMIN_PASSWORD).items())
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS ext (k INT PRIMARY KEY, v STRING)")
+        conn.execute("DELETE FROM ext WHERE true")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO ext VALUES (%s, %s)", [(i, f"v{i}") for i in range(20)])
+            for _ in range(3):  # named prepared statements after the first executions
+                cur.execute("SELECT v FROM ext WHERE k = %s", (7,), prepare=True)
+                assert cur.fetchall() == [("v7",)]
+            cur.execute("SELECT count(*) FROM ext WHERE v LIKE %s", ("v1%",))
+            assert cur.fetchone() == (11,)
+        with conn.pipeline():
+            a = conn.execute("UPDATE ext SET v = %s WHERE k = %s RETURNING v", ("x", 1))
+            b = conn.execute("SELECT v FROM ext WHERE k = %s", (1,))
+        assert a.fetchall() == [("x",)] and b.fetchall() == [("x",)]
+        with conn.cursor() as cur:
+            with cur.copy("COPY ext FROM STDIN") as copy:
+                for i in range(100, 150):
+                    copy.write_row((i, f"c{i}"))
+            cur.execute("SELECT count(*) FROM ext")
+            assert cur.fetchone() == (70,)
