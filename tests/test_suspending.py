@@ -24,6 +24,7 @@ from conftest import ADMIN_PASSWORD, ADMIN_USER, Node, run_cli, start_node
 
 from pillbug.kv.txn import Txn
 from pillbug.sql import activity
+from pillbug.sql.settings import HBA_SETTING
 from pillbug.storage.lmdb_store import LMDBStore
 from pillbug.storage.suspending import SuspendingStore, from_spec
 from pillbug.util import errors, timeslice
@@ -253,3 +254,28 @@ def test_every_protocol_path_reaches_the_store_from_a_greenlet(slow_node):
                     copy.write_row((i, f"c{i}"))
             cur.execute("SELECT count(*) FROM ext")
             assert cur.fetchone() == (70,)
+
+
+def test_the_servers_own_store_work_runs_in_greenlets(tmp_path):
+    """Bootstrap, allowlist and admin seeding, compaction and the shutdown wait of an in-process
+    node on the suspending store: each reaches the store from a greenlet (timeslice.run), and the
+    same work called from plain loop code is refused, which shows that the reads do wait."""
+    from pillbug.server.node import Node as ServerNode
+    from pillbug.server.node import NodeConfig
+
+    async def scenario() -> None:
+        node = ServerNode(NodeConfig(store=str(tmp_path / "store"), listen_port=0, http_port=0, insecure=True,
+                                     allowlist=["127.0.0.1/32"], init_admin="boss",
+                                     test_store="suspending,max_delay_ms=0.5"))
+        await node.start()
+        try:
+            assert node.first_start and node.admin_password is not None
+            assert isinstance(node.store, SuspendingStore) and node.store.reads > 0
+            catalog = await timeslice.run(node.engine.latest_catalog)
+            assert "boss" in catalog.users and "127.0.0.1/32" in catalog.settings.get(HBA_SETTING, "")
+            with pytest.raises(timeslice.OutsideSliceError):
+                await node._compact()
+            await timeslice.run(node._compact)
+        finally:
+            await node.stop()
+    asyncio.run(scenario())
