@@ -7,15 +7,17 @@ Bytes go into a messages.Reader; complete messages are handled in order. Handlin
 a coroutine that usually finishes without suspending (on LMDB a point read never waits), so it
 is driven by hand (_run) instead of as a Task: a Task per query would cost more than the query.
 When it does suspend (a commit waiting for its fsync, a read from a store that answers later),
-later messages wait in the reader, and reading pauses if they pile up. Output goes to one buffer, flushed when there is no more input
-to process, at the protocol's sync points, or when it grows past a threshold.
+later messages wait in the reader, and reading pauses if they pile up. Output goes to one
+buffer, flushed when there is no more input to process, at the protocol's sync points, or when
+it grows past a threshold.
 
 Each step of a handler runs in the connection's Slicer (util/timeslice.py): a statement that
 computes for long pauses between batches, so that the loop serves other connections and the
-CancelRequest that may be on its way for it. Every handler that may read the store runs there too
-(the coroutines, and the synchronous Parse, startup and CopyData handlers, through _in_slice), because a store read may park the greenlet until the store answers (timeslice.await_);
-the connection is busy meanwhile and later messages wait in the reader. A pipelining client gets one slice of messages at a
-time, too. Nothing a client does grows memory without bound: input waits in the reader only up to
+CancelRequest that may be on its way for it. Every handler that may read the store runs there
+too (the coroutines, and the synchronous Parse, startup and CopyData handlers, through
+_in_slice), because a store read may park the greenlet until the store answers
+(timeslice.await_); the connection is busy meanwhile. A pipelining client gets one slice of
+messages at a time, too. Nothing a client does grows memory without bound: input waits in the reader only up to
 MAX_PENDING_INPUT; while the client does not read (pause_writing), no further message is taken
 and reading pauses; oversized messages are skipped, not buffered (messages.py).
 

@@ -121,7 +121,7 @@ def interrupt(green: greenlet.greenlet, exc: BaseException) -> bool:
 
 
 def _callers() -> str:
-    """The two frames above await_'s caller's caller, for the error that names who went wrong."""
+    """await_'s caller and the two frames above it, for the error that names who went wrong."""
     names = []
     frame = sys._getframe(2)
     while frame is not None and len(names) < 3:
