@@ -279,3 +279,21 @@ def test_the_servers_own_store_work_runs_in_greenlets(tmp_path):
         finally:
             await node.stop()
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("name", [
+    "test_seed_retry_loop_keeps_the_total_under_contention",
+    "test_autocommit_increments_never_fail_and_never_get_lost",
+    "test_explicit_transactions_across_round_trips_see_only_40001",
+])
+def test_contention_invariants_hold_while_reads_wait(slow_node, name):
+    """test_contention.py's many clients on a few rows, on a store where every read lets the
+    others run (row locks, refreshes, retry turns and group commit interleave at every read):
+    totals still hold and clients still see only 40001."""
+    import test_contention
+    db = "susp_" + name[5:30]
+    slow_node.sql(f"DROP DATABASE IF EXISTS {db} CASCADE", f"CREATE DATABASE {db}")
+    try:
+        getattr(test_contention, name)(slow_node, db)
+    finally:
+        slow_node.sql(f"DROP DATABASE IF EXISTS {db} CASCADE")
