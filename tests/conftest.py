@@ -4,6 +4,9 @@
 the `pillbug cert` CLI. `node` starts `pillbug start-single-node` (one per test module) on free
 ports with its own store, creates an admin-role user with a password, and stops the process when
 the module is done. Tests connect with psycopg2/psycopg/asyncpg/psql exactly as users do.
+
+PILLBUG_TEST_STORE=SPEC starts every node with `--test-store=SPEC` (storage/suspending.py), so
+that the whole suite can run with store reads that wait: `PILLBUG_TEST_STORE=suspending pytest tests`.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ BIN = os.path.dirname(sys.executable)
 PILLBUG = os.path.join(BIN, "pillbug")
 ADMIN_USER = "dbadmin"
 ADMIN_PASSWORD = "Adm1n-secret-pw"
+TEST_STORE = os.environ.get("PILLBUG_TEST_STORE", "")
 
 
 def free_port() -> int:
@@ -84,6 +88,8 @@ class Node:
                 f"--listen-addr=127.0.0.1:{self.port}", f"--http-addr=127.0.0.1:{self.http_port}"]
         args += ["--insecure"] if self.insecure else [f"--certs-dir={self.certs_dir}"]
         args += self.extra_args
+        if TEST_STORE and not any(a.startswith("--test-store") for a in args):
+            args.append(f"--test-store={TEST_STORE}")
         self.log_path = self.store.rstrip("/") + ".log"
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=os.path.dirname(self.store))

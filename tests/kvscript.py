@@ -15,8 +15,11 @@ Store commands:
   dump                 every raw entry of the latest, history and revlog databases, decoded
                        (after a checkpoint: what waits in the write-ahead log goes into LMDB)
 
-Each script runs twice: as written, and with a checkpoint after every commit, so that its reads
-are answered once from the memtable and once from LMDB; the output must be the same.
+Each script runs on two engines, LMDB and LMDB behind the suspending test store
+(storage/suspending.py: every read answers after a turn of the event loop, through
+timeslice.await_), and on LMDB once more with a checkpoint after every commit, so that its reads
+are answered once from the memtable and once from LMDB; the output must be the same. Every command
+runs inside a greenlet driven by the loop (timeslice.run), as a statement's reads do in a node.
 Transaction commands (T names a transaction):
   txn T [at=R]         get T K          scan T START END [limit=N] [reverse]
   get_many T K...      each key's value (own writes first), then the read set
@@ -35,7 +38,9 @@ from dataclasses import dataclass, field
 from pillbug.kv.txn import Txn
 from pillbug.storage import lmdb_store
 from pillbug.storage.lmdb_store import LMDBStore
-from pillbug.storage.store import CompactedError, KeyCompare, RangeCompare
+from pillbug.storage.store import CompactedError, KeyCompare, RangeCompare, Store
+from pillbug.storage.suspending import SuspendingStore
+from pillbug.util import timeslice
 from pillbug.util.errors import PgError
 
 REWRITE = os.environ.get("PILLBUG_REWRITE") == "1"
@@ -110,20 +115,38 @@ def write(script: Script) -> None:
         f.write("\n".join(out))
 
 
+ENGINES = ("lmdb", "suspending")
+
+
 class Runner:
-    def __init__(self, directory: str, checkpoint_every_commit: bool = False) -> None:
+    def __init__(self, directory: str, checkpoint_every_commit: bool = False, engine: str = "lmdb") -> None:
+        assert engine in ENGINES, engine
         self.directory = directory
         self.checkpoint_every_commit = checkpoint_every_commit
+        self.engine = engine
         self.loop = asyncio.new_event_loop()
-        self.store = LMDBStore(directory)
+        self.lmdb, self.store = self._open()
         self.txns: dict[str, Txn] = {}
         self.savepoints: dict[tuple[str, str], int] = {}
+
+    def _open(self) -> tuple[LMDBStore, Store]:
+        lmdb = LMDBStore(self.directory)
+        # Seeded delays of up to 1 ms: reads of one script answer in a different order than asked.
+        store = SuspendingStore(lmdb, max_delay_ms=1, seed=1) if self.engine == "suspending" else lmdb
+        return lmdb, store
 
     def close(self) -> None:
         self.loop.run_until_complete(self.store.close())
         self.loop.close()
 
+    def _wait(self, awaitable):
+        """Inside a command (a greenlet): wait for awaitable while the loop runs."""
+        return timeslice.await_(awaitable)
+
     def run(self, case: Case) -> str:
+        return self.loop.run_until_complete(timeslice.run(self._run, case))
+
+    def _run(self, case: Case) -> str:
         words = shlex.split(case.command, posix=False)
         name, args = words[0], words[1:]
         options = {}
@@ -160,7 +183,7 @@ class Runner:
                 writes.append((key_bytes(rest[0]), None))
             else:
                 raise AssertionError(f"unknown commit line {line!r}")
-        result = self.loop.run_until_complete(self.store.commit(compares, writes))
+        result = self._wait(self.store.commit(compares, writes))
         self._after_commit()
         if result.succeeded:
             return f"r{result.revision}"
@@ -198,29 +221,29 @@ class Runner:
         return "\n".join(f"{show(k)}={show(v)} @{m}" for k, v, m in rows) or "<empty>"
 
     def cmd_compact(self, args: list[str], opts: dict, body: list[str]) -> str:
-        self.loop.run_until_complete(self.store.compact(int(args[0])))
+        self._wait(self.store.compact(int(args[0])))
         return f"compacted at r{self.store.compacted_revision()}"
 
     def cmd_revision(self, args: list[str], opts: dict, body: list[str]) -> str:
         return f"r{self.store.current_revision()}"
 
     def cmd_restart(self, args: list[str], opts: dict, body: list[str]) -> str:
-        self.loop.run_until_complete(self.store.close())
+        self._wait(self.store.close())
         default = lmdb_store._RECENT_REVISIONS
         lmdb_store._RECENT_REVISIONS = opts.get("recent", default)
         try:
-            self.store = LMDBStore(self.directory)
+            self.lmdb, self.store = self._open()
         finally:
             lmdb_store._RECENT_REVISIONS = default
         return f"reopened at r{self.store.current_revision()}, compacted at r{self.store.compacted_revision()}"
 
     def _after_commit(self) -> None:
         if self.checkpoint_every_commit:
-            self.loop.run_until_complete(self.store.checkpoint())
+            self._wait(self.lmdb.checkpoint())
 
     def cmd_dump(self, args: list[str], opts: dict, body: list[str]) -> str:
-        store = self.store
-        self.loop.run_until_complete(store.checkpoint())
+        store = self.lmdb
+        self._wait(store.checkpoint())
         out = []
         u64 = struct.Struct(">Q")
         with store._env.begin() as txn:
@@ -265,7 +288,7 @@ class Runner:
     def _commit_txns(self, names: list[str]) -> str:
         async def commit_all() -> list:
             return await asyncio.gather(*(self.txns[n].commit() for n in names), return_exceptions=True)
-        outcomes = self.loop.run_until_complete(commit_all())
+        outcomes = self._wait(commit_all())
         self._after_commit()
         lines = []
         for name, outcome in zip(names, outcomes):
@@ -286,9 +309,10 @@ def _show_compare(compare: object) -> str:
     return f"rcmp {show(compare.start)} {show(compare.end)} {compare.revision}"
 
 
-def run_script(path: str, directory: str, checkpoint_every_commit: bool = False) -> None:
+def run_script(path: str, directory: str, checkpoint_every_commit: bool = False,
+               engine: str = "lmdb") -> None:
     script = parse(path)
-    runner = Runner(directory, checkpoint_every_commit)
+    runner = Runner(directory, checkpoint_every_commit, engine)
     failures = []
     try:
         for case in script.cases:
@@ -298,7 +322,7 @@ def run_script(path: str, directory: str, checkpoint_every_commit: bool = False)
                                 f"expected:\n{case.expected}\nactual:\n{case.actual}\n")
     finally:
         runner.close()
-    if REWRITE and not checkpoint_every_commit:
+    if REWRITE and not checkpoint_every_commit and engine == "lmdb":
         write(script)
         return
     assert not failures, "\n".join(failures)

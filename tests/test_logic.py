@@ -25,18 +25,24 @@ column's declared type is checked against what the server sent. Values print as 
 text form, with NULL as NULL, booleans as true/false and the empty string as `·`. Expected rows
 may also be written one value per line. With `rowsort` or `valuesort` both sides are sorted.
 
-Set PILLBUG_LOGIC_REWRITE=1 to rewrite the expected output of every query record from what the
-server returned (then review the diff); PILLBUG_LOGIC_FILES=a,b runs only those files.
+Every file runs twice: on a node over LMDB and on one over the suspending test store (reads that
+wait, storage/suspending.py). Set PILLBUG_LOGIC_REWRITE=1 to rewrite the expected output of every
+query record from what the server returned (then review the diff); PILLBUG_LOGIC_FILES=a,b runs
+only those files.
 """
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import psycopg2
 import psycopg2.extensions
 import pytest
+from conftest import Node, start_node
 
 LOGIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "logic")
 REWRITE = os.environ.get("PILLBUG_LOGIC_REWRITE", "") not in ("", "0", "false")
@@ -347,9 +353,29 @@ class LogicRunner:
             f.write("\n".join(out))
 
 
+# The logic tests run on LMDB and on LMDB behind the suspending test store, where every read waits
+# a turn of the loop or a short seeded delay (storage/suspending.py): the same answers must come
+# back when other statements run in the middle of a statement's reads.
+SUSPENDING = "suspending,max_delay_ms=1,seed=11"
+
+
+@pytest.fixture(scope="module", params=["lmdb", "suspending"])
+def logic_node(request: pytest.FixtureRequest, certs: str) -> Iterator[Node]:
+    if request.param == "lmdb":
+        yield request.getfixturevalue("node")
+        return
+    tmp = tempfile.mkdtemp(prefix="pillbug-logic-suspending-")
+    node = start_node(tmp, certs, extra_args=[f"--test-store={SUSPENDING}"])
+    try:
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @pytest.mark.parametrize("name", FILES)
-def test_logic(node, name: str) -> None:
-    runner = LogicRunner(node, os.path.join(LOGIC_DIR, name + ".test"))
+def test_logic(logic_node: Node, name: str) -> None:
+    runner = LogicRunner(logic_node, os.path.join(LOGIC_DIR, name + ".test"))
     runner.run()
     if runner.failures:
         pytest.fail(f"{len(runner.failures)} failure(s) in {name}.test:\n" + "\n".join(runner.failures),

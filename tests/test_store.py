@@ -29,10 +29,11 @@ from pillbug.util.errors import PgError
 SCRIPTS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "testdata", "kv", "*.txt")))
 
 
-@pytest.mark.parametrize("checkpointed", [False, True], ids=["log", "checkpointed"])
+@pytest.mark.parametrize("engine,checkpointed", [("lmdb", False), ("lmdb", True), ("suspending", False)],
+                         ids=["log", "checkpointed", "suspending"])
 @pytest.mark.parametrize("path", SCRIPTS, ids=[os.path.basename(p)[:-4] for p in SCRIPTS])
-def test_script(path, checkpointed, tmp_path):
-    run_script(path, str(tmp_path / "store"), checkpoint_every_commit=checkpointed)
+def test_script(path, engine, checkpointed, tmp_path):
+    run_script(path, str(tmp_path / "store"), checkpoint_every_commit=checkpointed, engine=engine)
 
 
 # ---- helpers ------------------------------------------------------------------------------------

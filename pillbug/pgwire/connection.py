@@ -4,16 +4,20 @@ Lifecycle: STARTUP (SSLRequest -> TLS, CancelRequest, StartupMessage) -> AUTH (s
 READY (simple and extended query, COPY FROM STDIN and TO STDOUT) -> CLOSED.
 
 Bytes go into a messages.Reader; complete messages are handled in order. Handling a message is
-a coroutine that usually finishes without suspending (a point read never waits), so it is
-driven by hand (_run) instead of as a Task: a Task per query would cost more than the query.
-When it does suspend (a commit waiting for its fsync), later messages wait in the reader, and
-reading pauses if they pile up. Output goes to one buffer, flushed when there is no more input
-to process, at the protocol's sync points, or when it grows past a threshold.
+a coroutine that usually finishes without suspending (on LMDB a point read never waits), so it
+is driven by hand (_run) instead of as a Task: a Task per query would cost more than the query.
+When it does suspend (a commit waiting for its fsync, a read from a store that answers later),
+later messages wait in the reader, and reading pauses if they pile up. Output goes to one
+buffer, flushed when there is no more input to process, at the protocol's sync points, or when
+it grows past a threshold.
 
 Each step of a handler runs in the connection's Slicer (util/timeslice.py): a statement that
 computes for long pauses between batches, so that the loop serves other connections and the
-CancelRequest that may be on its way for it. A pipelining client gets one slice of messages at a
-time, too. Nothing a client does grows memory without bound: input waits in the reader only up to
+CancelRequest that may be on its way for it. Every handler that may read the store runs there
+too (the coroutines, and the synchronous Parse, startup and CopyData handlers, through
+_in_slice), because a store read may park the greenlet until the store answers
+(timeslice.await_); the connection is busy meanwhile. A pipelining client gets one slice of
+messages at a time, too. Nothing a client does grows memory without bound: input waits in the reader only up to
 MAX_PENDING_INPUT; while the client does not read (pause_writing), no further message is taken
 and reading pauses; oversized messages are skipped, not buffered (messages.py).
 
@@ -38,7 +42,7 @@ import logging
 import ssl
 import struct
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from pillbug.pgwire import codecs, copy_out
@@ -324,17 +328,28 @@ class Connection(asyncio.Protocol):
             if handler is None:
                 self._fatal(errors.protocol_violation(f"unknown message type {msg_type!r}"))
                 return None
+            if msg_type in _SLICED:
+                return self._in_slice(handler, self, body)
             return handler(self, body)
         if state == "copy":
+            if msg_type == b"d":  # rows are inserted as they arrive: reads of the store
+                return self._in_slice(self._copy_message, msg_type, body)
             return self._copy_message(msg_type, body)
         if state == "startup":
-            return self._startup(body)
+            return self._in_slice(self._startup, body)  # the HBA check reads the catalog
         if state == "auth":
             if msg_type != b"p":
                 self._fatal(errors.protocol_violation(f"expected a password message, got {msg_type!r}"))
                 return None
             return self._auth_message(body)
         return None
+
+    async def _in_slice(self, handler: Callable[..., Coroutine | None], *args: Any) -> None:
+        """Run a synchronous handler as a step of the slicer, where it may wait for the store,
+        then the coroutine it returns, if any."""
+        coro = handler(*args)
+        if coro is not None:
+            await coro
 
     # ---- output --------------------------------------------------------------------------
 
@@ -972,6 +987,12 @@ class Connection(asyncio.Protocol):
         # CopyData/CopyDone/CopyFail outside of COPY are ignored, as PostgreSQL does.
         return None
 
+
+# Ready-state messages whose synchronous handlers may read the store: Parse plans (the catalog,
+# type lookups). Bind and Describe use what Parse planned and read nothing, so they skip the
+# slicer's two greenlet switches (about 3 µs each); tests/test_suspending.py runs them on a store
+# whose reads fail outside a greenlet, so one that starts reading shows up there.
+_SLICED = frozenset((b"P",))
 
 _READY_HANDLERS = {
     b"Q": Connection._query,

@@ -28,8 +28,10 @@ from pillbug.sql.catalog import system
 from pillbug.sql.engine import Engine
 from pillbug.sql.retry import retry_serialization_failures
 from pillbug.sql.settings import HBA_SETTING, SHUTDOWN_WAIT_SETTING
+from pillbug.storage import suspending
 from pillbug.storage.lmdb_store import LMDBStore
-from pillbug.util import errors, hba, hlc, passwords
+from pillbug.storage.store import Store
+from pillbug.util import errors, hba, hlc, passwords, timeslice
 
 log = logging.getLogger("pillbug")
 COMPACTION_INTERVAL = 600.0
@@ -47,12 +49,14 @@ class NodeConfig:
     insecure: bool = False
     allowlist: list[str] | None = None
     init_admin: str | None = None
+    test_store: str | None = None  # tests only: storage/suspending.py's SPEC, LMDB behind waiting reads
 
 
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.store: LMDBStore | None = None
+        self.lmdb: LMDBStore | None = None  # the engine; for its statistics
+        self.store: Store | None = None  # what the SQL engine reads: lmdb, or a test wrapper over it
         self.engine: Engine | None = None
         self.pg: PgServer | None = None
         self.http: HttpServer | None = None
@@ -76,7 +80,14 @@ class Node:
         # opens and bootstraps.
         self.http = HttpServer(self._status, self._metrics, ssl_context)
         self.http_port = await self.http.start(cfg.http_host, cfg.http_port)
-        self.store = LMDBStore(cfg.store)
+        self.store = self.lmdb = LMDBStore(cfg.store)
+        if cfg.test_store:
+            try:
+                self.store = suspending.from_spec(cfg.test_store, self.lmdb)
+            except ValueError as exc:
+                raise errors.invalid_parameter_value(f"--test-store: {exc}") from None
+            log.warning("--test-store=%s: reads go through a test store that delays them; not for production",
+                        cfg.test_store)
         self.engine = Engine(DB(self.store))
         self.first_start = await self.engine.start()
         if cfg.allowlist:
@@ -96,7 +107,7 @@ class Node:
         was_ready = self.ready
         self.ready = False
         if was_ready and self.engine is not None:
-            wait = self._shutdown_wait()
+            wait = await timeslice.run(self._shutdown_wait)
             if wait > 0:
                 log.info("draining: unready for %.1fs before shutting down (%s)", wait, SHUTDOWN_WAIT_SETTING)
                 await asyncio.sleep(wait)
@@ -111,6 +122,7 @@ class Node:
         log.info("node shut down cleanly")
 
     def _shutdown_wait(self) -> float:
+        """Runs in a greenlet (timeslice.run): the catalog is read from the store."""
         assert self.engine is not None
         try:
             text = settings.current(self.engine.latest_catalog().settings, SHUTDOWN_WAIT_SETTING)
@@ -119,15 +131,16 @@ class Node:
             return 0.0
 
     async def _write_system(self, fn: Any) -> None:
-        """Run fn(txn) in its own transaction, retrying on conflict."""
-        assert self.store is not None
+        """Run fn(txn) in its own transaction, retrying on conflict; in a greenlet, because the
+        transaction reads the store (timeslice.run)."""
         store = self.store
+        assert store is not None
 
         async def attempt() -> None:
             txn = Txn(store)
             fn(txn)
             await txn.commit()
-        await retry_serialization_failures(attempt, max_retries=99)
+        await timeslice.run(lambda: retry_serialization_failures(attempt, max_retries=99))
 
     async def _seed_allowlist(self, cidrs: list[str]) -> None:
         try:
@@ -158,17 +171,22 @@ class Node:
             self.admin_password = password
 
     async def _compact_loop(self) -> None:
-        assert self.store is not None and self.engine is not None
         while True:
             await asyncio.sleep(COMPACTION_INTERVAL)
             try:
-                ttl = int(self.engine.latest_catalog().settings.get("gc.ttlseconds", "90000"))
-                horizon = self.store.now() - (ttl * 1_000_000_000 << hlc.LOGICAL_BITS)
-                revision = self.store.revision_at(horizon)
-                if revision > self.store.compacted_revision():
-                    await self.store.compact(revision)
+                await timeslice.run(self._compact)
             except Exception:
                 log.exception("compaction failed")
+
+    async def _compact(self) -> None:
+        """Drop history older than gc.ttlseconds. Runs in a greenlet: the catalog read may wait."""
+        store, engine = self.store, self.engine
+        assert store is not None and engine is not None
+        ttl = int(engine.latest_catalog().settings.get("gc.ttlseconds", "90000"))
+        horizon = store.now() - (ttl * 1_000_000_000 << hlc.LOGICAL_BITS)
+        revision = store.revision_at(horizon)
+        if revision > store.compacted_revision():
+            await store.compact(revision)
 
     def _status(self) -> dict[str, Any]:
         return {"nodeId": 1, "ready": self.ready,
@@ -178,7 +196,9 @@ class Node:
 
     def _metrics(self) -> dict[str, float]:
         engine = self.engine
-        store = self.store
+        # The engine itself, not a test wrapper: a metric is what this node last saw, and must not
+        # wait for the store (this runs in the HTTP handler, outside any greenlet).
+        store = self.lmdb
         stats = store.stats if store else None
         return {"sql_conns": float(len(engine.sessions)) if engine else 0.0,
                 "sys_uptime": time.time() - self.started_at if self.started_at else 0.0,
@@ -219,7 +239,7 @@ class Node:
             f"RPC client flags:    pillbug <client cmd> --host={cfg.listen_host}:{self.sql_port} "
             + ("--insecure" if cfg.insecure else f"--certs-dir={cfg.certs_dir}"),
             f"store[0]:            path={os.path.abspath(cfg.store)}",
-            "storage engine:      lmdb",
+            "storage engine:      " + ("lmdb" if not cfg.test_store else "lmdb behind the suspending test store"),
             f"status:              {'initialized new cluster' if self.first_start else 'restarted pre-existing node'}",
             "nodeID:              1",
         ]

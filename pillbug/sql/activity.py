@@ -11,6 +11,8 @@ outside, because a node runs every statement on one event loop thread. The state
     a sliced statement also lets the loop run, util/timeslice.py);
   - while it waits (a row lock, pg_sleep), because cancel() resolves the future it waits on
     (`waiting_on`), so the wait ends at once instead of at its next poll;
+  - while it waits for the store (a read parked in timeslice.await_), because cancel()
+    interrupts the statement's greenlet, which raises the 57014 from the read;
   - between server-side retries of a 40001, where the session calls check() (and guard()
     interrupts the wait for a retry turn).
 A statement_timeout is a deadline on the ActiveQuery, read from the registry's clock (injectable,
@@ -42,7 +44,7 @@ class ActiveQuery:
     """One running statement: what SHOW QUERIES shows and what CANCEL QUERY stops."""
 
     __slots__ = ("wall_ns", "session", "sql", "began", "deadline", "reason", "waiting_on",
-                 "_timer", "_interrupt", "registry")
+                 "_timer", "_interrupt", "registry", "greenlet")
 
     def __init__(self, registry: Activity, wall_ns: int, session: Any, sql: str,
                  deadline: float | None, began: float) -> None:
@@ -58,6 +60,9 @@ class ActiveQuery:
         self.waiting_on: asyncio.Future | None = None  # a wait that cancel() ends at once
         self._timer: asyncio.TimerHandle | None = None
         self._interrupt: asyncio.Future | None = None
+        # The sliced call the statement runs in (None when embedded): a store read it is parked
+        # in (timeslice.await_) is ended by cancel(), not only at the next batch.
+        self.greenlet = timeslice.current()
 
     @property
     def query_id(self) -> str:
@@ -73,6 +78,8 @@ class ActiveQuery:
         for future in (self.waiting_on, self._interrupt):
             if future is not None and not future.done():
                 future.set_result(None)
+        if self.greenlet is not None:
+            timeslice.interrupt(self.greenlet, self.error())
 
     def expire(self) -> bool:
         """Cancel with TIMEOUT if the deadline has passed; returns whether it has."""
@@ -196,6 +203,7 @@ class Activity:
     def end(self, query: ActiveQuery) -> None:
         if query._timer is not None:
             query._disarm()
+        query.greenlet = None  # the connection's greenlet goes on to other work: not ours to stop
         self.queries.pop(query.wall_ns, None)
         session = query.session
         if session.query is query:

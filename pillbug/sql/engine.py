@@ -27,6 +27,7 @@ from pillbug.sql.catalog.system import Catalog
 from pillbug.sql.plan_cache import PlanCache
 from pillbug.sql.retry import RetryTurns
 from pillbug.sql.session import Session
+from pillbug.util import timeslice
 
 CATALOG_CACHE_SIZE = 8
 
@@ -54,7 +55,8 @@ class Engine:
 
     async def start(self) -> bool:
         """Bootstrap an empty store. Returns True when this was the first start."""
-        return await system.bootstrap(self.db)
+        # In a greenlet of its own, like every path to the store (its reads may wait).
+        return await timeslice.run(system.bootstrap, self.db)
 
     def catalog_for(self, txn: Txn) -> Catalog:
         """The catalog as of the transaction's snapshot; its version key joins the read set."""
