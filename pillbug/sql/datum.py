@@ -585,7 +585,8 @@ def parse_bytes(text: str) -> bytes:
                 i += 2
                 continue
             octal = raw[i + 1:i + 4]
-            if len(octal) == 3 and all(0x30 <= b <= 0x37 for b in octal):
+            # \ooo names one byte, so its first digit is 0-3 (\400 would be 256), as in PostgreSQL
+            if len(octal) == 3 and 0x30 <= octal[0] <= 0x33 and all(0x30 <= b <= 0x37 for b in octal[1:]):
                 out.append(int(octal, 8))
                 i += 4
                 continue
