@@ -9,6 +9,7 @@ the read comes back. Real psycopg2 clients against a real node, as in test_query
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import shutil
 import tempfile
@@ -286,14 +287,17 @@ def test_the_servers_own_store_work_runs_in_greenlets(tmp_path):
     "test_autocommit_increments_never_fail_and_never_get_lost",
     "test_explicit_transactions_across_round_trips_see_only_40001",
 ])
-def test_contention_invariants_hold_while_reads_wait(slow_node, name):
+def test_contention_invariants_hold_while_reads_wait(slow_node, name, request):
     """test_contention.py's many clients on a few rows, on a store where every read lets the
     others run (row locks, refreshes, retry turns and group commit interleave at every read):
     totals still hold and clients still see only 40001."""
     import test_contention
+    test = getattr(test_contention, name)
+    # The seed's own retry loop comes from the shared folder (skipped without it, as there).
+    extra = [request.getfixturevalue("seed_dir")] if "seed_dir" in inspect.signature(test).parameters else []
     db = "susp_" + name[5:30]
     slow_node.sql(f"DROP DATABASE IF EXISTS {db} CASCADE", f"CREATE DATABASE {db}")
     try:
-        getattr(test_contention, name)(slow_node, db)
+        test(*extra, slow_node, db)
     finally:
         slow_node.sql(f"DROP DATABASE IF EXISTS {db} CASCADE")
