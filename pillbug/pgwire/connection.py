@@ -45,23 +45,20 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from pillbug.pgwire import codecs, copy_out
+from pillbug.pgwire import codecs
 from pillbug.pgwire import messages as M
 from pillbug.pgwire.auth import Authenticator
-from pillbug.pgwire.copy_binary import BinaryCopyParser
+from pillbug.pgwire.copy_protocol import CopyMixin, looks_like_copy
+from pillbug.pgwire.messages import FLUSH_THRESHOLD
 from pillbug.sql import cursors as sql_cursors
 from pillbug.sql import statements as sql_statements
 from pillbug.sql import vars as session_vars
-from pillbug.sql.copy import CopyIn
-from pillbug.sql.copy_out import CopyOut
-from pillbug.sql.parser import front
 from pillbug.sql.result import ResultColumn
 from pillbug.sql.session import EmptyQuery, Portal, Prepared, Session
 from pillbug.util import errors, timeslice
 
 log = logging.getLogger(__name__)
 
-FLUSH_THRESHOLD = 64 << 10  # flush the output buffer when it grows past this
 MAX_PENDING_INPUT = 32 << 20  # pause reading when this much unprocessed input is buffered
 MAX_PREPARED = 10_000  # named statements and portals per connection
 STARTUP_TIMEOUT = 60.0  # seconds from accept to authenticated, as PostgreSQL's authentication_timeout
@@ -77,7 +74,7 @@ def _send(coro: Coroutine) -> Any:
     return coro.send(None)
 
 
-class Connection(asyncio.Protocol):
+class Connection(CopyMixin, asyncio.Protocol):
     def __init__(self, server: Any) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
@@ -97,7 +94,7 @@ class Connection(asyncio.Protocol):
         self.authenticator: Authenticator | None = None
         self.write_paused = False
         self._drain_waiter: asyncio.Future | None = None
-        self.copy: CopyIn | None = None
+        self.copy = None  # the COPY FROM STDIN being fed (copy_protocol.py)
         self.copy_error: errors.PgError | None = None
         self.copy_extended = False  # the COPY FROM came in an Execute: Sync, not CopyDone, ends it
         self.peer: str | None = None
@@ -627,7 +624,7 @@ class Connection(asyncio.Protocol):
         session = self.session
         assert session is not None
         try:
-            if _looks_like_copy(sql):
+            if looks_like_copy(sql):
                 statements = session.parse(sql)
                 if len(statements) == 1 and statements[0].kind == "CopyStmt":
                     if statements[0].node.get("is_from"):
@@ -642,125 +639,6 @@ class Connection(asyncio.Protocol):
         except errors.PgError as exc:
             self._error(exc)
         self._ready()
-
-    # ---- COPY TO STDOUT (pgwire/copy_out.py) ---------------------------------------------
-
-    async def _copy_out(self, stmt: front.Statement) -> None:
-        """Stream a COPY TO in the session's transaction (an implicit one if none is open)."""
-        session = self.session
-        assert session is not None
-        # SHOW QUERIES lists it; statement_timeout and CANCEL QUERY stop it between batches.
-        query = session.engine.activity.begin(session, stmt.text)
-        try:
-            session.check_statement_allowed(stmt)
-            if session.txn is None:
-                session.begin(implicit=True)
-            copy = CopyOut(session, stmt)
-            session.running_ctx = copy.ctx
-            try:
-                rows = await copy_out.stream(self, copy, session.timezone, FLUSH_THRESHOLD)
-            finally:
-                session.running_ctx = None
-            await session.finish_implicit()
-        except errors.PgError as exc:
-            exc = query.explain(exc)
-            session.fail(exc)
-            raise exc from None
-        finally:
-            session.engine.activity.end(query)
-        self.command_complete(f"COPY {rows}")
-
-    # ---- COPY FROM STDIN -----------------------------------------------------------------
-
-    def _start_copy(self, stmt: front.Statement, extended: bool = False) -> None:
-        session = self.session
-        assert session is not None
-        try:
-            session.check_statement_allowed(stmt)
-            if session.txn is None:
-                session.begin(implicit=True)
-            self.copy = CopyIn(session, stmt)
-            if self.copy.format == "binary":
-                self.copy.parser = BinaryCopyParser(self.copy.types, self.copy.insert_values)
-            # statement_timeout and CANCEL QUERY reach the ingest between CopyData messages.
-            self.copy_query = session.engine.activity.begin(session, stmt.text)
-        except errors.PgError as exc:
-            if extended:
-                self._extended_error(exc)
-                return
-            session.fail(exc)
-            self._error(exc)
-            self._ready()
-            return
-        self.state = "copy"
-        self.copy_error = None
-        self.copy_extended = extended
-        self.out += M.copy_in_response(len(self.copy.columns), binary=self.copy.format == "binary")
-        self.flush()
-
-    def _copy_message(self, msg_type: bytes, body: bytes) -> Coroutine | None:
-        copy = self.copy
-        assert copy is not None
-        if msg_type == b"d":
-            if self.copy_error is None:
-                try:
-                    self.copy_query.check()
-                    copy.feed(body)
-                except errors.PgError as exc:
-                    self.copy_error = exc
-            return None
-        if msg_type in (b"H", b"S"):
-            return None
-        self.state = "ready"
-        self.copy = None
-        if msg_type == b"c":
-            return self._finish_copy(copy)
-        if msg_type == b"f":
-            reason = M.Body(body).cstring() if body else ""
-            exc = errors.PgError(errors.QUERY_CANCELED, f"COPY from stdin failed: {reason}")
-        else:
-            exc = errors.protocol_violation(f"unexpected message type {msg_type!r} during COPY")
-        assert self.session is not None
-        self._end_copy_query()
-        self.session.fail(exc)
-        self._error(exc)
-        self._end_copy_statement(failed=True)
-        return None
-
-    def _end_copy_statement(self, failed: bool) -> None:
-        # A COPY sent in a simple Query ends with ReadyForQuery; one sent in an Execute is
-        # answered at the client's Sync, and after an error the rest until Sync is skipped.
-        if self.copy_extended:
-            self.copy_extended = False
-            self.skip_until_sync = failed
-            return
-        self._ready()
-
-    def _end_copy_query(self, exc: errors.PgError | None = None) -> errors.PgError | None:
-        query, self.copy_query = self.copy_query, None
-        if query is None or self.session is None:
-            return exc
-        self.session.engine.activity.end(query)
-        return query.explain(exc) if exc is not None else None
-
-    async def _finish_copy(self, copy: CopyIn) -> None:
-        session = self.session
-        assert session is not None
-        try:
-            if self.copy_error is not None:
-                raise self.copy_error
-            self.copy_query.check()
-            rows = copy.finish()
-            await session.finish_implicit()
-            self._end_copy_query()
-            self.command_complete(f"COPY {rows}")
-        except errors.PgError as exc:
-            exc = self._end_copy_query(exc) or exc
-            session.fail(exc)
-            self._error(exc)
-            self._end_copy_statement(failed=True)
-            return
-        self._end_copy_statement(failed=False)
 
     # ---- extended query ------------------------------------------------------------------
 
@@ -1051,7 +929,3 @@ def _startup_options(params: dict[str, str]) -> dict[str, str]:
                 options[k] = v
         i += 1
     return options
-
-
-def _looks_like_copy(sql: str) -> bool:
-    return sql.lstrip()[:4].upper() == "COPY"
