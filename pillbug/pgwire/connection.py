@@ -1,7 +1,18 @@
-"""One client connection: protocol 3.0 over an asyncio.Protocol.
+"""One client connection's driver: protocol 3.0 over an asyncio.Protocol, and the session's ResultSink.
 
-Lifecycle: STARTUP (SSLRequest -> TLS, CancelRequest, StartupMessage) -> AUTH (see auth.py) ->
-READY (simple and extended query, COPY FROM STDIN and TO STDOUT) -> CLOSED.
+Lifecycle: STARTUP (SSLRequest -> TLS, CancelRequest, StartupMessage) -> AUTH -> READY (simple
+and extended query, COPY FROM STDIN and TO STDOUT) -> CLOSED. This module reads messages, routes
+them by state and type, steps their handlers, owns the output buffer, flow control, errors,
+ReadyForQuery and the idle/terminate timers, handles the simple Query itself, and writes results
+(row_description, data_rows, command_complete, ...). The other jobs are mixins of Connection,
+each in its own module: startup.py (startup and authentication, with auth.py and scram.py),
+extended.py (Parse/Bind/Describe/Execute/Sync/Close/Flush, portal formats) and copy_protocol.py
+(the COPY FROM sub-protocol, COPY TO's glue to copy_out.py). Mixins, because each handler stays a
+plain method of one class found through the class's cached attribute lookup, so dispatching a
+message costs what it did when they were all written in this file (no handler object, no extra
+call, no allocation per message). What this module must not know: how a startup packet, an
+authentication exchange, a Bind or a CopyData is decoded (it only routes them), nor anything of
+the session beyond its public API.
 
 Bytes go into a messages.Reader; complete messages are handled in order. Handling a message is
 a coroutine that usually finishes without suspending (on LMDB a point read never waits), so it
@@ -69,6 +80,9 @@ def _send(coro: Coroutine) -> Any:
 
 
 class Connection(StartupMixin, ExtendedMixin, CopyMixin, asyncio.Protocol):
+    """A client connection: the driver here, the handlers of startup, the extended protocol and
+    COPY in the mixins."""
+
     def __init__(self, server: Any) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
