@@ -1,7 +1,18 @@
-"""One client connection: protocol 3.0 over an asyncio.Protocol.
+"""One client connection's driver: protocol 3.0 over an asyncio.Protocol, and the session's ResultSink.
 
-Lifecycle: STARTUP (SSLRequest -> TLS, CancelRequest, StartupMessage) -> AUTH (see auth.py) ->
-READY (simple and extended query, COPY FROM STDIN and TO STDOUT) -> CLOSED.
+Lifecycle: STARTUP (SSLRequest -> TLS, CancelRequest, StartupMessage) -> AUTH -> READY (simple
+and extended query, COPY FROM STDIN and TO STDOUT) -> CLOSED. This module reads messages, routes
+them by state and type, steps their handlers, owns the output buffer, flow control, errors,
+ReadyForQuery and the idle/terminate timers, handles the simple Query itself, and writes results
+(row_description, data_rows, command_complete, ...). The other jobs are mixins of Connection,
+each in its own module: startup.py (startup and authentication, with auth.py and scram.py),
+extended.py (Parse/Bind/Describe/Execute/Sync/Close/Flush, portal formats) and copy_protocol.py
+(the COPY FROM sub-protocol, COPY TO's glue to copy_out.py). Mixins, because each handler stays a
+plain method of one class found through the class's cached attribute lookup, so dispatching a
+message costs what it did when they were all written in this file (no handler object, no extra
+call, no allocation per message). What this module must not know: how a startup packet, an
+authentication exchange, a Bind or a CopyData is decoded (it only routes them), nor anything of
+the session beyond its public API.
 
 Bytes go into a messages.Reader; complete messages are handled in order. Handling a message is
 a coroutine that usually finishes without suspending (on LMDB a point read never waits), so it
@@ -39,37 +50,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import struct
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from pillbug.pgwire import codecs, copy_out
+from pillbug.pgwire import codecs
 from pillbug.pgwire import messages as M
-from pillbug.pgwire.auth import Authenticator
-from pillbug.pgwire.copy_binary import BinaryCopyParser
-from pillbug.sql import cursors as sql_cursors
-from pillbug.sql import statements as sql_statements
-from pillbug.sql import vars as session_vars
-from pillbug.sql.copy import CopyIn
-from pillbug.sql.copy_out import CopyOut
-from pillbug.sql.parser import front
+from pillbug.pgwire.copy_protocol import CopyMixin, looks_like_copy
+from pillbug.pgwire.extended import ExtendedMixin, fields
+from pillbug.pgwire.messages import FLUSH_THRESHOLD
+from pillbug.pgwire.startup import StartupMixin
 from pillbug.sql.result import ResultColumn
-from pillbug.sql.session import EmptyQuery, Portal, Prepared, Session
+from pillbug.sql.session import EmptyQuery, Session
 from pillbug.util import errors, timeslice
 
 log = logging.getLogger(__name__)
 
-FLUSH_THRESHOLD = 64 << 10  # flush the output buffer when it grows past this
 MAX_PENDING_INPUT = 32 << 20  # pause reading when this much unprocessed input is buffered
-MAX_PREPARED = 10_000  # named statements and portals per connection
-STARTUP_TIMEOUT = 60.0  # seconds from accept to authenticated, as PostgreSQL's authentication_timeout
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _NULL = b"\xff\xff\xff\xff"
 STATEMENT_TOO_COMPLEX = "54001"
-INVALID_CURSOR_NAME = "34000"
 IDLE_IN_TRANSACTION_TIMEOUT = "25P03"
 
 
@@ -77,7 +79,10 @@ def _send(coro: Coroutine) -> Any:
     return coro.send(None)
 
 
-class Connection(asyncio.Protocol):
+class Connection(StartupMixin, ExtendedMixin, CopyMixin, asyncio.Protocol):
+    """A client connection: the driver here, the handlers of startup, the extended protocol and
+    COPY in the mixins."""
+
     def __init__(self, server: Any) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
@@ -91,13 +96,13 @@ class Connection(asyncio.Protocol):
         self.early_data = bytearray()
         self.busy = False
         self._coro: Coroutine | None = None
-        self.statements: dict[str, Prepared] = {}
-        self.portals: dict[str, tuple[Portal, list]] = {}
+        self.statements: dict = {}  # name -> Prepared (extended.py)
+        self.portals: dict = {}  # name -> (Portal, result formats)
         self.skip_until_sync = False
-        self.authenticator: Authenticator | None = None
+        self.authenticator = None  # auth.py's, during startup (startup.py)
         self.write_paused = False
         self._drain_waiter: asyncio.Future | None = None
-        self.copy: CopyIn | None = None
+        self.copy = None  # the COPY FROM STDIN being fed (copy_protocol.py)
         self.copy_error: errors.PgError | None = None
         self.copy_extended = False  # the COPY FROM came in an Execute: Sync, not CopyDone, ends it
         self.peer: str | None = None
@@ -121,13 +126,7 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else None
         self.server.connections.add(self)
-        # A connection that never finishes its startup must not hold a slot forever.
-        self._startup_timer = asyncio.get_running_loop().call_later(STARTUP_TIMEOUT, self._startup_timed_out)
-
-    def _startup_timed_out(self) -> None:
-        if self.state in ("startup", "auth") and not self.closed:
-            self._fatal(errors.PgError(errors.INVALID_AUTHORIZATION_SPECIFICATION,
-                                       "connection did not complete authentication in time"))
+        self._start_startup_timer()
 
     def data_received(self, data: bytes) -> None:
         if self.tls_upgrading:
@@ -414,7 +413,7 @@ class Connection(asyncio.Protocol):
     # ---- ResultSink ----------------------------------------------------------------------
 
     def row_description(self, columns: list[ResultColumn]) -> None:
-        self.out += M.row_description(_fields(columns, [codecs.TEXT] * len(columns)))
+        self.out += M.row_description(fields(columns, [codecs.TEXT] * len(columns)))
         self._encoders = [codecs.text_encoder(c.type, self.session.timezone) for c in columns]
 
     def data_rows(self, batch: list[tuple], columns: list[ResultColumn]) -> None:
@@ -468,150 +467,6 @@ class Connection(asyncio.Protocol):
         if self.session is not None and self.session.running_ctx is not None and self.closed:
             raise errors.query_canceled()
 
-    # ---- startup and authentication ------------------------------------------------------
-
-    def _startup(self, body: bytes) -> Coroutine | None:
-        reader = M.Body(body)
-        code = reader.int32()
-        if code == M.SSL_REQUEST:
-            if self.is_tls:
-                self._fatal(errors.protocol_violation("duplicate SSLRequest"))
-                return None
-            if self.server.ssl_context is None:
-                self.transport.write(b"N")
-                return None
-            if self.reader.buf:
-                # Bytes sent before the handshake must not pass for bytes sent inside TLS.
-                self._fatal(errors.protocol_violation("received unencrypted data after SSL request"))
-                return None
-            self.transport.write(b"S")
-            self.tls_upgrading = True
-            return self._upgrade_tls()
-        if code == M.GSSENC_REQUEST:
-            self.transport.write(b"N")
-            return None
-        if code == M.CANCEL_REQUEST:
-            pid = reader.int32()
-            secret = reader.int32()
-            self.server.cancel(pid, secret)
-            self.close()
-            return None
-        if code != M.PROTOCOL_3:
-            self._fatal(errors.protocol_violation(
-                f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}: server supports 3.0"))
-            return None
-        params: dict[str, str] = {}
-        while not reader.done():
-            key = reader.cstring()
-            if not key:
-                break
-            params[key] = reader.cstring()
-        self.startup_params = params
-        self.reader.startup = False
-        if self.server.ssl_context is not None and not self.is_tls:
-            self._fatal(errors.PgError(errors.INVALID_AUTHORIZATION_SPECIFICATION,
-                                       "node is running secure mode, SSL connection required"))
-            return None
-        user = params.get("user", "").strip()
-        if not user:
-            self._fatal(errors.PgError(errors.INVALID_AUTHORIZATION_SPECIFICATION,
-                                       "no username specified"))
-            return None
-        # CockroachDB folds unquoted user names to lower case.
-        self.startup_params["user"] = user.lower() if user.lower() != user and user.isascii() else user
-        self.startup_params.setdefault("database", "")
-        try:
-            catalog = self.server.engine.latest_catalog()
-            self.authenticator = Authenticator(catalog, self.startup_params["user"], self._database(),
-                                               self.peer, self.is_tls, self.cert_user, self.server.insecure)
-            reply, done = self.authenticator.start()
-        except errors.PgError as exc:
-            self._fatal(exc)
-            return None
-        self.out += reply
-        if done:
-            return self._authenticated()
-        self.state = "auth"
-        self.flush()
-        return None
-
-    def _database(self) -> str:
-        return self.startup_params.get("database") or "defaultdb"
-
-    async def _upgrade_tls(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            transport = await loop.start_tls(self.transport, self, self.server.ssl_context, server_side=True,
-                                             ssl_handshake_timeout=15)
-        except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as exc:
-            log.info("TLS handshake with %s failed: %s", self.peer, exc)
-            self.tls_upgrading = False
-            self.close()
-            return
-        if transport is None:
-            self.close()
-            return
-        self.transport = transport
-        self.is_tls = True
-        self.tls_upgrading = False
-        ssl_object = transport.get_extra_info("ssl_object")
-        cert = ssl_object.getpeercert() if ssl_object is not None else None
-        if cert:
-            for rdn in cert.get("subject", ()):
-                for key, value in rdn:
-                    if key == "commonName":
-                        self.cert_user = value
-        data = bytes(self.early_data)
-        self.early_data.clear()
-        if data:
-            self.reader.feed(data)
-
-    def _auth_message(self, body: bytes) -> Coroutine | None:
-        assert self.authenticator is not None
-        try:
-            reply, done = self.authenticator.receive(body)
-        except errors.PgError as exc:
-            self._fatal(exc)
-            return None
-        self.out += reply
-        if done:
-            return self._authenticated()
-        self.flush()
-        return None
-
-    async def _authenticated(self) -> None:
-        params = self.startup_params
-        engine = self.server.engine
-        options = _startup_options(params)
-        try:
-            session = engine.new_session(params["user"], self._database(),
-                                         application_name=params.get("application_name", ""),
-                                         client_addr=self.peer or "", options=options)
-        except errors.PgError as exc:
-            self._fatal(exc)
-            return
-        self.session = session
-        session.terminate = self._terminated
-        try:
-            sql_statements.check_connect(session, session.database)
-        except errors.PgError as exc:
-            self._fatal(exc)
-            return
-        self.state = "ready"
-        self._startup_timer.cancel()
-        session.reported_changes.clear()
-        catalog = engine.latest_catalog()
-        for name in session_vars.REPORTED:
-            if name == "is_superuser":
-                value = "on" if catalog.is_admin(session.user) else "off"
-            elif name == "session_authorization":
-                value = session.user
-            else:
-                value = session.show_var(name)
-            self.out += M.parameter_status(name, value)
-        self.out += M.backend_key_data(session.backend_pid, session.secret_key)
-        self._ready()
-
     # ---- simple query --------------------------------------------------------------------
 
     def _query(self, body: bytes) -> Coroutine | None:
@@ -627,7 +482,7 @@ class Connection(asyncio.Protocol):
         session = self.session
         assert session is not None
         try:
-            if _looks_like_copy(sql):
+            if looks_like_copy(sql):
                 statements = session.parse(sql)
                 if len(statements) == 1 and statements[0].kind == "CopyStmt":
                     if statements[0].node.get("is_from"):
@@ -642,338 +497,6 @@ class Connection(asyncio.Protocol):
         except errors.PgError as exc:
             self._error(exc)
         self._ready()
-
-    # ---- COPY TO STDOUT (pgwire/copy_out.py) ---------------------------------------------
-
-    async def _copy_out(self, stmt: front.Statement) -> None:
-        """Stream a COPY TO in the session's transaction (an implicit one if none is open)."""
-        session = self.session
-        assert session is not None
-        # SHOW QUERIES lists it; statement_timeout and CANCEL QUERY stop it between batches.
-        query = session.engine.activity.begin(session, stmt.text)
-        try:
-            session.check_statement_allowed(stmt)
-            if session.txn is None:
-                session.begin(implicit=True)
-            copy = CopyOut(session, stmt)
-            session.running_ctx = copy.ctx
-            try:
-                rows = await copy_out.stream(self, copy, session.timezone, FLUSH_THRESHOLD)
-            finally:
-                session.running_ctx = None
-            await session.finish_implicit()
-        except errors.PgError as exc:
-            exc = query.explain(exc)
-            session.fail(exc)
-            raise exc from None
-        finally:
-            session.engine.activity.end(query)
-        self.command_complete(f"COPY {rows}")
-
-    # ---- COPY FROM STDIN -----------------------------------------------------------------
-
-    def _start_copy(self, stmt: front.Statement, extended: bool = False) -> None:
-        session = self.session
-        assert session is not None
-        try:
-            session.check_statement_allowed(stmt)
-            if session.txn is None:
-                session.begin(implicit=True)
-            self.copy = CopyIn(session, stmt)
-            if self.copy.format == "binary":
-                self.copy.parser = BinaryCopyParser(self.copy.types, self.copy.insert_values)
-            # statement_timeout and CANCEL QUERY reach the ingest between CopyData messages.
-            self.copy_query = session.engine.activity.begin(session, stmt.text)
-        except errors.PgError as exc:
-            if extended:
-                self._extended_error(exc)
-                return
-            session.fail(exc)
-            self._error(exc)
-            self._ready()
-            return
-        self.state = "copy"
-        self.copy_error = None
-        self.copy_extended = extended
-        self.out += M.copy_in_response(len(self.copy.columns), binary=self.copy.format == "binary")
-        self.flush()
-
-    def _copy_message(self, msg_type: bytes, body: bytes) -> Coroutine | None:
-        copy = self.copy
-        assert copy is not None
-        if msg_type == b"d":
-            if self.copy_error is None:
-                try:
-                    self.copy_query.check()
-                    copy.feed(body)
-                except errors.PgError as exc:
-                    self.copy_error = exc
-            return None
-        if msg_type in (b"H", b"S"):
-            return None
-        self.state = "ready"
-        self.copy = None
-        if msg_type == b"c":
-            return self._finish_copy(copy)
-        if msg_type == b"f":
-            reason = M.Body(body).cstring() if body else ""
-            exc = errors.PgError(errors.QUERY_CANCELED, f"COPY from stdin failed: {reason}")
-        else:
-            exc = errors.protocol_violation(f"unexpected message type {msg_type!r} during COPY")
-        assert self.session is not None
-        self._end_copy_query()
-        self.session.fail(exc)
-        self._error(exc)
-        self._end_copy_statement(failed=True)
-        return None
-
-    def _end_copy_statement(self, failed: bool) -> None:
-        # A COPY sent in a simple Query ends with ReadyForQuery; one sent in an Execute is
-        # answered at the client's Sync, and after an error the rest until Sync is skipped.
-        if self.copy_extended:
-            self.copy_extended = False
-            self.skip_until_sync = failed
-            return
-        self._ready()
-
-    def _end_copy_query(self, exc: errors.PgError | None = None) -> errors.PgError | None:
-        query, self.copy_query = self.copy_query, None
-        if query is None or self.session is None:
-            return exc
-        self.session.engine.activity.end(query)
-        return query.explain(exc) if exc is not None else None
-
-    async def _finish_copy(self, copy: CopyIn) -> None:
-        session = self.session
-        assert session is not None
-        try:
-            if self.copy_error is not None:
-                raise self.copy_error
-            self.copy_query.check()
-            rows = copy.finish()
-            await session.finish_implicit()
-            self._end_copy_query()
-            self.command_complete(f"COPY {rows}")
-        except errors.PgError as exc:
-            exc = self._end_copy_query(exc) or exc
-            session.fail(exc)
-            self._error(exc)
-            self._end_copy_statement(failed=True)
-            return
-        self._end_copy_statement(failed=False)
-
-    # ---- extended query ------------------------------------------------------------------
-
-    def _extended_error(self, exc: errors.PgError) -> None:
-        if self.session is not None:
-            self.session.fail(exc)
-        self._error(exc)
-        self.skip_until_sync = True
-
-    def _parse(self, body: bytes) -> None:
-        session = self.session
-        assert session is not None
-        try:
-            reader = M.Body(body)
-            name = reader.cstring()
-            sql = reader.cstring()
-            n = reader.int16()
-            oids = [reader.int32() & 0xFFFFFFFF for _ in range(max(n, 0))]
-            if name and name in self.statements:
-                raise errors.PgError(errors.DUPLICATE_PREPARED_STATEMENT,
-                                     f'prepared statement "{name}" already exists')
-            if len(self.statements) >= MAX_PREPARED and name:
-                raise errors.program_limit_exceeded("too many prepared statements on this connection")
-            types = [session.type_by_oid(o) if o else None for o in oids]
-            prepared = session.prepare(sql, types)
-        except errors.PgError as exc:
-            self._extended_error(exc)
-            return
-        self.statements[name] = prepared
-        self.out += M.PARSE_COMPLETE
-
-    def _bind(self, body: bytes) -> None:
-        session = self.session
-        assert session is not None
-        try:
-            reader = M.Body(body)
-            portal_name = reader.cstring()
-            stmt_name = reader.cstring()
-            prepared = self.statements.get(stmt_name)
-            if prepared is None:
-                raise errors.PgError(errors.UNDEFINED_PREPARED_STATEMENT,
-                                     f'unknown prepared statement "{stmt_name}"')
-            if prepared.statement is not None and prepared.statement.kind == "FetchStmt":
-                # A FETCH returns its cursor's columns, and the cursor of that name may be
-                # another one than when the statement was prepared.
-                prepared.columns = sql_cursors.fetch_columns(session, prepared.statement)
-            n_formats = reader.int16()
-            formats = [reader.int16() for _ in range(max(n_formats, 0))]
-            n_params = reader.int16()
-            if n_params != len(prepared.param_types):
-                raise errors.protocol_violation(
-                    f"bind message supplies {n_params} parameters, but prepared statement "
-                    f'"{stmt_name}" requires {len(prepared.param_types)}')
-            if n_formats not in (0, 1, n_params):
-                raise errors.protocol_violation(f"wrong number of parameter format codes: {n_formats}")
-            values = []
-            tz = session.timezone
-            for i, typ in enumerate(prepared.param_types):
-                length = reader.int32()
-                if length == -1:
-                    values.append(None)
-                    continue
-                raw = reader.bytes(length)
-                fmt = formats[i] if n_formats > 1 else (formats[0] if n_formats == 1 else 0)
-                if fmt not in (0, 1):
-                    raise errors.protocol_violation(f"unsupported format code {fmt}")
-                try:
-                    values.append(codecs.decoder(typ, fmt, tz)(raw))
-                except errors.PgError as exc:
-                    exc.message = f"error in argument for ${i + 1}: {exc.message}"
-                    raise
-            n_results = reader.int16()
-            result_formats = [reader.int16() for _ in range(max(n_results, 0))]
-            if any(f not in (0, 1) for f in result_formats):
-                raise errors.protocol_violation("unsupported result format code")
-            if portal_name and portal_name in self.portals:
-                raise errors.PgError(errors.DUPLICATE_CURSOR, f'portal "{portal_name}" already exists')
-            if len(self.portals) >= MAX_PREPARED:
-                raise errors.program_limit_exceeded("too many portals on this connection")
-        except errors.PgError as exc:
-            self._extended_error(exc)
-            return
-        self.portals[portal_name] = (Portal(prepared, values), result_formats)
-        self.out += M.BIND_COMPLETE
-
-    def _describe(self, body: bytes) -> None:
-        try:
-            reader = M.Body(body)
-            kind = reader.byte()
-            name = reader.cstring()
-            if kind == b"S":
-                prepared = self.statements.get(name)
-                if prepared is None:
-                    raise errors.PgError(errors.UNDEFINED_PREPARED_STATEMENT,
-                                         f'unknown prepared statement "{name}"')
-                self.out += M.parameter_description([t.oid for t in prepared.param_types])
-                columns = prepared.columns
-                if columns is None:
-                    self.out += M.NO_DATA
-                else:
-                    self.out += M.row_description(_fields(columns, [0] * len(columns)))
-            elif kind == b"P":
-                entry = self.portals.get(name)
-                cursor = self.session.cursors.get(name) if entry is None and self.session is not None else None
-                if cursor is not None:
-                    # A DECLAREd cursor is a portal too (psycopg 3 describes its server cursors).
-                    self.out += M.row_description(_fields(cursor.columns, [0] * len(cursor.columns)))
-                    return
-                if entry is None:
-                    raise errors.PgError(INVALID_CURSOR_NAME, f'portal "{name}" does not exist')
-                portal, formats = entry
-                columns = portal.prepared.columns
-                if columns is None:
-                    self.out += M.NO_DATA
-                else:
-                    self.out += M.row_description(_fields(columns, _expand(formats, len(columns))))
-            else:
-                raise errors.protocol_violation(f"invalid DESCRIBE message subtype {kind!r}")
-        except errors.PgError as exc:
-            self._extended_error(exc)
-
-    def _execute(self, body: bytes) -> Coroutine | None:
-        try:
-            reader = M.Body(body)
-            name = reader.cstring()
-            max_rows = reader.int32()
-            entry = self.portals.get(name)
-            if entry is None:
-                raise errors.PgError(INVALID_CURSOR_NAME, f'portal "{name}" does not exist')
-        except errors.PgError as exc:
-            self._extended_error(exc)
-            return None
-        return self._execute_portal(name, entry, max(max_rows, 0))
-
-    async def _execute_portal(self, name: str, entry: tuple[Portal, list], max_rows: int) -> None:
-        portal, formats = entry
-        session = self.session
-        assert session is not None
-        stmt = portal.prepared.statement
-        if stmt is not None and stmt.kind == "CopyStmt":
-            self.portals.pop(name, None)  # a COPY runs once, whole
-            if stmt.node.get("is_from"):
-                self._start_copy(stmt, extended=True)
-                return
-            try:
-                await self._copy_out(stmt)
-            except errors.PgError as exc:
-                self._extended_error(exc)
-            return
-        columns = portal.prepared.columns
-        if columns is not None:
-            fmts = _expand(formats, len(columns))
-            tz = session.timezone
-            self._encoders = [codecs.encoder(c.type, f, tz) for c, f in zip(columns, fmts)]
-        try:
-            await session.execute_portal(portal, self, max_rows)
-        except EmptyQuery:
-            self.out += M.EMPTY_QUERY
-        except errors.PgError as exc:
-            self._extended_error(exc)
-        if not name and portal.done:
-            self.portals.pop("", None)
-
-    def _sync(self, body: bytes) -> Coroutine | None:
-        self.skip_until_sync = False
-        return self._sync_async()
-
-    async def _sync_async(self) -> None:
-        session = self.session
-        assert session is not None
-        try:
-            await session.sync()
-        except errors.PgError as exc:
-            self._error(exc)
-        self.portals.pop("", None)
-        if session.implicit is False and session.state == "NoTxn":
-            # portals do not outlive their transaction
-            self.portals.clear()
-        self._apply_deallocations()
-        self._ready()
-        self.flush()
-
-    def _apply_deallocations(self) -> None:
-        session = self.session
-        if session is None:
-            return
-        if session.deallocate_all or session.discarded:
-            self.statements.clear()
-            self.portals.clear()
-            session.deallocate_all = session.discarded = False
-        for name in session.deallocated:
-            self.statements.pop(name, None)
-        session.deallocated.clear()
-
-    def _close_message(self, body: bytes) -> None:
-        try:
-            reader = M.Body(body)
-            kind = reader.byte()
-            name = reader.cstring()
-        except errors.PgError as exc:
-            self._extended_error(exc)
-            return
-        if kind == b"S":
-            self.statements.pop(name, None)
-        elif kind == b"P":
-            self.portals.pop(name, None)
-        else:
-            self._extended_error(errors.protocol_violation(f"invalid CLOSE message subtype {kind!r}"))
-            return
-        self.out += M.CLOSE_COMPLETE
-
-    def _flush_message(self, body: bytes) -> None:
-        self.flush()
 
     def _terminate(self, body: bytes) -> None:
         self.flush()
@@ -1009,49 +532,3 @@ _READY_HANDLERS = {
     b"c": Connection._unexpected_copy,
     b"f": Connection._unexpected_copy,
 }
-
-
-def _expand(formats: list[int], n: int) -> list[int]:
-    if not formats:
-        return [0] * n
-    if len(formats) == 1:
-        return formats * n
-    if len(formats) != n:
-        raise errors.protocol_violation(f"wrong number of result format codes: {len(formats)} for {n} columns")
-    return formats
-
-
-def _fields(columns: list[ResultColumn], formats: list[int]) -> list[tuple]:
-    return [(c.name, c.table_id, c.column_id, c.type.oid, c.type.typlen if c.type.typlen > 0 else -1,
-             c.type.typmod, f) for c, f in zip(columns, formats)]
-
-
-def _startup_options(params: dict[str, str]) -> dict[str, str]:
-    """Session variables from the startup packet: known keys and `options=-c key=value`."""
-    options: dict[str, str] = {}
-    for key, value in params.items():
-        if key in ("user", "database", "options", "application_name", "replication", "crdb:remote_addr"):
-            continue
-        if session_vars.canonical(key) in session_vars.DEFINITIONS and \
-                session_vars.canonical(key) not in session_vars.READ_ONLY:
-            options[key] = value
-    raw = params.get("options", "")
-    tokens = raw.replace("--", "-c ").split()
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if tok == "-c" and i + 1 < len(tokens):
-            tok = tokens[i + 1]
-            i += 1
-        elif tok.startswith("-c"):
-            tok = tok[2:]
-        if "=" in tok:
-            k, _, v = tok.partition("=")
-            if k not in ("cluster",) and session_vars.canonical(k) in session_vars.DEFINITIONS:
-                options[k] = v
-        i += 1
-    return options
-
-
-def _looks_like_copy(sql: str) -> bool:
-    return sql.lstrip()[:4].upper() == "COPY"

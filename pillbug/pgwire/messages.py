@@ -18,6 +18,7 @@ CANCEL_REQUEST = 80877102
 PROTOCOL_3 = 196608
 MAX_MESSAGE = 16 << 20  # CockroachDB's sql.conn.max_read_buffer_message_size
 MAX_STARTUP = 10_000
+FLUSH_THRESHOLD = 64 << 10  # the connection flushes its output buffer when it grows past this
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
