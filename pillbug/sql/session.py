@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import datetime
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
 from pillbug.kv.txn import Txn
-from pillbug.sql import access, activity, cursors, ddl, names, statements, txn_control
+from pillbug.sql import access, activity, cursors, ddl, names, portals, statements, txn_control
 from pillbug.sql import types as T
 from pillbug.sql import vars as session_vars
 from pillbug.sql.catalog import system, virtual
@@ -36,49 +35,17 @@ from pillbug.sql.parser import front
 from pillbug.sql.parser.front import Statement
 from pillbug.sql.parser.lift import cache_key, lift_literals
 from pillbug.sql.plan_cache import CachedPlan, bind_literals, literal_converter
-from pillbug.sql.result import ResultSink, StatementOutcome
+from pillbug.sql.portals import Portal, Prepared
+from pillbug.sql.result import EmptyQuery, ResultSink, StatementOutcome
 from pillbug.sql.retry import RetryTurn, retry_serialization_failures
 from pillbug.sql.rowenc import TableCodec
 from pillbug.sql.sem import builtins
 from pillbug.sql.sem.build import NotCacheable, ParamTypes, ScopeColumn
+from pillbug.sql.statements import BATCH_TXN_KINDS, PLANNED_KINDS, RETRY_SAFE_KINDS
 from pillbug.sql.txn_control import SavepointMark
 from pillbug.sql.txn_state import ABORTED, COMMIT_WAIT, NO_TXN, OPEN, TxnEvent, TxnState, transition
 from pillbug.util import errors, hlc
 from pillbug.util.encoding import pretty_key
-
-BATCH_TXN_KINDS = frozenset({"TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT"})
-PLANNED_KINDS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"})
-RETRY_SAFE_KINDS = PLANNED_KINDS | {"CreateStmt", "IndexStmt", "DropStmt", "CreatedbStmt",
-                                    "DropDatabase", "TruncateStmt", "AlterTableStmt", "ViewStmt",
-                                    "CreateSeqStmt", "RenameStmt", "CreateRoleStmt", "AlterRoleStmt",
-                                    "DropRoleStmt", "GrantStmt", "GrantRoleStmt", "EmptyStmt",
-                                    "CreateSchemaStmt", "CommentStmt"}
-
-
-@dataclass(slots=True)
-class Prepared:
-    """A parsed (and, for queries and DML, planned) statement ready to execute."""
-    sql: str
-    statement: Statement | None
-    param_types: list[T.SQLType]
-    columns: list[ScopeColumn] | None
-    literals: list[tuple[str, str]] = field(default_factory=list)
-    cached: CachedPlan | None = None
-    catalog_version: int = -1
-    lifted_text: str | None = None
-
-
-@dataclass(slots=True)
-class Portal:
-    prepared: Prepared
-    params: list
-    rows: Iterator[list[tuple]] | None = None
-    pending: list[tuple] = field(default_factory=list)
-    rows_sent: int = 0
-    ctx: ExecCtx | None = None
-    implicit: bool = False
-    done: bool = False
-    tag: str = ""
 
 
 class Session:
@@ -597,7 +564,7 @@ class Session:
             self.fail(exc)
             raise
         if not statements:
-            raise _EmptyQuery()
+            raise EmptyQuery()
         return statements
 
     def _cached_text_plan(self, sql: str) -> tuple[CachedPlan, list[str]] | None:
@@ -637,7 +604,7 @@ class Session:
     async def _run_cached(self, cached: CachedPlan, literals: list[str], sink: ResultSink) -> None:
         try:
             outcome = self.run_plan(cached, bind_literals(cached, self.timezone, [], literals))
-            await self.write_outcome(outcome, sink, describe=True)
+            await portals.write_outcome(self, outcome, sink, describe=True)
         except errors.PgError as exc:
             self.fail(exc)
             raise
@@ -678,152 +645,15 @@ class Session:
         elif stmt.as_of is not None:
             self.check_as_of_in_txn(stmt.as_of)
         outcome = self.execute_statement(stmt, sql, params, prepared)
-        await self.write_outcome(outcome, sink, describe=True)
+        await portals.write_outcome(self, outcome, sink, describe=True)
 
-    async def write_outcome(self, outcome: StatementOutcome, sink: ResultSink, describe: bool,
-                            max_rows: int = 0, portal: Portal | None = None) -> bool:
-        """Send an outcome's rows and tag. Returns False if the portal was suspended."""
-        self.running_ctx = outcome.ctx
-        try:
-            count = portal.rows_sent if portal is not None else 0
-            # max_rows counts the rows of this Execute; count is the portal's total so far.
-            stop_at = count + max_rows if max_rows else 0
-            columns = outcome.columns
-            if columns is not None and describe:
-                sink.row_description(columns)
-            if outcome.rows is not None:
-                rows = outcome.rows
-                pending = portal.pending if portal is not None else []
-                if columns is None:
-                    for _ in rows:
-                        pass  # a mutation without RETURNING: run it to completion
-                else:
-                    while True:
-                        if pending:
-                            batch = pending
-                            pending = []
-                        else:
-                            batch = next(rows, None)
-                            if batch is None:
-                                break
-                        if max_rows and count + len(batch) > stop_at:
-                            take = stop_at - count
-                            sink.data_rows(batch[:take], columns)
-                            assert portal is not None
-                            portal.pending = batch[take:]
-                            portal.rows_sent = stop_at
-                            sink.portal_suspended()
-                            return False
-                        sink.data_rows(batch, columns)
-                        count += len(batch)
-                        await sink.drain()
-                        if max_rows and count == stop_at:
-                            assert portal is not None
-                            portal.rows_sent = count
-                            portal.pending = []
-                            if _peek_done(portal, rows):
-                                break
-                            sink.portal_suspended()
-                            return False
-            for message in self.pending_notices:
-                sink.notice(message)
-            self.pending_notices.clear()
-            tag = outcome.tag
-            if tag == "SELECT" or tag == "FETCH":
-                tag = f"{tag} {count}"
-            elif tag == "INSERT":
-                tag = f"INSERT 0 {outcome.ctx.rows_affected if outcome.ctx else 0}"
-            elif tag in ("UPDATE", "DELETE"):
-                tag = f"{tag} {outcome.ctx.rows_affected if outcome.ctx else 0}"
-            elif tag in ("SHOW",):
-                tag = f"SHOW {count}"
-            if tag:
-                sink.command_complete(tag)
-            return True
-        finally:
-            self.running_ctx = None
+    # ---- the extended protocol (sql/portals.py) -------------------------------------------
 
-    # ---- the extended protocol ------------------------------------------------------------
+    def execute_portal(self, portal: Portal, sink: ResultSink, max_rows: int) -> Awaitable[None]:
+        return portals.execute_portal(self, portal, sink, max_rows)
 
-    async def execute_portal(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:
-        query = self.engine.activity.begin(self, portal.prepared.sql)
-        try:
-            await self._execute_portal(portal, sink, max_rows)
-        except errors.PgError as exc:
-            raise query.explain(exc)  # noqa: B904 - the same error, told why it stopped
-        finally:
-            self.engine.activity.end(query)
-
-    async def _execute_portal(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:
-        prepared = portal.prepared
-        stmt = prepared.statement
-        if stmt is None:
-            raise _EmptyQuery()
-        if stmt.kind == "TransactionStmt":
-            if self.implicit:
-                await self.finish_implicit()
-            sink.command_complete(await txn_control.transaction_statement(self, stmt))
-            return
-        retry_safe = stmt.kind in RETRY_SAFE_KINDS
-        mark = 0
-
-        async def attempt() -> None:
-            nonlocal mark
-            mark = sink.mark()
-            try:
-                await self._execute_portal_once(portal, sink, max_rows)
-            except errors.PgError as exc:
-                self.fail(exc)
-                portal.rows = None
-                portal.done = True
-                raise
-
-        def may_retry(exc: errors.PgError) -> bool:
-            return retry_safe and portal.implicit and portal.rows_sent == 0 and sink.rewind(mark)
-
-        def again() -> None:
-            portal.done = False
-        await self.with_retries(attempt, may_retry, again)
-
-    async def _execute_portal_once(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:
-        prepared = portal.prepared
-        stmt = prepared.statement
-        assert stmt is not None
-        if portal.done:
-            raise errors.PgError(errors.INVALID_CURSOR_STATE, "portal has already been run to completion")
-        if portal.rows is None:
-            if self.txn is None:
-                self.check_statement_allowed(stmt)
-                if stmt.as_of is not None:
-                    self.as_of_revision = self.revision_as_of(stmt.as_of)
-                self.begin(implicit=True)
-                portal.implicit = True
-            elif stmt.as_of is not None:
-                self.check_as_of_in_txn(stmt.as_of)
-            outcome = self.execute_statement(stmt, prepared.sql, portal.params, prepared)
-            portal.rows = outcome.rows if outcome.rows is not None else iter(())
-            portal.ctx = outcome.ctx
-            portal.tag = outcome.tag
-            if outcome.columns is None and outcome.rows is None:
-                portal.done = True
-                sink.command_complete(outcome.tag)
-                if portal.implicit:
-                    await self.finish_implicit()
-                return
-            portal_columns = outcome.columns
-        else:
-            portal_columns = prepared.columns
-        outcome = StatementOutcome(portal_columns, portal.rows, portal.tag, portal.ctx)
-        finished = await self.write_outcome(outcome, sink, describe=False, max_rows=max_rows, portal=portal)
-        if finished:
-            portal.done = True
-            if portal.implicit:
-                await self.finish_implicit()
-
-    async def sync(self) -> None:
-        """Sync: an implicit transaction left open by a suspended portal ends here."""
-        if self.implicit and self.txn is not None:
-            await self.finish_implicit()
+    def sync(self) -> Awaitable[None]:
+        return portals.sync(self)
 
     # ---- AS OF SYSTEM TIME ------------------------------------------------------------------
 
@@ -856,21 +686,6 @@ class Session:
             self.txn.abandon()
         self.txn = None
         self.engine.close_session(self)
-
-
-class _EmptyQuery(Exception):
-    """The query string held no statement (EmptyQueryResponse)."""
-
-
-EmptyQuery = _EmptyQuery
-
-
-def _peek_done(portal: Portal, rows: Iterator[list[tuple]]) -> bool:
-    nxt = next(rows, None)
-    if nxt is None:
-        return True
-    portal.pending = nxt
-    return False
 
 
 def _is_retry_safe(stmt: Statement) -> bool:
