@@ -1,16 +1,20 @@
-"""A SQL session: connection state, session variables, and the driver of each statement.
+"""A SQL session: the state of one client's connection to SQL, and its statement dispatcher.
+
+Session holds what lives as long as a connection: the user and database, session variables,
+the open transaction and its life (begin, commit_txn, end_txn, restart_txn, fail), savepoints,
+cursors and SQL-prepared statements. It is the planner's PlanEnv (catalogs and name resolution),
+and it runs one statement (execute_statement: planned kinds through the plan cache, cursors,
+the rest to statements.py). What drives statements lives beside it, each a set of functions
+of the session: the simple query protocol (sql/simple_query.py), the extended protocol's
+prepared statements and portals and the writer of rows to the sink (sql/portals.py), and the
+transaction control statements and savepoints (sql/txn_control.py). The public methods here
+(run_simple, prepare, execute_portal, sync, ...) are what pgwire calls.
 
 The transaction states and their legal moves are sql/txn_state.py's (NO_TXN, OPEN, ABORTED,
-COMMIT_WAIT); every change of `Session.state` goes through its transition().
-
-Transaction control statements (BEGIN ... ROLLBACK TO SAVEPOINT) and savepoints are
-sql/txn_control.py's; the session keeps the transaction's life (begin, commit, end, restart).
-
-Retries by the server: a batch whose results have not left the node yet (the sink can rewind to
-its mark) is re-run on 40001 when it holds one transaction, implicit, or explicit from BEGIN to
-COMMIT, and nothing else that committed. Retries that lost a conflict on a key take turns on
-that key (Engine.retry_turns), so that under contention every statement finishes rather than
-some losing over and over.
+COMMIT_WAIT); every change of `Session.state` goes through its transition(). Server-side
+retries (with_retries) run through sql/retry.py's one loop; retries that lost a conflict on a
+key take turns on that key (Engine.retry_turns), so that under contention every statement
+finishes rather than some losing over and over.
 The session talks to the client through a ResultSink; it knows nothing of the wire format.
 """
 from __future__ import annotations
@@ -22,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from pillbug.kv.txn import Txn
-from pillbug.sql import access, activity, cursors, ddl, names, portals, statements, txn_control
+from pillbug.sql import access, activity, cursors, ddl, names, portals, simple_query, statements, txn_control
 from pillbug.sql import types as T
 from pillbug.sql import vars as session_vars
 from pillbug.sql.catalog import system, virtual
@@ -41,11 +45,13 @@ from pillbug.sql.retry import RetryTurn, retry_serialization_failures
 from pillbug.sql.rowenc import TableCodec
 from pillbug.sql.sem import builtins
 from pillbug.sql.sem.build import NotCacheable, ParamTypes, ScopeColumn
-from pillbug.sql.statements import BATCH_TXN_KINDS, PLANNED_KINDS, RETRY_SAFE_KINDS
+from pillbug.sql.statements import PLANNED_KINDS
 from pillbug.sql.txn_control import SavepointMark
 from pillbug.sql.txn_state import ABORTED, COMMIT_WAIT, NO_TXN, OPEN, TxnEvent, TxnState, transition
 from pillbug.util import errors, hlc
 from pillbug.util.encoding import pretty_key
+
+__all__ = ["EmptyQuery", "Portal", "Prepared", "Session"]  # what pgwire imports from here
 
 
 class Session:
@@ -493,43 +499,15 @@ class Session:
             finally:
                 self.end_txn()
 
-    # The driver for the simple query protocol: one implicit transaction per Query message.
-    async def run_simple(self, sql: str, sink: ResultSink) -> None:
-        query = self.engine.activity.begin(self, sql)
-        try:
-            await self._run_simple(sql, sink)
-        except errors.PgError as exc:
-            raise query.explain(exc)  # noqa: B904 - the same error, told why it stopped
-        finally:
-            self.engine.activity.end(query)
+    # ---- the simple query protocol (sql/simple_query.py) and server-side retries ---------------
 
-    async def _run_simple(self, sql: str, sink: ResultSink) -> None:
-        retry_safe = self.state == NO_TXN
-        statements: list[Statement] | None = None
-        mark = commits = 0
-
-        async def attempt() -> None:
-            nonlocal statements, retry_safe, mark, commits
-            mark = sink.mark()
-            commits = self.commits
-            hit = self._cached_text_plan(sql)
-            if hit is not None:
-                await self._run_cached(hit[0], hit[1], sink)
-                return
-            if statements is None:
-                statements = self._parse_batch(sql)
-                retry_safe = retry_safe and all(_is_retry_safe(s) for s in statements)
-            await self._run_batch(statements, sink)
-
-        def may_retry(exc: errors.PgError) -> bool:
-            # Re-run only what is wholly undone: the failed transaction ended (state is NO_TXN
-            # again), nothing earlier in the batch committed, nothing was sent.
-            return retry_safe and self.state == NO_TXN and self.commits == commits and sink.rewind(mark)
-
-        await self.with_retries(attempt, may_retry)
+    def run_simple(self, sql: str, sink: ResultSink) -> Awaitable[None]:
+        """A Query message: its statements, each in its own implicit transaction unless in a
+        transaction block (sql/simple_query.py)."""
+        return simple_query.run_simple(self, sql, sink)
 
     async def with_retries(self, attempt: Callable[[], Awaitable[None]], may_retry: Callable[[errors.PgError], bool],
-                            before_retry: Callable[[], None] | None = None) -> None:
+                           before_retry: Callable[[], None] | None = None) -> None:
         """Run attempt() with the server's retries on 40001 (sql/retry.py): between attempts the
         statement waits for its turn on the key it lost on, and holds it until it is done."""
         turn: RetryTurn | None = None
@@ -557,95 +535,10 @@ class Session:
         await query.guard(turn.wait(self._pop_conflict_key(), attempt))
         query.check()
 
-    def _parse_batch(self, sql: str) -> list[Statement]:
-        try:
-            statements = self.parse(sql)
-        except errors.PgError as exc:
-            self.fail(exc)
-            raise
-        if not statements:
-            raise EmptyQuery()
-        return statements
-
-    def _cached_text_plan(self, sql: str) -> tuple[CachedPlan, list[str]] | None:
-        """The cached plan of a one-statement query text, found without parsing it.
-
-        Most statements a client sends as text have run before with other literals; their
-        plan is in the cache under the lifted text (see _plan_for_text), so parsing them again
-        would only cost time. Begins the implicit transaction the lookup needs (the catalog
-        version is read through it) and ends it again on a miss.
-        """
-        state = self.state
-        if state != NO_TXN and state != OPEN:
-            return None
-        text = sql.strip()
-        if text.endswith(";"):
-            text = text[:-1].rstrip()
-        if not text or ";" in text:
-            return None
-        lifted = lift_literals(text)
-        if lifted is None or lifted[2]:
-            return None  # not DML, or it names $n placeholders a simple query cannot bind
-        lifted_text, literals, _ = lifted
-        began = self.txn is None
-        if began:
-            self.begin(implicit=True)
-        cached = None
-        if not self.ddl_in_txn:
-            key = (self.catalog.version, self.database, self.user,
-                   cache_key(lifted_text, literals) if literals else text)
-            cached = self.engine.plans.lookup(key, count_miss=False)
-        if not cached:
-            if began:
-                self.end_txn()
-            return None
-        return cached, [lit for _, lit in literals]
-
-    async def _run_cached(self, cached: CachedPlan, literals: list[str], sink: ResultSink) -> None:
-        try:
-            outcome = self.run_plan(cached, bind_literals(cached, self.timezone, [], literals))
-            await portals.write_outcome(self, outcome, sink, describe=True)
-        except errors.PgError as exc:
-            self.fail(exc)
-            raise
-        await self.finish_implicit()
-
     def _pop_conflict_key(self) -> bytes | None:
         key = self.last_conflict_key
         self.last_conflict_key = None
         return key
-
-    async def _run_batch(self, statements: list[Statement], sink: ResultSink) -> None:
-        for i, stmt in enumerate(statements):
-            if i and self.query is not None:
-                # statement_timeout applies to each statement of a batch (PostgreSQL 13+, CockroachDB)
-                self.engine.activity.next_statement(self.query, stmt.text)
-            try:
-                await self._run_one(stmt, stmt.text, [], sink)
-            except errors.PgError as exc:
-                self.fail(exc)
-                raise
-        await self.finish_implicit()
-
-    async def _run_one(self, stmt: Statement, sql: str, params: list, sink: ResultSink,
-                       prepared: Prepared | None = None) -> None:
-        if stmt.kind == "TransactionStmt":
-            if self.implicit:
-                await self.finish_implicit()
-            tag = await txn_control.transaction_statement(self, stmt)
-            sink.command_complete(tag)
-            return
-        if stmt.kind == "EmptyStmt":
-            return
-        if self.txn is None:
-            self.check_statement_allowed(stmt)
-            if stmt.as_of is not None:
-                self.as_of_revision = self.revision_as_of(stmt.as_of)
-            self.begin(implicit=True)
-        elif stmt.as_of is not None:
-            self.check_as_of_in_txn(stmt.as_of)
-        outcome = self.execute_statement(stmt, sql, params, prepared)
-        await portals.write_outcome(self, outcome, sink, describe=True)
 
     # ---- the extended protocol (sql/portals.py) -------------------------------------------
 
@@ -686,13 +579,6 @@ class Session:
             self.txn.abandon()
         self.txn = None
         self.engine.close_session(self)
-
-
-def _is_retry_safe(stmt: Statement) -> bool:
-    """Whether re-running the statement from scratch after a 40001 is the same as running it once."""
-    if stmt.kind == "TransactionStmt":
-        return stmt.node["kind"] in BATCH_TXN_KINDS
-    return stmt.kind in RETRY_SAFE_KINDS
 
 
 def _returns_rows(stmt: Statement) -> bool:
