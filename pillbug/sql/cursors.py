@@ -5,7 +5,7 @@ started in the transaction that declared it: FETCH pulls batches on demand, and 
 partly used batch waits between FETCHes, so a cursor over millions of rows holds no more than a
 batch. Cursors scan forward only (as CockroachDB's do): FETCH NEXT / FORWARD n / ALL,
 ABSOLUTE and RELATIVE to a row not before the current one, and MOVE likewise; anything backward
-is 55000. They live until CLOSE or the end of their transaction (Session._end clears them); WITH
+is 55000. They live until CLOSE or the end of their transaction (Session.end_txn clears them); WITH
 HOLD, SCROLL and BINARY cursors are refused with 0A000. A query that fails while running reports
 its error on the FETCH that reaches the failure, which aborts the transaction like any statement.
 

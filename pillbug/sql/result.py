@@ -59,3 +59,7 @@ class StatementOutcome:
         self.rows = rows
         self.tag = tag
         self.ctx = ctx  # the statement's ExecCtx, None for statements run without a plan
+
+
+class EmptyQuery(Exception):
+    """The query string held no statement (EmptyQueryResponse)."""

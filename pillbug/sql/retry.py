@@ -52,7 +52,7 @@ class RetryTurns:
     Optimistic transactions that all contend on one key would otherwise race again on every
     retry, and an unlucky statement could lose many times in a row. A retry waits for its turn
     on the key it lost on and runs while holding it. A first attempt that would write a key
-    whose turn someone else holds gives way (Session._commit: it fails as if it had lost, and
+    whose turn someone else holds gives way (Session.commit_txn: it fails as if it had lost, and
     queues up), so the holder never loses to newcomers that were scheduled before it. The turn
     is handed straight to the next waiter (no lost wake-ups when a waiting session goes away).
     Entries exist only while a turn is held, and a session waits for or holds at most one, so

@@ -1,36 +1,32 @@
-"""A SQL session: connection state, session variables, and the driver of each statement.
+"""A SQL session: the state of one client's connection to SQL, and its statement dispatcher.
+
+Session holds what lives as long as a connection: the user and database, session variables,
+the open transaction and its life (begin, commit_txn, end_txn, restart_txn, fail), savepoints,
+cursors and SQL-prepared statements. It is the planner's PlanEnv (catalogs and name resolution),
+and it runs one statement (execute_statement: planned kinds through the plan cache, cursors,
+the rest to statements.py). What drives statements lives beside it, each a set of functions
+of the session: the simple query protocol (sql/simple_query.py), the extended protocol's
+prepared statements and portals and the writer of rows to the sink (sql/portals.py), and the
+transaction control statements and savepoints (sql/txn_control.py). The public methods here
+(run_simple, prepare, execute_portal, sync, ...) are what pgwire calls.
 
 The transaction states and their legal moves are sql/txn_state.py's (NO_TXN, OPEN, ABORTED,
-COMMIT_WAIT); every change of `Session.state` goes through its transition().
-
-Savepoints, as in CockroachDB. A savepoint taken before the transaction read or wrote anything
-is "initial": rolling back to it starts the transaction over at a fresh snapshot (a restart).
-Any other savepoint keeps the snapshot and undoes the writes made after it (Txn.rollback_to),
-also from ABORTED, which ROLLBACK TO SAVEPOINT leaves. SAVEPOINT cockroach_restart (any name
-starting so, or every name with force_savepoint_restart) is the retry point of CockroachDB's
-client-side retry protocol: it must come first and cannot be nested; RELEASE of it commits and
-moves to COMMIT_WAIT; if that commit fails with 40001 the savepoint stays and the transaction is
-ABORTED, so ROLLBACK TO SAVEPOINT cockroach_restart restarts it at a fresh snapshot and the
-client's retry loop makes progress.
-
-Retries by the server: a batch whose results have not left the node yet (the sink can rewind to
-its mark) is re-run on 40001 when it holds one transaction, implicit, or explicit from BEGIN to
-COMMIT, and nothing else that committed. Retries that lost a conflict on a key take turns on
-that key (Engine.retry_turns), so that under contention every statement finishes rather than
-some losing over and over.
+COMMIT_WAIT); every change of `Session.state` goes through its transition(). Server-side
+retries (with_retries) run through sql/retry.py's one loop; retries that lost a conflict on a
+key take turns on that key (Engine.retry_turns), so that under contention every statement
+finishes rather than some losing over and over.
 The session talks to the client through a ResultSink; it knows nothing of the wire format.
 """
 from __future__ import annotations
 
 import datetime
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
 from pillbug.kv.txn import Txn
-from pillbug.sql import access, activity, cursors, ddl, names, statements, unsupported
+from pillbug.sql import access, activity, cursors, ddl, names, portals, simple_query, statements, txn_control
 from pillbug.sql import types as T
 from pillbug.sql import vars as session_vars
 from pillbug.sql.catalog import system, virtual
@@ -43,56 +39,19 @@ from pillbug.sql.parser import front
 from pillbug.sql.parser.front import Statement
 from pillbug.sql.parser.lift import cache_key, lift_literals
 from pillbug.sql.plan_cache import CachedPlan, bind_literals, literal_converter
-from pillbug.sql.result import ResultSink, StatementOutcome
+from pillbug.sql.portals import Portal, Prepared
+from pillbug.sql.result import EmptyQuery, ResultSink, StatementOutcome
 from pillbug.sql.retry import RetryTurn, retry_serialization_failures
 from pillbug.sql.rowenc import TableCodec
 from pillbug.sql.sem import builtins
 from pillbug.sql.sem.build import NotCacheable, ParamTypes, ScopeColumn
+from pillbug.sql.statements import PLANNED_KINDS
+from pillbug.sql.txn_control import SavepointMark
 from pillbug.sql.txn_state import ABORTED, COMMIT_WAIT, NO_TXN, OPEN, TxnEvent, TxnState, transition
 from pillbug.util import errors, hlc
 from pillbug.util.encoding import pretty_key
 
-COMMIT_ON_RELEASE_PREFIX = "cockroach_restart"
-BATCH_TXN_KINDS = frozenset({"TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT"})
-PLANNED_KINDS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"})
-RETRY_SAFE_KINDS = PLANNED_KINDS | {"CreateStmt", "IndexStmt", "DropStmt", "CreatedbStmt",
-                                    "DropDatabase", "TruncateStmt", "AlterTableStmt", "ViewStmt",
-                                    "CreateSeqStmt", "RenameStmt", "CreateRoleStmt", "AlterRoleStmt",
-                                    "DropRoleStmt", "GrantStmt", "GrantRoleStmt", "EmptyStmt",
-                                    "CreateSchemaStmt", "CommentStmt"}
-
-
-@dataclass(slots=True)
-class Prepared:
-    """A parsed (and, for queries and DML, planned) statement ready to execute."""
-    sql: str
-    statement: Statement | None
-    param_types: list[T.SQLType]
-    columns: list[ScopeColumn] | None
-    literals: list[tuple[str, str]] = field(default_factory=list)
-    cached: CachedPlan | None = None
-    catalog_version: int = -1
-    lifted_text: str | None = None
-
-
-@dataclass(slots=True)
-class SavepointMark:
-    """What a savepoint remembers: the undo-log position, or that it is initial (restart)."""
-    token: int | None  # None: initial, rolling back restarts the transaction
-    commit_on_release: bool = False
-
-
-@dataclass(slots=True)
-class Portal:
-    prepared: Prepared
-    params: list
-    rows: Iterator[list[tuple]] | None = None
-    pending: list[tuple] = field(default_factory=list)
-    rows_sent: int = 0
-    ctx: ExecCtx | None = None
-    implicit: bool = False
-    done: bool = False
-    tag: str = ""
+__all__ = ["EmptyQuery", "Portal", "Prepared", "Session"]  # what pgwire imports from here
 
 
 class Session:
@@ -121,7 +80,7 @@ class Session:
         self.retry_turn: RetryTurn | None = None  # of the statement the server is retrying
         self.commits = 0  # transactions this session committed (tells a batch what it did)
         self._txn_catalog: Catalog | None = None
-        self._ddl_in_txn = False
+        self.ddl_in_txn = False  # the open transaction ran DDL: no plan cache, catalog read in it
         self.sql_prepared: dict[str, Prepared] = {}
         self.cursors: dict[str, cursors.Cursor] = {}  # DECLAREd in the open transaction block
         self.running_ctx: ExecCtx | None = None
@@ -195,7 +154,7 @@ class Session:
     def catalog(self) -> Catalog:
         if self._txn_catalog is None:
             assert self.txn is not None
-            if self._ddl_in_txn:
+            if self.ddl_in_txn:
                 self._txn_catalog = system.load_catalog_in_txn(self.txn, system.read_version(self.txn))
             else:
                 self._txn_catalog = self.engine.catalog_for(self.txn)
@@ -208,7 +167,11 @@ class Session:
 
     def catalog_changed(self) -> None:
         """Called after a DDL statement wrote system keys in the current transaction."""
-        self._ddl_in_txn = True
+        self.ddl_in_txn = True
+        self._txn_catalog = None
+
+    def forget_catalog(self) -> None:
+        """The transaction's own writes were undone (ROLLBACK TO SAVEPOINT): read its catalog again."""
         self._txn_catalog = None
 
     def codec(self, table: TableDesc) -> TableCodec:
@@ -270,7 +233,7 @@ class Session:
 
     # ---- transactions ---------------------------------------------------------------------
 
-    def _new_txn(self) -> Txn:
+    def new_txn(self) -> Txn:
         db = self.engine.db
         if self.as_of_revision is not None:
             return db.txn(self.as_of_revision, is_read_only_snapshot=True)
@@ -281,10 +244,10 @@ class Session:
     def begin(self, implicit: bool) -> None:
         """Begin a transaction: BEGIN's (explicit), or the implicit one a statement outside a
         transaction block runs in (pgwire's COPY begins one too)."""
-        self.txn = self._new_txn()
+        self.txn = self.new_txn()
         self.implicit = implicit
         self._txn_catalog = None
-        self._ddl_in_txn = False
+        self.ddl_in_txn = False
         self.savepoints = []
         self.state = transition(self.state, TxnEvent.BEGIN_IMPLICIT if implicit else TxnEvent.BEGIN_EXPLICIT)
 
@@ -293,7 +256,7 @@ class Session:
             cursor.close()
         self.cursors.clear()
 
-    def _end(self) -> None:
+    def end_txn(self) -> None:
         self._close_cursors()
         if self.txn is not None:
             self.txn.abandon()
@@ -301,7 +264,7 @@ class Session:
         self.txn = None
         self.implicit = False
         self._txn_catalog = None
-        self._ddl_in_txn = False
+        self.ddl_in_txn = False
         self.savepoints = []
         self.as_of_revision = None
         self.read_only_txn = False
@@ -311,7 +274,7 @@ class Session:
             for name, value in saved.items():
                 self.set_var(name, value)
 
-    def _restart(self) -> None:
+    def restart_txn(self) -> None:
         """Start the transaction over at a fresh snapshot (ROLLBACK TO an initial savepoint).
 
         A transaction begun AS OF SYSTEM TIME keeps its revision.
@@ -319,12 +282,12 @@ class Session:
         self._close_cursors()
         if self.txn is not None:
             self.txn.abandon()
-        self.txn = self._new_txn()
+        self.txn = self.new_txn()
         self._txn_catalog = None
-        self._ddl_in_txn = False
+        self.ddl_in_txn = False
         self.state = transition(self.state, TxnEvent.RESTART)
 
-    async def _commit(self) -> None:
+    async def commit_txn(self) -> None:
         txn = self.txn
         assert txn is not None
         try:
@@ -373,7 +336,7 @@ class Session:
                 # CockroachDB aborts the transaction here: its rows are free for others at once.
                 self.txn.release_locks()
         elif state == NO_TXN:
-            self._end()
+            self.end_txn()
 
     # ---- parsing and planning -------------------------------------------------------------
 
@@ -438,11 +401,11 @@ class Session:
     def _plan_for_text(self, sql: str, stmt: Statement) -> tuple[CachedPlan, list]:
         """The plan for a DML statement sent as text, from the cache when its shape was seen."""
         catalog = self.catalog
-        lifted = lift_literals(sql) if not self._ddl_in_txn else None
+        lifted = lift_literals(sql) if not self.ddl_in_txn else None
         if lifted is not None and lifted[1] and not stmt.as_of:
             text, literals, n_explicit = lifted
             key = (catalog.version, self.database, self.user, cache_key(text, literals))
-            cached = self.engine.plans.lookup(key) if not self._ddl_in_txn else None
+            cached = self.engine.plans.lookup(key) if not self.ddl_in_txn else None
             if cached is None:
                 lifted_stmts = front.parse(text)
                 if len(lifted_stmts) == 1:
@@ -454,17 +417,17 @@ class Session:
                         cached = False
                     except errors.PgError:
                         cached = False  # plan the original text, so that errors show it
-                    if cached is not False and not self._ddl_in_txn:
+                    if cached is not False and not self.ddl_in_txn:
                         self.engine.plans.store(key, cached)
                 if cached is False or cached is None:
                     self.engine.plans.store(key, False)
             if cached:
                 return cached, [lit for _, lit in literals]
         key = (catalog.version, self.database, self.user, sql)
-        cached = self.engine.plans.lookup(key) if not self._ddl_in_txn else None
+        cached = self.engine.plans.lookup(key) if not self.ddl_in_txn else None
         if not cached:
             cached = self._plan(stmt, ParamTypes(), 0)
-            if not self._ddl_in_txn and not stmt.as_of:
+            if not self.ddl_in_txn and not stmt.as_of:
                 self.engine.plans.store(key, cached)
         return cached, []
 
@@ -481,13 +444,6 @@ class Session:
         columns = plan.columns if cached.tag in ("SELECT", "EXPLAIN") or plan.columns else None
         return StatementOutcome(columns, rows, cached.tag, ctx)
 
-    def _is_retry_intent(self, stmt: Statement) -> bool:
-        """SAVEPOINT cockroach_restart in an aborted transaction: CockroachDB takes it, like
-        ROLLBACK TO SAVEPOINT cockroach_restart, as the client's intent to retry."""
-        return (self.state == ABORTED and bool(self.savepoints) and self.savepoints[0][1].commit_on_release
-                and stmt.kind == "TransactionStmt" and stmt.node["kind"] == "TRANS_STMT_SAVEPOINT"
-                and self._is_commit_on_release(stmt.node.get("savepoint_name", "")))
-
     def check_statement_allowed(self, stmt: Statement) -> None:
         """Raise unless the transaction state accepts the statement: in ABORTED only ROLLBACK
         [TO SAVEPOINT] and COMMIT (25P02 otherwise), in COMMIT_WAIT only COMMIT and ROLLBACK."""
@@ -495,14 +451,14 @@ class Session:
             if stmt.kind == "TransactionStmt" and stmt.node["kind"] in (
                     "TRANS_STMT_ROLLBACK", "TRANS_STMT_ROLLBACK_TO", "TRANS_STMT_COMMIT"):
                 return
-            if self._is_retry_intent(stmt):
+            if txn_control.is_retry_intent(self, stmt):
                 return
             raise errors.in_failed_transaction()
         if self.state == COMMIT_WAIT:
             if stmt.kind == "TransactionStmt" and stmt.node["kind"] in (
                     "TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK"):
                 return
-            raise _committed_error()
+            raise txn_control.committed_error()
 
     def execute_statement(self, stmt: Statement, sql: str, params: list,
                           prepared: Prepared | None = None) -> StatementOutcome:
@@ -513,7 +469,7 @@ class Session:
             raise errors.internal_error("transaction statements are handled by the caller")
         if kind in PLANNED_KINDS or kind == "ExplainStmt":
             if prepared is not None and prepared.cached is not None:
-                if prepared.catalog_version != self.catalog.version or self._ddl_in_txn:
+                if prepared.catalog_version != self.catalog.version or self.ddl_in_txn:
                     fresh = self._plan_prepared(prepared.sql, stmt, list(prepared.param_types),
                                                 len(prepared.param_types))
                     prepared.cached = fresh.cached
@@ -539,47 +495,19 @@ class Session:
         """Commit and end the implicit transaction, if one is open."""
         if self.txn is not None and self.implicit:
             try:
-                await self._commit()
+                await self.commit_txn()
             finally:
-                self._end()
+                self.end_txn()
 
-    # The driver for the simple query protocol: one implicit transaction per Query message.
-    async def run_simple(self, sql: str, sink: ResultSink) -> None:
-        query = self.engine.activity.begin(self, sql)
-        try:
-            await self._run_simple(sql, sink)
-        except errors.PgError as exc:
-            raise query.explain(exc)  # noqa: B904 - the same error, told why it stopped
-        finally:
-            self.engine.activity.end(query)
+    # ---- the simple query protocol (sql/simple_query.py) and server-side retries ---------------
 
-    async def _run_simple(self, sql: str, sink: ResultSink) -> None:
-        retry_safe = self.state == NO_TXN
-        statements: list[Statement] | None = None
-        mark = commits = 0
+    def run_simple(self, sql: str, sink: ResultSink) -> Awaitable[None]:
+        """A Query message: its statements, each in its own implicit transaction unless in a
+        transaction block (sql/simple_query.py)."""
+        return simple_query.run_simple(self, sql, sink)
 
-        async def attempt() -> None:
-            nonlocal statements, retry_safe, mark, commits
-            mark = sink.mark()
-            commits = self.commits
-            hit = self._cached_text_plan(sql)
-            if hit is not None:
-                await self._run_cached(hit[0], hit[1], sink)
-                return
-            if statements is None:
-                statements = self._parse_batch(sql)
-                retry_safe = retry_safe and all(_is_retry_safe(s) for s in statements)
-            await self._run_batch(statements, sink)
-
-        def may_retry(exc: errors.PgError) -> bool:
-            # Re-run only what is wholly undone: the failed transaction ended (state is NO_TXN
-            # again), nothing earlier in the batch committed, nothing was sent.
-            return retry_safe and self.state == NO_TXN and self.commits == commits and sink.rewind(mark)
-
-        await self._with_retries(attempt, may_retry)
-
-    async def _with_retries(self, attempt: Callable[[], Awaitable[None]], may_retry: Callable[[errors.PgError], bool],
-                            before_retry: Callable[[], None] | None = None) -> None:
+    async def with_retries(self, attempt: Callable[[], Awaitable[None]], may_retry: Callable[[errors.PgError], bool],
+                           before_retry: Callable[[], None] | None = None) -> None:
         """Run attempt() with the server's retries on 40001 (sql/retry.py): between attempts the
         statement waits for its turn on the key it lost on, and holds it until it is done."""
         turn: RetryTurn | None = None
@@ -607,373 +535,30 @@ class Session:
         await query.guard(turn.wait(self._pop_conflict_key(), attempt))
         query.check()
 
-    def _parse_batch(self, sql: str) -> list[Statement]:
-        try:
-            statements = self.parse(sql)
-        except errors.PgError as exc:
-            self.fail(exc)
-            raise
-        if not statements:
-            raise _EmptyQuery()
-        return statements
-
-    def _cached_text_plan(self, sql: str) -> tuple[CachedPlan, list[str]] | None:
-        """The cached plan of a one-statement query text, found without parsing it.
-
-        Most statements a client sends as text have run before with other literals; their
-        plan is in the cache under the lifted text (see _plan_for_text), so parsing them again
-        would only cost time. Begins the implicit transaction the lookup needs (the catalog
-        version is read through it) and ends it again on a miss.
-        """
-        state = self.state
-        if state != NO_TXN and state != OPEN:
-            return None
-        text = sql.strip()
-        if text.endswith(";"):
-            text = text[:-1].rstrip()
-        if not text or ";" in text:
-            return None
-        lifted = lift_literals(text)
-        if lifted is None or lifted[2]:
-            return None  # not DML, or it names $n placeholders a simple query cannot bind
-        lifted_text, literals, _ = lifted
-        began = self.txn is None
-        if began:
-            self.begin(implicit=True)
-        cached = None
-        if not self._ddl_in_txn:
-            key = (self.catalog.version, self.database, self.user,
-                   cache_key(lifted_text, literals) if literals else text)
-            cached = self.engine.plans.lookup(key, count_miss=False)
-        if not cached:
-            if began:
-                self._end()
-            return None
-        return cached, [lit for _, lit in literals]
-
-    async def _run_cached(self, cached: CachedPlan, literals: list[str], sink: ResultSink) -> None:
-        try:
-            outcome = self.run_plan(cached, bind_literals(cached, self.timezone, [], literals))
-            await self.write_outcome(outcome, sink, describe=True)
-        except errors.PgError as exc:
-            self.fail(exc)
-            raise
-        await self.finish_implicit()
-
     def _pop_conflict_key(self) -> bytes | None:
         key = self.last_conflict_key
         self.last_conflict_key = None
         return key
 
-    async def _run_batch(self, statements: list[Statement], sink: ResultSink) -> None:
-        for i, stmt in enumerate(statements):
-            if i and self.query is not None:
-                # statement_timeout applies to each statement of a batch (PostgreSQL 13+, CockroachDB)
-                self.engine.activity.next_statement(self.query, stmt.text)
-            try:
-                await self._run_one(stmt, stmt.text, [], sink)
-            except errors.PgError as exc:
-                self.fail(exc)
-                raise
-        await self.finish_implicit()
+    # ---- the extended protocol (sql/portals.py) -------------------------------------------
 
-    async def _run_one(self, stmt: Statement, sql: str, params: list, sink: ResultSink,
-                       prepared: Prepared | None = None) -> None:
-        if stmt.kind == "TransactionStmt":
-            if self.implicit:
-                await self.finish_implicit()
-            tag = await self.transaction_statement(stmt)
-            sink.command_complete(tag)
-            return
-        if stmt.kind == "EmptyStmt":
-            return
-        if self.txn is None:
-            self.check_statement_allowed(stmt)
-            if stmt.as_of is not None:
-                self.as_of_revision = self._as_of_revision(stmt.as_of)
-            self.begin(implicit=True)
-        elif stmt.as_of is not None:
-            self._check_as_of_in_txn(stmt.as_of)
-        outcome = self.execute_statement(stmt, sql, params, prepared)
-        await self.write_outcome(outcome, sink, describe=True)
+    def execute_portal(self, portal: Portal, sink: ResultSink, max_rows: int) -> Awaitable[None]:
+        return portals.execute_portal(self, portal, sink, max_rows)
 
-    async def write_outcome(self, outcome: StatementOutcome, sink: ResultSink, describe: bool,
-                            max_rows: int = 0, portal: Portal | None = None) -> bool:
-        """Send an outcome's rows and tag. Returns False if the portal was suspended."""
-        self.running_ctx = outcome.ctx
-        try:
-            count = portal.rows_sent if portal is not None else 0
-            # max_rows counts the rows of this Execute; count is the portal's total so far.
-            stop_at = count + max_rows if max_rows else 0
-            columns = outcome.columns
-            if columns is not None and describe:
-                sink.row_description(columns)
-            if outcome.rows is not None:
-                rows = outcome.rows
-                pending = portal.pending if portal is not None else []
-                if columns is None:
-                    for _ in rows:
-                        pass  # a mutation without RETURNING: run it to completion
-                else:
-                    while True:
-                        if pending:
-                            batch = pending
-                            pending = []
-                        else:
-                            batch = next(rows, None)
-                            if batch is None:
-                                break
-                        if max_rows and count + len(batch) > stop_at:
-                            take = stop_at - count
-                            sink.data_rows(batch[:take], columns)
-                            assert portal is not None
-                            portal.pending = batch[take:]
-                            portal.rows_sent = stop_at
-                            sink.portal_suspended()
-                            return False
-                        sink.data_rows(batch, columns)
-                        count += len(batch)
-                        await sink.drain()
-                        if max_rows and count == stop_at:
-                            assert portal is not None
-                            portal.rows_sent = count
-                            portal.pending = []
-                            if _peek_done(portal, rows):
-                                break
-                            sink.portal_suspended()
-                            return False
-            for message in self.pending_notices:
-                sink.notice(message)
-            self.pending_notices.clear()
-            tag = outcome.tag
-            if tag == "SELECT" or tag == "FETCH":
-                tag = f"{tag} {count}"
-            elif tag == "INSERT":
-                tag = f"INSERT 0 {outcome.ctx.rows_affected if outcome.ctx else 0}"
-            elif tag in ("UPDATE", "DELETE"):
-                tag = f"{tag} {outcome.ctx.rows_affected if outcome.ctx else 0}"
-            elif tag in ("SHOW",):
-                tag = f"SHOW {count}"
-            if tag:
-                sink.command_complete(tag)
-            return True
-        finally:
-            self.running_ctx = None
+    def sync(self) -> Awaitable[None]:
+        return portals.sync(self)
 
-    # ---- the extended protocol ------------------------------------------------------------
+    # ---- AS OF SYSTEM TIME ------------------------------------------------------------------
 
-    async def execute_portal(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:
-        query = self.engine.activity.begin(self, portal.prepared.sql)
-        try:
-            await self._execute_portal(portal, sink, max_rows)
-        except errors.PgError as exc:
-            raise query.explain(exc)  # noqa: B904 - the same error, told why it stopped
-        finally:
-            self.engine.activity.end(query)
-
-    async def _execute_portal(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:
-        prepared = portal.prepared
-        stmt = prepared.statement
-        if stmt is None:
-            raise _EmptyQuery()
-        if stmt.kind == "TransactionStmt":
-            if self.implicit:
-                await self.finish_implicit()
-            sink.command_complete(await self.transaction_statement(stmt))
-            return
-        retry_safe = stmt.kind in RETRY_SAFE_KINDS
-        mark = 0
-
-        async def attempt() -> None:
-            nonlocal mark
-            mark = sink.mark()
-            try:
-                await self._execute_portal_once(portal, sink, max_rows)
-            except errors.PgError as exc:
-                self.fail(exc)
-                portal.rows = None
-                portal.done = True
-                raise
-
-        def may_retry(exc: errors.PgError) -> bool:
-            return retry_safe and portal.implicit and portal.rows_sent == 0 and sink.rewind(mark)
-
-        def again() -> None:
-            portal.done = False
-        await self._with_retries(attempt, may_retry, again)
-
-    async def _execute_portal_once(self, portal: Portal, sink: ResultSink, max_rows: int) -> None:
-        prepared = portal.prepared
-        stmt = prepared.statement
-        assert stmt is not None
-        if portal.done:
-            raise errors.PgError(errors.INVALID_CURSOR_STATE, "portal has already been run to completion")
-        if portal.rows is None:
-            if self.txn is None:
-                self.check_statement_allowed(stmt)
-                if stmt.as_of is not None:
-                    self.as_of_revision = self._as_of_revision(stmt.as_of)
-                self.begin(implicit=True)
-                portal.implicit = True
-            elif stmt.as_of is not None:
-                self._check_as_of_in_txn(stmt.as_of)
-            outcome = self.execute_statement(stmt, prepared.sql, portal.params, prepared)
-            portal.rows = outcome.rows if outcome.rows is not None else iter(())
-            portal.ctx = outcome.ctx
-            portal.tag = outcome.tag
-            if outcome.columns is None and outcome.rows is None:
-                portal.done = True
-                sink.command_complete(outcome.tag)
-                if portal.implicit:
-                    await self.finish_implicit()
-                return
-            portal_columns = outcome.columns
-        else:
-            portal_columns = prepared.columns
-        outcome = StatementOutcome(portal_columns, portal.rows, portal.tag, portal.ctx)
-        finished = await self.write_outcome(outcome, sink, describe=False, max_rows=max_rows, portal=portal)
-        if finished:
-            portal.done = True
-            if portal.implicit:
-                await self.finish_implicit()
-
-    async def sync(self) -> None:
-        """Sync: an implicit transaction left open by a suspended portal ends here."""
-        if self.implicit and self.txn is not None:
-            await self.finish_implicit()
-
-    # ---- transaction control --------------------------------------------------------------
-
-    async def transaction_statement(self, stmt: Statement) -> str:
-        kind = stmt.node["kind"]
-        if self._is_retry_intent(stmt):
-            # SQLAlchemy's retry loop declares the savepoint again instead of rolling back to it
-            self._rollback_to(stmt.node.get("savepoint_name", ""))
-            return "SAVEPOINT"
-        state = self.state
-        if state == ABORTED and kind not in ("TRANS_STMT_ROLLBACK", "TRANS_STMT_ROLLBACK_TO",
-                                             "TRANS_STMT_COMMIT"):
-            raise errors.in_failed_transaction()
-        if state == COMMIT_WAIT and kind not in ("TRANS_STMT_ROLLBACK", "TRANS_STMT_COMMIT"):
-            raise _committed_error()
-        if kind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START"):
-            if state != NO_TXN:
-                raise errors.PgError(errors.ACTIVE_SQL_TRANSACTION, "there is already a transaction in progress")
-            self.read_only_txn = self._read_only_option(stmt.node.get("options") or [])
-            if stmt.as_of is not None:
-                self.as_of_revision = self._as_of_revision(stmt.as_of)
-            self.begin(implicit=False)
-            self.txn_began = self.engine.activity.clock()
-            return "BEGIN"
-        if kind == "TRANS_STMT_COMMIT":
-            if state == NO_TXN:
-                return "COMMIT"  # PostgreSQL warns and succeeds
-            if state in (ABORTED, COMMIT_WAIT):
-                self._end()
-                return "ROLLBACK" if state == ABORTED else "COMMIT"
-            try:
-                await self._commit()
-            finally:
-                self._end()
-            return "COMMIT"
-        if kind == "TRANS_STMT_ROLLBACK":
-            self._end()
-            return "ROLLBACK"
-        name = stmt.node.get("savepoint_name", "")
-        if kind == "TRANS_STMT_SAVEPOINT":
-            return self._savepoint(name)
-        if kind == "TRANS_STMT_RELEASE":
-            return await self._release(name)
-        if kind == "TRANS_STMT_ROLLBACK_TO":
-            return self._rollback_to(name)
-        if kind in ("TRANS_STMT_PREPARE", "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"):
-            raise errors.unimplemented("two-phase commit is not supported")
-        raise unsupported.statement("TransactionStmt")
-
-    def _is_commit_on_release(self, name: str) -> bool:
-        return name.startswith(COMMIT_ON_RELEASE_PREFIX) or self.vars.get("force_savepoint_restart") == "on"
-
-    def _savepoint(self, name: str) -> str:
-        if self.state == NO_TXN:
-            raise errors.PgError(errors.NO_ACTIVE_SQL_TRANSACTION, "there is no transaction in progress")
-        txn = self.txn
-        assert txn is not None
-        commit_on_release = self._is_commit_on_release(name)
-        if commit_on_release:
-            savepoints = self.savepoints
-            if len(savepoints) == 1 and savepoints[0][1].commit_on_release and not txn.is_active:
-                return "SAVEPOINT"  # declared again at the top of a retry loop: nothing to do
-            if savepoints:
-                raise errors.syntax_error(f'SAVEPOINT "{name}" cannot be nested')
-            if txn.is_active:
-                raise errors.syntax_error(f'SAVEPOINT "{name}" needs to be the first statement in a transaction')
-        token = txn.savepoint() if txn.is_active else None
-        self.savepoints.append((name, SavepointMark(token, commit_on_release)))
-        return "SAVEPOINT"
-
-    async def _release(self, name: str) -> str:
-        index = self._find_savepoint(name)
-        mark = self.savepoints[index][1]
-        del self.savepoints[index:]
-        if not mark.commit_on_release:
-            if all(m.token is None for _, m in self.savepoints) and self.txn is not None:
-                self.txn.forget_savepoints()
-            return "RELEASE"
-        try:
-            await self._commit()
-        except errors.PgError as exc:
-            if exc.code == errors.SERIALIZATION_FAILURE:
-                # Keep the savepoint: the client is expected to ROLLBACK TO it and retry.
-                self.savepoints.append((name, mark))
-            self.txn = self._new_txn()
-            self.state = transition(self.state, TxnEvent.RELEASE_FAILED)
-            raise
-        self.state = transition(self.state, TxnEvent.RELEASE_COMMITTED)
-        return "RELEASE"
-
-    def _rollback_to(self, name: str) -> str:
-        index = self._find_savepoint(name)
-        mark = self.savepoints[index][1]
-        del self.savepoints[index + 1:]
-        cursors.close_declared_after(self, index)
-        if mark.token is None:
-            self._restart()
-        else:
-            assert self.txn is not None
-            self.txn.rollback_to(mark.token)
-            self._txn_catalog = None
-            self.state = transition(self.state, TxnEvent.ROLLBACK_TO_SAVEPOINT)
-        return "ROLLBACK"
-
-    def _find_savepoint(self, name: str) -> int:
-        if self.state == NO_TXN:
-            raise errors.PgError(errors.NO_ACTIVE_SQL_TRANSACTION, "there is no transaction in progress")
-        for i in range(len(self.savepoints) - 1, -1, -1):
-            if self.savepoints[i][0] == name:
-                return i
-        raise errors.PgError(errors.INVALID_SAVEPOINT_SPECIFICATION, f"savepoint \"{name}\" does not exist")
-
-    @staticmethod
-    def _read_only_option(options: list) -> bool:
-        read_only = False
-        for opt in options:
-            d = opt.get("DefElem", {})
-            if d.get("defname") == "transaction_isolation":
-                level = d["arg"]["A_Const"]["sval"]["sval"]
-                session_vars.validate("transaction_isolation", level)
-            elif d.get("defname") == "transaction_read_only":
-                read_only = bool(d["arg"]["A_Const"].get("ival", {}).get("ival", 0))
-        return read_only
-
-    def _as_of_revision(self, node: dict) -> int:
+    def revision_as_of(self, node: dict) -> int:
         return statements.as_of_revision(self, node)
 
-    def _check_as_of_in_txn(self, node: dict) -> None:
+    def check_as_of_in_txn(self, node: dict) -> None:
         """Inside a transaction, AS OF SYSTEM TIME may only repeat the transaction's own."""
         if self.state == ABORTED:
             raise errors.in_failed_transaction()
         assert self.txn is not None
-        revision = self._as_of_revision(node)
+        revision = self.revision_as_of(node)
         if not self.txn.is_read_only_snapshot or revision != self.txn.read_revision:
             raise errors.PgError(
                 errors.FEATURE_NOT_SUPPORTED,
@@ -994,33 +579,6 @@ class Session:
             self.txn.abandon()
         self.txn = None
         self.engine.close_session(self)
-
-
-def _committed_error() -> errors.PgError:
-    return errors.PgError(errors.INVALID_TRANSACTION_STATE,
-                          "current transaction is committed, commands ignored until end of transaction block")
-
-
-class _EmptyQuery(Exception):
-    """The query string held no statement (EmptyQueryResponse)."""
-
-
-EmptyQuery = _EmptyQuery
-
-
-def _peek_done(portal: Portal, rows: Iterator[list[tuple]]) -> bool:
-    nxt = next(rows, None)
-    if nxt is None:
-        return True
-    portal.pending = nxt
-    return False
-
-
-def _is_retry_safe(stmt: Statement) -> bool:
-    """Whether re-running the statement from scratch after a 40001 is the same as running it once."""
-    if stmt.kind == "TransactionStmt":
-        return stmt.node["kind"] in BATCH_TXN_KINDS
-    return stmt.kind in RETRY_SAFE_KINDS
 
 
 def _returns_rows(stmt: Statement) -> bool:

@@ -23,6 +23,16 @@ from pillbug.sql.sem.build import BuildContext, ExprBuilder, ParamTypes, Scope, 
 from pillbug.sql.txn_state import NO_TXN
 from pillbug.util import errors, hlc
 
+PLANNED_KINDS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"})  # opt/ plans them
+# What the server may re-run from scratch after a 40001 as if it ran once (sql/retry.py), and
+# the transaction control statements a retried batch may hold.
+RETRY_SAFE_KINDS = PLANNED_KINDS | {"CreateStmt", "IndexStmt", "DropStmt", "CreatedbStmt",
+                                    "DropDatabase", "TruncateStmt", "AlterTableStmt", "ViewStmt",
+                                    "CreateSeqStmt", "RenameStmt", "CreateRoleStmt", "AlterRoleStmt",
+                                    "DropRoleStmt", "GrantStmt", "GrantRoleStmt", "EmptyStmt",
+                                    "CreateSchemaStmt", "CommentStmt"}
+BATCH_TXN_KINDS = frozenset({"TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT"})
+
 
 def _outcome(columns: list[ScopeColumn] | None, rows: list[tuple] | None, tag: str) -> StatementOutcome:
     batches = iter([rows]) if rows else iter(())

@@ -20,6 +20,7 @@ from pillbug.sql.rowenc import IndexCodec, TableCodec
 from pillbug.sql.sem.builtins import Aggregate
 from pillbug.sql.sem.expr import Compiled
 from pillbug.util import errors
+from pillbug.util.encoding import prefix_end
 
 BATCH = 256
 Batch = list[tuple]
@@ -769,7 +770,6 @@ class LookupJoin(Node):
         """The right rows matching each left row of a batch. Point lookups (a unique index given
         all its columns) and the primary rows behind index entries are read with one batched
         read per batch; a prefix of an index is a scan per left row."""
-        from pillbug.util.encoding import prefix_end
         txn = ctx.txn
         codec = self.codec
         index = self.index
