@@ -617,10 +617,11 @@ def test_statement_timeout_covers_copy_from(node, table):
     conn = node.connect(database=table)
 
     def overdue() -> bool:
-        """The COPY has run past its statement timeout by the node's clock (with a margin)."""
+        """The COPY has run past its statement timeout by the node's clock (with a margin), or is
+        no longer listed: the node ended it at its deadline."""
         rows = node.sql("SELECT now() - start > INTERVAL '300ms' FROM [SHOW CLUSTER QUERIES] "
                         "WHERE query = 'COPY kv FROM STDIN'")
-        return bool(rows) and rows[0][0]
+        return not rows or rows[0][0]
 
     class SlowRows(io.RawIOBase):
         """Rows that keep coming until the COPY has run past its timeout by the node's clock, so
@@ -650,6 +651,40 @@ def test_statement_timeout_covers_copy_from(node, table):
         cur.execute("SELECT count(*) FROM kv")
         assert cur.fetchone() == (3,)
     conn.close()
+
+
+@pytest.mark.parametrize("stop", ["timeout", "cancel"])
+def test_a_copy_from_whose_client_stalls_is_ended(node, table, stop):
+    """A client that starts a COPY FROM and then sends nothing: the timeout (or CANCEL QUERY)
+    ends it at once with 57014 and ReadyForQuery; what the client sends afterwards for that COPY
+    is dropped, and the connection serves the next query."""
+    from wire_client import RawConnection, message, query
+    conn = RawConnection(node.host, node.port, node.certs_dir)
+    try:
+        conn.login(user="root", database=table)
+        if stop == "timeout":
+            conn.send(query("SET statement_timeout = '300ms'"))
+            conn.read_until()
+        conn.send(query("COPY kv FROM STDIN"))
+        assert conn.read_until(b"G")[-1][0] == b"G"
+        conn.send(message(b"d", b"10\t10\n"))
+        if stop == "cancel":
+            query_id = _wait_for(lambda: _queries_like(node, "COPY kv FROM STDIN"), "the COPY to show up")[0][0]
+            node.sql(f"CANCEL QUERY '{query_id}'")
+        # The client sends nothing more: the server ends the COPY by itself.
+        messages = conn.read_until()
+        assert [t for t, _ in messages] == [b"E", b"Z"]
+        fields = conn.errors(messages)[0]
+        assert fields["C"] == "57014"
+        if stop == "timeout":
+            assert fields["M"] == TIMEOUT_MESSAGE
+        assert not _queries_like(node, "COPY kv FROM STDIN")
+        conn.send(message(b"d", b"11\t11\n") + message(b"c") + query("SELECT count(*) FROM kv"))
+        messages = conn.read_until()
+        assert [t for t, _ in messages] == [b"T", b"D", b"C", b"Z"]
+        assert messages[1][1].endswith(b"2")  # nothing of the COPY was written
+    finally:
+        conn.close()
 
 
 def test_statement_timeout_and_cancel_reach_copy_to(node):

@@ -14,6 +14,7 @@ Execute reports its error like any other extended message).
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
@@ -24,6 +25,9 @@ from pillbug.sql.copy import CopyIn
 from pillbug.sql.copy_out import CopyOut
 from pillbug.sql.parser import front
 from pillbug.util import errors
+
+# How soon a stopped COPY looks again when one of its messages was being handled.
+STOP_RETRY_SECONDS = 0.005
 
 
 def looks_like_copy(sql: str) -> bool:
@@ -42,6 +46,8 @@ class CopyMixin:
     copy_extended: bool
     copy_query: Any
     skip_until_sync: bool
+    busy: bool
+    closed: bool
 
     async def _copy_out(self, stmt: front.Statement) -> None:
         """Stream a COPY TO in the session's transaction (an implicit one if none is open)."""
@@ -78,8 +84,10 @@ class CopyMixin:
             self.copy = CopyIn(session, stmt)
             if self.copy.format == "binary":
                 self.copy.parser = BinaryCopyParser(self.copy.types, self.copy.insert_values)
-            # statement_timeout and CANCEL QUERY reach the ingest between CopyData messages.
+            # statement_timeout and CANCEL QUERY reach the ingest between CopyData messages, and
+            # a client that sends nothing more through _copy_stopped.
             self.copy_query = session.engine.activity.begin(session, stmt.text)
+            self.copy_query.on_stop = self._copy_stopped
         except errors.PgError as exc:
             if extended:
                 self._extended_error(exc)
@@ -122,6 +130,26 @@ class CopyMixin:
         self._error(exc)
         self._end_copy_statement(failed=True)
         return None
+
+    def _copy_stopped(self) -> None:
+        """The COPY was canceled, or its statement_timeout passed, while it waited for the client:
+        it ends now with the error (then ReadyForQuery, or in an Execute a skip to Sync), and the
+        client's CopyData, CopyDone or CopyFail still on their way are dropped in the ready state,
+        as PostgreSQL does. A COPY message being handled meets the cancel at its own check."""
+        if self.state != "copy" or self.closed:
+            return
+        if self.busy:
+            asyncio.get_running_loop().call_later(STOP_RETRY_SECONDS, self._copy_stopped)
+            return
+        query = self.copy_query
+        self.state = "ready"
+        self.copy = None
+        exc = query.error()
+        self._end_copy_query()
+        self.session.fail(exc)
+        self._error(exc)
+        self._end_copy_statement(failed=True)
+        self.flush()
 
     def _end_copy_statement(self, failed: bool) -> None:
         # A COPY sent in a simple Query ends with ReadyForQuery; one sent in an Execute is

@@ -44,7 +44,7 @@ class ActiveQuery:
     """One running statement: what SHOW QUERIES shows and what CANCEL QUERY stops."""
 
     __slots__ = ("wall_ns", "session", "sql", "began", "deadline", "reason", "waiting_on",
-                 "_timer", "_interrupt", "registry", "greenlet")
+                 "_timer", "_interrupt", "registry", "greenlet", "on_stop")
 
     def __init__(self, registry: Activity, wall_ns: int, session: Any, sql: str,
                  deadline: float | None, began: float) -> None:
@@ -63,6 +63,9 @@ class ActiveQuery:
         # The sliced call the statement runs in (None when embedded): a store read it is parked
         # in (timeslice.await_) is ended by cancel(), not only at the next batch.
         self.greenlet = timeslice.current()
+        # Called (at the loop's next turn) when the statement must stop while nothing of it runs
+        # and nothing it waits on is a future: a COPY FROM waiting for the client's next message.
+        self.on_stop: Callable[[], None] | None = None
 
     @property
     def query_id(self) -> str:
@@ -80,6 +83,8 @@ class ActiveQuery:
                 future.set_result(None)
         if self.greenlet is not None:
             timeslice.interrupt(self.greenlet, self.error())
+        if self.on_stop is not None:
+            asyncio.get_running_loop().call_soon(self.on_stop)
 
     def expire(self) -> bool:
         """Cancel with TIMEOUT if the deadline has passed; returns whether it has."""
