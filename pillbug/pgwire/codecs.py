@@ -426,3 +426,25 @@ def encoder(typ: SQLType, fmt: int, tz: datetime.tzinfo = UTC) -> Encoder:
 
 def decoder(typ: SQLType, fmt: int, tz: datetime.tzinfo = UTC) -> Decoder:
     return binary_decoder(typ) if fmt == BINARY else text_decoder(typ, tz)
+
+
+_NULL_FIELD = _I32.pack(-1)
+
+
+def row_encoder(encoders: list[Callable[[Any], bytes]]) -> Callable[[tuple], bytes]:
+    """A row's fields framed as DataRow and binary COPY both frame them: the field count, then
+    each field's length (-1 for NULL) and bytes, each field encoded by its column's encoder."""
+    count = _I16.pack(len(encoders))
+    pack = _I32.pack
+
+    def encode(row: tuple) -> bytes:
+        parts = [count]
+        for value, enc in zip(row, encoders):
+            if value is None:
+                parts.append(_NULL_FIELD)
+            else:
+                data = enc(value)
+                parts.append(pack(len(data)))
+                parts.append(data)
+        return b"".join(parts)
+    return encode

@@ -68,9 +68,7 @@ from pillbug.util import errors, timeslice
 log = logging.getLogger(__name__)
 
 MAX_PENDING_INPUT = 32 << 20  # pause reading when this much unprocessed input is buffered
-_I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
-_NULL = b"\xff\xff\xff\xff"
 STATEMENT_TOO_COMPLEX = "54001"
 IDLE_IN_TRANSACTION_TIMEOUT = "25P03"
 
@@ -110,7 +108,7 @@ class Connection(StartupMixin, ExtendedMixin, CopyMixin, asyncio.Protocol):
         self.startup_params: dict[str, str] = {}
         self.closed = False
         self.reading_paused = False
-        self._encoders: list = []
+        self._encode_row: Callable[[tuple], bytes] = codecs.row_encoder([])
         self._msg_type = b""
         self._processing = False
         self._continue_scheduled = False
@@ -414,26 +412,17 @@ class Connection(StartupMixin, ExtendedMixin, CopyMixin, asyncio.Protocol):
 
     def row_description(self, columns: list[ResultColumn]) -> None:
         self.out += M.row_description(fields(columns, [codecs.TEXT] * len(columns)))
-        self._encoders = [codecs.text_encoder(c.type, self.session.timezone) for c in columns]
+        self._encode_row = codecs.row_encoder([codecs.text_encoder(c.type, self.session.timezone)
+                                               for c in columns])
 
     def data_rows(self, batch: list[tuple], columns: list[ResultColumn]) -> None:
-        encoders = self._encoders
+        encode = self._encode_row
         out = self.out
-        count = _I16.pack(len(encoders))
         pack = _I32.pack
         for row in batch:
-            parts = []
-            for value, enc in zip(row, encoders):
-                if value is None:
-                    parts.append(_NULL)
-                else:
-                    data = enc(value)
-                    parts.append(pack(len(data)))
-                    parts.append(data)
-            payload = b"".join(parts)
+            payload = encode(row)
             out += b"D"
-            out += pack(len(payload) + 6)
-            out += count
+            out += pack(len(payload) + 4)
             out += payload
         if len(out) > FLUSH_THRESHOLD:
             self.flush()

@@ -26,7 +26,6 @@ from pillbug.sql.copy_out import CopyOptions, CopyOut
 COPY_DONE = M.message(b"c")
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
-_NULL = b"\xff\xff\xff\xff"
 RowEncoder = Callable[[tuple], bytes]
 
 # COPY's text format: backslash escapes for the characters that would break the record.
@@ -112,21 +111,8 @@ def csv_header(columns: list[str], opts: CopyOptions) -> bytes:
 
 
 def binary_row_encoder(types: list[T.SQLType]) -> RowEncoder:
-    encoders = [codecs.binary_encoder(t) for t in types]
-    count = _I16.pack(len(encoders))
-    pack = _I32.pack
-
-    def encode(row: tuple) -> bytes:
-        parts = [count]
-        for value, enc in zip(row, encoders):
-            if value is None:
-                parts.append(_NULL)
-            else:
-                data = enc(value)
-                parts.append(pack(len(data)))
-                parts.append(data)
-        return b"".join(parts)
-    return encode
+    """A binary COPY tuple: framed as a DataRow's fields are (codecs.row_encoder)."""
+    return codecs.row_encoder([codecs.binary_encoder(t) for t in types])
 
 
 def _copy_data(payload: bytes) -> bytes:

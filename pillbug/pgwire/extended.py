@@ -12,7 +12,7 @@ nor about startup; a COPY in an Execute is handed to copy_protocol.py's methods.
 """
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from pillbug.pgwire import codecs
@@ -51,7 +51,7 @@ class ExtendedMixin:
     statements: dict[str, Prepared]
     portals: dict[str, tuple[Portal, list]]
     skip_until_sync: bool
-    _encoders: list
+    _encode_row: Callable[[tuple], bytes]
 
     def _extended_error(self, exc: errors.PgError) -> None:
         if self.session is not None:
@@ -203,7 +203,7 @@ class ExtendedMixin:
         if columns is not None:
             fmts = expand(formats, len(columns))
             tz = session.timezone
-            self._encoders = [codecs.encoder(c.type, f, tz) for c, f in zip(columns, fmts)]
+            self._encode_row = codecs.row_encoder([codecs.encoder(c.type, f, tz) for c, f in zip(columns, fmts)])
         try:
             await session.execute_portal(portal, self, max_rows)
         except EmptyQuery:
