@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -256,6 +257,21 @@ def seed_dir() -> str:
     if in_ci():
         pytest.fail(f"{why}; CI=true promises it", pytrace=False)
     pytest.skip(why)
+
+
+def in_thread(fn):
+    """Run fn in a daemon thread; returns the thread and a dict that gets fn's "result" or the
+    "error" it raised, for the test to check after joining."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["result"] = fn()
+        except BaseException as exc:  # handed to the test
+            outcome["error"] = exc
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
 
 
 # ---- waiting for conditions, not for time ------------------------------------------------------

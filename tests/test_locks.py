@@ -13,6 +13,7 @@ import time
 import psycopg2
 import psycopg2.errorcodes
 import pytest
+from conftest import in_thread
 
 
 @pytest.fixture
@@ -26,22 +27,9 @@ def _value(node, db, k=1):
     return node.sql(f"SELECT v FROM counter WHERE k = {k}", database=db)[0][0]
 
 
-def _in_thread(fn):
-    outcome: dict = {}
-
-    def run():
-        try:
-            outcome["result"] = fn()
-        except BaseException as exc:  # handed to the test
-            outcome["error"] = exc
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, outcome
-
-
 def _waits(conn, sql):
     """Runs sql on conn in a thread, and checks that it waits (for a row lock)."""
-    thread, outcome = _in_thread(lambda: conn.cursor().execute(sql))
+    thread, outcome = in_thread(lambda: conn.cursor().execute(sql))
     thread.join(0.3)
     assert thread.is_alive(), f"{sql} did not wait"
     return thread, outcome

@@ -7,31 +7,18 @@ guessed time, and checks that the node answers other clients meanwhile.
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import psycopg2
 import psycopg2.errorcodes
 import pytest
+from conftest import in_thread
 
 from pillbug.sql import activity
 from pillbug.util import errors
 
 TIMEOUT_MESSAGE = "query execution canceled due to statement timeout"
 OTHER_USER, OTHER_PW = "qctl_pleb", "Pleb-secret-pw-1"
-
-
-def _in_thread(fn):
-    outcome: dict = {}
-
-    def run():
-        try:
-            outcome["result"] = fn()
-        except BaseException as exc:  # handed to the test
-            outcome["error"] = exc
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, outcome
 
 
 def _wait_for(predicate, what: str, timeout: float = 20.0):
@@ -194,7 +181,7 @@ def test_pg_sleep_does_not_hold_the_node(node):
         with sleeper.cursor() as cur:
             cur.execute("SELECT pg_sleep(600)")
             return cur.fetchone()
-    thread, outcome = _in_thread(sleep)
+    thread, outcome = in_thread(sleep)
     _wait_for(lambda: _queries_like(node, "pg_sleep(600)"), "the sleep in SHOW QUERIES")
     assert _select_one(node) == 1  # a new connection, served ...
     assert _queries_like(node, "pg_sleep(600)") and thread.is_alive()  # ... while the sleep runs
@@ -370,7 +357,7 @@ def _start_sleep(node, seconds: float = 30, user: str = "root", password: str | 
     def run():
         with conn.cursor() as cur:
             cur.execute(text)
-    thread, outcome = _in_thread(run)
+    thread, outcome = in_thread(run)
     rows = _wait_for(lambda: _queries_like(node, tag), f"{tag} in SHOW CLUSTER QUERIES")
     return conn, thread, outcome, rows[0]
 
@@ -712,7 +699,7 @@ def test_statement_timeout_and_cancel_reach_copy_to(node):
                                 "generate_series(1, 100000) b) TO STDOUT", io.StringIO())
         finally:
             other.close()
-    thread, outcome = _in_thread(copy_forever)
+    thread, outcome = in_thread(copy_forever)
     query_id = _wait_for(lambda: _queries_like(node, "COPY (SELECT a, b"), "the COPY to show up")[0][0]
     node.sql(f"CANCEL QUERY '{query_id}'")
     thread.join(30)
