@@ -12,23 +12,13 @@ import time
 import psycopg2
 import psycopg2.errorcodes
 import pytest
-from conftest import in_thread
+from conftest import in_thread, wait_for
 
 from pillbug.sql import activity
 from pillbug.util import errors
 
 TIMEOUT_MESSAGE = "query execution canceled due to statement timeout"
 OTHER_USER, OTHER_PW = "qctl_pleb", "Pleb-secret-pw-1"
-
-
-def _wait_for(predicate, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _queries_like(node, text: str, user: str = "root", password: str | None = None) -> list:
@@ -182,7 +172,7 @@ def test_pg_sleep_does_not_hold_the_node(node):
             cur.execute("SELECT pg_sleep(600)")
             return cur.fetchone()
     thread, outcome = in_thread(sleep)
-    _wait_for(lambda: _queries_like(node, "pg_sleep(600)"), "the sleep in SHOW QUERIES")
+    wait_for(lambda: _queries_like(node, "pg_sleep(600)"), "the sleep in SHOW QUERIES", timeout=20)
     assert _select_one(node) == 1  # a new connection, served ...
     assert _queries_like(node, "pg_sleep(600)") and thread.is_alive()  # ... while the sleep runs
     sleeper.cancel()
@@ -358,7 +348,7 @@ def _start_sleep(node, seconds: float = 30, user: str = "root", password: str | 
         with conn.cursor() as cur:
             cur.execute(text)
     thread, outcome = in_thread(run)
-    rows = _wait_for(lambda: _queries_like(node, tag), f"{tag} in SHOW CLUSTER QUERIES")
+    rows = wait_for(lambda: _queries_like(node, tag), f"{tag} in SHOW CLUSTER QUERIES", timeout=20)
     return conn, thread, outcome, rows[0]
 
 
@@ -492,8 +482,8 @@ def test_cancel_session_closes_it(node):
     with pytest.raises(psycopg2.OperationalError):
         with victim.cursor() as cur:
             cur.execute("SELECT 1")
-    _wait_for(lambda: node.sql(f"SELECT count(*) FROM [SHOW SESSIONS] WHERE session_id = '{session_id}'") == [(0,)],
-              "the session to go")
+    wait_for(lambda: node.sql(f"SELECT count(*) FROM [SHOW SESSIONS] WHERE session_id = '{session_id}'") == [(0,)],
+             "the session to go", timeout=20)
     assert _select_one(node) == 1
 
 
@@ -536,8 +526,8 @@ def test_idle_in_transaction_session_timeout_closes_the_session(node, table):
         cur.execute("UPDATE kv SET v = 7 WHERE k = 2")  # holds the row's lock while idle
         (session_id,) = node.sql("SELECT session_id FROM [SHOW SESSIONS] WHERE last_active_query LIKE "
                                  "'UPDATE kv SET v = 7%'")[0]
-    _wait_for(lambda: node.sql(f"SELECT count(*) FROM [SHOW SESSIONS] WHERE session_id = '{session_id}'") == [(0,)],
-              "the idle session to be closed")
+    wait_for(lambda: node.sql(f"SELECT count(*) FROM [SHOW SESSIONS] WHERE session_id = '{session_id}'") == [(0,)],
+             "the idle session to be closed", timeout=20)
     with pytest.raises(psycopg2.OperationalError) as info:
         with conn.cursor() as cur:
             cur.execute("SELECT 1")
@@ -656,7 +646,7 @@ def test_a_copy_from_whose_client_stalls_is_ended(node, table, stop):
         assert conn.read_until(b"G")[-1][0] == b"G"
         conn.send(message(b"d", b"10\t10\n"))
         if stop == "cancel":
-            query_id = _wait_for(lambda: _queries_like(node, "COPY kv FROM STDIN"), "the COPY to show up")[0][0]
+            query_id = wait_for(lambda: _queries_like(node, "COPY kv FROM STDIN"), "the COPY to show up", timeout=20)[0][0]
             node.sql(f"CANCEL QUERY '{query_id}'")
         # The client sends nothing more: the server ends the COPY by itself.
         messages = conn.read_until()
@@ -700,7 +690,7 @@ def test_statement_timeout_and_cancel_reach_copy_to(node):
         finally:
             other.close()
     thread, outcome = in_thread(copy_forever)
-    query_id = _wait_for(lambda: _queries_like(node, "COPY (SELECT a, b"), "the COPY to show up")[0][0]
+    query_id = wait_for(lambda: _queries_like(node, "COPY (SELECT a, b"), "the COPY to show up", timeout=20)[0][0]
     node.sql(f"CANCEL QUERY '{query_id}'")
     thread.join(30)
     assert isinstance(outcome.get("error"), psycopg2.errors.QueryCanceled), outcome

@@ -21,7 +21,7 @@ import psycopg
 import psycopg2
 import psycopg2.errors
 import pytest
-from conftest import ADMIN_PASSWORD, ADMIN_USER, Node, run_cli, start_node
+from conftest import ADMIN_PASSWORD, ADMIN_USER, Node, run_cli, start_node, wait_for
 
 from pillbug.kv.txn import Txn
 from pillbug.sql import activity
@@ -72,14 +72,10 @@ def _start_slow_read(node: Node, setup: tuple[str, ...] = ()) -> tuple:
 
 
 def _wait_for_query(node: Node, text: str) -> str:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def running() -> list[str]:
         rows = node.sql("SELECT query_id, query FROM [SHOW CLUSTER QUERIES]")
-        found = [qid for qid, query in rows if text in query and "SHOW CLUSTER QUERIES" not in query]
-        if found:
-            return found[0]
-        time.sleep(0.02)
-    raise AssertionError(f"no running query like {text!r}")
+        return [qid for qid, query in rows if text in query and "SHOW CLUSTER QUERIES" not in query]
+    return wait_for(running, f"a running query like {text!r}", timeout=20)[0]
 
 
 def test_the_node_serves_others_while_a_statement_waits_for_the_store(slow_node):
