@@ -68,7 +68,7 @@ class Txn:
     __slots__ = ("store", "_read_revision", "timestamp", "reads", "spans", "writes", "_write_bytes",
                  "_limits", "_sorted_write_keys", "is_read_only_snapshot", "writes_refused",
                  "committed_revision", "conflict_key", "_undo", "_done", "locks", "locked", "waiting_for",
-                 "_prefetched")
+                 "_prefetched", "store_calls")
 
     def __init__(self, store: Store, read_revision: int | None = None,
                  is_read_only_snapshot: bool = False, writes_refused: str | None = None,
@@ -82,6 +82,8 @@ class Txn:
         self._read_revision = read_revision
         # Values prefetch() read from the store at read_revision, for the get() calls that follow.
         self._prefetched: dict[bytes, bytes | None] | None = None
+        # Reads sent to the store (get, get_many, scan batches): EXPLAIN ANALYZE's KV calls.
+        self.store_calls = 0
         self.timestamp = store.now()
         self.reads: dict[bytes, int] = {}
         self.spans: list[tuple[bytes, bytes]] = []
@@ -136,6 +138,7 @@ class Txn:
         if prefetched is not None and key in prefetched:
             return prefetched[key]
         try:
+            self.store_calls += 1
             value, mod = self.store.get(key, self.read_revision)
         except CompactedError as exc:
             raise _too_old(exc) from None
@@ -159,7 +162,7 @@ class Txn:
         for lo in range(0, len(missing), GET_MANY_BATCH):
             chunk = missing[lo:lo + GET_MANY_BATCH]
             try:
-                found = self.store.get_many([keys[i] for i in chunk], self.read_revision)
+                found = self._store_get_many([keys[i] for i in chunk], self.read_revision)
             except CompactedError as exc:
                 raise _too_old(exc) from None
             for i, (value, mod) in zip(chunk, found):
@@ -167,6 +170,10 @@ class Txn:
                 if record:
                     reads[keys[i]] = mod
         return out
+
+    def _store_get_many(self, keys: Sequence[bytes], at: int) -> list[tuple[bytes | None, int]]:
+        self.store_calls += 1
+        return self.store.get_many(keys, at)
 
     def get_for_update(self, key: bytes, wait: Callable[[asyncio.Future, float], None]) -> bytes | None:
         """get(), after taking key's lock; wait(future, began) blocks until the future is
@@ -205,7 +212,7 @@ class Txn:
         if newest > read_revision:
             try:
                 changed = any(mod > read_revision for lo in range(0, len(to_lock), GET_MANY_BATCH)
-                              for _, mod in store.get_many(to_lock[lo:lo + GET_MANY_BATCH], newest))
+                              for _, mod in self._store_get_many(to_lock[lo:lo + GET_MANY_BATCH], newest))
             except CompactedError as exc:
                 raise _too_old(exc) from None
             if changed:
@@ -232,12 +239,13 @@ class Txn:
         reads = list(self.reads.items())
         for lo in range(0, len(reads), GET_MANY_BATCH):  # one store call per batch of keys
             chunk = reads[lo:lo + GET_MANY_BATCH]
-            found = store.get_many([k for k, _ in chunk], new)
+            found = self._store_get_many([k for k, _ in chunk], new)
             changed = next((k for (k, mod), (_, now) in zip(chunk, found) if now != mod), None)
             if changed is not None:
                 break
         budget = MAX_REFRESH_ROWS
         for start, end in self.spans if changed is None else ():
+            self.store_calls += 2
             before = store.scan(start, end, old, budget + 1)
             after = store.scan(start, end, new, budget + 1)
             budget -= max(len(before), len(after))
@@ -260,6 +268,7 @@ class Txn:
         while lo < hi:
             batch_limit = _SCAN_BATCH if not limit else min(_SCAN_BATCH, limit - produced)
             try:
+                self.store_calls += 1
                 rows = self.store.scan(lo, hi, self.read_revision, batch_limit, reverse)
             except CompactedError as exc:
                 raise _too_old(exc) from None

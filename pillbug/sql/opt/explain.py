@@ -63,17 +63,16 @@ def plan_explain(planner: Planner, stmt: Statement,
             s.reset()
         total = _OpStats()
         counting = CountingTxn(ctx.txn, total)
-        kv = counting.txn
-        store = kv.store
+        calls_before = counting.txn.store_calls
         ctx.txn = counting
-        kv.store = CountingStore(store, total)
         started = time.perf_counter()
         try:
             for _ in root.batches(ctx):
                 pass
         finally:
             ctx.txn = counting.txn
-            kv.store = store
+        # Every store call of the statement, also those the operators' counts could not place.
+        total.kv_calls = counting.txn.store_calls - calls_before
         execution = time.perf_counter() - started
         header = [f"planning time: {_duration(planning)}", f"execution time: {_duration(execution)}",
                   "distribution: local", "vectorized: false",
@@ -189,57 +188,51 @@ def _count(total: _OpStats, n_rows: int, n_bytes: int, calls: int) -> None:
         s.kv_calls += calls
 
 
-class CountingStore:
-    """The transaction's store, counting the calls made to it (EXPLAIN ANALYZE only)."""
-
-    def __init__(self, store: Any, total: _OpStats) -> None:
-        self.store = store
-        self.total = total
-
-    def get(self, key: bytes, at: int) -> tuple[bytes | None, int]:
-        _count(self.total, 0, 0, 1)
-        return self.store.get(key, at)
-
-    def get_many(self, keys: Any, at: int) -> list[tuple[bytes | None, int]]:
-        _count(self.total, 0, 0, 1)
-        return self.store.get_many(keys, at)
-
-    def scan(self, start: bytes, end: bytes, at: int, limit: int = 0,
-             reverse: bool = False) -> list[tuple[bytes, bytes, int]]:
-        _count(self.total, 0, 0, 1)
-        return self.store.scan(start, end, at, limit, reverse)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
-
-
 class CountingTxn:
-    """A transaction that counts the keys and bytes its reads return (EXPLAIN ANALYZE only)."""
+    """A transaction that counts the keys and bytes its reads return, and the store calls they
+    took (the Txn's store_calls), for the operator running (EXPLAIN ANALYZE only)."""
 
     def __init__(self, txn: Any, total: _OpStats) -> None:
         self.txn = txn
         self.total = total
 
     def get(self, key: bytes) -> bytes | None:
-        return self._counted([key], [self.txn.get(key)])[0]
+        calls = self.txn.store_calls
+        return self._counted([key], [self.txn.get(key)], calls)[0]
 
     def get_for_update(self, key: bytes, wait: Any) -> bytes | None:
-        return self._counted([key], [self.txn.get_for_update(key, wait)])[0]
+        calls = self.txn.store_calls
+        return self._counted([key], [self.txn.get_for_update(key, wait)], calls)[0]
 
     def get_many(self, keys: Any) -> list[bytes | None]:
-        return self._counted(keys, self.txn.get_many(keys))
+        calls = self.txn.store_calls
+        return self._counted(keys, self.txn.get_many(keys), calls)
 
     def get_many_for_update(self, keys: Any, wait: Any) -> list[bytes | None]:
-        return self._counted(keys, self.txn.get_many_for_update(keys, wait))
+        calls = self.txn.store_calls
+        return self._counted(keys, self.txn.get_many_for_update(keys, wait), calls)
 
-    def _counted(self, keys: Any, values: list[bytes | None]) -> list[bytes | None]:
+    def prefetch(self, keys: Any) -> None:
+        calls = self.txn.store_calls
+        self.txn.prefetch(keys)
+        _count(self.total, 0, 0, self.txn.store_calls - calls)
+
+    def _counted(self, keys: Any, values: list[bytes | None], calls_before: int) -> list[bytes | None]:
         found = [len(k) + len(v) for k, v in zip(keys, values) if v is not None]
-        _count(self.total, len(found), sum(found), 0)
+        _count(self.total, len(found), sum(found), self.txn.store_calls - calls_before)
         return values
 
     def scan(self, start: bytes, end: bytes, limit: int = 0, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
-        for key, value in self.txn.scan(start, end, limit=limit, reverse=reverse):
-            _count(self.total, 1, len(key) + len(value), 0)
+        txn = self.txn
+        rows = txn.scan(start, end, limit=limit, reverse=reverse)
+        while True:
+            calls = txn.store_calls
+            row = next(rows, None)
+            if row is None:
+                _count(self.total, 0, 0, txn.store_calls - calls)
+                return
+            key, value = row
+            _count(self.total, 1, len(key) + len(value), txn.store_calls - calls)
             yield key, value
 
     def __getattr__(self, name: str) -> Any:
