@@ -13,7 +13,7 @@ ADMIN_USER ?= dbadmin
 # Debian packages the tests and the benchmark use: psql and pgbench (the real clients),
 # a PostgreSQL server that bench/ starts to compare against, and a JDK with Debian's pgjdbc
 # (tests/test_jdbc.py compiles and runs a JDBC client).
-DEB_PACKAGES := postgresql-client postgresql openssl default-jdk-headless libpostgresql-jdbc-java
+DEB_PACKAGES := postgresql-client postgresql openssl default-jdk-headless libpostgresql-jdbc-java etcd-server etcd-client haproxy iproute2
 
 .PHONY: install deps start certs test lint bench clean
 
@@ -33,6 +33,10 @@ deps:
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \
 	test -f /usr/share/java/postgresql.jar || missing="$$missing libpostgresql-jdbc-java"; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
+	command -v etcdctl >/dev/null || missing="$$missing etcd-client"; \
+	command -v haproxy >/dev/null || missing="$$missing haproxy"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
