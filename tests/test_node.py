@@ -175,6 +175,39 @@ def test_ready_is_503_while_draining(certs, tmp_path):
     node.proc = None
 
 
+def test_sigterm_lets_open_transactions_finish_then_ends_sessions_with_57p01(certs, tmp_path):
+    node = start_node(str(tmp_path), certs, admin=False)
+    node.sql("CREATE TABLE t (k INT PRIMARY KEY)", "SET CLUSTER SETTING server.shutdown.query_wait = '20s'")
+    idle = node.connect()
+    busy = node.connect(autocommit=False)
+    with busy.cursor() as cur:
+        cur.execute("INSERT INTO t VALUES (1)")  # a transaction left open: the drain waits for it
+    node.proc.send_signal(signal.SIGTERM)
+    port = node.port
+    # No new sessions while it drains; the open transaction can still commit.
+    wait_for(lambda: _refused(port), what="the listener to close")
+    busy.commit()
+    assert node.proc.wait(30) == 0
+    node.proc = None
+    for conn in (idle, busy):
+        with pytest.raises(psycopg2.OperationalError) as exc:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        assert "administrator command" in str(exc.value) or "closed" in str(exc.value)
+    node.start()
+    assert node.sql("SELECT k FROM t") == [(1,)]  # the transaction the drain waited for committed
+    node.stop()
+
+
+def _refused(port: int) -> bool:
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return False
+    except OSError:
+        return True
+
+
 # ---- first start with --init-admin (what `make start` does) -----------------------------------
 
 

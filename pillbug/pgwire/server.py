@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import logging
 import ssl
+import time
 from typing import Any
 
 from pillbug.pgwire.connection import Connection
@@ -37,9 +38,33 @@ class PgServer:
                 session.secret_key.to_bytes(4, "big"), (secret & 0xFFFFFFFF).to_bytes(4, "big")):
             session.cancel()
 
+    async def drain(self, query_wait: float) -> int:
+        """Stop taking new sessions, let open ones finish what they are doing (a statement, or a
+        transaction) for up to query_wait seconds, then end every one that is left with FATAL
+        57P01, so that a client learns why its connection went rather than seeing it drop.
+        Returns how many sessions were ended that way."""
+        if self._server is not None:
+            self._server.close()
+        deadline = time.monotonic() + query_wait
+        while time.monotonic() < deadline and any(_is_working(conn) for conn in self.connections):
+            await asyncio.sleep(0.05)
+        ended = 0
+        for conn in list(self.connections):
+            session = conn.session
+            if session is not None and not conn.closed:
+                self.engine.activity.terminate(session)  # its statement stops; the client hears 57P01
+                ended += 1
+        return ended
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
         for conn in list(self.connections):
             conn.close()
+
+
+def _is_working(conn: Connection) -> bool:
+    """Whether a connection is running a statement or holds an open transaction."""
+    session = conn.session
+    return not conn.closed and (conn.busy or (session is not None and session.ready_status != "I"))

@@ -27,7 +27,7 @@ from pillbug.sql import settings
 from pillbug.sql.catalog import system
 from pillbug.sql.engine import Engine
 from pillbug.sql.retry import retry_serialization_failures
-from pillbug.sql.settings import HBA_SETTING, SHUTDOWN_WAIT_SETTING
+from pillbug.sql.settings import HBA_SETTING, QUERY_WAIT_SETTING, SHUTDOWN_WAIT_SETTING
 from pillbug.storage import suspending
 from pillbug.storage.lmdb_store import LMDBStore
 from pillbug.storage.store import Store
@@ -107,10 +107,14 @@ class Node:
         was_ready = self.ready
         self.ready = False
         if was_ready and self.engine is not None:
-            wait = await timeslice.run(self._shutdown_wait)
+            wait, query_wait = await timeslice.run(self._shutdown_waits)
             if wait > 0:
                 log.info("draining: unready for %.1fs before shutting down (%s)", wait, SHUTDOWN_WAIT_SETTING)
                 await asyncio.sleep(wait)
+            if self.pg is not None:
+                ended = await self.pg.drain(query_wait)
+                log.info("drained: no new sessions; %d open sessions ended with 57P01 after up to %.1fs (%s)",
+                         ended, query_wait, QUERY_WAIT_SETTING)
         if self._compactor is not None:
             self._compactor.cancel()
         if self.http is not None:
@@ -121,14 +125,18 @@ class Node:
             await self.store.close()
         log.info("node shut down cleanly")
 
-    def _shutdown_wait(self) -> float:
-        """Runs in a greenlet (timeslice.run): the catalog is read from the store."""
+    def _shutdown_waits(self) -> tuple[float, float]:
+        """server.shutdown.initial_wait and .query_wait, in seconds. Runs in a greenlet
+        (timeslice.run): the catalog is read from the store."""
         assert self.engine is not None
-        try:
-            text = settings.current(self.engine.latest_catalog().settings, SHUTDOWN_WAIT_SETTING)
-            return min(settings.parse_duration(text), settings.MAX_SHUTDOWN_WAIT)
-        except (ValueError, errors.PgError):
-            return 0.0
+        waits = []
+        for name, default in ((SHUTDOWN_WAIT_SETTING, 0.0), (QUERY_WAIT_SETTING, 10.0)):
+            try:
+                text = settings.current(self.engine.latest_catalog().settings, name)
+                waits.append(min(settings.parse_duration(text), settings.MAX_SHUTDOWN_WAIT))
+            except (ValueError, errors.PgError):
+                waits.append(default)
+        return waits[0], waits[1]
 
     async def _write_system(self, fn: Any) -> None:
         """Run fn(txn) in its own transaction, retrying on conflict; in a greenlet, because the

@@ -13,6 +13,7 @@ from pillbug.util import errors, hba
 
 HBA_SETTING = "server.host_based_authentication.configuration"
 SHUTDOWN_WAIT_SETTING = "server.shutdown.initial_wait"
+QUERY_WAIT_SETTING = "server.shutdown.query_wait"
 MAX_SHUTDOWN_WAIT = 600.0  # seconds; a node is never kept from stopping for longer
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -64,6 +65,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     _s("sql.stats.automatic_collection.enabled", "b", "true", "automatic statistics collection mode"),
     _s(SHUTDOWN_WAIT_SETTING, "d", "0s", "the amount of time a server waits in an unready state before proceeding "
        "with the rest of the shutdown process (load balancers see /health?ready=1 fail meanwhile)"),
+    _s(QUERY_WAIT_SETTING, "d", "10s", "the timeout for waiting for active queries and transactions to finish during "
+       "a drain; sessions still open after it are ended with 57P01"),
     _s("gc.ttlseconds", "i", "90000", "how long old versions are kept for AS OF SYSTEM TIME (seconds)"),
     _s("version", "m", CRDB_COMPAT_VERSION.lstrip("v").rsplit(".", 1)[0], "set the active cluster version", read_only=True),
 )}
