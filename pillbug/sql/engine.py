@@ -26,7 +26,7 @@ from pillbug.sql.catalog import system
 from pillbug.sql.catalog.system import Catalog
 from pillbug.sql.cluster import MAX_NODE_ID, PID_NODE_SHIFT, ClusterView
 from pillbug.sql.plan_cache import PlanCache
-from pillbug.sql.retry import RetryTurns
+from pillbug.sql.retry import RetryTurns, retry_serialization_failures
 from pillbug.sql.session import Session
 from pillbug.util import errors, timeslice
 
@@ -59,8 +59,11 @@ class Engine:
 
     async def start(self) -> bool:
         """Bootstrap an empty store. Returns True when this was the first start."""
-        # In a greenlet of its own, like every path to the store (its reads may wait).
-        return await timeslice.run(system.bootstrap, self.db)
+        # In a greenlet of its own, like every path to the store (its reads may wait). In a
+        # cluster every node tries at once after `pillbug init`: one commit wins, the others fail
+        # their compare (40001) and, retried, find the system data there.
+        return await timeslice.run(lambda: retry_serialization_failures(lambda: system.bootstrap(self.db),
+                                                                        max_retries=20))
 
     def catalog_for(self, txn: Txn) -> Catalog:
         """The catalog as of the transaction's snapshot; its version key joins the read set."""
