@@ -47,7 +47,8 @@ MAX_INBOX_HANDLERS = 16
 INBOX_HANDLER_SECONDS = 10.0  # a handler that runs longer is abandoned and answered with an error
 _RETRY_FIRST, _RETRY_MAX = 0.05, 2.0  # backoff of loops that retry an unreachable etcd
 _ALLOCATE_ATTEMPTS = 1000  # node id CAS attempts before giving up (contention, not outage)
-_TRANSIENT = (EtcdError, grpc.aio.AioRpcError, TimeoutError, OSError)
+# What a call to an unreachable or overloaded etcd raises.
+TRANSIENT_ERRORS = (EtcdError, grpc.aio.AioRpcError, TimeoutError, OSError)
 
 _DELETE = 1  # mvccpb.Event.DELETE
 
@@ -182,7 +183,7 @@ class Coordinator:
                     _log.warning("node %s lost its etcd lease %x; taking a new one", self.node_id,
                                  self.lease_id or 0)
                     await asyncio.wait_for(self._new_lease(), self.ttl / 3)
-            except _TRANSIENT as exc:  # the next tick tries again; a lapsed lease is then replaced
+            except TRANSIENT_ERRORS as exc:  # the next tick tries again; a lapsed lease is then replaced
                 _log.warning("lease keepalive of node %s failed: %s", self.node_id, exc)
 
     async def _keep_alive_once(self) -> int:
@@ -252,7 +253,7 @@ class Coordinator:
                 raise
 
     async def _delete_quietly(self, *keys: bytes) -> None:
-        with contextlib.suppress(*_TRANSIENT):
+        with contextlib.suppress(*TRANSIENT_ERRORS):
             await self.kv.txn([], [KVService.txn_op_delete(k) for k in keys], timeout=5)
 
     def serve(self, handler: Callable[[dict], Awaitable[dict]]) -> None:
@@ -281,7 +282,7 @@ class Coordinator:
                 await self.kv.txn([pending], [KVService.txn_op_put(reply_key, json.dumps(reply).encode(),
                                                             lease=self.lease_id or 0),
                                        KVService.txn_op_delete(key)], timeout=5)
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 _log.warning("inbox: could not answer %r: %s", key, exc)
             finally:
                 handling.discard(key)
@@ -304,7 +305,7 @@ class Coordinator:
                     if kind != _DELETE:
                         await take(key, value)
                     backoff = _RETRY_FIRST
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 _log.warning("inbox watch of node %s failed: %s", self.node_id, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _RETRY_MAX)
@@ -333,7 +334,7 @@ class Coordinator:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self.lease_id is not None:
-            with contextlib.suppress(*_TRANSIENT):
+            with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self.client.lease.revoke(self.lease_id, timeout=5)  # type: ignore[union-attr]
             self.lease_id = None
 
@@ -363,7 +364,7 @@ class Leadership:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        with contextlib.suppress(*_TRANSIENT):
+        with contextlib.suppress(*TRANSIENT_ERRORS):
             await self.coordinator.kv.delete(self._key, timeout=5)
 
     def _lose(self) -> None:
@@ -400,7 +401,7 @@ class Leadership:
                     await wait_for_event(coordinator.client, self._prefix, listed.header.revision + 1,
                                          range_end=prefix_range_end(self._prefix), deletes_only=True)
                     backoff = _RETRY_FIRST
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 _log.warning("election %s: %s", self.name, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _RETRY_MAX)
