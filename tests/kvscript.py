@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 
 from pillbug.kv.txn import Txn
 from pillbug.storage import lmdb_store
-from pillbug.storage.lmdb_store import LMDBStore
 from pillbug.storage.etcd import EtcdStore
+from pillbug.storage.lmdb_store import LMDBStore
 from pillbug.storage.store import (
     CommitResult,
     CompactedError,
@@ -53,7 +53,6 @@ from pillbug.storage.store import (
     RangeCompare,
     Store,
     StoreLimits,
-    WatchEvent,
 )
 from pillbug.storage.suspending import SuspendingStore
 from pillbug.util import timeslice

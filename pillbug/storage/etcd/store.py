@@ -374,7 +374,7 @@ class EtcdStore(Store):
             success=[_put(layout.clock, stamp)])))
         request = pb.TxnRequest(compare=etcd_compares, success=success)
         try:
-            resp = await self._transport.once("Txn", request, self._transport.preferred, COMMIT_SECONDS)
+            resp = await self._transport.once("Txn", request, self._transport.writer(), COMMIT_SECONDS)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
                               grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
@@ -477,6 +477,7 @@ class EtcdStore(Store):
                 await asyncio.sleep(min(0.02 * 2 ** min(attempt, 5), 0.5))
                 continue
             self._saw(resp.header.revision)
+            transport.moved(member)
             kvs = [] if resp.succeeded else resp.responses[0].response_range.kvs
             if kvs and kvs[0].value == keys.COMMITTED:
                 self.stats.commits += 1

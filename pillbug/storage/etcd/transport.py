@@ -121,6 +121,21 @@ class Transport:
             self._preferred = 0
         return self._preferred
 
+    def writer(self) -> int:
+        """The member to send a commit to: the preferred one, unless its channel is known to be down
+        (a commit sent to a dead member costs a settle and a needless 40001)."""
+        first = self.preferred
+        for step in range(len(self.channels)):
+            member = (first + step) % len(self.channels)
+            if self.channels[member].get_state() != grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                return member
+        return first
+
+    def moved(self, member: int) -> None:
+        """Prefer `member` for a while (another member answered when the preferred one did not)."""
+        if member != self._preferred:
+            self._moved(member)
+
     def _moved(self, member: int) -> None:
         self.stats.failovers += 1
         self._preferred = member
