@@ -336,3 +336,21 @@ def test_reads_and_commits_go_on_when_the_local_member_dies(tmp_path):
             except ProcessLookupError:
                 pass
             p.wait()
+
+
+def test_a_compacted_read_revision_is_retryable_unless_as_of_system_time(member):
+    async def scenario():
+        store = await open_store([member.endpoint])
+        try:
+            r1 = (await store.commit([], [(b"a", b"1")])).revision
+            txn, snapshot = Txn(store), Txn(store, r1, is_read_only_snapshot=True)
+            assert await timeslice.run(txn.get, b"a") == b"1"
+            await store.commit([], [(b"a", b"2")])
+            await store.compact(await store.acurrent_revision())
+            for t, code in ((txn, "40001"), (snapshot, "22023")):
+                with pytest.raises(PgError) as info:
+                    await timeslice.run(t.scan, b"a", b"b")
+                assert info.value.code == code
+        finally:
+            await store.close()
+    run(scenario())
