@@ -6,7 +6,6 @@ call), and a one-key compare+put commit, through EtcdStore and through etcd3aio'
 """
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 
