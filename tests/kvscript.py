@@ -15,10 +15,15 @@ Store commands:
   dump                 every raw entry of the latest, history and revlog databases, decoded
                        (after a checkpoint: what waits in the write-ahead log goes into LMDB)
 
-Each script runs on two engines, LMDB and LMDB behind the suspending test store
+Each script runs on three engines, LMDB, LMDB behind the suspending test store
 (storage/suspending.py: every read answers after a turn of the event loop, through
-timeslice.await_), and on LMDB once more with a checkpoint after every commit, so that its reads
-are answered once from the memtable and once from LMDB; the output must be the same. Every command
+timeslice.await_) and etcd (storage/etcd, on a real etcd from etcd_proc.py), and on LMDB once more
+with a checkpoint after every commit, so that its reads are answered once from the memtable and once
+from LMDB; the output must be the same. On etcd the scripts see the store through Renumbered:
+etcd's revisions are shared by every namespace of the test etcd and also count the engine's own
+writes (x/gc, the tombstone GC), so the script's revision n is the n-th commit of the script, and
+`dump` (LMDB's own databases) is skipped, and `commit T1 T2` sends the commits one after another
+(etcd has no group batch; concurrent commits would win in network order). Every command
 runs inside a greenlet driven by the loop (timeslice.run), as a statement's reads do in a node.
 Transaction commands (T names a transaction):
   txn T [at=R]         get T K          scan T START END [limit=N] [reverse]
@@ -29,6 +34,7 @@ Transaction commands (T names a transaction):
 from __future__ import annotations
 
 import asyncio
+import bisect
 import marshal
 import os
 import shlex
@@ -37,8 +43,17 @@ from dataclasses import dataclass, field
 
 from pillbug.kv.txn import Txn
 from pillbug.storage import lmdb_store
+from pillbug.storage.etcd import EtcdStore
 from pillbug.storage.lmdb_store import LMDBStore
-from pillbug.storage.store import CompactedError, KeyCompare, RangeCompare, Store
+from pillbug.storage.store import (
+    CommitResult,
+    CompactedError,
+    Compare,
+    KeyCompare,
+    RangeCompare,
+    Store,
+    StoreLimits,
+)
 from pillbug.storage.suspending import SuspendingStore
 from pillbug.util import timeslice
 from pillbug.util.errors import PgError
@@ -115,21 +130,117 @@ def write(script: Script) -> None:
         f.write("\n".join(out))
 
 
-ENGINES = ("lmdb", "suspending")
+ENGINES = ("lmdb", "suspending", "etcd")
+_BEYOND = 1 << 62  # a script revision past its last commit: "as new as there is"
+
+
+class Renumbered(Store):
+    """An EtcdStore seen with the script's revisions: revision n is the etcd revision of the
+    script's n-th commit, 0 the etcd revision when the script began. A view that translates
+    numbers both ways; every read, commit and compaction is the etcd store's own."""
+
+    def __init__(self, base: EtcdStore, revisions: list[int]) -> None:
+        self.base = base
+        self.revisions = revisions  # script revision -> etcd revision; shared across restarts
+
+    def to_etcd(self, revision: int) -> int:
+        return self.revisions[revision] if revision < len(self.revisions) else _BEYOND
+
+    def to_etcd_mod(self, mod: int) -> int:
+        return 0 if mod == 0 else self.to_etcd(mod)
+
+    def from_etcd(self, revision: int) -> int:
+        return 0 if revision == 0 else bisect.bisect_right(self.revisions, revision) - 1
+
+    def _compacted(self, exc: CompactedError) -> CompactedError:
+        return CompactedError(self.from_etcd(exc.revision), self.from_etcd(exc.compacted))
+
+    def current_revision(self) -> int:
+        return self.from_etcd(self.base.current_revision())
+
+    def get(self, key: bytes, at: int) -> tuple[bytes | None, int]:
+        try:
+            value, mod = self.base.get(key, self.to_etcd(at))
+        except CompactedError as exc:
+            raise self._compacted(exc) from None
+        return value, self.from_etcd(mod)
+
+    def get_many(self, keys: list[bytes], at: int) -> list[tuple[bytes | None, int]]:
+        try:
+            found = self.base.get_many(keys, self.to_etcd(at))
+        except CompactedError as exc:
+            raise self._compacted(exc) from None
+        return [(value, self.from_etcd(mod)) for value, mod in found]
+
+    def scan(self, start: bytes, end: bytes, at: int, limit: int = 0,
+             reverse: bool = False) -> list[tuple[bytes, bytes, int]]:
+        try:
+            rows = self.base.scan(start, end, self.to_etcd(at), limit, reverse)
+        except CompactedError as exc:
+            raise self._compacted(exc) from None
+        return [(k, v, self.from_etcd(m)) for k, v, m in rows]
+
+    @property
+    def limits(self) -> StoreLimits:
+        return self.base.limits
+
+    async def commit(self, compares: list[Compare], writes: list[tuple[bytes, bytes | None]]) -> CommitResult:
+        etcd_compares = [KeyCompare(c.key, self.to_etcd_mod(c.mod_revision)) if isinstance(c, KeyCompare)
+                         else RangeCompare(c.start, c.end, self.to_etcd(c.revision)) for c in compares]
+        result = await self.base.commit(etcd_compares, writes)
+        if result.succeeded:
+            self.revisions.append(result.revision)
+            return CommitResult(len(self.revisions) - 1)
+        failed = compares[etcd_compares.index(result.failed)] if result.failed in etcd_compares else result.failed
+        return CommitResult(0, failed, result.conflict_key)
+
+    async def compact(self, revision: int) -> None:
+        await self.base.compact(self.to_etcd(revision))
+
+    def compacted_revision(self) -> int:
+        return self.from_etcd(self.base.compacted_revision())
+
+    def revision_timestamp(self, revision: int) -> int:
+        return self.base.revision_timestamp(self.to_etcd(revision))
+
+    def revision_at(self, timestamp: int) -> int:
+        return self.from_etcd(self.base.revision_at(timestamp))
+
+    def watch(self, prefix: bytes, from_revision: int):  # noqa: ANN201 - not used by scripts
+        raise NotImplementedError("scripts do not watch")
+
+    def now(self) -> int:
+        return self.base.now()
+
+    async def close(self) -> None:
+        await self.base.close()
 
 
 class Runner:
-    def __init__(self, directory: str, checkpoint_every_commit: bool = False, engine: str = "lmdb") -> None:
+    def __init__(self, directory: str, checkpoint_every_commit: bool = False, engine: str = "lmdb",
+                 etcd_endpoints: list[str] | None = None, namespace: bytes = b"") -> None:
         assert engine in ENGINES, engine
         self.directory = directory
         self.checkpoint_every_commit = checkpoint_every_commit
         self.engine = engine
+        self.etcd_endpoints = etcd_endpoints
+        self.namespace = namespace
+        self.revisions: list[int] = []
         self.loop = asyncio.new_event_loop()
-        self.lmdb, self.store = self._open()
+        self.lmdb, self.store = self.loop.run_until_complete(self._open()) if engine == "etcd" else self._open()
         self.txns: dict[str, Txn] = {}
         self.savepoints: dict[tuple[str, str], int] = {}
 
-    def _open(self) -> tuple[LMDBStore, Store]:
+    async def _open_etcd(self) -> tuple[None, Store]:
+        assert self.etcd_endpoints, "the etcd engine needs etcd_endpoints"
+        base = await EtcdStore.open(self.etcd_endpoints, namespace=self.namespace)
+        if not self.revisions:
+            self.revisions.append(base.cached_revision())
+        return None, Renumbered(base, self.revisions)
+
+    def _open(self):  # noqa: ANN202 - a pair, or its coroutine on etcd
+        if self.engine == "etcd":
+            return self._open_etcd()
         lmdb = LMDBStore(self.directory)
         # Seeded delays of up to 1 ms: reads of one script answer in a different order than asked.
         store = SuspendingStore(lmdb, max_delay_ms=1, seed=1) if self.engine == "suspending" else lmdb
@@ -229,6 +340,9 @@ class Runner:
 
     def cmd_restart(self, args: list[str], opts: dict, body: list[str]) -> str:
         self._wait(self.store.close())
+        if self.engine == "etcd":
+            self.lmdb, self.store = self._wait(self._open())
+            return f"reopened at r{self.store.current_revision()}, compacted at r{self.store.compacted_revision()}"
         default = lmdb_store._RECENT_REVISIONS
         lmdb_store._RECENT_REVISIONS = opts.get("recent", default)
         try:
@@ -238,7 +352,7 @@ class Runner:
         return f"reopened at r{self.store.current_revision()}, compacted at r{self.store.compacted_revision()}"
 
     def _after_commit(self) -> None:
-        if self.checkpoint_every_commit:
+        if self.checkpoint_every_commit and self.lmdb is not None:
             self._wait(self.lmdb.checkpoint())
 
     def cmd_dump(self, args: list[str], opts: dict, body: list[str]) -> str:
@@ -287,6 +401,16 @@ class Runner:
 
     def _commit_txns(self, names: list[str]) -> str:
         async def commit_all() -> list:
+            if self.engine == "etcd":
+                # etcd has no group batch: commits sent together race over the network, and the one
+                # etcd applies first wins. Sent one after the other, they win in the script's order.
+                outcomes = []
+                for n in names:
+                    try:
+                        outcomes.append(await self.txns[n].commit())
+                    except Exception as exc:  # noqa: BLE001 - reported like gather's
+                        outcomes.append(exc)
+                return outcomes
             return await asyncio.gather(*(self.txns[n].commit() for n in names), return_exceptions=True)
         outcomes = self._wait(commit_all())
         self._after_commit()
@@ -310,12 +434,14 @@ def _show_compare(compare: object) -> str:
 
 
 def run_script(path: str, directory: str, checkpoint_every_commit: bool = False,
-               engine: str = "lmdb") -> None:
+               engine: str = "lmdb", etcd_endpoints: list[str] | None = None, namespace: bytes = b"") -> None:
     script = parse(path)
-    runner = Runner(directory, checkpoint_every_commit, engine)
+    runner = Runner(directory, checkpoint_every_commit, engine, etcd_endpoints, namespace)
     failures = []
     try:
         for case in script.cases:
+            if engine == "etcd" and case.command.split()[0] == "dump":
+                continue  # LMDB's own databases
             case.actual = runner.run(case)
             if case.actual != case.expected:
                 failures.append(f"{os.path.basename(path)}:{case.line}: {case.command}\n"

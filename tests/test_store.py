@@ -14,6 +14,7 @@ import sys
 import time
 from decimal import Decimal
 
+import etcd_proc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,10 +30,24 @@ from pillbug.util.errors import PgError
 SCRIPTS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "testdata", "kv", "*.txt")))
 
 
-@pytest.mark.parametrize("engine,checkpointed", [("lmdb", False), ("lmdb", True), ("suspending", False)],
-                         ids=["log", "checkpointed", "suspending"])
+@pytest.fixture(scope="module")
+def etcd_member(tmp_path_factory):
+    """One real etcd for the module's etcd runs; each script gets a namespace of its own."""
+    with etcd_proc.etcd(str(tmp_path_factory.mktemp("etcd"))) as member:
+        yield member
+
+
+@pytest.mark.parametrize("engine,checkpointed", [("lmdb", False), ("lmdb", True), ("suspending", False),
+                                                 ("etcd", False)],
+                         ids=["log", "checkpointed", "suspending", "etcd"])
 @pytest.mark.parametrize("path", SCRIPTS, ids=[os.path.basename(p)[:-4] for p in SCRIPTS])
-def test_script(path, engine, checkpointed, tmp_path):
+def test_script(path, engine, checkpointed, tmp_path, request):
+    if engine == "etcd":
+        member = request.getfixturevalue("etcd_member")
+        namespace = f"{os.path.basename(path)}/".encode()
+        run_script(path, str(tmp_path / "store"), engine="etcd", etcd_endpoints=[member.endpoint],
+                   namespace=namespace)
+        return
     run_script(path, str(tmp_path / "store"), checkpoint_every_commit=checkpointed, engine=engine)
 
 

@@ -148,7 +148,7 @@ class Txn:
             self.store_calls += 1
             value, mod = self.store.get(key, self.read_revision)
         except CompactedError as exc:
-            raise _too_old(exc) from None
+            raise self._too_old(exc) from None
         if not self.is_read_only_snapshot:
             self.reads[key] = mod
         return value
@@ -171,12 +171,17 @@ class Txn:
             try:
                 found = self._store_get_many([keys[i] for i in chunk], self.read_revision)
             except CompactedError as exc:
-                raise _too_old(exc) from None
+                raise self._too_old(exc) from None
             for i, (value, mod) in zip(chunk, found):
                 out[i] = value
                 if record:
                     reads[keys[i]] = mod
         return out
+
+    def _too_old(self, exc: CompactedError) -> errors.PgError:
+        """A read below the compaction horizon: AS OF SYSTEM TIME asked for it (22023, as
+        CockroachDB says it); any other transaction may retry at a newer revision (40001)."""
+        return _too_old(exc) if self.is_read_only_snapshot else _too_old_to_read(exc)
 
     def _store_get_many(self, keys: Sequence[bytes], at: int) -> list[tuple[bytes | None, int]]:
         self.store_calls += 1
@@ -229,7 +234,7 @@ class Txn:
                     changed = any(mod > read_revision for lo in range(0, len(to_lock), GET_MANY_BATCH)
                                   for _, mod in self._store_get_many(to_lock[lo:lo + GET_MANY_BATCH], newest))
                 except CompactedError as exc:
-                    raise _too_old(exc) from None
+                    raise self._too_old(exc) from None
         if changed and newest > read_revision:
             # A newer version committed since this snapshot was taken: move the snapshot on if
             # nothing this transaction read has changed meanwhile. If something has, it reads
@@ -306,7 +311,7 @@ class Txn:
                 self.store_calls += 1
                 rows = self.store.scan(lo, hi, self.read_revision, batch_limit, reverse)
             except CompactedError as exc:
-                raise _too_old(exc) from None
+                raise self._too_old(exc) from None
             exhausted = len(rows) < batch_limit
             if exhausted:
                 covered = (lo, hi)
@@ -531,3 +536,11 @@ def _too_old(exc: CompactedError) -> errors.PgError:
     return errors.PgError(errors.INVALID_PARAMETER_VALUE,
                           f"batch timestamp must be after replica GC threshold "
                           f"(revision {exc.revision} < {exc.compacted})")
+
+
+def _too_old_to_read(exc: CompactedError) -> errors.PgError:
+    # A transaction that chose its own snapshot (not AS OF SYSTEM TIME) and outlived the horizon
+    # (or met a store compacted under it, e.g. etcd's) is retried from a new snapshot: 40001.
+    return errors.serialization_failure(
+        f"TransactionRetryError: retry txn (RETRY_SERIALIZABLE - its read revision {exc.revision} was "
+        f"compacted away, below {exc.compacted})")
