@@ -305,7 +305,7 @@ class Cluster:
                    f"--cacert={os.path.join(self.certs, 'ca.crt')}",
                    f"--cert={os.path.join(self.certs, 'node.crt')}",
                    f"--key={os.path.join(self.certs, 'node.key')}",
-                   "--command-timeout=2s", "endpoint", "status", "-w", "json"]
+                   "--dial-timeout=1s", "--command-timeout=2s", "endpoint", "status", "-w", "json"]
             # The test process talks to members in a namespace over the bridge: no prefix needed.
             try:
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=5,
@@ -315,8 +315,10 @@ class Cluster:
             if out.returncode != 0:
                 continue
             status = json.loads(out.stdout)[0]["Status"]
-            found[node.index] = {"member_id": status["header"]["member_id"], "leader": status["leader"],
-                                 "raft_term": status["raft_term"], "revision": status["header"]["revision"]}
+            # etcdctl's JSON leaves out fields that are zero (no leader yet: no "leader").
+            found[node.index] = {"member_id": status["header"]["member_id"], "leader": status.get("leader", 0),
+                                 "raft_term": status.get("raftTerm", 0),
+                                 "revision": status["header"].get("revision", 0)}
         return found
 
     def etcd_leader(self, timeout: float = 15.0) -> int:
@@ -326,7 +328,7 @@ class Cluster:
             status = self.etcd_status()
             by_member = {s["member_id"]: i for i, s in status.items()}
             leaders = {s["leader"] for s in status.values()}
-            if len(leaders) == 1 and len(status) >= (self.n // 2 + 1):
+            if len(leaders) == 1 and len(status) >= (self.n // 2 + 1) and 0 not in leaders:
                 leader = leaders.pop()
                 if leader in by_member:
                     return by_member[leader]

@@ -14,15 +14,19 @@ The tests skip when this build cannot start a cluster (`pillbug start --join`, `
 """
 from __future__ import annotations
 
+import json
 import os
 import random
+import signal
+import subprocess
 import threading
 import time
 
 import psycopg2
 import pytest
-from cluster_harness import Cluster, cluster_mode_available, netns_available
+from cluster_harness import Cluster, Network, cluster_mode_available, netns_available
 from cluster_workloads import WORKLOADS, Workload
+from conftest import wait_for
 
 pytestmark = pytest.mark.cluster_faults
 
@@ -256,3 +260,60 @@ def test_soak(netns_cluster, name):
           f"{workload.stats.acked} acked, {workload.stats.unknown} unknown, {workload.stats.failed} failed")
     verify(workload)
     assert all(g <= FAILOVER_BOUND for g in gaps), gaps
+
+
+def test_network_cut_partitions_etcd(tmp_path):
+    """The cut itself, on plain etcd members (no cluster mode needed): three members in three
+    namespaces; cutting the leader's link makes the other two elect a new leader, and healing it
+    brings the old leader back as a follower of the new one."""
+    why = netns_available()
+    if why:
+        pytest.skip(why)
+    net = Network(3)
+    procs: list[subprocess.Popen] = []
+    try:
+        net.up()
+        hosts = [net.address(i) for i in (1, 2, 3)]
+        initial = ",".join(f"e{i}=http://{h}:46257" for i, h in enumerate(hosts, 1))
+        for i, h in enumerate(hosts, 1):
+            with open(tmp_path / f"e{i}.log", "wb") as out:
+                procs.append(subprocess.Popen(
+                    ["ip", "netns", "exec", net.namespace(i), "etcd", f"--name=e{i}", f"--data-dir={tmp_path}/e{i}",
+                     f"--listen-client-urls=http://{h}:36257", f"--advertise-client-urls=http://{h}:36257",
+                     f"--listen-peer-urls=http://{h}:46257", f"--initial-advertise-peer-urls=http://{h}:46257",
+                     f"--initial-cluster={initial}", "--heartbeat-interval=50", "--election-timeout=500",
+                     "--pre-vote=true"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+
+        def views() -> dict[int, tuple[int, int]]:
+            found = {}
+            for i, h in enumerate(hosts, 1):
+                r = subprocess.run(["etcdctl", f"--endpoints=http://{h}:36257", "--dial-timeout=0.5s",
+                                    "--command-timeout=1s", "endpoint", "status", "-w", "json"],
+                                   capture_output=True, text=True, timeout=10)
+                if r.returncode == 0:
+                    s = json.loads(r.stdout)[0]["Status"]
+                    found[i] = (s["header"]["member_id"], s.get("leader", 0))
+            return found
+
+        def agreed(among: set[int]):
+            v = views()
+            leaders = {v[i][1] for i in among if i in v}
+            return v if set(v) >= among and len(leaders) == 1 and 0 not in leaders else None
+        before = wait_for(lambda: agreed({1, 2, 3}), "a leader", timeout=30)
+        leader = next(i for i, (member, lead) in before.items() if member == lead)
+        others = {1, 2, 3} - {leader}
+        net.cut(leader)
+        after = wait_for(lambda: (v := agreed(others)) and v[min(others)][1] != before[leader][0] and v,
+                         "a new leader among the others", timeout=30)
+        assert leader not in after, "the cut-off member still answered the test over the bridge"
+        net.heal(leader)
+        healed = wait_for(lambda: agreed({1, 2, 3}), "the healed member to rejoin", timeout=30)
+        assert healed[leader][1] == after[min(others)][1] != before[leader][0]
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(10)
+        net.down()
