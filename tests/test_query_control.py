@@ -785,3 +785,19 @@ def test_who_may_cancel(requester, owner, allowed):
 ])
 def test_who_may_see(viewer, owner, visible):
     assert activity.Activity(node_id=1).can_view(_Catalog(), viewer, owner) is visible
+
+
+def test_one_node_lists_itself_in_the_node_tables_and_hands_out_pids_with_its_node_id(node):
+    rows = node.sql("SELECT node_id, is_live, membership FROM crdb_internal.kv_node_status")
+    assert rows == [(1, True, "active")]
+    assert node.sql("SELECT node_id, draining FROM crdb_internal.gossip_liveness") == [(1, False)]
+    assert node.sql("SELECT node_id, sql_address FROM crdb_internal.gossip_nodes")[0][0] == 1
+    conn = node.connect()
+    try:
+        # BackendKeyData's pid carries the node id above 16 bits (sql/cluster.py), so that a
+        # CancelRequest landing on another node of a cluster can be forwarded to this one.
+        assert conn.get_backend_pid() >> 16 == 1
+    finally:
+        conn.close()
+    assert node.sql("SHOW LOCAL QUERIES")[0][5] == "SHOW LOCAL QUERIES"
+    assert node.sql("SHOW CLUSTER QUERIES")[0][5] == "SHOW CLUSTER QUERIES"

@@ -21,7 +21,10 @@ Locks (kv/locks.py): get_for_update() takes a key's lock before reading it, so t
 one row queue rather than fail at commit; when the key changed after the snapshot, the snapshot
 moves forward (refresh) if nothing else this transaction read changed meanwhile, else it reads
 at its old snapshot and fails at commit. Locks go when the transaction commits, fails or is
-abandoned. The commit's compares stay the only thing that SERIALIZABLE rests on.
+abandoned. The commit's compares stay the only thing that SERIALIZABLE rests on. On a store
+shared by several nodes (Store.row_locks), keys this node has seen contended are locked in the
+cluster too (kv/locks.py lock_in_cluster), and a key whose commit compare failed becomes such a
+key; that lock's step also reads the row's current version, which then decides the refresh.
 
 Savepoints: savepoint() returns a position in an undo log of the writes made since the first
 savepoint was taken; rollback_to() undoes the writes after it. Reads stay recorded: the undone
@@ -36,7 +39,7 @@ import bisect
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from pillbug.kv.locks import LockTable
+from pillbug.kv.locks import LockTable, lock_in_cluster
 from pillbug.storage.store import (
     CommitFailedError,
     CommitOutcomeUnknownError,
@@ -58,6 +61,8 @@ MAX_UNDO_ENTRIES = 4_000_000
 MAX_READ_SPANS = 100_000
 # A refresh re-reads the spans this transaction scanned; past this many rows it gives up (40001).
 MAX_REFRESH_ROWS = 10_000
+# Cluster row locks one transaction takes (each a replicated write); past this, only optimism.
+MAX_CLUSTER_LOCKS = 1_000
 
 _ABSENT = object()  # undo log: the key had no buffered write before
 
@@ -68,7 +73,7 @@ class Txn:
     __slots__ = ("store", "_read_revision", "timestamp", "reads", "spans", "writes", "_write_bytes",
                  "_limits", "_sorted_write_keys", "is_read_only_snapshot", "writes_refused",
                  "committed_revision", "conflict_key", "_undo", "_done", "locks", "locked", "waiting_for",
-                 "_prefetched", "store_calls")
+                 "_prefetched", "store_calls", "txn_id", "cluster_locked")
 
     def __init__(self, store: Store, read_revision: int | None = None,
                  is_read_only_snapshot: bool = False, writes_refused: str | None = None,
@@ -77,6 +82,8 @@ class Txn:
         self.locks = locks
         self.locked: list[bytes] = []  # keys whose lock this transaction holds
         self.waiting_for: bytes | None = None  # the key whose lock it waits for
+        self.txn_id: bytes | None = None  # its id in the cluster's row locks, once it takes one
+        self.cluster_locked: list[bytes] = []  # keys whose cluster lock (Store.row_locks) it holds
         # Taken at the first read (read_revision), not here: a networked store's current
         # revision is a round trip, which a transaction that only writes never needs.
         self._read_revision = read_revision
@@ -207,21 +214,49 @@ class Txn:
                     self.waiting_for = None
                 future = locks.acquire(self, key)
         store = self.store
-        newest = store.current_revision()
-        read_revision = self.read_revision
-        if newest > read_revision:
-            try:
-                changed = any(mod > read_revision for lo in range(0, len(to_lock), GET_MANY_BATCH)
-                              for _, mod in self._store_get_many(to_lock[lo:lo + GET_MANY_BATCH], newest))
-            except CompactedError as exc:
-                raise _too_old(exc) from None
-            if changed:
-                # A newer version committed since this snapshot was taken: move the snapshot on if
-                # nothing this transaction read has changed meanwhile. If something has, it reads
-                # the old version and its commit fails with 40001 (as CockroachDB's does when a
-                # refresh fails): no write is ever made on top of a version it did not read.
-                self._refresh(newest)
+        granted = self._lock_in_cluster(to_lock, wait) if store.row_locks is not None else None
+        if granted is not None:
+            # Every key was locked in the cluster, each with its current version: no read needed.
+            newest = max(revision for revision, _ in granted)
+            read_revision = self.read_revision
+            changed = any(mod > read_revision for _, mod in granted)
+        else:
+            newest = store.current_revision()
+            read_revision = self.read_revision
+            changed = False
+            if newest > read_revision:
+                try:
+                    changed = any(mod > read_revision for lo in range(0, len(to_lock), GET_MANY_BATCH)
+                                  for _, mod in self._store_get_many(to_lock[lo:lo + GET_MANY_BATCH], newest))
+                except CompactedError as exc:
+                    raise _too_old(exc) from None
+        if changed and newest > read_revision:
+            # A newer version committed since this snapshot was taken: move the snapshot on if
+            # nothing this transaction read has changed meanwhile. If something has, it reads
+            # the old version and its commit fails with 40001 (as CockroachDB's does when a
+            # refresh fails): no write is ever made on top of a version it did not read.
+            self._refresh(newest)
         return self.get_many(keys)
+
+    def _lock_in_cluster(self, keys: list[bytes],
+                         wait: Callable[[asyncio.Future, float], None]) -> list[tuple[int, int]] | None:
+        """Take the cluster lock of each hot key (in key order); the (revision, mod_revision)
+        read with each when every key was locked now, else None (the caller reads)."""
+        service = self.store.row_locks
+        locks = self.locks
+        assert service is not None and locks is not None
+        hot = locks.hot
+        granted: list[tuple[int, int]] = []
+        for key in keys:
+            if key in self.cluster_locked or not hot.is_hot(key) or len(self.cluster_locked) >= MAX_CLUSTER_LOCKS:
+                continue
+            if self.txn_id is None:
+                self.txn_id = service.txn_id(self.timestamp)
+            grant = lock_in_cluster(service, self.txn_id, key, self, hot, wait)
+            if grant is not None:
+                self.cluster_locked.append(key)
+                granted.append((grant.revision, grant.mod_revision))
+        return granted if len(granted) == len(keys) else None
 
     def _refresh(self, new: int) -> None:
         """Move the snapshot to revision `new`, if everything read so far is unchanged."""
@@ -431,7 +466,7 @@ class Txn:
         try:
             return await self._commit()
         finally:
-            if self.locked:
+            if self.locked or self.cluster_locked:
                 self.release_locks()
 
     async def _commit(self) -> int:
@@ -451,6 +486,8 @@ class Txn:
                 f"result is ambiguous (the commit may or may not have applied): {exc}") from None
         if not result.succeeded:
             self.conflict_key = result.conflict_key
+            if self.locks is not None and result.conflict_key is not None and self.store.row_locks is not None:
+                self.locks.hot.note(result.conflict_key)  # its writers queue from now on
             if isinstance(result.failed, RangeCompare):
                 what = (f"committed value on key {pretty_key(result.conflict_key)} in a span this "
                         f"transaction scanned")
@@ -465,13 +502,20 @@ class Txn:
 
     def abandon(self) -> None:
         self._done = True
-        if self.locked:
+        if self.locked or self.cluster_locked:
             self.release_locks()
 
     def release_locks(self) -> None:
         """Let go of every lock (the transaction failed; its writes may still be undone)."""
         assert self.locks is not None
         self.locks.release_all(self)
+        if self.cluster_locked:
+            service = self.store.row_locks
+            assert service is not None and self.txn_id is not None
+            service.release(self.txn_id, self.cluster_locked)  # in the background
+            self.cluster_locked = []
+            # Locks it takes again are a new holder's: the background release must not free them.
+            self.txn_id = None
 
     @property
     def is_done(self) -> bool:

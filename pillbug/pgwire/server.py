@@ -14,6 +14,8 @@ import time
 from typing import Any
 
 from pillbug.pgwire.connection import Connection
+from pillbug.sql import cluster
+from pillbug.util import timeslice
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,7 @@ class PgServer:
         self.insecure = ssl_context is None
         self.connections: set[Connection] = set()
         self._server: asyncio.AbstractServer | None = None
+        self._forwards: set[asyncio.Task] = set()  # cancel requests on their way to another node
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
@@ -33,10 +36,26 @@ class PgServer:
         return self._server.sockets[0].getsockname()[1]
 
     def cancel(self, pid: int, secret: int) -> None:
-        session = self.engine.sessions.get(pid)
+        engine = self.engine
+        session = engine.sessions.get(pid)
         if session is not None and hmac.compare_digest(
                 session.secret_key.to_bytes(4, "big"), (secret & 0xFFFFFFFF).to_bytes(4, "big")):
             session.cancel()
+            return
+        node = cluster.pid_node(pid)
+        if session is None and engine.cluster is not None and node not in (0, engine.node_id):
+            # A load balancer sent the CancelRequest to another node than the session's: forward
+            # it; the owner checks the secret. Nothing answers a CancelRequest, so neither do we.
+            task = asyncio.get_running_loop().create_task(self._forward_cancel(node, pid, secret))
+            self._forwards.add(task)
+            task.add_done_callback(self._forwards.discard)
+
+    async def _forward_cancel(self, node: int, pid: int, secret: int) -> None:
+        request = {"kind": "cancel_request", "pid": pid, "secret": secret & 0xFFFFFFFF}
+        try:
+            await timeslice.run(self.engine.cluster.call, node, request)
+        except Exception as exc:  # the client is long gone; the node log is the only place to say it
+            log.info("could not forward a cancel request to node %d: %s", node, exc)
 
     async def drain(self, query_wait: float) -> int:
         """Stop taking new sessions, let open ones finish what they are doing (a statement, or a

@@ -96,6 +96,7 @@ class Node:
             await self._init_admin(cfg.init_admin)
         self.pg = PgServer(self.engine, ssl_context)
         self.sql_port = await self.pg.start(cfg.listen_host, cfg.listen_port)
+        self.engine.sql_address = f"{cfg.listen_host}:{self.sql_port}"
         self.started_at = time.time()
         self.ready = True
         self._compactor = asyncio.create_task(self._compact_loop())

@@ -327,8 +327,10 @@ def sleep(query: ActiveQuery | None, seconds: float) -> None:
 
 # ---- the statements and tables that show and stop activity --------------------------------
 
-def cancel_statement(session: Any, stmt: Any) -> str:
-    """CANCEL QUERIES / SESSIONS: run the statement's query for the ids, stop each one."""
+def cancel_statement(session: Any, stmt: Any,
+                     forward: Callable[[Any, str, str, bool], bool | None] | None = None) -> str:
+    """CANCEL QUERIES / SESSIONS: run the statement's query for the ids, stop each one. `forward`
+    (sql/cluster.py) sends an id of another node to that node, or returns None for a local one."""
     registry = session.engine.activity
     source = stmt.node["source"]
     outcome = session.execute_statement(source, source.text, [])
@@ -343,7 +345,10 @@ def cancel_statement(session: Any, stmt: Any) -> str:
             continue  # CockroachDB skips NULL ids
         if not isinstance(value, str):
             raise errors.PgError(errors.DATATYPE_MISMATCH, f"invalid ID {value!r}: expected a string")
-        if stmt.kind == "CancelQueries":
+        kind = "cancel_query" if stmt.kind == "CancelQueries" else "cancel_session"
+        if forward is not None and forward(session, kind, value, stmt.node["if_exists"]) is not None:
+            continue
+        if kind == "cancel_query":
             registry.cancel_query(session, value, stmt.node["if_exists"])
         else:
             registry.cancel_session(session, value, stmt.node["if_exists"])

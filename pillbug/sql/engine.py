@@ -24,10 +24,11 @@ from pillbug.kv.txn import Txn
 from pillbug.sql.activity import Activity
 from pillbug.sql.catalog import system
 from pillbug.sql.catalog.system import Catalog
+from pillbug.sql.cluster import MAX_NODE_ID, PID_NODE_SHIFT, ClusterView
 from pillbug.sql.plan_cache import PlanCache
-from pillbug.sql.retry import RetryTurns
+from pillbug.sql.retry import RetryTurns, retry_serialization_failures
 from pillbug.sql.session import Session
-from pillbug.util import timeslice
+from pillbug.util import errors, timeslice
 
 CATALOG_CACHE_SIZE = 8
 
@@ -38,6 +39,9 @@ class Engine:
         self.locks = LockTable()  # row locks of this node's transactions (kv/locks.py)
         self.node_id = node_id
         self.cluster_name = cluster_name
+        # The other nodes (server/ sets it in a cluster; None on one node): sql/cluster.py.
+        self.cluster: ClusterView | None = None
+        self.sql_address = ""  # host:port this node serves SQL on (crdb_internal's node tables)
         self.start_time = datetime.datetime.now(datetime.UTC)
         self._catalogs: OrderedDict[int, Catalog] = OrderedDict()
         self.plans = PlanCache()  # plans and parses of statement texts (sql/plan_cache.py)
@@ -55,8 +59,11 @@ class Engine:
 
     async def start(self) -> bool:
         """Bootstrap an empty store. Returns True when this was the first start."""
-        # In a greenlet of its own, like every path to the store (its reads may wait).
-        return await timeslice.run(system.bootstrap, self.db)
+        # In a greenlet of its own, like every path to the store (its reads may wait). In a
+        # cluster every node tries at once after `pillbug init`: one commit wins, the others fail
+        # their compare (40001) and, retried, find the system data there.
+        return await timeslice.run(lambda: retry_serialization_failures(lambda: system.bootstrap(self.db),
+                                                                        max_retries=20))
 
     def catalog_for(self, txn: Txn) -> Catalog:
         """The catalog as of the transaction's snapshot; its version key joins the read set."""
@@ -92,7 +99,14 @@ class Engine:
         return candidate
 
     def next_backend_pid(self) -> int:
-        return next(self._pids)
+        """A BackendKeyData pid whose upper bits name this node, so that a CancelRequest that a load
+        balancer sends to another node can be forwarded here (sql/cluster.py)."""
+        base = (self.node_id & MAX_NODE_ID) << PID_NODE_SHIFT
+        for _ in range(1 << PID_NODE_SHIFT):
+            pid = base | (next(self._pids) & ((1 << PID_NODE_SHIFT) - 1))
+            if pid & ((1 << PID_NODE_SHIFT) - 1) and pid not in self.sessions:
+                return pid
+        raise errors.PgError(errors.TOO_MANY_CONNECTIONS, "too many sessions on this node")
 
     def new_session(self, user: str, database: str, **kwargs: Any) -> Any:
         session = Session(self, user, database, **kwargs)

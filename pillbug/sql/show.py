@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pillbug.sql import access, activity, enum_ddl, settings
+from pillbug.sql import access, activity, cluster, enum_ddl, settings
 from pillbug.sql import types as T
 from pillbug.sql.catalog import foreign_keys
 from pillbug.sql.catalog.descriptors import PUBLIC_SCHEMA, DatabaseDesc, TableDesc
@@ -437,11 +437,11 @@ def _ShowJobs(session: Any, node: dict) -> list[tuple]:
 
 
 def _ShowSessions(session: Any, node: dict) -> list[tuple]:
-    return activity.session_rows(session)
+    return activity.session_rows(session) if node.get("local") else cluster.cluster_rows(session, "sessions")
 
 
 def _ShowQueries(session: Any, node: dict) -> list[tuple]:
-    return activity.query_rows(session)
+    return activity.query_rows(session) if node.get("local") else cluster.cluster_rows(session, "queries")
 
 
 def _ShowRanges(session: Any, node: dict) -> list[tuple]:

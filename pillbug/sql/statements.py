@@ -11,7 +11,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from pillbug.sql import access, activity, datum, ddl, enum_ddl, settings, show, unsupported, users
+from pillbug.sql import access, activity, cluster, datum, ddl, enum_ddl, settings, show, unsupported, users
 from pillbug.sql import types as T
 from pillbug.sql import vars as session_vars
 from pillbug.sql.catalog import system
@@ -266,8 +266,8 @@ _HANDLERS = {
     "DeallocateStmt": _deallocate,
     "CommentStmt": _comment,
     "CheckPointStmt": _noop("CHECKPOINT"),
-    "CancelQueries": activity.cancel_statement,
-    "CancelSessions": activity.cancel_statement,
+    "CancelQueries": lambda session, stmt: activity.cancel_statement(session, stmt, cluster.forward_cancel),
+    "CancelSessions": lambda session, stmt: activity.cancel_statement(session, stmt, cluster.forward_cancel),
 }
 
 

@@ -10,6 +10,7 @@ lazy read revision, engine limits) and the cluster built on etcd.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -60,6 +61,50 @@ class StoreLimits:
     max_value_bytes: int  # one value
 
 
+@dataclass(frozen=True, slots=True)
+class LockGrant:
+    """A row lock taken in the cluster, with the row's version read in the same step."""
+    revision: int  # the store revision at which the lock was taken and the row read
+    mod_revision: int  # the row's mod_revision then (0: absent)
+
+
+class LockWait(abc.ABC):
+    """Someone else holds the row lock: `released` is resolved when they let go (then try again)."""
+    released: asyncio.Future
+    holder: bytes  # the holding transaction's id
+
+    @abc.abstractmethod
+    def cancel(self) -> None:
+        """Stop watching for the release (the waiter gave up or will try again)."""
+
+
+class RowLockService(abc.ABC):
+    """Row locks shared by every node of a cluster (docs/rfcs/0001-cluster.md §2.5), an optional
+    capability of a Store (Store.row_locks; None for a one-node engine, whose LockTable is
+    enough). Locks carry no correctness, the commit compares do: a lock only makes writers of a
+    row on different nodes queue instead of failing at commit. A crashed node's locks go with it.
+    """
+
+    @abc.abstractmethod
+    def txn_id(self, timestamp: int) -> bytes:
+        """A new transaction id, unique in the cluster, that sorts by `timestamp` (HLC) first."""
+
+    @abc.abstractmethod
+    async def lock(self, txn_id: bytes, key: bytes) -> LockGrant | LockWait | None:
+        """Take key's lock for txn_id and read the row's version, or say who holds it (and
+        record that txn_id waits for key); None when the service cannot answer now (the caller
+        goes on without the lock)."""
+
+    @abc.abstractmethod
+    async def is_deadlock_victim(self, txn_id: bytes, key: bytes) -> bool:
+        """Whether txn_id, waiting for key, closes a cycle of waits in which it is the youngest
+        transaction (the one that must give way)."""
+
+    @abc.abstractmethod
+    def release(self, txn_id: bytes, keys: Sequence[bytes]) -> None:
+        """Let go of txn_id's locks on keys and of its wait, in the background."""
+
+
 class CompactedError(Exception):
     """A read asked for a revision older than the compaction horizon."""
 
@@ -101,6 +146,9 @@ class Store(abc.ABC):
         """get() of every key, in order, at one revision, in one call (one round trip for a
         networked engine; this default, for engines without a batch read, loops over get)."""
         return [self.get(key, at) for key in keys]
+
+    # Row locks across nodes (RowLockService), for an engine that several nodes share.
+    row_locks: RowLockService | None = None
 
     @property
     def limits(self) -> StoreLimits:

@@ -11,13 +11,15 @@ This module knows nothing of plans or of the wire protocol.
 """
 from __future__ import annotations
 
+import datetime
+import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pillbug import CRDB_COMPAT_VERSION, __version__
-from pillbug.sql import activity, datum
+from pillbug.sql import activity, cluster, datum
 from pillbug.sql import types as T
 from pillbug.sql import vars as session_vars
 from pillbug.sql.catalog import foreign_keys
@@ -1025,16 +1027,70 @@ _SESSION_COLUMNS = ("node_id int8, session_id text, status text, user_name text,
                     "session_start timestamptz, active_query_start timestamptz, num_txns_executed int8")
 
 
-@virtual("crdb_internal", "cluster_queries", _QUERY_COLUMNS)
 @virtual("crdb_internal", "node_queries", _QUERY_COLUMNS)
 def _queries(ctx: Any) -> Iterable[tuple]:
     return activity.query_rows(ctx.session)
 
 
-@virtual("crdb_internal", "cluster_sessions", _SESSION_COLUMNS)
+@virtual("crdb_internal", "cluster_queries", _QUERY_COLUMNS)
+def _cluster_queries(ctx: Any) -> Iterable[tuple]:
+    return cluster.cluster_rows(ctx.session, "queries")
+
+
 @virtual("crdb_internal", "node_sessions", _SESSION_COLUMNS)
 def _sessions(ctx: Any) -> Iterable[tuple]:
     return activity.session_rows(ctx.session)
+
+
+@virtual("crdb_internal", "cluster_sessions", _SESSION_COLUMNS)
+def _cluster_sessions(ctx: Any) -> Iterable[tuple]:
+    return cluster.cluster_rows(ctx.session, "sessions")
+
+
+@virtual("crdb_internal", "gossip_liveness",
+         "node_id int8, epoch int8, expiration text, draining bool, decommissioning bool, membership text, "
+         "updated_at timestamptz")
+def _gossip_liveness(ctx: Any) -> Iterable[tuple]:
+    for n in _nodes(ctx):
+        yield (n.node_id, 1, "", n.draining, n.membership == "decommissioning", n.membership,
+               _epoch_ts(n.updated_at))
+
+
+@virtual("crdb_internal", "gossip_nodes",
+         "node_id int8, network text, address text, advertise_address text, sql_network text, sql_address text, "
+         "advertise_sql_address text, attrs jsonb, locality text, cluster_name text, server_version text, "
+         "build_tag text, started_at timestamptz, is_live bool, ranges int8, leases int8")
+def _gossip_nodes(ctx: Any) -> Iterable[tuple]:
+    for n in _nodes(ctx):
+        yield (n.node_id, "tcp", n.address, n.address, "tcp", n.address, n.address, "[]", n.locality,
+               ctx.session.engine.cluster_name, CRDB_COMPAT_VERSION.lstrip("v").rsplit(".", 1)[0], n.build,
+               _epoch_ts(n.started_at), n.is_live, 0, 0)
+
+
+@virtual("crdb_internal", "kv_node_status",
+         "node_id int8, network text, address text, attrs jsonb, locality text, server_version text, "
+         "go_version text, tag text, time text, revision text, cgo_compiler text, platform text, "
+         "distribution text, type text, dependencies text, started_at timestamptz, updated_at timestamptz, "
+         "is_live bool, is_voter bool, draining bool, membership text")
+def _kv_node_status(ctx: Any) -> Iterable[tuple]:
+    for n in _nodes(ctx):
+        yield (n.node_id, "tcp", n.address, "[]", n.locality, CRDB_COMPAT_VERSION.lstrip("v").rsplit(".", 1)[0],
+               "", n.build, "", "", "", "", "CCL", "release", "", _epoch_ts(n.started_at),
+               _epoch_ts(n.updated_at), n.is_live, n.is_voter, n.draining, n.membership)
+
+
+def _nodes(ctx: Any) -> list:
+    """The cluster's nodes; on one node, this node alone."""
+    engine = ctx.session.engine
+    if engine.cluster is not None:
+        return sorted(engine.cluster.nodes(), key=lambda n: n.node_id)
+    started = engine.start_time.timestamp()
+    return [cluster.NodeDescriptor(engine.node_id, engine.sql_address, "", "", engine.version_string, started,
+                                   time.time(), True, False, False, "active")]
+
+
+def _epoch_ts(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
 
 
 @virtual("crdb_internal", "node_build_info", "node_id int8, field text, value text")

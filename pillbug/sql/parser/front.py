@@ -769,8 +769,9 @@ class _OwnParser:
         skip += 1 if self.peek(skip) in ("CLUSTER", "LOCAL") else 0
         activity = _ACTIVITY_SHOWS.get(self.peek(skip))
         if activity is not None:
+            local = self.peek(skip - 1) == "LOCAL" if skip else False  # CLUSTER is the default
             self.k += skip + 1
-            return self.done(self.mk(activity))
+            return self.done(self.mk(activity, local=local))
         if self.accept("RANGES"):
             return self.done(self.mk("ShowRanges"))
         if self.accept("REGIONS"):
