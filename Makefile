@@ -15,7 +15,7 @@ ADMIN_USER ?= dbadmin
 # (tests/test_jdbc.py compiles and runs a JDBC client).
 DEB_PACKAGES := postgresql-client postgresql openssl default-jdk-headless libpostgresql-jdbc-java etcd-server etcd-client haproxy iproute2
 
-.PHONY: install deps start certs test lint bench clean
+.PHONY: install deps start certs test faults lint bench clean
 
 install: $(VENV)/.installed deps
 
@@ -61,6 +61,14 @@ test: install
 	$(BIN)/ruff check pillbug tests bench
 	$(BIN)/lint-imports
 	$(BIN)/pytest -p no:cacheprovider --durations=20 tests
+
+# The soak run of the cluster fault tests: random kills, pauses and cuts for FAULTS_DURATION seconds
+# per workload, then the checkers (the short run of the same tests is part of `make test`).
+FAULTS_DURATION ?= 300
+faults: install
+	PILLBUG_FAULTS_SOAK=1 PILLBUG_FAULTS_DURATION=$(FAULTS_DURATION) \
+		$(BIN)/pytest -p no:cacheprovider -s -m cluster_faults -k test_soak -o timeout=$$(( $(FAULTS_DURATION) * 3 + 300 )) \
+		tests/test_cluster_faults.py
 
 # make bench BENCH_ARGS="--quick" (or --profile, --duration=S, ...; see python -m bench.run --help)
 BENCH_ARGS ?=
