@@ -243,8 +243,8 @@ def _is_ip(host: str) -> bool:
 
 # ---- the process ---------------------------------------------------------------------------------
 
-def _die_with_parent(parent_pid: int) -> None:
-    """preexec_fn of the member: SIGKILL when the node dies. Runs in the forked child; the parent
+def die_with_parent(parent_pid: int) -> None:
+    """preexec_fn of a child (the member, demo's nodes): SIGKILL when its parent dies. Runs in the forked child; the parent
     may have died between fork and prctl, which prctl would not notice, hence the getppid check."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
@@ -314,7 +314,7 @@ class EtcdMember:
             out.flush()
             self.proc = subprocess.Popen(cfg.args(self.binary), stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=lambda: _die_with_parent(parent))
+                                         preexec_fn=lambda: die_with_parent(parent))
         log.info("etcd member %s started (pid %d, client %s, peer %s, data %s%s; log %s)", cfg.name,
                  self.proc.pid, cfg.client_url, cfg.peer_url, cfg.data_dir, ", rejoining" if rejoin else "",
                  cfg.log_path)
