@@ -11,6 +11,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -258,3 +259,24 @@ def test_member_dies_with_its_node_even_by_kill_9(tmp_path) -> None:
             os.kill(etcd_pid, signal.SIGKILL)
         shutil.rmtree(tmp_path, ignore_errors=True)
 
+
+
+def test_supervisor_gives_up_after_bounded_restarts(tmp_path) -> None:
+    port = free_sql_port(("127.0.0.14",))
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.14", port + 10000))  # the member's client port is taken: etcd exits at once
+    blocker.listen()
+    loop = LoopThread()
+    m = EtcdMember(cluster_layout(f"127.0.0.14:{port}", [f"127.0.0.14:{port}"], str(tmp_path), None).member,
+                   max_restarts=2)
+    try:
+        loop.run(m.start())
+        with pytest.raises(OSError, match="restarted 2 times in 60s; giving up"):
+            loop.run(m.wait_ready(30))
+        assert m.restarts == 2 and not m.is_running
+        with open(m.config.log_path) as f:
+            assert f.read().count("pillbug starts etcd member") == 3
+    finally:
+        loop.run(m.stop())
+        loop.close()
+        blocker.close()

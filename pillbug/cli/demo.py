@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from pillbug.cli import cert, init
-from pillbug.server.etcd_member import CLIENT_PORT_OFFSET, PEER_PORT_OFFSET, die_with_parent
+from pillbug.server.etcd_member import CLIENT_PORT_OFFSET, PEER_PORT_OFFSET, spawn_tied
 
 HOST = "127.0.0.1"
 DEMO_USER = "demo"
@@ -177,7 +177,6 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum, _frame) -> None:
         stop["signal"] = signum
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    parent = os.getpid()
     try:
         for node in nodes:
             cmd = [sys.executable, "-m", "pillbug.cli.main", "start", f"--store={node.store}",
@@ -185,8 +184,7 @@ def run(args: argparse.Namespace) -> int:
             cmd += ["--insecure"] if certs is None else [f"--certs-dir={certs}"]
             with open(node.log_path, "ab") as log:
                 # its own session: a Ctrl-C reaches the demo only, which stops the nodes in order
-                node.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                             start_new_session=True, preexec_fn=lambda: die_with_parent(parent))
+                node.proc = spawn_tied(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         print(f"starting {n} nodes in {directory} ...", flush=True)
         if not _wait_ready(nodes, certs, args.timeout, stop):
             return 1

@@ -10,7 +10,7 @@ client ports. `cluster_layout` is that computation, a pure function; `EtcdMember
 
 The member's lifetime is tied to the node's: it runs in its own session (a Ctrl-C meant for the
 node does not reach it; the node stops it in order), it gets SIGKILL from the kernel when the node
-dies in any way, kill -9 included (PR_SET_PDEATHSIG), so that a dead node's member never keeps
+dies in any way, kill -9 included (PR_SET_PDEATHSIG, set by setpriv), so that a dead node's member never keeps
 voting; and while the node lives, a member that crashes is restarted with a backoff, a bounded
 number of times. A restart on an existing data dir rejoins with that data (etcd ignores the
 initial-cluster flags then).
@@ -243,14 +243,34 @@ def _is_ip(host: str) -> bool:
 
 # ---- the process ---------------------------------------------------------------------------------
 
-def die_with_parent(parent_pid: int) -> None:
-    """preexec_fn of a child (the member, demo's nodes): SIGKILL when its parent dies. Runs in the forked child; the parent
-    may have died between fork and prctl, which prctl would not notice, hence the getppid check."""
+SETPRIV = shutil.which("setpriv")  # util-linux, in every Debian
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """preexec_fn fallback where setpriv is missing. The parent may have died between fork and
+    prctl, which prctl would not notice, hence the getppid check."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         os._exit(127)
     if os.getppid() != parent_pid:
         os._exit(127)
+
+
+def spawn_tied(cmd: list[str], **popen_kwargs) -> subprocess.Popen:
+    """Popen(cmd) in a session of its own, as a child that gets SIGKILL when the thread that
+    spawned it dies (PR_SET_PDEATHSIG): the member of a node killed with -9, demo's nodes.
+
+    setpriv sets the signal and execs cmd, so no Python runs between fork and exec: a node has
+    gRPC threads, and Python code in a child forked from a threaded process (a preexec_fn) can
+    deadlock or abort on a lock one of those threads held at the fork (seen: SIGABRT in the child).
+    The cost is a window of a few microseconds, before setpriv's prctl, in which a parent's death
+    would go unnoticed."""
+    if SETPRIV:
+        return subprocess.Popen([SETPRIV, "--pdeathsig", "KILL", "--", *cmd], start_new_session=True,
+                                **popen_kwargs)
+    parent = os.getpid()
+    return subprocess.Popen(cmd, start_new_session=True, preexec_fn=lambda: _die_with_parent(parent),
+                            **popen_kwargs)
 
 
 class EtcdMember:
@@ -307,14 +327,12 @@ class EtcdMember:
         os.makedirs(os.path.dirname(cfg.log_path), exist_ok=True)
         os.makedirs(os.path.dirname(os.path.abspath(cfg.data_dir)), exist_ok=True)
         rejoin = os.path.isdir(os.path.join(cfg.data_dir, "member"))
-        parent = os.getpid()
         with open(cfg.log_path, "ab") as out:
             out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pillbug starts etcd member {cfg.name} "
                       f"({'rejoining with its data' if rejoin else 'new'})\n".encode())
             out.flush()
-            self.proc = subprocess.Popen(cfg.args(self.binary), stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=lambda: die_with_parent(parent))
+            self.proc = spawn_tied(cfg.args(self.binary), stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT)
         log.info("etcd member %s started (pid %d, client %s, peer %s, data %s%s; log %s)", cfg.name,
                  self.proc.pid, cfg.client_url, cfg.peer_url, cfg.data_dir, ", rejoining" if rejoin else "",
                  cfg.log_path)
