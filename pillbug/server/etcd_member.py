@@ -388,6 +388,8 @@ class EtcdMember:
     async def wait_ready(self, timeout: float) -> None:
         """Wait until the member answers a linearizable read, i.e. its group has a leader and a
         quorum. On a new cluster that needs a majority of the voters to be started."""
+        if self._supervisor is None:
+            raise RuntimeError("etcd member not started")
         deadline = time.monotonic() + timeout
         client = etcd_client([self.config.client_addr], self.config.certs_dir)
         await client.connect()
@@ -396,9 +398,6 @@ class EtcdMember:
             while True:
                 if self.failed:
                     raise OSError(self.failed)
-                if self.proc is not None and self.proc.poll() is not None and self._supervisor is None:
-                    raise OSError(f"etcd member {self.config.name} exited with {self.proc.returncode} "
-                                  f"(see {self.config.log_path})")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"etcd member {self.config.name} not ready after {timeout:.0f}s "
