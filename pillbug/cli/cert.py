@@ -136,6 +136,16 @@ def create_client(args: argparse.Namespace) -> None:
     _write_key(os.path.join(args.certs_dir, f"client.{user}.key"), key, args.overwrite)
 
 
+def make_pki(certs_dir: str, ca_key: str, hosts: list[str], users: list[str]) -> None:
+    """A CA, a node certificate for `hosts` and client certificates for `users`, with the same
+    defaults as the CLI verbs (for `pillbug demo`)."""
+    common = {"certs_dir": certs_dir, "ca_key": ca_key, "key_size": 2048, "overwrite": False}
+    create_ca(argparse.Namespace(**common, lifetime="3660d", allow_ca_key_reuse=False))
+    create_node(argparse.Namespace(**common, lifetime="1830d", hosts=hosts))
+    for user in users:
+        create_client(argparse.Namespace(**common, lifetime="1830d", user=user))
+
+
 def list_certs(args: argparse.Namespace) -> None:
     rows = []
     if not os.path.isdir(args.certs_dir):

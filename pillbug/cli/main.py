@@ -5,19 +5,31 @@ import argparse
 import sys
 
 from pillbug import CRDB_COMPAT_VERSION, __version__
-from pillbug.cli import cert, sql_shell, start
+from pillbug.cli import cert, demo, init, sql_shell, start
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pillbug", description="Pillbug: a CockroachDB-compatible SQL database")
     sub = parser.add_subparsers(dest="command", required=True)
     start.add_parser(sub)
+    start.add_cluster_parser(sub)
+    init.add_parser(sub)
+    demo.add_parser(sub)
     sql_shell.add_parser(sub)
     cert.add_parser(sub)
     sub.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "start-single-node":
+    if args.command in ("start-single-node", "start"):
         return start.run(args)
+    if args.command == "init":
+        return init.run(args)
+    if args.command == "demo":
+        return demo.run(args)
     if args.command == "sql":
         return sql_shell.run(args)
     if args.command == "cert":

@@ -50,6 +50,13 @@ class NodeConfig:
     allowlist: list[str] | None = None
     init_admin: str | None = None
     test_store: str | None = None  # tests only: storage/suspending.py's SPEC, LMDB behind waiting reads
+    # cluster mode (`pillbug start`); None for start-single-node. server/etcd_member.cluster_layout
+    # turns these into the node's etcd member and client endpoints.
+    join: list[str] | None = None  # the voters' addresses, host:port
+    locality: str = ""  # region=...,zone=...
+    etcd_client_addr: str | None = None
+    etcd_peer_addr: str | None = None
+    advertise_addr: str | None = None
 
 
 class Node:

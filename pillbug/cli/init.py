@@ -1,0 +1,114 @@
+"""pillbug init: initialize a new cluster, once (CockroachDB's `cockroach init`).
+
+The nodes of a new cluster start their etcd members and wait; `init` marks the cluster as
+initialized by creating the key `x/init` (a new cluster id and the creation time) in etcd, through
+the etcd client port of the node given by --host (its SQL port + 10000, or --etcd-client-addr),
+with root's client certificate. The nodes watch that key and write the SQL system data themselves.
+
+Exactly one init wins: the write is one etcd Txn guarded by `create_revision(x/init) == 0`. Its
+failure branch reads the key back, so that a retry after an answer lost on the network (the first
+attempt did create the key) is told apart from a cluster that someone else initialized.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import sys
+import time
+import uuid
+
+from pillbug.server.etcd_member import CLIENT_PORT_OFFSET, etcd_client, join_host_port, split_host_port
+
+INIT_KEY = b"x/init"
+ALREADY_INITIALIZED = "cluster has already been initialized"
+
+
+class InitError(Exception):
+    pass
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("init", help="initialize a cluster")
+    p.add_argument("--host", default=os.environ.get("COCKROACH_HOST", "localhost:26257"),
+                   help="the SQL address of any voting node (host:port)")
+    p.add_argument("--port", "-p", type=int, default=None)
+    p.add_argument("--certs-dir", default=os.environ.get("COCKROACH_CERTS_DIR", "certs"))
+    p.add_argument("--insecure", action="store_true", default=os.environ.get("COCKROACH_INSECURE") == "true")
+    p.add_argument("--etcd-client-addr", default=None,
+                   help="the node's etcd client address, if it was started with --etcd-client-addr")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to keep trying to reach the node before giving up (default 10)")
+
+
+def etcd_endpoint(host: str, port: int | None, etcd_client_addr: str | None) -> tuple[str, str]:
+    """(the node's SQL address, its etcd client address)."""
+    sql_host, sql_port = split_host_port(host)
+    if port is not None:
+        sql_port = port
+    node = join_host_port(sql_host or "localhost", sql_port)
+    if etcd_client_addr:
+        return node, etcd_client_addr
+    return node, join_host_port(sql_host or "localhost", sql_port + CLIENT_PORT_OFFSET)
+
+
+async def initialize(endpoint: str, certs_dir: str | None, timeout: float, node: str = "") -> str:
+    """Create x/init on the cluster behind `endpoint`; return the new cluster id. InitError if the
+    cluster is already initialized or cannot be reached within `timeout` seconds."""
+    from etcd3aio.kv import KVService  # the CLI's other verbs never load grpc
+    if certs_dir is not None:
+        for name in ("ca.crt", "client.root.crt", "client.root.key"):
+            if not os.path.exists(os.path.join(certs_dir, name)):
+                raise InitError(f"cannot load {name} from {certs_dir} (create it with `pillbug cert`)")
+    cluster_id = str(uuid.uuid4())
+    value = json.dumps({"cluster_id": cluster_id,
+                        "created": datetime.datetime.now(datetime.UTC).isoformat()}).encode()
+    what = f"node {node} (etcd client address {endpoint})" if node else f"etcd member at {endpoint}"
+    try:
+        client = etcd_client([endpoint], certs_dir, "client.root", rpc_max_attempts=1)
+    except OSError as exc:
+        raise InitError(f"cannot reach {what}: {exc}") from None
+    await client.connect()
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise InitError(f"cannot reach {what} after {timeout:g}s: {last}. Is the node running "
+                                f"with --join, and are a majority of the --join nodes started?")
+            try:
+                assert client.kv is not None
+                resp = await client.kv.txn([KVService.txn_compare_create_revision(INIT_KEY, 0)],
+                                           [KVService.txn_op_put(INIT_KEY, value)],
+                                           [KVService.txn_op_get(INIT_KEY)], timeout=min(left, 3.0))
+            except Exception as exc:  # unreachable, no leader yet, TLS refused: try until the deadline
+                last = " ".join(str(exc).split())[:300]
+                await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+                continue
+            if resp.succeeded:
+                return cluster_id
+            kvs = resp.responses[0].response_range.kvs
+            if kvs and kvs[0].value == value:  # our own earlier attempt, whose answer was lost
+                return cluster_id
+            raise InitError(ALREADY_INITIALIZED)
+    finally:
+        await client.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        node, endpoint = etcd_endpoint(args.host, args.port, args.etcd_client_addr)
+    except ValueError as exc:
+        print(f"ERROR: --host={args.host}: {exc}", file=sys.stderr)
+        return 1
+    certs_dir = None if args.insecure else args.certs_dir
+    try:
+        asyncio.run(initialize(endpoint, certs_dir, args.timeout, node))
+    except InitError as exc:
+        print(f"ERROR: {exc}\nFailed running \"init\"", file=sys.stderr)
+        return 1
+    print("Cluster successfully initialized")
+    return 0
