@@ -22,6 +22,7 @@ from pillbug.kv.db import DB
 from pillbug.kv.txn import Txn
 from pillbug.pgwire.server import PgServer
 from pillbug.server import tls
+from pillbug.server.cluster import ClusterNode
 from pillbug.server.http import HttpServer
 from pillbug.sql import settings
 from pillbug.sql.catalog import system
@@ -35,6 +36,8 @@ from pillbug.util import errors, hba, hlc, passwords, timeslice
 
 log = logging.getLogger("pillbug")
 COMPACTION_INTERVAL = 600.0
+PROBE_INTERVAL = 0.25  # seconds between checks that the cluster's etcd has a quorum
+PROBE_TIMEOUT = 1.0
 RESERVED_NAMES = frozenset({system.ROOT_USER, system.ADMIN_ROLE, system.PUBLIC_ROLE, "none"})
 
 
@@ -75,6 +78,11 @@ class Node:
         self.admin_password: str | None = None
         self._compactor: asyncio.Task | None = None
         self.queries = 0
+        self.cluster: ClusterNode | None = None  # `pillbug start --join`: etcd, node id, liveness
+        self._cluster_healthy = True  # the last probe of the cluster's quorum (readiness)
+        self._decommissioned = False
+        self._prober: asyncio.Task | None = None
+        self._draining = False
 
     async def start(self) -> None:
         began = time.monotonic()
@@ -87,15 +95,22 @@ class Node:
         # opens and bootstraps.
         self.http = HttpServer(self._status, self._metrics, ssl_context)
         self.http_port = await self.http.start(cfg.http_host, cfg.http_port)
-        self.store = self.lmdb = LMDBStore(cfg.store)
-        if cfg.test_store:
-            try:
-                self.store = suspending.from_spec(cfg.test_store, self.lmdb)
-            except ValueError as exc:
-                raise errors.invalid_parameter_value(f"--test-store: {exc}") from None
-            log.warning("--test-store=%s: reads go through a test store that delays them; not for production",
-                        cfg.test_store)
-        self.engine = Engine(DB(self.store))
+        node_id = 1
+        if cfg.join:
+            self.cluster = ClusterNode(cfg)
+            self.store = await self.cluster.open()
+            node_id = await self.cluster.join()
+        else:
+            self.store = self.lmdb = LMDBStore(cfg.store)
+            if cfg.test_store:
+                try:
+                    self.store = suspending.from_spec(cfg.test_store, self.lmdb)
+                except ValueError as exc:
+                    raise errors.invalid_parameter_value(f"--test-store: {exc}") from None
+                log.warning("--test-store=%s: reads go through a test store that delays them; not for "
+                            "production", cfg.test_store)
+        self.engine = Engine(DB(self.store), node_id=node_id)
+        self.engine.cluster = self.cluster
         self.first_start = await self.engine.start()
         if cfg.allowlist:
             await self._seed_allowlist(cfg.allowlist)
@@ -103,7 +118,11 @@ class Node:
             await self._init_admin(cfg.init_admin)
         self.pg = PgServer(self.engine, ssl_context)
         self.sql_port = await self.pg.start(cfg.listen_host, cfg.listen_port)
-        self.engine.sql_address = f"{cfg.listen_host}:{self.sql_port}"
+        self.engine.sql_address = f"{cfg.advertise_addr or cfg.listen_host}:{self.sql_port}"
+        if self.cluster is not None:
+            await self.cluster.register(self.engine, self.engine.sql_address,
+                                        f"{cfg.http_host}:{self.http_port}", self._serve_request)
+            self._prober = asyncio.create_task(self._probe_cluster())
         self.started_at = time.time()
         self.ready = True
         self._compactor = asyncio.create_task(self._compact_loop())
@@ -114,6 +133,8 @@ class Node:
         stop sending new connections), then close the listeners, the connections and the store."""
         was_ready = self.ready
         self.ready = False
+        if self.cluster is not None:
+            await self.cluster.set_draining()
         if was_ready and self.engine is not None:
             wait, query_wait = await timeslice.run(self._shutdown_waits)
             if wait > 0:
@@ -123,13 +144,16 @@ class Node:
                 ended = await self.pg.drain(query_wait)
                 log.info("drained: no new sessions; %d open sessions ended with 57P01 after up to %.1fs (%s)",
                          ended, query_wait, QUERY_WAIT_SETTING)
-        if self._compactor is not None:
-            self._compactor.cancel()
+        for task in (self._compactor, self._prober):
+            if task is not None:
+                task.cancel()
         if self.http is not None:
             await self.http.stop()
         if self.pg is not None:
             await self.pg.stop()
-        if self.store is not None:
+        if self.cluster is not None:
+            await self.cluster.close()  # the lease, the store, then the etcd member
+        elif self.store is not None:
             await self.store.close()
         log.info("node shut down cleanly")
 
@@ -189,6 +213,8 @@ class Node:
     async def _compact_loop(self) -> None:
         while True:
             await asyncio.sleep(COMPACTION_INTERVAL)
+            if self.cluster is not None and not self.cluster.is_compactor:
+                continue  # one node at a time compacts a cluster's store (rfcs/0001 §2.4, §2.8)
             try:
                 await timeslice.run(self._compact)
             except Exception:
@@ -204,13 +230,60 @@ class Node:
         if revision > store.compacted_revision():
             await store.compact(revision)
 
+    async def _probe_cluster(self) -> None:
+        """Keep readiness current: a node whose etcd has no quorum, or that was decommissioned,
+        answers /health?ready=1 with 503 so that load balancers send its clients elsewhere."""
+        cluster = self.cluster
+        assert cluster is not None
+        while True:
+            try:
+                healthy = await asyncio.wait_for(cluster.healthy(), PROBE_TIMEOUT)
+            except Exception:
+                healthy = False
+            if healthy != self._cluster_healthy:
+                log.warning("etcd %s", "reachable with a quorum again" if healthy else
+                            "unreachable or without a quorum: this node reports not ready")
+            self._cluster_healthy = healthy
+            if healthy:
+                try:
+                    membership = await asyncio.wait_for(cluster.membership(), PROBE_TIMEOUT)
+                    self._decommissioned = membership != "active"
+                except Exception:
+                    pass
+            await asyncio.sleep(PROBE_INTERVAL)
+
+    async def _serve_request(self, request: dict) -> dict | None:
+        """Requests for the node itself (not its SQL engine) from another node or the CLI."""
+        if request.get("kind") == "drain":
+            await self.drain()
+            return {"remaining": 0}
+        return None
+
+    async def drain(self) -> None:
+        """`pillbug node drain`: stop taking sessions and end open ones, but keep running."""
+        if self._draining:
+            return
+        self._draining = True
+        self.ready = False
+        if self.cluster is not None:
+            await self.cluster.set_draining()
+        if self.engine is not None and self.pg is not None:
+            _, query_wait = await timeslice.run(self._shutdown_waits)
+            await self.pg.drain(query_wait)
+
+    @property
+    def is_ready(self) -> bool:
+        return self.ready and self._cluster_healthy and not self._decommissioned
+
     def _status(self) -> dict[str, Any]:
-        return {"nodeId": 1, "ready": self.ready,
+        return {"nodeId": self.engine.node_id if self.engine else 0, "ready": self.is_ready,
                 "address": {"networkField": "tcp", "addressField": f"{self.config.listen_host}:{self.sql_port}"},
                 "buildTag": CRDB_COMPAT_VERSION, "pillbug": __version__,
                 "startedAt": int(self.started_at * 1e9)}
 
     def _metrics(self) -> dict[str, float]:
+        if self.cluster is not None:
+            return self._cluster_metrics()
         engine = self.engine
         # The engine itself, not a test wrapper: a metric is what this node last saw, and must not
         # wait for the store (this runs in the HTTP handler, outside any greenlet).
@@ -226,6 +299,35 @@ class Node:
                 "sql_optimizer_plan_cache_hits": float(engine.plan_cache_hits) if engine else 0.0,
                 "sql_optimizer_plan_cache_misses": float(engine.plan_cache_misses) if engine else 0.0,
                 "liveness_livenodes": 1.0}
+
+    def _cluster_metrics(self) -> dict[str, float]:
+        """/_status/vars in a cluster: the SQL side, and this node's view of etcd (its round trips,
+        commits and conflicts), from counters: nothing here waits for the network."""
+        engine, cluster = self.engine, self.cluster
+        assert cluster is not None
+        store = cluster.store
+        out = {"sql_conns": float(len(engine.sessions)) if engine else 0.0,
+               "sys_uptime": time.time() - self.started_at if self.started_at else 0.0,
+               "sql_optimizer_plan_cache_hits": float(engine.plan_cache_hits) if engine else 0.0,
+               "sql_optimizer_plan_cache_misses": float(engine.plan_cache_misses) if engine else 0.0,
+               "liveness_livenodes": float(cluster.live_node_count),
+               "etcd_healthy": 1.0 if self._cluster_healthy else 0.0,
+               "etcd_voter": 1.0 if cluster.is_voter else 0.0,
+               "compactor": 1.0 if cluster.is_compactor else 0.0}
+        if store is not None:
+            stats = store.stats
+            out.update({"storage_revision": float(store.cached_revision()),
+                        "storage_commits": float(stats.commits),
+                        "storage_commit_conflicts": float(stats.conflicts),
+                        "etcd_commits_ambiguous": float(stats.ambiguous_commits),
+                        "etcd_commits_unknown": float(stats.unknown_commits),
+                        "etcd_reads": float(stats.reads),
+                        "etcd_linearizable_calls": float(stats.linearizable_calls),
+                        "etcd_failovers": float(stats.failovers),
+                        "etcd_round_trips": float(stats.rtt_count),
+                        "etcd_round_trip_seconds_mean": stats.rtt_mean_seconds,
+                        "etcd_round_trip_seconds_last": stats.rtt_last_seconds})
+        return out
 
     def sql_url(self, user: str, password: str | None = None, database: str = "defaultdb") -> str:
         cfg = self.config
@@ -255,10 +357,12 @@ class Node:
             f"RPC client flags:    pillbug <client cmd> --host={cfg.listen_host}:{self.sql_port} "
             + ("--insecure" if cfg.insecure else f"--certs-dir={cfg.certs_dir}"),
             f"store[0]:            path={os.path.abspath(cfg.store)}",
-            "storage engine:      " + ("lmdb" if not cfg.test_store else "lmdb behind the suspending test store"),
-            f"status:              {'initialized new cluster' if self.first_start else 'restarted pre-existing node'}",
-            "nodeID:              1",
+            "storage engine:      " + self._engine_line(),
+            f"status:              {self._status_line()}",
+            f"nodeID:              {self.engine.node_id if self.engine else 0}",
         ]
+        if cfg.locality:
+            lines.insert(-2, f"locality:            {cfg.locality}")
         print("\n".join(lines), flush=True)
         if self.config.init_admin:
             if self.admin_password is not None:
@@ -266,6 +370,19 @@ class Node:
             else:
                 print(f"\nadmin user {self.config.init_admin} already exists; its password was shown when it was "
                       f"created.", flush=True)
+
+    def _engine_line(self) -> str:
+        if self.cluster is not None:
+            layout = self.cluster.layout
+            role = (f"voter, its member at {layout.member.client_addr}" if layout.member is not None
+                    else "gateway, no etcd member")
+            return f"etcd ({role}; endpoints {','.join(layout.client_endpoints)})"
+        return "lmdb" if not self.config.test_store else "lmdb behind the suspending test store"
+
+    def _status_line(self) -> str:
+        if self.cluster is not None:
+            return "initialized new cluster" if self.first_start else "joined existing cluster"
+        return "initialized new cluster" if self.first_start else "restarted pre-existing node"
 
     def _print_connection_details(self, user: str, password: str) -> None:
         cfg = self.config

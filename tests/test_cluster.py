@@ -1,0 +1,155 @@
+"""A 3-node secure cluster started as CockroachDB's are (`pillbug start --join` on each node, then
+`pillbug init` once): what one node used to assume, now across nodes.
+
+- the seed page's examples pass against every node (issue 10's first "Done when");
+- a write on one node is read on the others; unique_rowid() never collides across nodes;
+- node ids, liveness and voters in crdb_internal; SHOW CLUSTER QUERIES sees every node;
+- CANCEL QUERY and a pgwire CancelRequest reach a statement whichever node they land on;
+- a node whose etcd has lost its quorum answers /health?ready=1 with 503, and serves again after.
+
+One cluster per module (tests/cluster_harness.py); the fault tests are in test_cluster_faults.py.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg2
+import pytest
+from cluster_harness import HTTP_PORT, SQL_PORT, Cluster, cluster_mode_available
+from conftest import ADMIN_PASSWORD, ADMIN_USER, PILLBUG, wait_for
+from wire_client import RawConnection, query
+
+pytestmark = pytest.mark.skipif(cluster_mode_available() is not None, reason=str(cluster_mode_available()))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with Cluster(3, str(tmp_path_factory.mktemp("cluster"))) as c:
+        yield c
+
+
+def test_seed_examples_pass_against_every_node(seed_dir, cluster):
+    for i in (1, 2, 3):
+        node = cluster.node(i)
+        proc = subprocess.run(
+            [sys.executable, os.path.join(seed_dir, "run.py"), "--sql", PILLBUG + " sql", "--host", node.host,
+             "--port", str(SQL_PORT), "--user", ADMIN_USER, "--password", ADMIN_PASSWORD,
+             "--certs-dir", cluster.certs, "--python", sys.executable],
+            capture_output=True, text=True, timeout=300)
+        assert proc.stdout.strip().endswith("4 passed, 0 failed"), f"node {i}:\n{proc.stdout}{proc.stderr}"
+
+
+def test_writes_on_one_node_are_read_on_the_others_and_row_ids_never_collide(cluster):
+    cluster.sql(1, "CREATE TABLE IF NOT EXISTS ids (id INT PRIMARY KEY DEFAULT unique_rowid(), node INT)")
+    for i in (1, 2, 3):
+        cluster.sql(i, *[f"INSERT INTO ids (node) VALUES ({i})"] * 20)
+    for i in (1, 2, 3):
+        rows = cluster.sql(i, "SELECT node, count(*), count(DISTINCT id) FROM ids GROUP BY node ORDER BY node")
+        assert rows == [(1, 20, 20), (2, 20, 20), (3, 20, 20)]
+    # unique_rowid() keeps the node id in its low 15 bits
+    by_node = cluster.sql(1, "SELECT DISTINCT node, id & 32767 FROM ids ORDER BY node")
+    assert len({low for _, low in by_node}) == 3
+
+
+def test_nodes_know_each_other(cluster):
+    rows = cluster.sql(2, "SELECT node_id, is_live, is_voter, membership FROM crdb_internal.kv_node_status "
+                          "ORDER BY node_id")
+    assert rows == [(1, True, True, "active"), (2, True, True, "active"), (3, True, True, "active")]
+    ids = sorted(cluster.sql(i, "SHOW node_id")[0][0] for i in (1, 2, 3))
+    assert ids == ["1", "2", "3"]
+    localities = cluster.sql(1, "SELECT locality FROM crdb_internal.gossip_nodes ORDER BY node_id")
+    assert all(loc.startswith("region=") for (loc,) in localities)
+
+
+def _sleeper(cluster: Cluster, i: int, seconds: float):
+    """A statement running on node i (a pg_sleep in its own connection) and its outcome."""
+    conn = cluster.connect(i)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT pg_sleep({seconds})")
+            outcome["ok"] = True
+        except psycopg2.Error as exc:
+            outcome["code"] = exc.pgcode
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return conn, thread, outcome
+
+
+def test_cancel_query_from_another_node(cluster):
+    conn, thread, outcome = _sleeper(cluster, 3, 30)
+    try:
+        def running_on_3():
+            rows = cluster.sql(1, "SELECT query_id, node_id FROM [SHOW CLUSTER QUERIES] "
+                                  "WHERE query LIKE 'SELECT pg_sleep%'")
+            return rows[0] if rows else None
+        query_id, node_id = wait_for(running_on_3, what="node 1 to see node 3's statement")
+        assert node_id == int(cluster.sql(3, "SHOW node_id")[0][0])  # ids come from etcd, in start order
+        began = time.monotonic()
+        cluster.sql(1, f"CANCEL QUERY '{query_id}'")
+        thread.join(10)
+        assert outcome == {"code": "57014"} and time.monotonic() - began < 5
+        with pytest.raises(psycopg2.Error) as exc:
+            cluster.sql(2, f"CANCEL QUERY '{query_id}'")
+        assert "not found" in str(exc.value)
+        assert cluster.sql(2, f"CANCEL QUERY IF EXISTS '{query_id}'") == []
+    finally:
+        conn.close()
+
+
+def test_a_cancel_request_that_lands_on_another_node_is_forwarded(cluster):
+    # What a load balancer does to a client's CancelRequest: it opens a new connection, which may
+    # reach another node than the session's. The (pid, secret) pair says whose it is.
+    node2, node1 = cluster.node(2), cluster.node(1)
+    conn = RawConnection(node2.host, SQL_PORT, cluster.certs)
+    try:
+        messages = conn.login()
+        key = next(body for kind, body in messages if kind == b"K")
+        pid, secret = struct.unpack(">ii", key)
+        assert pid >> 16 == int(cluster.sql(2, "SHOW node_id")[0][0])
+        conn.send(query("SELECT pg_sleep(30)"))
+        wait_for(lambda: cluster.sql(2, "SELECT count(*) FROM [SHOW LOCAL QUERIES] "
+                                        "WHERE query LIKE 'SELECT pg_sleep%'")[0][0] == 1,
+                 what="the statement to start")
+        began = time.monotonic()
+        with socket.create_connection((node1.host, SQL_PORT), timeout=5) as cancel:
+            cancel.sendall(struct.pack(">iiii", 16, 80877102, pid, secret))
+        answer = conn.read_until(b"Z")
+        assert [e["C"] for e in conn.errors(answer)] == ["57014"]
+        assert time.monotonic() - began < 5
+    finally:
+        conn.close()
+
+
+def test_losing_the_quorum_makes_the_survivor_unready_and_it_serves_again_after(cluster):
+    # kill -9 of two nodes takes their etcd members with them: node 1's member has no quorum.
+    cluster.kill9(2)
+    cluster.kill9(3)
+    try:
+        wait_for(lambda: cluster.health(1) == 503, timeout=20, what="node 1 to report not ready")
+        assert cluster.health(1, ready=False) == 200  # alive, only not ready
+    finally:
+        cluster.restart(2)
+        cluster.restart(3)
+    wait_for(lambda: cluster.health(1) == 200, timeout=30, what="node 1 to be ready again")
+    assert cluster.sql(1, "SELECT count(*) FROM ids")[0][0] == 60
+
+
+def test_status_vars_show_etcd(cluster):
+    import ssl
+    import urllib.request
+    ctx = ssl.create_default_context(cafile=os.path.join(cluster.certs, "ca.crt"))
+    ctx.check_hostname = False
+    url = f"https://{cluster.node(1).host}:{HTTP_PORT}/_status/vars"
+    with urllib.request.urlopen(url, timeout=5, context=ctx) as resp:
+        text = resp.read().decode()
+    for metric in ("etcd_round_trip_seconds_mean", "storage_commits", "liveness_livenodes 3", "etcd_voter 1"):
+        assert metric in text, text
