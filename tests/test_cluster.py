@@ -153,3 +153,49 @@ def test_status_vars_show_etcd(cluster):
         text = resp.read().decode()
     for metric in ("etcd_round_trip_seconds_mean", "storage_commits", "liveness_livenodes 3", "etcd_voter 1"):
         assert metric in text, text
+
+
+def _cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PILLBUG, *args, f"--certs-dir={cluster.certs}", f"--host={cluster.node(1).addr}"],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_node_ls_and_status(cluster):
+    ls = _cli(cluster, "node", "ls")
+    assert ls.returncode == 0, ls.stderr
+    assert ls.stdout.split()[:1] == ["id"] and ls.stdout.strip().endswith("(3 rows)")
+    status = _cli(cluster, "node", "status")
+    assert status.returncode == 0, status.stderr
+    header, _, *rows = status.stdout.splitlines()
+    for column in ("id", "address", "locality", "is_live", "is_voter", "etcd_health", "etcd_revision"):
+        assert column in header
+    body = [r for r in rows if "|" in r]
+    assert len(body) == 3 and all("healthy" in r and "region=" in r for r in body), status.stdout
+    assert sum(r.rstrip().endswith("true") for r in body) == 1  # exactly one etcd leader
+    missing = _cli(cluster, "node", "status", "99")
+    assert missing.returncode == 1 and "node 99 doesn't exist" in missing.stderr
+
+
+def test_node_drain_then_decommission_and_recommission(cluster):
+    node_id = int(cluster.sql(3, "SHOW node_id")[0][0])
+    idle = cluster.connect(3)
+    drain = _cli(cluster, "node", "drain", str(node_id))
+    assert drain.returncode == 0, drain.stderr
+    assert drain.stdout.strip().endswith("ok")
+    assert cluster.health(3) == 503 and cluster.health(3, ready=False) == 200  # up, not taking sessions
+    with pytest.raises(psycopg2.OperationalError):
+        with idle.cursor() as cur:
+            cur.execute("SELECT 1")
+    assert cluster.sql(1, f"SELECT draining FROM crdb_internal.gossip_liveness WHERE node_id = {node_id}") == [(True,)]
+    decommission = _cli(cluster, "node", "decommission", str(node_id))
+    assert decommission.returncode == 0, decommission.stderr
+    assert "No more data reported on target nodes" in decommission.stdout
+    assert cluster.sql(1, f"SELECT membership FROM crdb_internal.kv_node_status WHERE node_id = {node_id}") \
+        == [("decommissioned",)]
+    recommission = _cli(cluster, "node", "recommission", str(node_id))
+    assert recommission.returncode == 0 and recommission.stdout.strip() == "ok"
+    cluster.kill9(3)
+    cluster.restart(3)
+    assert cluster.sql(3, "SELECT count(*) FROM ids")[0][0] == 60
+    assert cluster.sql(1, f"SELECT membership, draining FROM crdb_internal.gossip_liveness "
+                          f"WHERE node_id = {node_id}") == [("active", False)]

@@ -132,7 +132,7 @@ def _run_interleaving(ops: list[tuple], directory: str) -> tuple[list[Attempt], 
         try:
             return fn(*args)
         except PgError as exc:  # a read below the compaction horizon: the transaction is dead
-            assert exc.code == "22023", exc
+            assert exc.code == "40001" and "compacted away" in exc.message, exc  # retryable
             a.failed = True
             a.txn.abandon()
             active.pop(next(i for i, x in active.items() if x is a))

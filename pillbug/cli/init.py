@@ -15,12 +15,12 @@ import argparse
 import asyncio
 import datetime
 import json
-import os
 import sys
 import time
 import uuid
 
-from pillbug.server.etcd_member import CLIENT_PORT_OFFSET, etcd_client, join_host_port, split_host_port
+from pillbug.cli import etcd_access
+from pillbug.server.etcd_member import etcd_client
 
 INIT_KEY = b"x/init"
 ALREADY_INITIALIZED = "cluster has already been initialized"
@@ -32,42 +32,23 @@ class InitError(Exception):
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("init", help="initialize a cluster")
-    p.add_argument("--host", default=os.environ.get("COCKROACH_HOST", "localhost:26257"),
-                   help="the SQL address of any voting node (host:port)")
-    p.add_argument("--port", "-p", type=int, default=None)
-    p.add_argument("--certs-dir", default=os.environ.get("COCKROACH_CERTS_DIR", "certs"))
-    p.add_argument("--insecure", action="store_true", default=os.environ.get("COCKROACH_INSECURE") == "true")
-    p.add_argument("--etcd-client-addr", default=None,
-                   help="the node's etcd client address, if it was started with --etcd-client-addr")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="seconds to keep trying to reach the node before giving up (default 10)")
-
-
-def etcd_endpoint(host: str, port: int | None, etcd_client_addr: str | None) -> tuple[str, str]:
-    """(the node's SQL address, its etcd client address)."""
-    sql_host, sql_port = split_host_port(host)
-    if port is not None:
-        sql_port = port
-    node = join_host_port(sql_host or "localhost", sql_port)
-    if etcd_client_addr:
-        return node, etcd_client_addr
-    return node, join_host_port(sql_host or "localhost", sql_port + CLIENT_PORT_OFFSET)
+    etcd_access.add_flags(p)
 
 
 async def initialize(endpoint: str, certs_dir: str | None, timeout: float, node: str = "") -> str:
     """Create x/init on the cluster behind `endpoint`; return the new cluster id. InitError if the
     cluster is already initialized or cannot be reached within `timeout` seconds."""
     from etcd3aio.kv import KVService  # the CLI's other verbs never load grpc
-    if certs_dir is not None:
-        for name in ("ca.crt", "client.root.crt", "client.root.key"):
-            if not os.path.exists(os.path.join(certs_dir, name)):
-                raise InitError(f"cannot load {name} from {certs_dir} (create it with `pillbug cert`)")
+    try:
+        etcd_access.check_certs(certs_dir)
+    except etcd_access.AccessError as exc:
+        raise InitError(str(exc)) from None
     cluster_id = str(uuid.uuid4())
     value = json.dumps({"cluster_id": cluster_id,
                         "created": datetime.datetime.now(datetime.UTC).isoformat()}).encode()
     what = f"node {node} (etcd client address {endpoint})" if node else f"etcd member at {endpoint}"
     try:
-        client = etcd_client([endpoint], certs_dir, "client.root", rpc_max_attempts=1)
+        client = etcd_client([endpoint], certs_dir, etcd_access.ROOT_CERT, rpc_max_attempts=1)
     except OSError as exc:
         raise InitError(f"cannot reach {what}: {exc}") from None
     await client.connect()
@@ -100,7 +81,7 @@ async def initialize(endpoint: str, certs_dir: str | None, timeout: float, node:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        node, endpoint = etcd_endpoint(args.host, args.port, args.etcd_client_addr)
+        node, endpoint = etcd_access.etcd_endpoint(args.host, args.port, args.etcd_client_addr)
     except ValueError as exc:
         print(f"ERROR: --host={args.host}: {exc}", file=sys.stderr)
         return 1

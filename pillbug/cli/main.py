@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from pillbug import CRDB_COMPAT_VERSION, __version__
-from pillbug.cli import cert, demo, init, sql_shell, start
+from pillbug.cli import cert, demo, init, node, sql_shell, start
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_cluster_parser(sub)
     init.add_parser(sub)
     demo.add_parser(sub)
+    node.add_parser(sub)
     sql_shell.add_parser(sub)
     cert.add_parser(sub)
     sub.add_parser("version", help="print the version")
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         return init.run(args)
     if args.command == "demo":
         return demo.run(args)
+    if args.command == "node":
+        return node.run(args)
     if args.command == "sql":
         return sql_shell.run(args)
     if args.command == "cert":

@@ -249,7 +249,10 @@ class Node:
                     membership = await asyncio.wait_for(cluster.membership(), PROBE_TIMEOUT)
                     self._decommissioned = membership != "active"
                 except Exception:
-                    pass
+                    membership = None
+                if membership == "decommissioned" and not self._draining:
+                    log.warning("this node was decommissioned: draining")
+                    asyncio.get_running_loop().create_task(self.drain())
             await asyncio.sleep(PROBE_INTERVAL)
 
     async def _serve_request(self, request: dict) -> dict | None:
