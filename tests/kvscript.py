@@ -184,10 +184,11 @@ class Renumbered(Store):
     def limits(self) -> StoreLimits:
         return self.base.limits
 
-    async def commit(self, compares: list[Compare], writes: list[tuple[bytes, bytes | None]]) -> CommitResult:
+    async def commit(self, compares: list[Compare], writes: list[tuple[bytes, bytes | None]],
+                     held_locks=None) -> CommitResult:
         etcd_compares = [KeyCompare(c.key, self.to_etcd_mod(c.mod_revision)) if isinstance(c, KeyCompare)
                          else RangeCompare(c.start, c.end, self.to_etcd(c.revision)) for c in compares]
-        result = await self.base.commit(etcd_compares, writes)
+        result = await self.base.commit(etcd_compares, writes, held_locks)
         if result.succeeded:
             self.revisions.append(result.revision)
             return CommitResult(len(self.revisions) - 1)

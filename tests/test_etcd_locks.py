@@ -85,7 +85,7 @@ def test_hot_keys_expire_and_stay_bounded():
     assert len(hot) == 3 and not hot.is_hot(b"b")  # the least recently contended went
 
 
-def test_lock_wait_release_and_takeover(endpoint, namespace):
+def test_lock_wait_release_and_first_come_first_served(endpoint, namespace):
     async def run():
         a, b = await _nodes(endpoint, namespace)
         kv = a.client.kv
@@ -105,21 +105,26 @@ def test_lock_wait_release_and_takeover(endpoint, namespace):
             a.service.release(ta, [b"k"])
             await asyncio.wait_for(waiting.released, 5)
             granted = await b.service.lock(tb, b"k")
-            # Taken with the row's current version read in the same step; the wait edge is gone.
+            # Taken with the row's current version read in the same step.
             assert isinstance(granted, LockGrant) and granted.mod_revision == put.header.revision
             assert granted.revision > put.header.revision
-            assert not (await kv.get(namespace + b"x/wait/" + tb)).kvs
-            # A release guarded by the id does not free someone else's lock.
-            a.service.release(ta, [b"k"])
+            # First come, first served across nodes: node a's next transaction queues behind
+            # node b's waiter even though node a let go and asks first after b's release.
+            t2 = b.service.txn_id(300)
+            behind_b = await b.service.lock(t2, b"k")  # b's second transaction, queued first
+            assert isinstance(behind_b, LockWait)
+            ta2 = a.service.txn_id(400)
+            behind_both = await a.service.lock(ta2, b"k")
+            assert isinstance(behind_both, LockWait)
+            b.service.release(tb, [b"k"])
+            await asyncio.wait_for(behind_b.released, 5)
+            assert isinstance(await b.service.lock(t2, b"k"), LockGrant)
+            assert isinstance(await a.service.lock(ta2, b"k"), LockWait)  # still behind t2
+            behind_both.cancel()
+            b.service.release(t2, [b"k"])
+            a.service.release(ta2, [b"k"])
             await asyncio.sleep(0.3)
-            assert (await kv.get(namespace + b"x/lock/k")).kvs[0].value == tb
-            # A lock of a finished transaction of this node is taken over at once.
-            t1, t2 = b.service.txn_id(300), b.service.txn_id(300)
-            assert isinstance(await b.service.lock(t1, b"j"), LockGrant)
-            b.service.release(t1, [b"j"])
-            assert isinstance(await b.service.lock(t2, b"j"), LockGrant)
-            await asyncio.sleep(0.3)  # t1's release, late, leaves t2's lock alone
-            assert (await kv.get(namespace + b"x/lock/j")).kvs[0].value == t2
+            assert not (await kv.get(namespace + b"x/lock/", range_end=namespace + b"x/lock0")).kvs
         finally:
             await _close([a, b])
     asyncio.run(run())

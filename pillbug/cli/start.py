@@ -16,7 +16,7 @@ import sys
 
 from pillbug.server.etcd_member import cluster_layout, normalize_addr
 from pillbug.server.node import Node, NodeConfig
-from pillbug.util import errors
+from pillbug.util import errors, timeslice
 
 
 def _host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -65,6 +65,9 @@ async def _serve(config: NodeConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGUSR2: every parked statement's stack to the log (what a stuck node is waiting for), as
+    # CockroachDB's goroutine dump serves; the node goes on serving.
+    loop.add_signal_handler(signal.SIGUSR2, timeslice.log_parked_stacks)
     await stop.wait()
     print("initiating graceful shutdown of server", file=sys.stderr, flush=True)
     await node.stop()

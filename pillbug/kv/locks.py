@@ -168,23 +168,32 @@ def lock_in_cluster(service: RowLockService, txn_id: bytes, key: bytes, owner: L
     """
     began = time.monotonic()
     walk_at = began
-    while True:
-        outcome = timeslice.await_(service.lock(txn_id, key))
-        if outcome is None or isinstance(outcome, LockGrant):
-            return outcome
-        hot.note(key)  # held by another transaction, most likely on another node
-        owner.waiting_for = key
-        try:
-            while not outcome.released.done():
-                now = time.monotonic()
-                if now - began >= CLUSTER_WAIT_SECONDS:
-                    service.release(txn_id, ())  # withdraw the wait; go on, optimistic
-                    return None
-                if now >= walk_at:
-                    walk_at = now + DEADLOCK_WALK_SECONDS
-                    if timeslice.await_(service.is_deadlock_victim(txn_id, key)):
-                        raise deadlock(key)
-                wait(outcome.released, began)
-        finally:
-            owner.waiting_for = None
-            outcome.cancel()
+    granted = False
+    try:
+        while True:
+            outcome = timeslice.await_(service.lock(txn_id, key))
+            if outcome is None:
+                return None
+            if isinstance(outcome, LockGrant):
+                granted = True
+                return outcome
+            hot.note(key)  # held by another transaction, most likely on another node
+            owner.waiting_for = key
+            try:
+                while not outcome.released.done():
+                    now = time.monotonic()
+                    if now - began >= CLUSTER_WAIT_SECONDS:
+                        return None  # go on, optimistic: the commit's compares decide
+                    if now >= walk_at:
+                        walk_at = now + DEADLOCK_WALK_SECONDS
+                        if timeslice.await_(service.is_deadlock_victim(txn_id, key)):
+                            raise deadlock(key)
+                    wait(outcome.released, began)
+            finally:
+                owner.waiting_for = None
+                outcome.cancel()
+    finally:
+        if not granted:
+            # Leave the row's queue (and withdraw the wait), whatever ended the wait: a place
+            # left behind would hold up everyone queued after it for as long as this node lives.
+            service.release(txn_id, (key,))

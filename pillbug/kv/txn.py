@@ -45,6 +45,7 @@ from pillbug.storage.store import (
     CommitOutcomeUnknownError,
     CommitResult,
     CompactedError,
+    HeldLocks,
     KeyCompare,
     RangeCompare,
     Store,
@@ -483,7 +484,8 @@ class Txn:
         compares: list = [KeyCompare(k, m) for k, m in self.reads.items()]
         compares.extend(RangeCompare(s, e, read_revision) for s, e in self.spans)
         try:
-            result: CommitResult = await self.store.commit(compares, list(self.writes.items()))
+            held = HeldLocks(self.txn_id, list(self.cluster_locked)) if self.cluster_locked and self.txn_id else None
+            result: CommitResult = await self.store.commit(compares, list(self.writes.items()), held)
         except CommitFailedError as exc:
             raise errors.PgError(errors.IO_ERROR, f"commit failed, nothing was written: {exc}") from None
         except CommitOutcomeUnknownError as exc:
@@ -502,6 +504,8 @@ class Txn:
                 "TransactionRetryWithProtoRefreshError: TransactionRetryError: retry txn "
                 f"(RETRY_SERIALIZABLE - failed preemptive refresh due to a conflict: {what})")
         assert read_revision is None or result.revision > read_revision
+        if result.released_locks:
+            self.cluster_locked = []  # the commit let go of them: nothing left to release
         self.committed_revision = result.revision
         return result.revision
 

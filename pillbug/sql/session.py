@@ -301,6 +301,10 @@ class Session:
             raise
         finally:
             self.txn = None
+            if not txn.is_done:
+                # It gave way before committing: its row locks go now, or the statement it gave
+                # way to would wait for them forever.
+                txn.abandon()
         if txn.has_writes:
             self.commits += 1
 

@@ -75,6 +75,7 @@ from pillbug.storage.store import (
     CommitResult,
     CompactedError,
     Compare,
+    HeldLocks,
     KeyCompare,
     RangeCompare,
     Store,
@@ -462,8 +463,8 @@ class LMDBStore(Store):
 
     # ---- commits (the loop's thread) -------------------------------------------------------
 
-    async def commit(self, compares: Sequence[Compare],
-                     writes: Sequence[tuple[bytes, bytes | None]]) -> CommitResult:
+    async def commit(self, compares: Sequence[Compare], writes: Sequence[tuple[bytes, bytes | None]],
+                     held_locks: HeldLocks | None = None) -> CommitResult:
         if self._closed:
             raise RuntimeError("store is closed")
         loop = self._loop = asyncio.get_running_loop()

@@ -34,11 +34,19 @@ Compare = KeyCompare | RangeCompare
 
 
 @dataclass(frozen=True, slots=True)
+class HeldLocks:
+    """The row locks a committing transaction holds (Store.row_locks): its lock id and the keys."""
+    txn_id: bytes
+    keys: Sequence[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class CommitResult:
     """The outcome of a conditional commit: a new revision, or the compare that failed."""
     revision: int  # 0 when a compare failed
     failed: Compare | None = None
     conflict_key: bytes | None = None  # the key whose change made `failed` fail
+    released_locks: bool = False  # the commit let go of the held locks itself (see Store.commit)
 
     @property
     def succeeded(self) -> bool:
@@ -164,9 +172,15 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def commit(self, compares: Sequence[Compare],
-                     writes: Sequence[tuple[bytes, bytes | None]]) -> CommitResult:
+    async def commit(self, compares: Sequence[Compare], writes: Sequence[tuple[bytes, bytes | None]],
+                     held_locks: HeldLocks | None = None) -> CommitResult:
         """Apply writes atomically and durably iff every compare holds.
+
+        held_locks: the row locks (row_locks) the committing transaction holds. An engine with
+        row locks also fails the commit when it writes a key that another transaction queues for
+        without holding its lock (conflict_key names it), so that writers who never saw the row
+        contended queue behind its waiters instead of overtaking them; and it may let go of the
+        held locks in the same commit (then it says so: CommitResult.released_locks).
 
         A write with value None is a delete (a tombstone version). The returned revision is the
         new revision of every written key. Durable means synced before this returns. Raises

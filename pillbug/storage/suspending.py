@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from pillbug.storage.lmdb_store import LMDBStore
-from pillbug.storage.store import CommitResult, Compare, Store, StoreLimits, WatchEvent
+from pillbug.storage.store import CommitResult, Compare, HeldLocks, Store, StoreLimits, WatchEvent
 from pillbug.util import timeslice
 
 SPEC_NAME = "suspending"
@@ -91,10 +91,10 @@ class SuspendingStore(Store):
     def limits(self) -> StoreLimits:
         return self.base.limits
 
-    async def commit(self, compares: Sequence[Compare],
-                     writes: Sequence[tuple[bytes, bytes | None]]) -> CommitResult:
+    async def commit(self, compares: Sequence[Compare], writes: Sequence[tuple[bytes, bytes | None]],
+                     held_locks: HeldLocks | None = None) -> CommitResult:
         await self._turn()
-        return await self.base.commit(compares, writes)
+        return await self.base.commit(compares, writes, held_locks)
 
     async def compact(self, revision: int) -> None:
         await self._turn()

@@ -231,3 +231,17 @@ class Slicer:
         if not ok:
             raise value
         return value
+
+
+def log_parked_stacks() -> None:
+    """Log the stack of every statement greenlet that is parked (waiting for a future): for
+    finding out what a stuck node waits for (SIGUSR2 on a node)."""
+    import gc
+    import logging
+    import traceback
+    log = logging.getLogger("pillbug.stacks")
+    parked = [g for g in gc.get_objects() if type(g) is _SliceGreenlet and g.gr_frame is not None]
+    log.warning("%d statement greenlets", len(parked))
+    for g in parked:
+        log.warning("greenlet parked on %r:\n%s", getattr(g, "parked", None),
+                    "".join(traceback.format_stack(g.gr_frame)))

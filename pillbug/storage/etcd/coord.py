@@ -226,12 +226,13 @@ class Coordinator:
     async def send(self, node_id: int, message: dict, timeout: float = 5.0) -> dict:
         """Ask node `node_id` (its serve() handler) and return its answer. Raises
         CoordinationError when that node is not live, TimeoutError when no answer came in time
-        (the request is then withdrawn)."""
-        assert self.node_id is not None, "register() before sending"
+        (the request is then withdrawn). A sender that is no node (the CLI) is sender 0: its
+        replies go to x/inbox/0/reply/<msg id>, which random message ids keep apart."""
+        sender = self.node_id or 0
         msg_id = os.urandom(8).hex()
         request_key = self.key("inbox", node_id, msg_id)
-        reply_key = self.key("inbox", self.node_id, "reply", msg_id)
-        body = json.dumps({"from": self.node_id, "id": msg_id, "message": message}).encode()
+        reply_key = self.key("inbox", sender, "reply", msg_id)
+        body = json.dumps({"from": sender, "id": msg_id, "message": message}).encode()
         live = Compare(result=Compare.GREATER, target=Compare.CREATE, key=self.key("node", node_id),
                        create_revision=0)
         async with asyncio.timeout(timeout):

@@ -33,7 +33,7 @@ def prefix_end(prefix: bytes) -> bytes:
 class Layout:
     """The etcd keys of one namespace."""
 
-    __slots__ = ("ns", "data", "data_end", "txn", "tomb", "clock", "gc", "_cut")
+    __slots__ = ("ns", "data", "data_end", "txn", "tomb", "clock", "gc", "lock", "wait", "_cut")
 
     def __init__(self, namespace: bytes) -> None:
         self.ns = namespace
@@ -43,6 +43,8 @@ class Layout:
         self.tomb = namespace + b"x/tomb/"
         self.clock = namespace + b"x/clock"
         self.gc = namespace + b"x/gc"
+        self.lock = namespace + b"x/lock/"  # row lock queues (locks.py)
+        self.wait = namespace + b"x/wait/"  # their wait edges
         self._cut = len(self.data)
 
     def d(self, key: bytes) -> bytes:
@@ -63,6 +65,14 @@ class Layout:
 
     def txn_key(self, txn_id: bytes) -> bytes:
         return self.txn + txn_id
+
+    def lock_queue(self, key: bytes) -> bytes:
+        """The prefix of one row's lock queue; its length keeps key "a"'s queue from being a prefix
+        of key "a/b"'s."""
+        return self.lock + len(key).to_bytes(4, "big") + key + b"/"
+
+    def wait_key(self, lock_txn_id: bytes) -> bytes:
+        return self.wait + lock_txn_id
 
 
 def encode_value(value: bytes | None) -> bytes:

@@ -1,46 +1,44 @@
-"""Row locks across nodes: lock records in etcd under the holder node's lease (rfcs/0001 §2.5).
+"""Row locks across nodes: a queue per row in etcd, under the waiting nodes' leases (rfcs/0001 §2.5).
 
 kv/locks.py's LockTable queues the writers of a row on one node; behind a load balancer they sit
 on different nodes, and optimism alone starves them. So a transaction that must wait its turn on
-a row (kv/ decides which rows: the ones this node has seen contended) also takes
+a row (kv/ decides which rows: the ones this node has seen contended) also joins the row's queue
 
-  x/lock/<key> = <txn id>          under this node's lease (coord.py): a crash frees it
+  x/lock/<len><key>/<txn id> = ""      under this node's lease (coord.py): a crash leaves the queue
 
-with one Txn that also reads the row's current version (`d<key>`), so locking costs one Raft
-write and no extra read:
+with one Txn that also reads the queue's head and the row's current version (`d<key>`). The queue
+is ordered by the entries' create_revision, so turns are first come, first served across nodes
+(etcd's own lock recipe): the head holds the lock. A transaction behind others writes its wait
+edge and watches the entry just ahead of it for its delete, then looks again; so a node whose
+clients keep writing one row cannot keep taking it from the waiters of other nodes (a
+release-then-retake race that an "if absent, put" lock loses to whoever is closest to etcd).
+Taking a free lock costs one Raft write and no extra read.
 
-  if create_revision(x/lock/k) == 0 then put x/lock/k, range d<k> (keys only), delete x/wait/<me>
-  else range x/lock/k, range d<k>, put x/wait/<me> = k (lease)
+A txn id is 16 bytes of HLC timestamp, the 2-byte node id and a 4-byte counter: ids sort by age.
+Deadlocks: x/wait/<txn id> = the key a transaction waits for. A waiter walks key -> the head of its
+queue -> that transaction's wait edge -> ... (at most MAX_WALK steps, reads at one revision); if the
+walk comes back to itself, the youngest transaction of the cycle (the largest id) gives way, so
+exactly one does.
 
-When someone else holds it, the waiter watches x/lock/k for its delete from the Txn's revision
-(so a release between the Txn and the watch is not missed) and tries again. A txn id is 16 bytes
-of HLC timestamp, the 2-byte node id and a 4-byte counter: ids sort by age, and a lock whose
-holder is a transaction of this node that has finished (its release still in flight) is taken
-over with a compare on the holder's id instead of waiting for the delete.
-
-Deadlocks: x/wait/<txn id> = the key a transaction waits for. A waiter walks lock -> holder ->
-its wait -> lock ... (at most MAX_WALK steps, reads at one revision); if the walk comes back to
-itself, the youngest transaction of the cycle (the largest id) gives way, so exactly one does.
-
-Releases (after commit or abort) run in the background: one Txn of nested Txns, each deleting
-one lock key only if it still holds this transaction's id, plus the wait edge. A release that
-cannot reach etcd is retried a few times and then left to the lease.
+Releases (after commit or abort, or when a waiter gives up) run in the background: one Txn deleting
+the transaction's entries and its wait edge. A release that cannot reach etcd is retried a few
+times and then left to the lease.
 This module knows nothing of SQL.
 """
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import logging
 import struct
 from collections.abc import Sequence
 
-from etcd3aio._protobuf import Compare, RangeRequest, RequestOp, TxnRequest
-from etcd3aio.kv import KVService
+from etcd3aio._protobuf import RangeRequest, RequestOp
+from etcd3aio.kv import KVService, prefix_range_end
 
 from pillbug.storage.etcd.coord import TRANSIENT_ERRORS, Coordinator, wait_for_event
+from pillbug.storage.etcd.keys import Layout
 from pillbug.storage.store import LockGrant, LockWait, RowLockService
 
 _log = logging.getLogger(__name__)
@@ -48,7 +46,6 @@ _log = logging.getLogger(__name__)
 MAX_WALK = 100  # steps of a deadlock walk
 RELEASE_BATCH = 1000  # keys per release Txn (etcd --max-txn-ops=4096)
 _RELEASE_ATTEMPTS = 3
-_FINISHED_REMEMBERED = 4096  # this node's finished transactions whose locks may be taken over
 CALL_SECONDS = 10.0  # an etcd call that takes longer: the service "cannot answer now"
 _ID = struct.Struct(">16sHI")
 
@@ -69,11 +66,11 @@ class EtcdRowLocks(RowLockService):
     def __init__(self, coordinator: Coordinator, *, namespace: bytes = b"", data_prefix: bytes = b"d") -> None:
         self.coordinator = coordinator
         self.client = coordinator.client
-        self._lock_prefix = namespace + b"x/lock/"
-        self._wait_prefix = namespace + b"x/wait/"
+        self._layout = Layout(namespace)
+        self._lock_prefix = self._layout.lock
+        self._wait_prefix = self._layout.wait
         self._data_prefix = namespace + data_prefix
         self._counter = itertools.count(1)
-        self._finished: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._tasks: set[asyncio.Task] = set()
 
     def txn_id(self, timestamp: int) -> bytes:
@@ -85,49 +82,37 @@ class EtcdRowLocks(RowLockService):
     def node_of(txn_id: bytes) -> int:
         return _ID.unpack(txn_id)[1]
 
+    def _queue(self, key: bytes) -> bytes:
+        return self._layout.lock_queue(key)
+
     async def lock(self, txn_id: bytes, key: bytes) -> LockGrant | LockWait | None:
         lease = self.coordinator.lease_id
         if lease is None:
             return None
         kv = self.coordinator.kv
-        lock_key, wait_key, data_key = self._lock_prefix + key, self._wait_prefix + txn_id, self._data_prefix + key
-        take = [KVService.txn_op_put(lock_key, txn_id, lease=lease),
-                RequestOp(request_range=_keys_only(data_key)),
-                KVService.txn_op_delete(wait_key)]
-        look = [KVService.txn_op_get(lock_key), RequestOp(request_range=_keys_only(data_key)),
-                KVService.txn_op_put(wait_key, key, lease=lease)]
-        free = KVService.txn_compare_create_revision(lock_key, 0)
+        queue = self._queue(key)
+        join = [KVService.txn_op_put(queue + txn_id, b"", lease=lease),
+                RequestOp(request_range=_by_age(queue)),
+                RequestOp(request_range=_keys_only(self._data_prefix + key))]
         try:
-            response = await kv.txn([free], take, look, timeout=CALL_SECONDS, max_attempts=1)
-            for _ in range(2):  # a takeover can lose to another node's; then it waits
-                if response.succeeded:
-                    return LockGrant(response.header.revision, _mod(response.responses[1]))
-                holders = response.responses[0].response_range.kvs
-                if not holders:  # released between the compare and now: try again
-                    response = await kv.txn([free], take, look, timeout=CALL_SECONDS, max_attempts=1)
-                    continue
-                holder = holders[0].value
-                if holder == txn_id:
-                    return LockGrant(response.header.revision, _mod(response.responses[1]))
-                if holder not in self._finished:
-                    break
-                # A finished transaction of this node: its release is in flight; take over.
-                same = Compare(result=Compare.EQUAL, target=Compare.VALUE, key=lock_key, value=holder)
-                response = await kv.txn([same], take, look, timeout=CALL_SECONDS, max_attempts=1)
-            if response.succeeded:
-                return LockGrant(response.header.revision, _mod(response.responses[1]))
+            # A put of an entry that is already there keeps its create_revision: its place.
+            response = await kv.txn([], join, [], timeout=CALL_SECONDS, max_attempts=1)
+            ahead = _ahead_of(response.responses[1].response_range.kvs, queue + txn_id)
+            if ahead is None:
+                return LockGrant(response.header.revision, _mod(response.responses[2]))
+            await kv.put(self._wait_prefix + txn_id, key, lease=lease, timeout=CALL_SECONDS)
         except TRANSIENT_ERRORS as exc:
             _log.warning("row lock on %r: etcd did not answer (%s); going on without it", key, exc)
             return None
-        holders = response.responses[0].response_range.kvs
-        holder = holders[0].value if holders else b""
+        holders = response.responses[1].response_range.kvs
+        holder = holders[0].key[len(queue):] if holders else b""
         released = asyncio.get_running_loop().create_future()
-        watch = self._spawn(self._watch_release(lock_key, response.header.revision + 1, released))
+        watch = self._spawn(self._watch_release(ahead, response.header.revision + 1, released))
         return _Wait(released, holder, watch)
 
-    async def _watch_release(self, lock_key: bytes, revision: int, released: asyncio.Future) -> None:
+    async def _watch_release(self, entry: bytes, revision: int, released: asyncio.Future) -> None:
         with contextlib.suppress(*TRANSIENT_ERRORS):
-            await wait_for_event(self.client, lock_key, revision, deletes_only=True)
+            await wait_for_event(self.client, entry, revision, deletes_only=True)
         if not released.done():
             released.set_result(None)
 
@@ -137,12 +122,15 @@ class EtcdRowLocks(RowLockService):
         cycle = [txn_id]
         try:
             for _ in range(MAX_WALK):
-                found = await kv.get(self._lock_prefix + key, revision=revision, serializable=revision > 0,
-                                     timeout=CALL_SECONDS)
-                revision = revision or found.header.revision
-                if not found.kvs:
+                queue = self._queue(key)
+                read = RequestOp(request_range=_by_age(queue, limit=1, revision=revision,
+                                                       serializable=revision > 0))
+                answer = await kv.txn([], [read], [], timeout=CALL_SECONDS)
+                revision = revision or answer.header.revision
+                found = answer.responses[0].response_range.kvs
+                if not found:
                     return False
-                holder = found.kvs[0].value
+                holder = found[0].key[len(queue):]
                 if holder == txn_id:
                     return max(cycle) == txn_id
                 cycle.append(holder)
@@ -156,20 +144,13 @@ class EtcdRowLocks(RowLockService):
         return False
 
     def release(self, txn_id: bytes, keys: Sequence[bytes]) -> None:
-        if keys:  # (without keys it only withdraws a wait: the transaction goes on)
-            self._finished[txn_id] = None
-            if len(self._finished) > _FINISHED_REMEMBERED:
-                self._finished.popitem(last=False)
         self._spawn(self._release(txn_id, list(keys)))
 
     async def _release(self, txn_id: bytes, keys: list[bytes]) -> None:
         kv = self.coordinator.kv
         batches = [keys[lo:lo + RELEASE_BATCH] for lo in range(0, len(keys), RELEASE_BATCH)] or [[]]
         for i, batch in enumerate(batches):
-            ops = [RequestOp(request_txn=TxnRequest(
-                compare=[Compare(result=Compare.EQUAL, target=Compare.VALUE, key=self._lock_prefix + key,
-                                 value=txn_id)],
-                success=[KVService.txn_op_delete(self._lock_prefix + key)])) for key in batch]
+            ops = [KVService.txn_op_delete(self._queue(key) + txn_id) for key in batch]
             if i == len(batches) - 1:
                 ops.append(KVService.txn_op_delete(self._wait_prefix + txn_id))
             for attempt in range(_RELEASE_ATTEMPTS):
@@ -194,6 +175,23 @@ class EtcdRowLocks(RowLockService):
             await asyncio.wait(tasks, timeout=CALL_SECONDS)
         for task in self._tasks:
             task.cancel()
+
+
+def _by_age(prefix: bytes, limit: int = 0, revision: int = 0, serializable: bool = False) -> RangeRequest:
+    """A queue's entries, oldest (the holder) first."""
+    return RangeRequest(key=prefix, range_end=prefix_range_end(prefix), keys_only=True, limit=limit,
+                        revision=revision, serializable=serializable, sort_order=RangeRequest.ASCEND,
+                        sort_target=RangeRequest.CREATE)
+
+
+def _ahead_of(entries: Sequence, mine: bytes) -> bytes | None:
+    """The entry just ahead of `mine` in a queue read oldest first; None when mine is the head."""
+    previous = None
+    for entry in entries:
+        if entry.key == mine:
+            return previous
+        previous = entry.key
+    return previous  # (mine is always there: it was put in the same Txn)
 
 
 def _keys_only(key: bytes) -> RangeRequest:

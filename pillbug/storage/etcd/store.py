@@ -65,6 +65,7 @@ from pillbug.storage.store import (
     CommitResult,
     CompactedError,
     Compare,
+    HeldLocks,
     KeyCompare,
     RangeCompare,
     Store,
@@ -77,7 +78,10 @@ from pillbug.util import hlc, timeslice
 # writes leave room in --max-request-bytes=8 MiB for compares and framing; 1 MiB values.
 LIMITS = StoreLimits(max_ops_per_commit=1000, max_bytes_per_commit=6 << 20, max_value_bytes=1 << 20)
 MAX_TXN_OPS = 4096
-MAX_COMPARES = MAX_TXN_OPS - 96  # room for the x/gc guard and the record's compare
+# Written keys whose lock queue a commit checks (row locks in use); past it a write stays optimistic.
+MAX_QUEUE_CHECKS = 64
+# Room for the x/gc guard, the record's compare and the lock queue checks.
+MAX_COMPARES = MAX_TXN_OPS - 96 - MAX_QUEUE_CHECKS
 MAX_READ_OPS = 4000  # Ranges in one get_many Txn
 COMMIT_SECONDS = 5.0  # a commit's deadline: past it the outcome is ambiguous and gets settled
 SETTLE_SECONDS = 10.0  # how long to try to settle an ambiguous commit (covers an election)
@@ -345,8 +349,8 @@ class EtcdStore(Store):
     def limits(self) -> StoreLimits:
         return LIMITS
 
-    async def commit(self, compares: Sequence[Compare],
-                     writes: Sequence[tuple[bytes, bytes | None]]) -> CommitResult:
+    async def commit(self, compares: Sequence[Compare], writes: Sequence[tuple[bytes, bytes | None]],
+                     held_locks: HeldLocks | None = None) -> CommitResult:
         if self._closed:
             raise RuntimeError("store is closed")
         layout = self._layout
@@ -355,6 +359,13 @@ class EtcdStore(Store):
         record = layout.txn_key(txn_id)
         etcd_compares = self._etcd_compares(compares)
         etcd_compares.append(C(target=C.CREATE, result=C.EQUAL, key=record, create_revision=0))
+        queued = self._queue_checks(writes, held_locks)
+        for key in queued:
+            # Nobody queues for this row (an empty range: the compare holds vacuously); else
+            # this writer, which does not hold the row's lock, must queue too (locks.py).
+            queue = layout.lock_queue(key)
+            etcd_compares.append(C(target=C.CREATE, result=C.LESS, key=queue, range_end=keys.prefix_end(queue),
+                                   create_revision=1))
         success = []
         for key, value in writes:
             if value is None:
@@ -368,6 +379,11 @@ class EtcdStore(Store):
             else:
                 success.append(_put(layout.d(key), keys.LIVE + value))
         success.append(_put(record, keys.COMMITTED))
+        if held_locks is not None and held_locks.keys:
+            # Let go of the row locks in the commit itself: waiters wake as it applies, and no
+            # release is left to do (a failed commit applies none of this: kv/ releases then).
+            success.extend(_delete(layout.lock_queue(key) + held_locks.txn_id) for key in held_locks.keys)
+            success.append(_delete(layout.wait_key(held_locks.txn_id)))
         stamp = keys.stamp(ts)
         success.append(pb.RequestOp(request_txn=pb.TxnRequest(
             compare=[C(target=C.VALUE, result=C.LESS, key=layout.clock, value=stamp)],
@@ -386,9 +402,18 @@ class EtcdStore(Store):
         self._saw(revision)
         if resp.succeeded:
             self.stats.commits += 1
-            return CommitResult(revision)
+            return CommitResult(revision, released_locks=bool(held_locks and held_locks.keys))
         self.stats.conflicts += 1
-        return await self._explain(compares, revision)
+        return await self._explain(compares, revision, queued)
+
+    def _queue_checks(self, writes: Sequence[tuple[bytes, bytes | None]],
+                      held_locks: HeldLocks | None) -> list[bytes]:
+        """The written keys whose lock queue the commit checks: with row locks in use, every key
+        it writes without holding the lock, up to MAX_QUEUE_CHECKS (a bulk write stays optimistic)."""
+        if self.row_locks is None or len(writes) > MAX_QUEUE_CHECKS:
+            return []
+        held = set(held_locks.keys) if held_locks is not None else ()
+        return [key for key, _ in writes if key not in held]
 
     def _etcd_compares(self, compares: Sequence[Compare]) -> list[Any]:
         d = self._layout.d
@@ -409,7 +434,7 @@ class EtcdStore(Store):
             out.append(C(target=C.VALUE, result=C.LESS, key=self._layout.gc, value=keys.u64(oldest + 1)))
         return out
 
-    async def _explain(self, compares: Sequence[Compare], at: int) -> CommitResult:
+    async def _explain(self, compares: Sequence[Compare], at: int, queued: Sequence[bytes] = ()) -> CommitResult:
         """Which compare failed, and on which key: serializable reads at the failed Txn's revision
         (what its compares saw), in one Txn (per MAX_READ_OPS compares)."""
         layout = self._layout
@@ -440,6 +465,15 @@ class EtcdStore(Store):
                     return CommitResult(0, c, c.start)  # older than the GC horizon (as on LMDB)
                 if kvs:
                     return CommitResult(0, c, layout.user_key(kvs[0].key))
+        if queued:
+            # A row someone queues for, written without its lock: the writer must queue too.
+            reads = [pb.RequestOp(request_range=pb.RangeRequest(
+                key=layout.lock_queue(key), range_end=keys.prefix_end(layout.lock_queue(key)), revision=at,
+                serializable=True, keys_only=True, limit=1)) for key in queued]
+            resp = await self._read("Txn", pb.TxnRequest(success=reads), at)
+            for key, op in zip(queued, resp.responses):
+                if op.response_range.kvs:
+                    return CommitResult(0, KeyCompare(key, 0), key)
         # Only a merged (coarser) compare failed: report the first range it covers that changed.
         for c in _merge([c for c in compares if isinstance(c, KeyCompare) or c.start < c.end]):
             if isinstance(c, RangeCompare):
@@ -684,6 +718,10 @@ class EtcdStore(Store):
             self._sending.cancel()
         await self.client.close()
         await self._transport.close()
+
+
+def _delete(key: bytes) -> Any:
+    return pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=key))
 
 
 def _put(key: bytes, value: bytes) -> Any:
