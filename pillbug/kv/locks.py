@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -39,6 +40,8 @@ from typing import Protocol
 from pillbug.storage.store import LockGrant, RowLockService
 from pillbug.util import errors, timeslice
 from pillbug.util.encoding import pretty_key
+
+_log = logging.getLogger(__name__)
 
 MAX_LOCKS_PER_TXN = 10_000
 MAX_HOT_KEYS = 10_000
@@ -183,6 +186,8 @@ def lock_in_cluster(service: RowLockService, txn_id: bytes, key: bytes, owner: L
                 while not outcome.released.done():
                     now = time.monotonic()
                     if now - began >= CLUSTER_WAIT_SECONDS:
+                        _log.info("gave up waiting %.0fs for the row lock on %s (queued behind %s)",
+                                  CLUSTER_WAIT_SECONDS, pretty_key(key), outcome.holder.hex())
                         return None  # go on, optimistic: the commit's compares decide
                     if now >= walk_at:
                         walk_at = now + DEADLOCK_WALK_SECONDS

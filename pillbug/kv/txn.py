@@ -39,7 +39,7 @@ import bisect
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from pillbug.kv.locks import LockTable, lock_in_cluster
+from pillbug.kv.locks import DEADLOCK_WALK_SECONDS, LockTable, deadlock, lock_in_cluster
 from pillbug.storage.store import (
     CommitFailedError,
     CommitOutcomeUnknownError,
@@ -50,7 +50,7 @@ from pillbug.storage.store import (
     RangeCompare,
     Store,
 )
-from pillbug.util import errors
+from pillbug.util import errors, timeslice
 from pillbug.util.encoding import pretty_key
 
 _SCAN_BATCH = 1024
@@ -209,18 +209,45 @@ class Txn:
         to_lock = sorted({key for key in keys if key not in writes})
         if not to_lock:
             return self.get_many(keys)
+        service = self.store.row_locks
         for key in to_lock:
             future = locks.acquire(self, key)
             began = time.monotonic()
-            while future is not None:
-                self.waiting_for = key
-                try:
-                    wait(future, began)
-                finally:
-                    self.waiting_for = None
-                future = locks.acquire(self, key)
+            walk_at = began
+            noted: bytes | None = None  # the lock txn id whose wait etcd records
+            try:
+                while future is not None:
+                    self.waiting_for = key
+                    try:
+                        if service is not None and self.txn_id is not None:
+                            # It holds cluster locks and now waits in this node's table: a cycle
+                            # through this wait spans nodes, and only a walk through etcd sees it.
+                            if noted is None:
+                                noted = self.txn_id
+                                timeslice.await_(service.note_wait(noted, key))
+                            now = time.monotonic()
+                            if now >= walk_at:
+                                walk_at = now + DEADLOCK_WALK_SECONDS
+                                if timeslice.await_(service.is_deadlock_victim(noted, key)):
+                                    raise deadlock(key)
+                        wait(future, began)
+                    finally:
+                        self.waiting_for = None
+                    future = locks.acquire(self, key)
+            finally:
+                if noted is not None and service is not None:
+                    service.clear_wait(noted)
         store = self.store
-        granted = self._lock_in_cluster(to_lock, wait) if store.row_locks is not None else None
+        if store.row_locks is not None:
+            granted = self._lock_in_cluster(to_lock, wait)
+            if granted is None:
+                # Rows this node has not seen contended stay optimistic in a cluster: checking
+                # for a newer version would cost two round trips (the newest revision, then the
+                # rows' versions at it) on every write; a conflict at commit marks the row hot,
+                # and the retry queues for its lock, which reads the current version for free.
+                return self.get_many(keys)
+        else:
+            granted = None
         if granted is not None:
             # Every key was locked in the cluster, each with its current version: no read needed.
             newest = max(revision for revision, _ in granted)

@@ -98,6 +98,15 @@ class RowLockService(abc.ABC):
         """A new transaction id, unique in the cluster, that sorts by `timestamp` (HLC) first."""
 
     @abc.abstractmethod
+    async def note_wait(self, txn_id: bytes, key: bytes) -> None:
+        """Record that txn_id waits for key in a node's own lock table, so that a deadlock walk
+        can pass through a wait that no cluster lock shows."""
+
+    @abc.abstractmethod
+    def clear_wait(self, txn_id: bytes) -> None:
+        """Withdraw note_wait's record, in the background."""
+
+    @abc.abstractmethod
     async def lock(self, txn_id: bytes, key: bytes) -> LockGrant | LockWait | None:
         """Take key's lock for txn_id and read the row's version, or say who holds it (and
         record that txn_id waits for key); None when the service cannot answer now (the caller

@@ -32,6 +32,7 @@ import contextlib
 import itertools
 import logging
 import struct
+import time
 from collections.abc import Sequence
 
 from etcd3aio._protobuf import RangeRequest, RequestOp
@@ -46,6 +47,7 @@ _log = logging.getLogger(__name__)
 MAX_WALK = 100  # steps of a deadlock walk
 RELEASE_BATCH = 1000  # keys per release Txn (etcd --max-txn-ops=4096)
 _RELEASE_ATTEMPTS = 3
+LOCK_LEASE_SECONDS = 3  # the TTL of the lease lock entries hang on (see _lease)
 CALL_SECONDS = 10.0  # an etcd call that takes longer: the service "cannot answer now"
 _ID = struct.Struct(">16sHI")
 
@@ -72,6 +74,9 @@ class EtcdRowLocks(RowLockService):
         self._data_prefix = namespace + data_prefix
         self._counter = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
+        self._lease_id: int | None = None
+        self._lease_until = 0.0
+        self._keepalive: asyncio.Task | None = None
 
     def txn_id(self, timestamp: int) -> bytes:
         node_id = self.coordinator.node_id
@@ -85,15 +90,62 @@ class EtcdRowLocks(RowLockService):
     def _queue(self, key: bytes) -> bytes:
         return self._layout.lock_queue(key)
 
+    async def _lease(self) -> int | None:
+        """The lease lock entries hang on: LOCK_LEASE_SECONDS, shorter than the node's liveness
+        lease, so that a node that stops answering (paused, cut off) holds up the writers queued
+        behind it for seconds, not for its liveness TTL. Locks carry no correctness (the commit's
+        compares do), so one lost under a live holder costs queueing only."""
+        if self._lease_id is not None and time.monotonic() < self._lease_until:
+            return self._lease_id
+        lease = self.client.lease
+        assert lease is not None
+        try:
+            grant = await lease.grant(LOCK_LEASE_SECONDS, timeout=CALL_SECONDS)
+        except TRANSIENT_ERRORS as exc:
+            _log.warning("no lease for row locks: %s", exc)
+            return None
+        self._lease_id = grant.ID
+        self._lease_until = time.monotonic() + LOCK_LEASE_SECONDS
+        if self._keepalive is None or self._keepalive.done():
+            self._keepalive = self._spawn(self._keep_alive())
+        return self._lease_id
+
+    async def _keep_alive(self) -> None:
+        lease = self.client.lease
+        assert lease is not None
+        while self._lease_id is not None:
+            await asyncio.sleep(LOCK_LEASE_SECONDS / 3)
+            lease_id = self._lease_id
+            if lease_id is None:
+                return
+            try:
+                call = lease.keep_alive(lease_id)
+                try:
+                    ttl = 0
+                    async for response in call:
+                        ttl = response.TTL
+                        break
+                finally:
+                    call.cancel()
+            except TRANSIENT_ERRORS:
+                continue  # _lease() replaces it once it has lapsed
+            if ttl > 0 and self._lease_id == lease_id:
+                self._lease_until = time.monotonic() + ttl
+            elif self._lease_id == lease_id:
+                self._lease_id = None  # it lapsed: the next lock takes a new one
+
     async def lock(self, txn_id: bytes, key: bytes) -> LockGrant | LockWait | None:
-        lease = self.coordinator.lease_id
+        lease = await self._lease()
         if lease is None:
             return None
         kv = self.coordinator.kv
         queue = self._queue(key)
+        # The wait edge of an earlier wait goes: a holder whose edge still named the key it now
+        # holds would send every deadlock walk round in a circle that never reaches the walker.
         join = [KVService.txn_op_put(queue + txn_id, b"", lease=lease),
                 RequestOp(request_range=_by_age(queue)),
-                RequestOp(request_range=_keys_only(self._data_prefix + key))]
+                RequestOp(request_range=_keys_only(self._data_prefix + key)),
+                KVService.txn_op_delete(self._wait_prefix + txn_id)]
         try:
             # A put of an entry that is already there keeps its create_revision: its place.
             response = await kv.txn([], join, [], timeout=CALL_SECONDS, max_attempts=1)
@@ -109,6 +161,22 @@ class EtcdRowLocks(RowLockService):
         released = asyncio.get_running_loop().create_future()
         watch = self._spawn(self._watch_release(ahead, response.header.revision + 1, released))
         return _Wait(released, holder, watch)
+
+    async def note_wait(self, txn_id: bytes, key: bytes) -> None:
+        lease = await self._lease()
+        if lease is None:
+            return
+        try:
+            await self.coordinator.kv.put(self._wait_prefix + txn_id, key, lease=lease, timeout=CALL_SECONDS)
+        except TRANSIENT_ERRORS as exc:
+            _log.warning("could not record a wait for %r: %s", key, exc)
+
+    def clear_wait(self, txn_id: bytes) -> None:
+        self._spawn(self._clear_wait(txn_id))
+
+    async def _clear_wait(self, txn_id: bytes) -> None:
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            await self.coordinator.kv.delete(self._wait_prefix + txn_id, timeout=CALL_SECONDS)
 
     async def _watch_release(self, entry: bytes, revision: int, released: asyncio.Future) -> None:
         with contextlib.suppress(*TRANSIENT_ERRORS):
@@ -169,12 +237,20 @@ class EtcdRowLocks(RowLockService):
         return task
 
     async def close(self) -> None:
-        """Let pending releases finish (bounded by CALL_SECONDS each), stop the watches."""
+        """Let pending releases finish (bounded by CALL_SECONDS each), stop the watches, and
+        revoke the locks' lease (whatever is left goes at once)."""
+        keepalive, self._keepalive = self._keepalive, None
+        if keepalive is not None:
+            keepalive.cancel()
         tasks = list(self._tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=CALL_SECONDS)
         for task in self._tasks:
             task.cancel()
+        lease_id, self._lease_id = self._lease_id, None
+        if lease_id is not None:
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await self.client.lease.revoke(lease_id, timeout=5)  # type: ignore[union-attr]
 
 
 def _by_age(prefix: bytes, limit: int = 0, revision: int = 0, serializable: bool = False) -> RangeRequest:
