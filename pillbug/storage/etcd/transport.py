@@ -75,8 +75,10 @@ def _is_future(exc: grpc.aio.AioRpcError) -> bool:
     return exc.code() == grpc.StatusCode.OUT_OF_RANGE and "future revision" in (exc.details() or "")
 
 
+# "context deadline exceeded" (UNKNOWN) is a member cut off from the others whose linearizable
+# read waited for a quorum in vain (seen in the network-cut test).
 _TRANSIENT_DETAILS = ("leader changed", "timed out", "no leader", "stopped", "not capable",
-                      "too many requests", "Stream removed", "Socket closed")
+                      "too many requests", "Stream removed", "Socket closed", "context deadline exceeded")
 
 
 def is_transient(exc: grpc.aio.AioRpcError) -> bool:
