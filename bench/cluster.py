@@ -306,7 +306,10 @@ class PillbugCluster(_Processes):
                 cur.execute(f"CREATE DATABASE {BENCH_DATABASE}")
         finally:
             root.close()
-        return [Endpoint(f"node {i + 1}", SQL_PORT, password, self.pki.ca_file, host=h, hostaddr=h)
+        # pgbench -i loads 100,000 rows with one COPY: more than one etcd Txn may hold (1,000
+        # writes), so it runs with CockroachDB's copy_from_atomic_enabled = off (batches of 100).
+        return [Endpoint(f"node {i + 1}", SQL_PORT, password, self.pki.ca_file, host=h, hostaddr=h,
+                         options="-c copy_from_atomic_enabled=off")
                 for i, h in enumerate(HOSTS)]
 
 

@@ -11,6 +11,7 @@ One cluster per module (tests/cluster_harness.py); the fault tests are in test_c
 """
 from __future__ import annotations
 
+import io
 import os
 import socket
 import struct
@@ -245,3 +246,21 @@ def test_writers_of_one_row_on_every_node_queue_and_all_get_through(cluster):
     assert not failures, failures
     assert done == [rounds] * 6
     assert cluster.sql(2, "SELECT n FROM hot WHERE id = 1") == [(6 * rounds,)]
+
+
+def test_copy_bigger_than_one_transaction_commits_in_batches_when_asked(cluster):
+    """A COPY of more rows than one etcd Txn holds fails whole (54000) by default; with
+    CockroachDB's copy_from_atomic_enabled = off it commits every 100 rows, as pgbench -i needs."""
+    cluster.sql(1, "CREATE TABLE IF NOT EXISTS loaded (k INT PRIMARY KEY, v STRING)")
+    data = "".join(f"{i}\tv{i}\n" for i in range(2500))
+    conn = cluster.connect(2)
+    try:
+        with conn.cursor() as cur:
+            with pytest.raises(psycopg2.Error) as exc:
+                cur.copy_expert("COPY loaded FROM STDIN", io.StringIO(data))
+            assert exc.value.pgcode == "54000"
+            cur.execute("SET copy_from_atomic_enabled = off")
+            cur.copy_expert("COPY loaded FROM STDIN", io.StringIO(data))
+    finally:
+        conn.close()
+    assert cluster.sql(3, "SELECT count(*), count(DISTINCT v) FROM loaded") == [(2500, 2500)]

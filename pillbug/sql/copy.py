@@ -21,8 +21,9 @@ from pillbug.sql.opt.mutations import default_fns, row_checks, table_writer
 from pillbug.sql.opt.planner import Planner
 from pillbug.sql.parser.front import Statement
 from pillbug.sql.sem.build import ParamTypes
-from pillbug.util import errors
+from pillbug.util import errors, timeslice
 
+COPY_BATCH_ROWS = 100  # CockroachDB's batch size for a non-atomic COPY
 MAX_RECORD = 16 << 20
 _ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
 
@@ -137,6 +138,9 @@ class CopyIn:
                       for i, c in enumerate(table.columns)]
         self.types = [c.type for c in self.columns]
         self.ctx = ExecCtx(session, session.txn, [], session.catalog)
+        # Commit every COPY_BATCH_ROWS rows: only outside a transaction block, when asked.
+        self.batched = session.implicit and session.vars.get("copy_from_atomic_enabled") == "off"
+        self.in_batch = 0
         self.partial: list[str] = []  # the record in progress, in the pieces it arrived in
         self.partial_len = 0
         self.in_quotes = False  # whether it ends inside a quoted CSV field
@@ -236,6 +240,20 @@ class CopyIn:
         self.checks.validate(row, ctx)
         self.writer.insert(ctx, row)
         self.rows += 1
+        if self.batched:
+            self.in_batch += 1
+            if self.in_batch >= COPY_BATCH_ROWS:
+                self._commit_batch()
+
+    def _commit_batch(self) -> None:
+        """copy_from_atomic_enabled = off: commit the rows so far and go on in a new implicit
+        transaction, as CockroachDB does (a failure later leaves the committed batches in)."""
+        session = self.session
+        TableWriter.finish(self.ctx)  # the batch's foreign key checks, before it commits
+        timeslice.await_(session.finish_implicit())
+        session.begin(implicit=True)
+        self.ctx = ExecCtx(session, session.txn, [], session.catalog)
+        self.in_batch = 0
 
 
 def _quoted_flags(record: str, delimiter: str, quote: str) -> list[bool]:

@@ -130,6 +130,9 @@ DEFINITIONS: dict[str, tuple[str, Callable[[str], str]]] = {
     "node_id": ("1", _any),
     "crdb_version": ("", _any),
     "sql_safe_updates": ("off", _bool),
+    # CockroachDB's: off makes a COPY FROM outside a transaction commit every COPY_BATCH_ROWS rows
+    # (sql/copy.py), for loads bigger than one transaction may be (a cluster's store limits).
+    "copy_from_atomic_enabled": ("on", _bool),
     "vectorize": ("on", _any),
     "bytea_output": ("hex", _one_of("hex", "escape")),
     "row_security": ("off", _any),
