@@ -264,3 +264,16 @@ def test_copy_bigger_than_one_transaction_commits_in_batches_when_asked(cluster)
     finally:
         conn.close()
     assert cluster.sql(3, "SELECT count(*), count(DISTINCT v) FROM loaded") == [(2500, 2500)]
+
+
+def test_a_table_created_on_one_node_is_there_at_once_on_the_others(cluster):
+    """Statements outside a transaction take the catalog version from what the node last saw
+    (kv/txn.py speculation) and check it with their first read; a version that another node's DDL
+    made stale turns into a retry inside the server, never into a missing table or a stale plan."""
+    for i in range(15):
+        name = f"fresh_{i}"
+        cluster.sql(1 + i % 3, f"CREATE TABLE {name} (k INT PRIMARY KEY)", f"INSERT INTO {name} VALUES ({i})")
+        reader = 1 + (i + 1) % 3
+        assert cluster.sql(reader, f"SELECT k FROM {name}") == [(i,)]
+        cluster.sql(reader, f"ALTER TABLE {name} ADD COLUMN v INT DEFAULT 7")
+        assert cluster.sql(1 + (i + 2) % 3, f"SELECT k, v FROM {name}") == [(i, 7)]

@@ -23,10 +23,11 @@ class DB:
         self._store = store
 
     def txn(self, read_revision: int | None = None, *, is_read_only_snapshot: bool = False,
-            writes_refused: str | None = None, locks: LockTable | None = None) -> Txn:
-        """A new transaction reading at `read_revision` (default: the newest committed one)."""
+            writes_refused: str | None = None, locks: LockTable | None = None, speculate: bool = False) -> Txn:
+        """A new transaction reading at `read_revision` (default: the newest committed one);
+        `speculate`: it may answer a key the store keeps at hand from store.peek() (Txn.get)."""
         return Txn(self._store, read_revision, is_read_only_snapshot=is_read_only_snapshot,
-                   writes_refused=writes_refused, locks=locks)
+                   writes_refused=writes_refused, locks=locks, speculate=speculate)
 
     def scan(self, start: bytes, end: bytes, revision: int) -> list[tuple[bytes, bytes]]:
         """The live (key, value) pairs in [start, end) as of `revision`, in key order, read

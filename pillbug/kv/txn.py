@@ -74,11 +74,11 @@ class Txn:
     __slots__ = ("store", "_read_revision", "timestamp", "reads", "spans", "writes", "_write_bytes",
                  "_limits", "_sorted_write_keys", "is_read_only_snapshot", "writes_refused",
                  "committed_revision", "conflict_key", "_undo", "_done", "locks", "locked", "waiting_for",
-                 "_prefetched", "store_calls", "txn_id", "cluster_locked")
+                 "_prefetched", "store_calls", "txn_id", "cluster_locked", "_speculated", "_may_speculate")
 
     def __init__(self, store: Store, read_revision: int | None = None,
                  is_read_only_snapshot: bool = False, writes_refused: str | None = None,
-                 locks: LockTable | None = None) -> None:
+                 locks: LockTable | None = None, speculate: bool = False) -> None:
         self.store = store
         self.locks = locks
         self.locked: list[bytes] = []  # keys whose lock this transaction holds
@@ -88,6 +88,9 @@ class Txn:
         # Taken at the first read (read_revision), not here: a networked store's current
         # revision is a round trip, which a transaction that only writes never needs.
         self._read_revision = read_revision
+        # (key, mod_revision) of a value answered from store.peek(), not yet checked (get()).
+        self._speculated: tuple[bytes, int] | None = None
+        self._may_speculate = speculate
         # Values prefetch() read from the store at read_revision, for the get() calls that follow.
         self._prefetched: dict[bytes, bytes | None] | None = None
         # Reads sent to the store (get, get_many, scan batches): EXPLAIN ANALYZE's KV calls.
@@ -117,8 +120,41 @@ class Txn:
         """The snapshot this transaction reads, fixed by its first use."""
         revision = self._read_revision
         if revision is None:
-            revision = self._read_revision = self.store.current_revision()
+            revision = self.store.current_revision()
+            speculated = self._speculated
+            if speculated is not None:
+                self._check_speculation(self.store.get(speculated[0], revision)[1])
+            self._read_revision = revision
         return revision
+
+    def _check_speculation(self, mod: int) -> None:
+        """The key answered from store.peek() has the version it was answered with at this
+        transaction's revision, or the transaction starts over (it acted on a stale value)."""
+        key, speculated_mod = self._speculated  # type: ignore[misc]
+        self._speculated = None
+        if mod != speculated_mod:
+            self.conflict_key = key
+            raise errors.serialization_failure(
+                "TransactionRetryWithProtoRefreshError: TransactionRetryError: retry txn "
+                f"(RETRY_SERIALIZABLE - a newer value of key {pretty_key(key)} committed before this "
+                f"transaction's first read)")
+
+    def check_speculation(self) -> None:
+        """Settle a value answered from store.peek() now (before reporting an error that it may
+        have caused: a name that a newer catalog has): raises 40001 if it was stale."""
+        if self._speculated is not None and self._read_revision is None:
+            self.read_revision  # noqa: B018 - taking the revision checks the speculation
+
+    def _first_read(self, keys: Sequence[bytes]) -> list[tuple[bytes | None, int]]:
+        """The first store read of a transaction that answered a key from store.peek(): the
+        keys, the revision and that key's check in one call (store.read_now)."""
+        speculated = self._speculated
+        assert speculated is not None and self._read_revision is None
+        self.store_calls += 1
+        revision, found = self.store.read_now([speculated[0], *keys])
+        self._check_speculation(found[0][1])
+        self._read_revision = revision
+        return found[1:]
 
     @read_revision.setter
     def read_revision(self, revision: int) -> None:
@@ -145,6 +181,22 @@ class Txn:
         prefetched = self._prefetched
         if prefetched is not None and key in prefetched:
             return prefetched[key]
+        if self._read_revision is None and not self.is_read_only_snapshot:
+            if self._speculated is None and self._may_speculate and not self.reads:
+                peeked = self.store.peek(key)
+                if peeked is not None:
+                    # A key the engine keeps at hand (the catalog version): answered now, checked
+                    # at the first read, which then costs one round trip for both.
+                    self._speculated = (key, peeked[1])
+                    self.reads[key] = peeked[1]
+                    return peeked[0]
+            elif self._speculated is not None:
+                try:
+                    value, mod = self._first_read([key])[0]
+                except CompactedError as exc:
+                    raise self._too_old(exc) from None
+                self.reads[key] = mod
+                return value
         try:
             self.store_calls += 1
             value, mod = self.store.get(key, self.read_revision)
@@ -170,7 +222,10 @@ class Txn:
         for lo in range(0, len(missing), GET_MANY_BATCH):
             chunk = missing[lo:lo + GET_MANY_BATCH]
             try:
-                found = self._store_get_many([keys[i] for i in chunk], self.read_revision)
+                if self._speculated is not None and self._read_revision is None:
+                    found = self._first_read([keys[i] for i in chunk])
+                else:
+                    found = self._store_get_many([keys[i] for i in chunk], self.read_revision)
             except CompactedError as exc:
                 raise self._too_old(exc) from None
             for i, (value, mod) in zip(chunk, found):

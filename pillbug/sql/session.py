@@ -48,7 +48,7 @@ from pillbug.sql.sem.build import NotCacheable, ParamTypes, ScopeColumn
 from pillbug.sql.statements import PLANNED_KINDS
 from pillbug.sql.txn_control import SavepointMark
 from pillbug.sql.txn_state import ABORTED, COMMIT_WAIT, NO_TXN, OPEN, TxnEvent, TxnState, transition
-from pillbug.util import errors, hlc
+from pillbug.util import errors, hlc, timeslice
 from pillbug.util.encoding import pretty_key
 
 __all__ = ["EmptyQuery", "Portal", "Prepared", "Session"]  # what pgwire imports from here
@@ -234,18 +234,21 @@ class Session:
 
     # ---- transactions ---------------------------------------------------------------------
 
-    def new_txn(self) -> Txn:
+    def new_txn(self, implicit: bool = False) -> Txn:
+        """The transaction of an implicit statement may speculate on the catalog version
+        (kv/txn.py): if it was stale, the statement fails with 40001 before anything was sent,
+        and the server retries it."""
         db = self.engine.db
         if self.as_of_revision is not None:
             return db.txn(self.as_of_revision, is_read_only_snapshot=True)
         if self.read_only_txn or self.vars["default_transaction_read_only"] == "on":
-            return db.txn(writes_refused="READ ONLY")
-        return db.txn(locks=self.engine.locks)
+            return db.txn(writes_refused="READ ONLY", speculate=implicit)
+        return db.txn(locks=self.engine.locks, speculate=implicit)
 
     def begin(self, implicit: bool) -> None:
         """Begin a transaction: BEGIN's (explicit), or the implicit one a statement outside a
         transaction block runs in (pgwire's COPY begins one too)."""
-        self.txn = self.new_txn()
+        self.txn = self.new_txn(implicit)
         self.implicit = implicit
         self._txn_catalog = None
         self.ddl_in_txn = False
@@ -334,6 +337,15 @@ class Session:
         leave them, so a client that sends one more statement before it notices the error can
         still roll back to its savepoint.
         """
+        stale = None
+        if self.txn is not None and exc.code != errors.SERIALIZATION_FAILURE and timeslice.current() is not None:
+            # A statement that failed before its first read (a name not found, say) may have
+            # been planned with a stale catalog version (kv/txn.py speculation): then it is a
+            # conflict to retry, not the error to report.
+            try:
+                self.txn.check_speculation()
+            except errors.PgError as retry:
+                stale = retry
         state = self.state
         self.state = transition(state, TxnEvent.STATEMENT_FAILED)
         if state == OPEN:
@@ -342,6 +354,8 @@ class Session:
                 self.txn.release_locks()
         elif state == NO_TXN:
             self.end_txn()
+        if stale is not None:
+            raise stale
 
     # ---- parsing and planning -------------------------------------------------------------
 

@@ -167,6 +167,18 @@ class Store(abc.ABC):
     # Row locks across nodes (RowLockService), for an engine that several nodes share.
     row_locks: RowLockService | None = None
 
+    def peek(self, key: bytes) -> tuple[bytes | None, int] | None:
+        """A recent (value, mod_revision) of a key the engine keeps at hand, with no round trip,
+        or None. It may be stale: a transaction that uses it checks it at its first read
+        (read_now) or commit. Never suspends. Engines without such keys return None."""
+        return None
+
+    def read_now(self, keys: Sequence[bytes]) -> tuple[int, list[tuple[bytes | None, int]]]:
+        """A transaction's first read: the newest revision and keys' values at it, in one call
+        where the engine can (etcd: one linearizable Txn). MAY SUSPEND."""
+        revision = self.current_revision()
+        return revision, self.get_many(keys, revision)
+
     @property
     def limits(self) -> StoreLimits:
         """The engine's limits on one commit (see StoreLimits)."""

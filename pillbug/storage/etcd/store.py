@@ -107,6 +107,9 @@ class EtcdStore(Store):
         self.client = client
         self.stats: EtcdStats = transport.stats
         self._revision_keys = [layout.d(k) for k in revision_keys]
+        self._revision_keys_user = frozenset(revision_keys)
+        # The newest known (revision, (value, mod_revision)) of each revision key: what peek() says.
+        self._latest: dict[bytes, tuple[int, tuple[bytes | None, int]]] = {}
         self._clock = hlc.Clock()
         self._revision = 0  # the newest revision seen
         self._compacted = 0  # the GC horizon, from x/gc
@@ -213,7 +216,7 @@ class EtcdStore(Store):
 
     async def _revision_call(self, future: asyncio.Future) -> None:
         try:
-            revision = await self._linearizable_read()
+            revision, _ = await self._linearizable_read()
         except BaseException as exc:  # noqa: BLE001 - handed to every waiter
             if not future.done():
                 future.set_exception(exc)
@@ -225,9 +228,32 @@ class EtcdStore(Store):
             if self._pending is not None and not self._closed:
                 self._send_revision_call()
 
-    async def _linearizable_read(self) -> int:
+    def peek(self, key: bytes) -> tuple[bytes | None, int] | None:
+        """A revision key's value at the newest linearizable call (no round trip); None for
+        other keys (kv/txn.py speculates with it, and checks it at the transaction's first read)."""
+        found = self._latest.get(self._layout.d(key))
+        return found[1] if found is not None else None
+
+    def _note_latest(self, etcd_key: bytes, revision: int, value: tuple[bytes | None, int]) -> None:
+        known = self._latest.get(etcd_key)
+        if known is None or known[0] < revision:
+            self._latest[etcd_key] = (revision, value)
+
+    def read_now(self, keys_: Sequence[bytes]) -> tuple[int, list[tuple[bytes | None, int]]]:
+        return timeslice.await_(self.aread_now(keys_))
+
+    async def aread_now(self, keys_: Sequence[bytes]) -> tuple[int, list[tuple[bytes | None, int]]]:
+        """keys read linearizably in the same call that takes the revision (and the revision keys,
+        and the clock): a transaction's first read costs one round trip, not two."""
+        if len(keys_) > MAX_READ_OPS:
+            revision = await self.acurrent_revision()
+            return revision, await self.aget_many(keys_, revision)
+        return await self._linearizable_read(keys_)
+
+    async def _linearizable_read(self, extra: Sequence[bytes] = ()) -> tuple[int, list[tuple[bytes | None, int]]]:
         layout = self._layout
-        request = pb.TxnRequest(success=[_get(layout.clock)] + [_get(k) for k in self._revision_keys])
+        request = pb.TxnRequest(success=[_get(layout.clock)] + [_get(k) for k in self._revision_keys]
+                                + [_get(layout.d(k)) for k in extra])
         self.stats.linearizable_calls += 1
         resp = await self._transport.read("Txn", request)
         revision = resp.header.revision
@@ -240,11 +266,17 @@ class EtcdStore(Store):
             for key, response in zip(self._revision_keys, resp.responses[1:]):
                 kvs = response.response_range.kvs
                 values[key] = self._row(kvs[0]) if kvs else (None, 0)
+            for key, value in values.items():
+                self._note_latest(key, revision, value)
             cache = self._values_at
             cache[revision] = values
             while len(cache) > REVISION_CACHE:
                 cache.popitem(last=False)
-        return revision
+        found = []
+        for response in resp.responses[1 + len(self._revision_keys):]:
+            kvs = response.response_range.kvs
+            found.append(self._row(kvs[0]) if kvs else (None, 0))
+        return revision, found
 
     def cached_revision(self) -> int:
         """The newest revision this store has seen (never suspends; for metrics)."""
@@ -402,6 +434,10 @@ class EtcdStore(Store):
         self._saw(revision)
         if resp.succeeded:
             self.stats.commits += 1
+            if self._revision_keys_user:
+                for key, value in writes:
+                    if key in self._revision_keys_user:  # this node's own DDL: peek sees it at once
+                        self._note_latest(layout.d(key), revision, (value, revision))
             return CommitResult(revision, released_locks=bool(held_locks and held_locks.keys))
         self.stats.conflicts += 1
         return await self._explain(compares, revision, queued)
