@@ -56,8 +56,6 @@ class Endpoint:
     host: str = "localhost"
     # Both servers listen on 127.0.0.1 only; without hostaddr libpq would try ::1 first.
     hostaddr: str = "127.0.0.1"
-    # Session settings for every connection (libpq's PGOPTIONS), e.g. the cluster's non-atomic COPY.
-    options: str = ""
 
     def connect_params(self) -> dict[str, str]:
         return {"host": self.host, "hostaddr": self.hostaddr, "port": str(self.port), "user": self.user,
@@ -70,8 +68,6 @@ class Endpoint:
         env.update({"PGHOST": self.host, "PGHOSTADDR": self.hostaddr, "PGPORT": str(self.port),
                     "PGUSER": self.user, "PGPASSWORD": self.password, "PGDATABASE": self.database,
                     "PGSSLMODE": "verify-full", "PGSSLROOTCERT": self.ca_file})
-        if self.options:
-            env["PGOPTIONS"] = self.options
         return env
 
     def connect(self):
