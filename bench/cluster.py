@@ -343,7 +343,7 @@ def pgbench_init_in_batches(endpoint: Endpoint, scale: int) -> str | None:
            "CREATE TABLE pgbench_tellers (tid INT PRIMARY KEY, bid INT, tbalance INT, filler CHAR(84))",
            "CREATE TABLE pgbench_accounts (aid INT PRIMARY KEY, bid INT, abalance INT, filler CHAR(84))",
            "CREATE TABLE pgbench_history (tid INT, bid INT, aid INT, delta INT, mtime TIMESTAMP, filler CHAR(22))"]
-    loads = [("pgbench_branches", "".join(f"{b}\t{b}\t0\t\\N\n" for b in range(1, scale + 1))),
+    loads = [("pgbench_branches", "".join(f"{b}\t0\t\\N\n" for b in range(1, scale + 1))),
              ("pgbench_tellers", "".join(f"{t}\t{(t - 1) // 10 + 1}\t0\t\\N\n" for t in range(1, 10 * scale + 1))),
              ("pgbench_accounts", "".join(f"{a}\t{(a - 1) // 100_000 + 1}\t0\t\n" for a in range(1, accounts + 1)))]
     try:
