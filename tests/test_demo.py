@@ -11,6 +11,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import threading
 
@@ -23,6 +24,14 @@ from pillbug.server.etcd_member import ETCD_BINARY
 
 pytestmark = pytest.mark.skipif(not os.path.exists(ETCD_BINARY),
                                 reason="etcd is not installed (make install installs Debian's etcd-server)")
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _free_run(n: int, offsets: tuple[int, ...]) -> int:
@@ -64,9 +73,10 @@ def test_demo_three_nodes(tmp_path) -> None:
         assert out.stdout.split() == ["count", "1"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, "".join(lines)
-        # every node and every member is gone: their ports are free again
-        wait_for(lambda: all(port_free("127.0.0.1", sql_base + i + off) for i in range(3)
-                             for off in (0, 10000, 20000)), "the nodes and members to stop", timeout=10)
+        # every node and every member is gone: nothing listens on their ports (a bind could still
+        # fail for a minute, on connections the servers closed, in TIME_WAIT)
+        wait_for(lambda: not any(_listening("127.0.0.1", sql_base + i + off) for i in range(3)
+                                 for off in (0, 10000, 20000)), "the nodes and members to stop", timeout=10)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
