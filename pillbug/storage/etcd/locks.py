@@ -49,7 +49,7 @@ MAX_WALK = 100  # steps of a deadlock walk
 RELEASE_BATCH = 1000  # keys per release Txn (etcd --max-txn-ops=4096)
 _RELEASE_ATTEMPTS = 3
 LOCK_LEASE_SECONDS = 3  # the TTL of the lease lock entries hang on (see _lease)
-CALL_SECONDS = 10.0  # an etcd call that takes longer: the service "cannot answer now"
+CALL_SECONDS = 2.0  # an etcd call of the lock service that takes longer: go on without the lock (locks are optional)
 _ID = struct.Struct(">16sHI")
 
 
