@@ -33,6 +33,7 @@ log = logging.getLogger("pillbug.cluster")
 NODE_ID_FILE = "node_id"
 LIVENESS_TTL = 10  # seconds: how long a dead node stays "live" (its lease's TTL; rfcs/0001 §2.6)
 CALL_TIMEOUT = 5.0  # seconds a request to another node may take
+MEMBER_WAIT_SECONDS = 10.0  # between "still waiting for the other members" log lines
 COMPACTOR = "compactor"
 
 
@@ -63,7 +64,16 @@ class ClusterNode:
         """Start this node's etcd member (a voter) and open the store on the cluster's members."""
         if self.layout.member is not None:
             self.member = etcd_member.EtcdMember(self.layout.member)
-            await self.member.start()  # open() below waits for a quorum of the voters
+            await self.member.start()
+            # Until the member answers with a quorum: coordination talks to it alone, and a
+            # restarted member takes a moment to listen. On a new cluster that needs a majority of
+            # the --join nodes started, which may take the operator a while: wait, and say so.
+            while True:
+                try:
+                    await self.member.wait_ready(MEMBER_WAIT_SECONDS)
+                    break
+                except TimeoutError as exc:
+                    log.warning("waiting for a majority of the --join nodes to start their etcd members (%s)", exc)
         cfg = self.config
         tls = None
         if not cfg.insecure:
