@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import json
 import sys
 import time
 import uuid
@@ -22,7 +21,6 @@ import uuid
 from pillbug.cli import etcd_access
 from pillbug.server.etcd_member import etcd_client
 
-INIT_KEY = b"x/init"
 ALREADY_INITIALIZED = "cluster has already been initialized"
 
 
@@ -38,14 +36,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 async def initialize(endpoint: str, certs_dir: str | None, timeout: float, node: str = "") -> str:
     """Create x/init on the cluster behind `endpoint`; return the new cluster id. InitError if the
     cluster is already initialized or cannot be reached within `timeout` seconds."""
-    from etcd3aio.kv import KVService  # the CLI's other verbs never load grpc
+    from pillbug.storage.etcd.coord import Coordinator  # the CLI's other verbs never load grpc
     try:
         etcd_access.check_certs(certs_dir)
     except etcd_access.AccessError as exc:
         raise InitError(str(exc)) from None
     cluster_id = str(uuid.uuid4())
-    value = json.dumps({"cluster_id": cluster_id,
-                        "created": datetime.datetime.now(datetime.UTC).isoformat()}).encode()
+    created = datetime.datetime.now(datetime.UTC).isoformat()  # the same in every attempt
     what = f"node {node} (etcd client address {endpoint})" if node else f"etcd member at {endpoint}"
     try:
         client = etcd_client([endpoint], certs_dir, etcd_access.ROOT_CERT, rpc_max_attempts=1)
@@ -61,18 +58,13 @@ async def initialize(endpoint: str, certs_dir: str | None, timeout: float, node:
                 raise InitError(f"cannot reach {what} after {timeout:g}s: {last}. Is the node running "
                                 f"with --join, and are a majority of the --join nodes started?")
             try:
-                assert client.kv is not None
-                resp = await client.kv.txn([KVService.txn_compare_create_revision(INIT_KEY, 0)],
-                                           [KVService.txn_op_put(INIT_KEY, value)],
-                                           [KVService.txn_op_get(INIT_KEY)], timeout=min(left, 3.0))
+                created_now = await Coordinator(client).initialize(cluster_id, created=created,
+                                                                   timeout=min(left, 3.0))
             except Exception as exc:  # unreachable, no leader yet, TLS refused: try until the deadline
                 last = " ".join(str(exc).split())[:300]
                 await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
                 continue
-            if resp.succeeded:
-                return cluster_id
-            kvs = resp.responses[0].response_range.kvs
-            if kvs and kvs[0].value == value:  # our own earlier attempt, whose answer was lost
+            if created_now:
                 return cluster_id
             raise InitError(ALREADY_INITIALIZED)
     finally:

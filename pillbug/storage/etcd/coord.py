@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -112,14 +112,23 @@ class Coordinator:
 
     # ---- the cluster ---------------------------------------------------------------------
 
-    async def initialize(self, cluster_id: str, also: dict[bytes, bytes] | None = None) -> bool:
-        """Create x/init (and the engine's own initial keys, `also`, in the same Txn) unless it
-        exists; True if this call created it."""
-        init = json.dumps({"cluster_id": cluster_id, "created_at": time.time()}).encode()
-        puts = [KVService.txn_op_put(self.key("init"), init)]
+    async def initialize(self, cluster_id: str, also: dict[bytes, bytes] | None = None, *,
+                         created: str | None = None, timeout: float | None = None) -> bool:
+        """Create x/init = {"cluster_id", "created"} (and the engine's own initial keys, `also`,
+        in the same Txn) unless it exists; True if this call created it. A call repeated with
+        the same cluster id and `created` after an answer was lost is told apart from a cluster
+        someone else initialized: the Txn's failure branch reads the key back."""
+        key = self.key("init")
+        created = created or datetime.datetime.now(datetime.UTC).isoformat()
+        init = json.dumps({"cluster_id": cluster_id, "created": created}).encode()
+        puts = [KVService.txn_op_put(key, init)]
         puts.extend(KVService.txn_op_put(k, v) for k, v in (also or {}).items())
-        response = await self.kv.txn([KVService.txn_compare_create_revision(self.key("init"), 0)], puts)
-        return bool(response.succeeded)
+        response = await self.kv.txn([KVService.txn_compare_create_revision(key, 0)], puts,
+                                     [KVService.txn_op_get(key)], timeout=timeout)
+        if response.succeeded:
+            return True
+        found = response.responses[0].response_range.kvs
+        return bool(found) and found[0].value == init  # our own earlier attempt
 
     async def wait_initialized(self) -> dict:
         """x/init's JSON, once some node has initialized the cluster (waits until then)."""
