@@ -28,7 +28,6 @@ import asyncio
 import io
 import os
 import random
-import secrets
 import signal
 import ssl
 import statistics
@@ -46,13 +45,12 @@ import psycopg2
 
 from bench import workloads
 from bench.servers import (
-    BENCH_DATABASE,
-    BENCH_USER,
     Endpoint,
     Pki,
     ServerError,
     _die_with_parent,
     _log_tail,
+    create_bench_user,
     pillbug_command,
 )
 from bench.workloads import Sample, percentile
@@ -294,19 +292,7 @@ class PillbugCluster(_Processes):
                     raise ServerError(f"node {i + 1} not ready:\n"
                                       + _log_tail(os.path.join(self.workdir, f"n{i + 1}.log")))
                 time.sleep(0.1)
-        password = secrets.token_urlsafe(18)
-        root = psycopg2.connect(host=HOSTS[0], port=SQL_PORT, user="root", dbname="defaultdb",
-                                sslmode="verify-full", sslrootcert=self.pki.ca_file,
-                                sslcert=os.path.join(self.pki.certs_dir, "client.root.crt"),
-                                sslkey=os.path.join(self.pki.certs_dir, "client.root.key"))
-        root.autocommit = True
-        try:
-            with root.cursor() as cur:
-                cur.execute(f"CREATE USER {BENCH_USER} WITH PASSWORD %s", (password,))
-                cur.execute(f"GRANT admin TO {BENCH_USER}")
-                cur.execute(f"CREATE DATABASE {BENCH_DATABASE}")
-        finally:
-            root.close()
+        password, _ = create_bench_user(self.pki, HOSTS[0], HOSTS[0], SQL_PORT)
         return [Endpoint(f"node {i + 1}", SQL_PORT, password, self.pki.ca_file, host=h, hostaddr=h)
                 for i, h in enumerate(HOSTS)]
 

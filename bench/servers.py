@@ -269,6 +269,26 @@ class PostgresServer:
         self.stop()
 
 
+def create_bench_user(pki: Pki, host: str, hostaddr: str, port: int) -> tuple[str, str]:
+    """As root (client certificate): the bench user with a new password in the admin role and the
+    bench database. Returns the password and the server's version()."""
+    password = secrets.token_urlsafe(18)
+    root = psycopg2.connect(host=host, hostaddr=hostaddr, port=port, user="root", dbname="defaultdb",
+                            sslmode="verify-full", sslrootcert=pki.ca_file,
+                            sslcert=os.path.join(pki.certs_dir, "client.root.crt"),
+                            sslkey=os.path.join(pki.certs_dir, "client.root.key"))
+    root.autocommit = True
+    try:
+        with root.cursor() as cur:
+            cur.execute(f"CREATE USER {BENCH_USER} WITH PASSWORD %s", (password,))
+            cur.execute(f"GRANT admin TO {BENCH_USER}")
+            cur.execute(f"CREATE DATABASE {BENCH_DATABASE}")
+            cur.execute("SELECT version()")
+            return password, cur.fetchone()[0]
+    finally:
+        root.close()
+
+
 class PillbugServer:
     """A `pillbug start-single-node` process with its own store and ports, secure."""
 
@@ -301,21 +321,7 @@ class PillbugServer:
             preexec_fn=_die_with_parent(signal.SIGTERM))
         log.close()
         self._wait_ready()
-        password = secrets.token_urlsafe(18)
-        root = psycopg2.connect(host="localhost", hostaddr="127.0.0.1", port=self.port, user="root",
-                                dbname="defaultdb", sslmode="verify-full", sslrootcert=self.pki.ca_file,
-                                sslcert=os.path.join(self.pki.certs_dir, "client.root.crt"),
-                                sslkey=os.path.join(self.pki.certs_dir, "client.root.key"))
-        root.autocommit = True
-        try:
-            with root.cursor() as cur:
-                cur.execute(f"CREATE USER {BENCH_USER} WITH PASSWORD %s", (password,))
-                cur.execute(f"GRANT admin TO {BENCH_USER}")
-                cur.execute(f"CREATE DATABASE {BENCH_DATABASE}")
-                cur.execute("SELECT version()")
-                self.version = cur.fetchone()[0]
-        finally:
-            root.close()
+        password, self.version = create_bench_user(self.pki, "localhost", "127.0.0.1", self.port)
         self.endpoint = Endpoint(self.name, self.port, password, self.pki.ca_file)
         return self.endpoint
 
