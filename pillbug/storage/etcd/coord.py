@@ -72,6 +72,19 @@ async def wait_for_event(client: etcd3aio.Etcd3Client, key: bytes, start_revisio
         await stream.aclose()
 
 
+async def keep_alive_once(client: etcd3aio.Etcd3Client, lease_id: int) -> int:
+    """One keepalive of a lease; its remaining TTL (0: it had expired)."""
+    lease = client.lease
+    assert lease is not None
+    call = lease.keep_alive(lease_id)
+    try:
+        async for response in call:
+            return response.TTL
+    finally:
+        call.cancel()
+    return 0
+
+
 async def watch_events(client: etcd3aio.Etcd3Client, prefix: bytes,
                        start_revision: int) -> AsyncIterator[tuple[int, bytes, bytes, int]]:
     """(event type, key, value, mod_revision) of every change under prefix from start_revision;
@@ -187,7 +200,8 @@ class Coordinator:
         while True:
             await asyncio.sleep(self.ttl / 3)
             try:
-                remaining = await asyncio.wait_for(self._keep_alive_once(), self.ttl / 3)
+                assert self.lease_id is not None
+                remaining = await asyncio.wait_for(keep_alive_once(self.client, self.lease_id), self.ttl / 3)
                 if remaining <= 0:
                     _log.warning("node %s lost its etcd lease %x; taking a new one", self.node_id,
                                  self.lease_id or 0)
@@ -195,17 +209,6 @@ class Coordinator:
             except TRANSIENT_ERRORS as exc:  # the next tick tries again; a lapsed lease is then replaced
                 _log.warning("lease keepalive of node %s failed: %s", self.node_id, exc)
 
-    async def _keep_alive_once(self) -> int:
-        """One keepalive; the lease's remaining TTL (0: it had expired)."""
-        lease = self.client.lease
-        assert lease is not None and self.lease_id is not None
-        call = lease.keep_alive(self.lease_id)
-        try:
-            async for response in call:
-                return response.TTL
-        finally:
-            call.cancel()
-        return 0
 
     async def nodes(self) -> dict[int, dict]:
         """The live nodes' registrations by node id."""

@@ -39,7 +39,7 @@ from etcd3aio._protobuf import RangeRequest, RequestOp
 from etcd3aio.kv import KVService, prefix_range_end
 from etcd3aio.watch import WatchFilter
 
-from pillbug.storage.etcd.coord import TRANSIENT_ERRORS, Coordinator
+from pillbug.storage.etcd.coord import TRANSIENT_ERRORS, Coordinator, keep_alive_once
 from pillbug.storage.etcd.keys import Layout
 from pillbug.storage.store import LockGrant, LockWait, RowLockService
 
@@ -112,22 +112,13 @@ class EtcdRowLocks(RowLockService):
         return self._lease_id
 
     async def _keep_alive(self) -> None:
-        lease = self.client.lease
-        assert lease is not None
         while self._lease_id is not None:
             await asyncio.sleep(LOCK_LEASE_SECONDS / 3)
             lease_id = self._lease_id
             if lease_id is None:
                 return
             try:
-                call = lease.keep_alive(lease_id)
-                try:
-                    ttl = 0
-                    async for response in call:
-                        ttl = response.TTL
-                        break
-                finally:
-                    call.cancel()
+                ttl = await keep_alive_once(self.client, lease_id)
             except TRANSIENT_ERRORS:
                 continue  # _lease() replaces it once it has lapsed
             if ttl > 0 and self._lease_id == lease_id:
