@@ -28,6 +28,7 @@ class Exchange:
     messages: list[tuple[str, bytes]] = field(default_factory=list)
     tls: bool = False
     closed_early: bool = False
+    rows: list[list[str | None]] = field(default_factory=list)  # the DataRows of `query`, as text
 
     def names(self) -> list[str]:
         out = []
@@ -62,6 +63,17 @@ def error_fields(body: bytes) -> dict[str, str]:
     return fields
 
 
+def _data_row(body: bytes) -> list[str | None]:
+    count = struct.unpack_from("!h", body)[0]
+    pos, values = 2, []
+    for _ in range(count):
+        size = struct.unpack_from("!i", body, pos)[0]
+        pos += 4
+        values.append(None if size < 0 else body[pos:pos + size].decode())
+        pos += max(size, 0)
+    return values
+
+
 def _message(kind: bytes, payload: bytes) -> bytes:
     return kind + struct.pack("!i", len(payload) + 4) + payload
 
@@ -93,8 +105,9 @@ def _scram_first(user_nonce: str) -> str:
 def exchange(port: int, user: str, *, source: str = "127.0.0.1", host: str = "127.0.0.1",
              database: str = "defaultdb", use_tls: bool = True, cafile: str | None = None,
              certfile: str | None = None, keyfile: str | None = None, password: str | None = None,
-             timeout: float = 10.0) -> Exchange:
-    """Connect from `source`, authenticate as `user`, and record everything the server sends."""
+             timeout: float = 10.0, query: str | None = None) -> Exchange:
+    """Connect from `source`, authenticate as `user`, and record everything the server sends; with
+    `query`, run it once authenticated and keep its rows."""
     result = Exchange()
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     raw.settimeout(timeout)
@@ -126,6 +139,12 @@ def exchange(port: int, user: str, *, source: str = "127.0.0.1", host: str = "12
                 result.closed_early = True
                 return result
             result.messages.append((kind, body))
+            if kind == "Z" and query is not None:
+                sock.sendall(_message(b"Q", query.encode() + b"\0"))
+                query = None
+                continue
+            if kind == "D":
+                result.rows.append(_data_row(body))
             if kind in ("E", "Z"):
                 return result
             if kind != "R":

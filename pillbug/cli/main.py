@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from pillbug import CRDB_COMPAT_VERSION, __version__
-from pillbug.cli import cert, demo, init, node, sql_shell, start
+from pillbug.cli import cert, demo, init, managed, node, sql_shell, start
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_parser(sub)
     demo.add_parser(sub)
     node.add_parser(sub)
+    managed.add_parser(sub)
     sql_shell.add_parser(sub)
     cert.add_parser(sub)
     sub.add_parser("version", help="print the version")
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo.run(args)
     if args.command == "node":
         return node.run(args)
+    if args.command == "cluster":
+        return managed.run(args)
     if args.command == "sql":
         return sql_shell.run(args)
     if args.command == "cert":
