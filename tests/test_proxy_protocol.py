@@ -293,13 +293,18 @@ def _accepts(host: str, port: int) -> bool:
         return False
 
 
+GLOBAL_BALANCER = "127.0.0.60"
+
+
 @pytest.fixture(scope="module")
 def haproxy(balanced, tmp_path_factory):
     """HAProxy on 127.0.0.1:<port>, in TCP mode, passing TLS through to the node and telling it the
-    client's address with send-proxy-v2 while connecting from 127.0.0.50."""
+    client's address with send-proxy-v2 while connecting from 127.0.0.50. Returns (port, port of
+    a chain): a global balancer (from 127.0.0.60) in front of a regional one that accepts its
+    header and passes the client's address on, as in a multi-region cluster."""
     if shutil.which("haproxy") is None:
         pytest.skip("haproxy is not installed")
-    port = free_port()
+    port, global_port, regional_port = free_port(), free_port(), free_port()
     cfg = tmp_path_factory.mktemp("haproxy") / "haproxy.cfg"
     cfg.write_text(f"""global
     maxconn 100
@@ -313,13 +318,22 @@ defaults
 listen pillbug
     bind 127.0.0.1:{port}
     server n1 127.0.0.1:{balanced.port} send-proxy-v2 source {BALANCER}
+
+listen global
+    bind 127.0.0.1:{global_port}
+    server region1 127.0.0.1:{regional_port} send-proxy-v2 source {GLOBAL_BALANCER}
+
+listen region1
+    bind 127.0.0.1:{regional_port} accept-proxy
+    server n1 127.0.0.1:{balanced.port} send-proxy-v2 source {BALANCER}
 """)
     proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        wait_for(lambda: proc.poll() is not None or _accepts("127.0.0.1", port), "haproxy to listen", timeout=15)
+        wait_for(lambda: proc.poll() is not None or all(_accepts("127.0.0.1", p) for p in (port, global_port)),
+                 "haproxy to listen", timeout=15)
         assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
-        yield port
+        yield port, global_port
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -336,15 +350,19 @@ def through(balanced, port: int, **kwargs):
     return conn
 
 
-def test_haproxy_passes_the_client_address(balanced, haproxy):
-    # Only the balancer's own address allowed: were the node to believe the socket, this would pass.
-    balanced.sql(f"SET CLUSTER SETTING {SETTING} = 'host all all {BALANCER}/32 password'")
+@pytest.mark.parametrize("entry", ["regional", "global"])
+def test_haproxy_passes_the_client_address(balanced, haproxy, entry):
+    port = haproxy[0] if entry == "regional" else haproxy[1]
+    # Only the balancers' own addresses allowed: were the node to believe the socket (or the
+    # global balancer's address in a chain), this would pass.
+    balanced.sql(f"SET CLUSTER SETTING {SETTING} = "
+                 f"'host all all {BALANCER}/32 password\nhost all all {GLOBAL_BALANCER}/32 password'")
     try:
         with pytest.raises(psycopg2.OperationalError) as exc:
-            through(balanced, haproxy)
-        assert '"127.0.0.1"' in str(exc.value) and BALANCER not in str(exc.value)
+            through(balanced, port)
+        assert '"127.0.0.1"' in str(exc.value) and BALANCER not in str(exc.value), exc.value
         balanced.sql(f"SET CLUSTER SETTING {SETTING} = 'host all all 127.0.0.1/32 password'")
-        conn = through(balanced, haproxy)
+        conn = through(balanced, port)
         try:
             assert conn.get_dsn_parameters()["sslmode"] == "verify-full"
             with conn.cursor() as cur:
@@ -362,7 +380,7 @@ def test_haproxy_passes_the_client_address(balanced, haproxy):
 def test_cancel_request_through_haproxy(balanced, haproxy):
     # libpq sends the CancelRequest on a new connection to the same address: through HAProxy,
     # which puts a header before it too.
-    conn = through(balanced, haproxy)
+    conn = through(balanced, haproxy[0])
     try:
         outcome: dict = {}
 
