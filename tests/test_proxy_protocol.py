@@ -26,7 +26,8 @@ from conftest import free_port, run_cli, start_node, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pillbug.cli.start import FlagError, parse_proxy_protocol_from
+from pillbug.cli.main import build_parser
+from pillbug.cli.start import FlagError, cluster_config, parse_proxy_protocol_from
 from pillbug.pgwire import proxy_protocol as pp
 from pillbug.util import errors
 
@@ -270,6 +271,12 @@ def test_the_flag_s_networks():
             parse_proxy_protocol_from(value)
         assert str(exc.value).startswith(f'invalid argument "{value}" for "--accept-proxy-protocol-from" flag: ')
         assert reason in str(exc.value)
+
+
+def test_the_flag_reaches_the_node_config():
+    argv = ["start", "--insecure", "--join=127.0.0.11:26257", "--accept-proxy-protocol-from=10.0.0.2,10.0.1.0/24"]
+    assert cluster_config(build_parser().parse_args(argv)).proxy_protocol_from == ["10.0.0.2/32", "10.0.1.0/24"]
+    assert cluster_config(build_parser().parse_args(argv[:-1])).proxy_protocol_from is None
 
 
 def test_a_bad_flag_is_a_startup_error(tmp_path):
