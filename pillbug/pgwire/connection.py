@@ -1,7 +1,7 @@
 """One client connection's driver: protocol 3.0 over an asyncio.Protocol, and the session's ResultSink.
 
-Lifecycle: [PROXY header] -> STARTUP (SSLRequest -> TLS, CancelRequest, StartupMessage) -> AUTH -> READY (simple
-and extended query, COPY FROM STDIN and TO STDOUT) -> CLOSED. This module reads messages, routes
+Lifecycle: [a balancer's PROXY header] -> STARTUP (SSLRequest -> TLS, CancelRequest, StartupMessage)
+-> AUTH -> READY (simple and extended query, COPY FROM STDIN and TO STDOUT) -> CLOSED. This module reads messages, routes
 them by state and type, steps their handlers, owns the output buffer, flow control, errors,
 ReadyForQuery and the idle/terminate timers, handles the simple Query itself, and writes results
 (row_description, data_rows, command_complete, ...). The other jobs are mixins of Connection,
@@ -15,7 +15,7 @@ authentication exchange, a Bind or a CopyData is decoded (it only routes them), 
 the session beyond its public API.
 
 A connection's first byte says whether a balancer speaks first: a PROXY protocol v2 header
-(proxy_protocol.py) starts with 0x0D, a startup packet with 0x00. Only a peer in the server's
+(proxy_protocol.py) starts with 0x0D (a refused text v1 one with "P"), a startup packet with 0x00. Only a peer in the server's
 trusted balancer networks may send one; its header's source address becomes `peer`, which the
 allowlist and the session see, and the bytes after it go to the reader. Anyone else's header is
 refused (FATAL 08P01). Only bytes before the first message pass through that check.
