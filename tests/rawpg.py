@@ -3,7 +3,9 @@ records every message the server sends, so that tests can assert on the exact or
 authentication exchange (e.g. that a refused client was never asked for a password).
 
 It implements just enough of the frontend: StartupMessage, cleartext PasswordMessage and a
-SCRAM-SHA-256 client (RFC 5802), then stops at ReadyForQuery or ErrorResponse.
+SCRAM-SHA-256 client (RFC 5802), then stops at ReadyForQuery or ErrorResponse. It can speak
+first as a balancer does (a PROXY protocol header before the first message), in one segment
+with that message or in several segments of its own.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import os
 import socket
 import ssl
 import struct
+import time
 from dataclasses import dataclass, field
 
 SSL_REQUEST = 80877103
@@ -98,6 +101,17 @@ class _Conn:
         return chr(head[0]), self.read_exact(length - 4)
 
 
+def _refusal(sock: socket.socket, result: Exchange) -> Exchange:
+    """The server answered before TLS with an ErrorResponse (e.g. to a PROXY header it does not
+    accept), or hung up."""
+    conn = _Conn(sock)
+    try:
+        result.messages.append(conn.read_message())
+    except (EOFError, ConnectionError):
+        result.closed_early = True
+    return result
+
+
 def _scram_first(user_nonce: str) -> str:
     return f"n,,n=,r={user_nonce}"
 
@@ -105,21 +119,46 @@ def _scram_first(user_nonce: str) -> str:
 def exchange(port: int, user: str, *, source: str = "127.0.0.1", host: str = "127.0.0.1",
              database: str = "defaultdb", use_tls: bool = True, cafile: str | None = None,
              certfile: str | None = None, keyfile: str | None = None, password: str | None = None,
-             timeout: float = 10.0, query: str | None = None) -> Exchange:
+             timeout: float = 10.0, proxy_header: bytes | list[bytes] = b"",
+             query: str | None = None) -> Exchange:
     """Connect from `source`, authenticate as `user`, and record everything the server sends; with
-    `query`, run it once authenticated and keep its rows."""
+    `query`, run it once authenticated and keep its rows.
+
+    proxy_header: bytes sent before the first message, in the same segment; a list of pieces is
+    sent piece by piece, each in a segment of its own, before the first message."""
     result = Exchange()
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     raw.settimeout(timeout)
     raw.bind((source, 0))
     raw.connect((host, port))
     sock: socket.socket | ssl.SSLSocket = raw
+    first = b""
     try:
+        if isinstance(proxy_header, list):
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for piece in proxy_header:
+                try:
+                    raw.sendall(piece)
+                except ConnectionError:
+                    return _refusal(raw, result)
+                time.sleep(0.02)  # so that the server reads each piece on its own (how segments arrive)
+        else:
+            first = proxy_header
         if use_tls:
-            raw.sendall(struct.pack("!ii", 8, SSL_REQUEST))
-            answer = raw.recv(1)
+            try:
+                raw.sendall(first + struct.pack("!ii", 8, SSL_REQUEST))
+            except ConnectionError:
+                return _refusal(raw, result)
+            first = b""
+            try:
+                answer = raw.recv(1, socket.MSG_PEEK)
+            except ConnectionError:
+                answer = b""
+            if answer == b"N":
+                raise AssertionError("server refused TLS")
             if answer != b"S":
-                raise AssertionError(f"server refused TLS: {answer!r}")
+                return _refusal(raw, result)
+            raw.recv(1)
             ctx = ssl.create_default_context(cafile=cafile)
             ctx.check_hostname = False
             if certfile:
@@ -129,7 +168,7 @@ def exchange(port: int, user: str, *, source: str = "127.0.0.1", host: str = "12
         params = b"".join(k.encode() + b"\0" + v.encode() + b"\0"
                           for k, v in (("user", user), ("database", database)))
         payload = struct.pack("!i", PROTOCOL_3) + params + b"\0"
-        sock.sendall(struct.pack("!i", len(payload) + 4) + payload)
+        sock.sendall(first + struct.pack("!i", len(payload) + 4) + payload)
         conn = _Conn(sock)
         scram: dict = {}
         while True:

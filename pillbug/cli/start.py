@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import re
 import signal
@@ -41,6 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--insecure", action="store_true")
     p.add_argument("--allowlist", default=None,
                    help="comma-separated CIDRs that may connect (seeds the HBA cluster setting)")
+    p.add_argument("--accept-proxy-protocol-from", default=None, metavar="CIDR[,CIDR...]",
+                   help="the balancers (HAProxy send-proxy-v2) whose PROXY protocol v2 header names the "
+                        "client's address; nobody's by default")
     p.add_argument("--init-admin", default=None,
                    help="on first start, create this user in the admin role with a generated password "
                         "and print the connection details")
@@ -88,11 +92,17 @@ def run(args: argparse.Namespace) -> int:
     store = store.split(",")[0]
     listen_host, listen_port = _host_port(args.listen_addr, 26257)
     http_host, http_port = _host_port(args.http_addr, 8080)
+    try:
+        balancers = parse_proxy_protocol_from(args.accept_proxy_protocol_from)
+    except FlagError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
     config = NodeConfig(store=store, listen_host=listen_host, listen_port=listen_port,
                         http_host=http_host, http_port=http_port, certs_dir=args.certs_dir,
                         insecure=args.insecure,
                         allowlist=[c for c in args.allowlist.split(",") if c.strip()] if args.allowlist else None,
-                        init_admin=args.init_admin, test_store=args.test_store)
+                        init_admin=args.init_admin, test_store=args.test_store,
+                        proxy_protocol_from=balancers)
     try:
         import uvloop
         runner = uvloop.run
@@ -122,6 +132,9 @@ def add_cluster_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--locality", default="", help="region=...,zone=...")
     p.add_argument("--certs-dir", default="certs")
     p.add_argument("--insecure", action="store_true")
+    p.add_argument("--accept-proxy-protocol-from", default=None, metavar="CIDR[,CIDR...]",
+                   help="the balancers (HAProxy send-proxy-v2) whose PROXY protocol v2 header names the "
+                        "client's address; nobody's by default")
     p.add_argument("--etcd-client-addr", default=None,
                    help="where this node's etcd member serves clients (default: SQL port + 10000)")
     p.add_argument("--etcd-peer-addr", default=None,
@@ -148,6 +161,24 @@ def parse_locality(text: str) -> str:
         if not eq or not key or not value or "=" in value:
             raise FlagError("--locality", text, f'tier must be in the form "key=value" not "{tier}"')
     return text
+
+
+def parse_proxy_protocol_from(text: str | None) -> list[str] | None:
+    """--accept-proxy-protocol-from: comma-separated networks (an address alone is its /32 or /128),
+    normalized; None when not given."""
+    if text is None:
+        return None
+    networks: list[str] = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item.strip())))
+        except ValueError as exc:
+            raise FlagError("--accept-proxy-protocol-from", text, str(exc)) from None
+    if not networks:
+        raise FlagError("--accept-proxy-protocol-from", text, "expected CIDR[,CIDR...]")
+    return networks
 
 
 def parse_join(values: list[str]) -> list[str]:
@@ -190,7 +221,8 @@ def cluster_config(args: argparse.Namespace) -> NodeConfig:
                         http_port=http_port, certs_dir=None if args.insecure else args.certs_dir,
                         insecure=args.insecure, join=join, locality=locality,
                         etcd_client_addr=args.etcd_client_addr, etcd_peer_addr=args.etcd_peer_addr,
-                        advertise_addr=args.advertise_addr)
+                        advertise_addr=args.advertise_addr,
+                        proxy_protocol_from=parse_proxy_protocol_from(args.accept_proxy_protocol_from))
     # the same computation the node makes, so that a bad address fails here, before anything starts
     cluster_layout(f"{listen_host}:{listen_port}", join, store, config.certs_dir,
                    advertise_addr=args.advertise_addr, etcd_client_addr=args.etcd_client_addr,

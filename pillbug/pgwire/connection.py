@@ -1,7 +1,7 @@
 """One client connection's driver: protocol 3.0 over an asyncio.Protocol, and the session's ResultSink.
 
-Lifecycle: STARTUP (SSLRequest -> TLS, CancelRequest, StartupMessage) -> AUTH -> READY (simple
-and extended query, COPY FROM STDIN and TO STDOUT) -> CLOSED. This module reads messages, routes
+Lifecycle: [a balancer's PROXY header] -> STARTUP (SSLRequest -> TLS, CancelRequest, StartupMessage)
+-> AUTH -> READY (simple and extended query, COPY FROM STDIN and TO STDOUT) -> CLOSED. This module reads messages, routes
 them by state and type, steps their handlers, owns the output buffer, flow control, errors,
 ReadyForQuery and the idle/terminate timers, handles the simple Query itself, and writes results
 (row_description, data_rows, command_complete, ...). The other jobs are mixins of Connection,
@@ -13,6 +13,12 @@ message costs what it did when they were all written in this file (no handler ob
 call, no allocation per message). What this module must not know: how a startup packet, an
 authentication exchange, a Bind or a CopyData is decoded (it only routes them), nor anything of
 the session beyond its public API.
+
+A connection's first byte says whether a balancer speaks first: a PROXY protocol v2 header
+(proxy_protocol.py) starts with 0x0D (a refused text v1 one with "P"), a startup packet with 0x00. Only a peer in the server's
+trusted balancer networks may send one; its header's source address becomes `peer`, which the
+allowlist and the session see, and the bytes after it go to the reader. Anyone else's header is
+refused (FATAL 08P01). Only bytes before the first message pass through that check.
 
 Bytes go into a messages.Reader; complete messages are handled in order. Handling a message is
 a coroutine that usually finishes without suspending (on LMDB a point read never waits), so it
@@ -55,7 +61,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from pillbug.pgwire import codecs
+from pillbug.pgwire import codecs, proxy_protocol
 from pillbug.pgwire import messages as M
 from pillbug.pgwire.copy_protocol import CopyMixin, looks_like_copy
 from pillbug.pgwire.extended import ExtendedMixin, fields
@@ -103,7 +109,9 @@ class Connection(StartupMixin, ExtendedMixin, CopyMixin, asyncio.Protocol):
         self.copy = None  # the COPY FROM STDIN being fed (copy_protocol.py)
         self.copy_error: errors.PgError | None = None
         self.copy_extended = False  # the COPY FROM came in an Execute: Sync, not CopyDone, ends it
-        self.peer: str | None = None
+        self.peer: str | None = None  # the client's address: the socket's, or a trusted balancer's header's
+        self.expecting_first_bytes = True  # whether the first bytes (a PROXY header?) are still to look at
+        self.proxy_header = bytearray()  # a PROXY header received so far, bounded by proxy_protocol
         self.cert_user: str | None = None
         self.startup_params: dict[str, str] = {}
         self.closed = False
@@ -133,6 +141,10 @@ class Connection(StartupMixin, ExtendedMixin, CopyMixin, asyncio.Protocol):
             if len(self.early_data) > M.MAX_STARTUP:
                 self.close()
             return
+        if self.expecting_first_bytes:
+            data = self._take_proxy_header(data)
+            if not data:
+                return
         self.reader.feed(data)
         if self.busy or self.write_paused:
             # Unprocessed input waits in the reader; past a bound, TCP pushes back instead.
@@ -142,6 +154,38 @@ class Connection(StartupMixin, ExtendedMixin, CopyMixin, asyncio.Protocol):
                 self.reading_paused = True
             return
         self._process()
+
+    def _take_proxy_header(self, data: bytes) -> bytes:
+        """Look at a connection's first bytes: a PROXY header from a trusted balancer is taken off
+        (and sets `peer`), anyone else's refused. Returns the bytes that follow it, for the reader:
+        all of data on a direct connection, nothing while the header is incomplete."""
+        if self.closed:
+            return b""
+        if not self.proxy_header:
+            if data[0] not in proxy_protocol.FIRST_BYTES:
+                self.expecting_first_bytes = False
+                return data
+            if not self.server.is_trusted_balancer(self.peer):
+                log.warning("refused a PROXY protocol header from %s, which is not in the trusted balancer "
+                            "networks (--accept-proxy-protocol-from)", self.peer)
+                self._fatal(errors.protocol_violation(
+                    f"PROXY protocol header from {self.peer}, which is not a trusted balancer"))
+                return b""
+        self.proxy_header += data
+        try:
+            header = proxy_protocol.parse_header(self.proxy_header)
+        except errors.PgError as exc:
+            log.warning("balancer %s: %s", self.peer, exc.message)
+            self._fatal(exc)
+            return b""
+        if header is None:
+            return b""
+        if header.source is not None:
+            self.peer = header.source[0]
+        rest = bytes(self.proxy_header[header.length:])
+        self.expecting_first_bytes = False
+        self.proxy_header = bytearray()
+        return rest
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

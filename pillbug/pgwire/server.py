@@ -1,16 +1,19 @@
 """The SQL listener: accepts connections and hands each to a Connection; routes cancel requests.
 
-It knows the engine (to create sessions), the TLS context (None with --insecure) and the live
-connections, so that a CancelRequest, which arrives on a connection of its own, can find the
-session it is for. It knows nothing of HTTP or of the node's other parts.
+It knows the engine (to create sessions), the TLS context (None with --insecure), the networks
+of the balancers trusted to send a PROXY protocol header (proxy_protocol.py; none by default) and
+the live connections, so that a CancelRequest, which arrives on a connection of its own, can find
+the session it is for. It knows nothing of HTTP or of the node's other parts.
 """
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import ssl
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from pillbug.pgwire.connection import Connection
@@ -20,11 +23,18 @@ from pillbug.util import timeslice
 log = logging.getLogger(__name__)
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 class PgServer:
-    def __init__(self, engine: Any, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(self, engine: Any, ssl_context: ssl.SSLContext | None,
+                 proxy_protocol_from: Iterable[Network] = ()) -> None:
         self.engine = engine
         self.ssl_context = ssl_context
         self.insecure = ssl_context is None
+        # Whoever may send a PROXY header names the client's address, which the allowlist then
+        # believes: only the operator's balancers may, never a client.
+        self.proxy_protocol_from: tuple[Network, ...] = tuple(proxy_protocol_from)
         self.connections: set[Connection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._forwards: set[asyncio.Task] = set()  # cancel requests on their way to another node
@@ -34,6 +44,18 @@ class PgServer:
         self._server = await loop.create_server(lambda: Connection(self), host, port,
                                                 reuse_address=True, backlog=1024)
         return self._server.sockets[0].getsockname()[1]
+
+    def is_trusted_balancer(self, address: str | None) -> bool:
+        """Whether a connection from this socket address may start with a PROXY protocol header."""
+        if address is None or not self.proxy_protocol_from:
+            return False
+        try:
+            ip = ipaddress.ip_address(address.partition("%")[0])  # an IPv6 scope id is no part of it
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # an IPv4 balancer seen through a dual-stack socket
+        return any(ip in network for network in self.proxy_protocol_from)
 
     def cancel(self, pid: int, secret: int) -> None:
         engine = self.engine

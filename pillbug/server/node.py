@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import ipaddress
 import logging
 import os
 import secrets
@@ -60,6 +61,9 @@ class NodeConfig:
     etcd_client_addr: str | None = None
     etcd_peer_addr: str | None = None
     advertise_addr: str | None = None
+    # --accept-proxy-protocol-from: CIDRs of the balancers whose PROXY v2 header names the client
+    # (pgwire/proxy_protocol.py); None: nobody's header is accepted
+    proxy_protocol_from: list[str] | None = None
 
 
 class Node:
@@ -88,6 +92,10 @@ class Node:
         began = time.monotonic()
         cfg = self.config
         ssl_context = None if cfg.insecure else tls.server_context(cfg.certs_dir or "certs")
+        try:
+            balancers = [ipaddress.ip_network(cidr) for cidr in cfg.proxy_protocol_from or ()]
+        except ValueError as exc:
+            raise errors.invalid_parameter_value(f"--accept-proxy-protocol-from: {exc}") from None
         if cfg.init_admin is not None and cfg.init_admin in RESERVED_NAMES:
             raise errors.invalid_parameter_value(
                 f"--init-admin: {cfg.init_admin!r} is a reserved role name; choose another user name")
@@ -116,7 +124,7 @@ class Node:
             await self._seed_allowlist(cfg.allowlist)
         if cfg.init_admin:
             await self._init_admin(cfg.init_admin)
-        self.pg = PgServer(self.engine, ssl_context)
+        self.pg = PgServer(self.engine, ssl_context, proxy_protocol_from=balancers)
         self.sql_port = await self.pg.start(cfg.listen_host, cfg.listen_port)
         self.engine.sql_address = f"{cfg.advertise_addr or cfg.listen_host}:{self.sql_port}"
         if self.cluster is not None:
@@ -366,6 +374,8 @@ class Node:
         ]
         if cfg.locality:
             lines.insert(-2, f"locality:            {cfg.locality}")
+        if cfg.proxy_protocol_from:
+            lines.insert(-2, f"proxy protocol from: {','.join(cfg.proxy_protocol_from)}")
         print("\n".join(lines), flush=True)
         if self.config.init_admin:
             if self.admin_password is not None:
