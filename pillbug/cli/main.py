@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from pillbug import CRDB_COMPAT_VERSION, __version__
-from pillbug.cli import cert, demo, init, node, sql_shell, start
+from pillbug.cli import cert, demo, gen, init, node, sql_shell, start
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_parser(sub)
     sql_shell.add_parser(sub)
     cert.add_parser(sub)
+    gen.add_parser(sub)
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         return sql_shell.run(args)
     if args.command == "cert":
         return cert.run(args)
+    if args.command == "gen":
+        return gen.run(args)
     if args.command == "version":
         print(f"Build Tag:        {CRDB_COMPAT_VERSION}\nPillbug:          {__version__}")
         return 0
