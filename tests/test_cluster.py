@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -23,7 +24,7 @@ import time
 import psycopg2
 import pytest
 from cluster_harness import HTTP_PORT, SQL_PORT, Cluster, cluster_mode_available
-from conftest import ADMIN_PASSWORD, ADMIN_USER, PILLBUG, wait_for
+from conftest import ADMIN_PASSWORD, ADMIN_USER, PILLBUG, free_port, wait_for
 from wire_client import RawConnection, query
 
 pytestmark = pytest.mark.skipif(cluster_mode_available() is not None, reason=str(cluster_mode_available()))
@@ -279,3 +280,89 @@ def test_a_table_created_on_one_node_is_there_at_once_on_the_others(cluster):
         assert cluster.sql(reader, f"SELECT k FROM {name}") == [(i,)]
         cluster.sql(reader, f"ALTER TABLE {name} ADD COLUMN v INT DEFAULT 7")
         assert cluster.sql(1 + (i + 2) % 3, f"SELECT k, v FROM {name}") == [(i, 7)]
+
+
+# ---- pillbug gen haproxy (tests/test_gen_haproxy.py has the parts that need no cluster) ---------
+# Last in the module: the balancer test drains a node (and restarts it after).
+
+def test_gen_haproxy_locality_filter_and_stdout(cluster):
+    zone2 = _cli(cluster, "gen", "haproxy", "--locality=zone=z2", "--out", "-")
+    assert zone2.returncode == 0, zone2.stderr
+    servers = [line.split() for line in zone2.stdout.splitlines() if line.strip().startswith("server ")]
+    node_id = cluster.sql(2, "SHOW node_id")[0][0]
+    assert [s[:6] for s in servers] == [["server", f"pillbug{node_id}", cluster.node(2).addr, "check", "port",
+                                         str(HTTP_PORT)]]
+    assert f"ca-file {os.path.join(cluster.certs, 'ca.crt')}" in zone2.stdout
+    every = _cli(cluster, "gen", "haproxy", "--locality=region=r.*", "--out", "-")
+    assert every.returncode == 0, every.stderr
+    assert [line.split()[1] for line in every.stdout.splitlines() if line.strip().startswith("server ")] \
+        == ["pillbug1", "pillbug2", "pillbug3"]
+    none = _cli(cluster, "gen", "haproxy", "--locality=zone=z9", "--out", "-")
+    assert none.returncode == 1 and none.stdout == ""
+    assert "no nodes match locality filter zone=z9. Found localities: [region=r1,zone=z1 region=r1,zone=z2 " \
+           "region=r1,zone=z3]" in none.stderr, none.stderr
+
+
+def _served_by(params: dict) -> str:
+    """The id of the node that a new connection with `params` lands on; raises if it fails."""
+    conn = psycopg2.connect(**params)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW node_id")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_gen_haproxy_balances_over_every_node_and_a_drained_one_gets_no_new_connection(cluster, tmp_path):
+    cfg = tmp_path / "haproxy.cfg"
+    gen = subprocess.run([PILLBUG, "gen", "haproxy", f"--certs-dir={cluster.certs}",
+                          f"--host={cluster.node(1).addr}", f"--out={cfg}"], capture_output=True, text=True,
+                         timeout=120)
+    assert gen.returncode == 0 and gen.stdout == "", gen.stderr
+    check = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+    # Port 26257 is the nodes' own: listen elsewhere, and check twice a second so that the test
+    # need not wait for HAProxy's default 2 s x 3.
+    port = free_port()
+    text = cfg.read_text()
+    assert "    bind :26257\n" in text and "    option httpchk GET /health?ready=1\n" in text
+    cfg.write_text(text.replace("    bind :26257\n", f"    bind 127.0.0.1:{port}\n").replace(
+        "    option httpchk GET /health?ready=1\n",
+        "    option httpchk GET /health?ready=1\n    default-server inter 500ms fall 2 rise 2\n"))
+    ids = {i: cluster.sql(i, "SHOW node_id")[0][0] for i in (1, 2, 3)}
+    via = {**cluster.params(1), "host": "127.0.0.1", "port": port}  # the node certificate names 127.0.0.1
+    proxy = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    try:
+        wait_for(lambda: _connects(via), timeout=10, what="HAProxy to take connections")
+        assert {_served_by(via) for _ in range(9)} == set(ids.values())  # roundrobin over all three
+        drained = ids[2]
+        drain = _cli(cluster, "node", "drain", drained)
+        assert drain.returncode == 0, drain.stderr
+        began = time.monotonic()
+        # Until HAProxy's check sees the drained node's 503, a connection sent to it fails; then
+        # every new connection succeeds, elsewhere.
+        streak: list[str] = []
+        while len(streak) < 6:
+            assert time.monotonic() - began < 10, "HAProxy kept sending connections to the drained node"
+            try:
+                streak.append(_served_by(via))
+            except psycopg2.OperationalError:
+                streak = []
+        served = [_served_by(via) for _ in range(12)]
+        assert drained not in served and set(served) == {ids[1], ids[3]}, served
+    finally:
+        os.killpg(proxy.pid, signal.SIGKILL)
+        proxy.wait(10)
+        # The drain lasts until the node restarts.
+        cluster.kill9(2)
+        cluster.restart(2)
+
+
+def _connects(params: dict) -> bool:
+    try:
+        _served_by(params)
+        return True
+    except psycopg2.OperationalError:
+        return False

@@ -61,7 +61,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Any]:
     check_certs(certs_dir)
     try:
         client = etcd_client([endpoint], certs_dir, ROOT_CERT, rpc_max_attempts=1)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a SQL port past 55535 has no etcd port + 10000
         raise AccessError(f"cannot reach node {node} (etcd client address {endpoint}): {exc}") from None
     await client.connect()
     try:

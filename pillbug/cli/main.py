@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from pillbug import CRDB_COMPAT_VERSION, __version__
-from pillbug.cli import cert, demo, init, managed, node, sql_shell, start
+from pillbug.cli import cert, demo, gen, init, managed, node, sql_shell, start
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     managed.add_parser(sub)
     sql_shell.add_parser(sub)
     cert.add_parser(sub)
+    gen.add_parser(sub)
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         return sql_shell.run(args)
     if args.command == "cert":
         return cert.run(args)
+    if args.command == "gen":
+        return gen.run(args)
     if args.command == "version":
         print(f"Build Tag:        {CRDB_COMPAT_VERSION}\nPillbug:          {__version__}")
         return 0

@@ -216,6 +216,12 @@ class Coordinator:
         response = await self.kv.get(prefix, prefix_range_end(prefix))
         return {int(kv.key[len(prefix):]): json.loads(kv.value) for kv in response.kvs}
 
+    async def last_node_id(self) -> int:
+        """The highest node id handed out so far (0 before any): ids 1..this are every node that
+        ever joined, live or not."""
+        response = await self.kv.get(self.key("nodeid"))
+        return int(response.kvs[0].value) if response.kvs else 0
+
     async def set_membership(self, node_id: int, state: str) -> None:
         if state not in MEMBERSHIP_STATES:
             raise ValueError(f"unknown membership state {state!r}: expected one of {', '.join(MEMBERSHIP_STATES)}")
