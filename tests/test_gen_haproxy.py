@@ -5,13 +5,21 @@ shares that module's cluster.
 """
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 
 import pytest
 from conftest import PILLBUG, free_port
 
-from pillbug.cli.gen import GenError, parse_locality_filter, render, select_nodes
+from pillbug.cli.gen import (
+    GenError,
+    add_parser,
+    balancer_options,
+    parse_locality_filter,
+    render,
+    select_nodes,
+)
 from pillbug.cli.haproxy_config import Server
 from pillbug.cli.start import FlagError
 
@@ -123,3 +131,29 @@ def test_cli_errors_exit_1_with_a_message(tmp_path):
     assert high.returncode == 1 and high.stderr.startswith("ERROR: cannot reach node 127.0.0.1:60000") \
         and "out of range" in high.stderr, high.stderr
     assert not out.exists()  # nothing written on an error
+
+
+def test_pillbug_flags_make_a_balancer_that_passes_client_addresses(tmp_path, certs):
+    """--proxy-protocol-source / --accept-proxy-protocol-from / --health-addr / --bind: the regional
+    balancer of docs/deploy.md, which HAProxy accepts."""
+    if not shutil.which("haproxy"):
+        pytest.skip("haproxy is not installed")
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    port, health = free_port(), free_port()
+    args = parser.parse_args(["gen", "haproxy", f"--bind=127.0.0.1:{port}", "--proxy-protocol-source=127.0.0.70",
+                              "--accept-proxy-protocol-from=127.0.0.71/32", f"--health-addr=127.0.0.1:{health}",
+                              "--check-interval=500ms"])
+    text = render(select_nodes(THREE, {}, 3), f"{certs}/ca.crt", **balancer_options(args))
+    assert f"bind 127.0.0.1:{port}" in text
+    assert "tcp-request connection expect-proxy layer4 if { src 127.0.0.71/32 }" in text
+    assert text.count("send-proxy-v2 source 127.0.0.70") == 3
+    assert "monitor-uri /health" in text and "default-server inter 500ms" in text
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(text)
+    check = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+    for flag, value in (("--proxy-protocol-source", "lb.example"), ("--accept-proxy-protocol-from", "10.0.0.1/8"),
+                        ("--check-interval", "soon")):
+        with pytest.raises(FlagError):
+            balancer_options(parser.parse_args(["gen", "haproxy", f"{flag}={value}"]))

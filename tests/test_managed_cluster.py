@@ -74,7 +74,7 @@ def test_confirmation_and_connection_json(cluster):
     d = cluster.details
     assert set(d) >= {"global_host", "port", "ca_cert", "user", "password", "regions"}
     assert list(d["regions"]) == REGIONS
-    for name, region in d["regions"].items():
+    for region in d["regions"].values():
         assert region["lb_host"] in cluster.output
         assert len(region["nodes"]) == 1
     out = cluster.output
@@ -176,3 +176,21 @@ def test_create_refuses_bad_flags_and_an_existing_cluster(cluster, tmp_path):
                            f"--port={cluster.port}", f"--http-port={cluster.details['port'] + 1}"],
                           capture_output=True, text=True, timeout=60)
     assert busy.returncode == 1 and "is in use" in busy.stderr, busy.stderr
+
+
+def test_gen_haproxy_writes_a_regions_balancer(cluster, tmp_path):
+    """What docs/deploy.md does on a balancer machine: gen haproxy over the running cluster, one
+    region's nodes, with the PROXY header from the balancer's address."""
+    west = cluster.details["regions"]["us-west1"]
+    out = tmp_path / "west.cfg"
+    proc = subprocess.run([PILLBUG, "gen", "haproxy", f"--host={west['nodes'][0]}",
+                           f"--certs-dir={os.path.join(cluster.dir, 'operator')}", "--locality=region=us-west1",
+                           f"--proxy-protocol-source={west['lb_host']}", f"--out={out}"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    servers = [line.split()[2] for line in text.splitlines() if line.strip().startswith("server ")]
+    assert servers == west["nodes"], text
+    assert f"send-proxy-v2 source {west['lb_host']}" in text
+    check = subprocess.run(["haproxy", "-c", "-f", str(out)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr

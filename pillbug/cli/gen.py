@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
 import re
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 from pillbug.cli import etcd_access
 from pillbug.cli.haproxy_config import Server, balancer_config
@@ -130,10 +132,37 @@ def select_nodes(nodes: dict[int, dict], memberships: dict[int, str], last_node_
     return selection
 
 
-def render(selection: Selection, ca_file: str | None) -> str:
-    """The configuration: the left-out notes, then CockroachDB's layout."""
+def render(selection: Selection, ca_file: str | None, **balancer: Any) -> str:
+    """The configuration: the left-out notes, then CockroachDB's layout (with `balancer`'s options of
+    haproxy_config.balancer_config: Pillbug's flags for PROXY headers, bind, health listener)."""
     notes = "".join(line + "\n" for line in selection.left_out)
-    return notes + balancer_config(selection.servers, ca_file=ca_file)
+    return notes + balancer_config(selection.servers, ca_file=ca_file, **balancer)
+
+
+def balancer_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Pillbug's own gen haproxy flags as balancer_config's keyword arguments; FlagError for a bad one."""
+    options: dict[str, Any] = {"bind": args.bind}
+    if args.proxy_protocol_source:
+        try:
+            options["source"] = str(ipaddress.ip_address(args.proxy_protocol_source))
+        except ValueError:
+            raise FlagError("--proxy-protocol-source", args.proxy_protocol_source, "expected an IP address") from None
+        options["send_proxy"] = True
+    if args.accept_proxy_protocol_from:
+        networks = []
+        for item in args.accept_proxy_protocol_from.split(","):
+            try:
+                networks.append(str(ipaddress.ip_network(item.strip())))
+            except ValueError as exc:
+                raise FlagError("--accept-proxy-protocol-from", args.accept_proxy_protocol_from, str(exc)) from None
+        options["trusted_proxies"] = networks
+    if args.health_addr:
+        options["health_bind"] = args.health_addr
+    if args.check_interval:
+        if not re.fullmatch(r"\d+(ms|s)", args.check_interval):
+            raise FlagError("--check-interval", args.check_interval, "expected a duration such as 500ms or 2s")
+        options["check_interval"] = args.check_interval
+    return options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -145,11 +174,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="only nodes whose locality matches, e.g. region=us.*,zone=us-east1-b "
                         "(each value is a regular expression)")
     h.add_argument("--out", default="haproxy.cfg", help='the file to write ("-" for stdout)')
+    # Pillbug's own, for a balancer that tells the nodes who the client is (docs/deploy.md)
+    h.add_argument("--bind", default=":26257", help="where the balancer listens (default :26257)")
+    h.add_argument("--proxy-protocol-source", default=None, metavar="ADDR",
+                   help="send each node a PROXY protocol v2 header naming the client, from this address "
+                        "(the one the nodes' --accept-proxy-protocol-from lists)")
+    h.add_argument("--accept-proxy-protocol-from", default=None, metavar="CIDR[,CIDR]",
+                   help="take a PROXY protocol v2 header from these clients (a global balancer in front)")
+    h.add_argument("--health-addr", default=None, metavar="ADDR:PORT",
+                   help="also serve /health (503 when no node is in service) and /stats here")
+    h.add_argument("--check-interval", default=None, help="health check interval (HAProxy's default: 2s)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         locality = parse_locality_filter(args.locality) if args.locality else None
+        options = balancer_options(args)
         selection = asyncio.run(_select(args, locality))
     except (FlagError, etcd_access.AccessError, GenError) as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
@@ -158,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         print(warning, file=sys.stderr)
     # The nodes' /health is HTTPS in secure mode; the path must hold wherever haproxy runs from.
     ca_file = None if args.insecure else os.path.abspath(os.path.join(args.certs_dir, "ca.crt"))
-    text = render(selection, ca_file)
+    text = render(selection, ca_file, **options)
     if args.out == "-":
         sys.stdout.write(text)
         return 0
