@@ -9,7 +9,9 @@ quorum. The clients come from 127.0.0.1, which the global host sends to the firs
 - once both us-west1 nodes are killed with SIGKILL (two of the five voters), new connections land
   in europe-west1, and transfers go on;
 - afterwards the bank's checker finds the total balance kept, every acknowledged transfer present,
-  none invented, no half transaction (tests/cluster_workloads.py).
+  none invented, no half transaction (tests/cluster_workloads.py);
+- `pillbug cluster start` then restarts what is down, the restarted nodes serve with their data,
+  and the global host sends the clients home again.
 """
 from __future__ import annotations
 
@@ -81,5 +83,15 @@ def test_bank_through_the_global_host_survives_losing_a_balancer_then_a_region(c
     assert anomalies == [], anomalies
     assert bank.stats.acked >= 60
     status = cluster.cli("status").stdout
-    for name in cluster.node_names("us-west1"):
+    for name in cluster.node_names("us-west1") + ["lb-us-east1"]:
         assert any(name in line and "stopped" in line for line in status.splitlines()), status
+
+    # `cluster start` brings back what is not running, with its data; clients go home again.
+    started = cluster.cli("start", timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+    status = cluster.cli("status").stdout
+    assert all("stopped" not in line for line in status.splitlines()), status
+    wait_for_region(cluster, host, "us-east1")
+    west = cluster.details["regions"]["us-west1"]["lb_host"]
+    assert cluster.query(west, "SELECT gateway_region(), count(*) FROM accounts") == [("us-west1", 16)]
+    assert bank.check() == []
