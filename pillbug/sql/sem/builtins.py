@@ -233,8 +233,8 @@ def _in_recovery() -> bool:
     return False
 
 
-# Where the connection landed: the gateway node's id and --locality (util/locality.py). A plan
-# folds them, which is right: the plan cache is the node's own.
+# Where the connection landed: the gateway node's id and --locality (util/locality.py). Not
+# volatile: neither changes while the node runs, and a node's plans (its plan cache) are its own.
 @fn("crdb_internal.node_id", (), T.INT8, strict=False, needs_ctx=True)
 def _node_id(ctx: Any) -> int:
     return ctx.session.engine.node_id
