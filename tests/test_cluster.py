@@ -69,6 +69,34 @@ def test_nodes_know_each_other(cluster):
     assert all(loc.startswith("region=") for (loc,) in localities)
 
 
+def test_each_node_says_which_node_and_region_served_the_connection(cluster):
+    gossip = dict(cluster.sql(1, "SELECT node_id, locality FROM crdb_internal.gossip_nodes"))
+    for i in (1, 2, 3):
+        conn = cluster.connect(i)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SHOW node_id")
+                (shown,) = cur.fetchone()
+                cur.execute("SELECT crdb_internal.node_id(), gateway_region(), crdb_internal.locality_value('zone')")
+                node_id, region, zone = cur.fetchone()
+                cur.execute("SHOW LOCALITY")
+                (locality,) = cur.fetchone()
+                cur.execute("SHOW REGIONS FROM CLUSTER")
+                cluster_regions = cur.fetchall()
+                cur.execute("SELECT region, zones, database_names FROM [SHOW REGIONS]")
+                regions = cur.fetchall()
+        finally:
+            conn.close()
+        # node ids come from etcd in start order: the node's own answers agree with each other and
+        # with what the cluster registered for it
+        assert int(shown) == node_id
+        assert (locality, region, zone) == (f"region=r1,zone=z{i}", "r1", f"z{i}")
+        assert gossip[node_id] == locality
+        assert cluster_regions == [("r1", ["z1", "z2", "z3"])]
+        assert regions == [("r1", ["z1", "z2", "z3"], [])]
+    assert sorted(gossip) == [1, 2, 3]
+
+
 def _sleeper(cluster: Cluster, i: int, seconds: float):
     """A statement running on node i (a pg_sleep in its own connection) and its outcome."""
     conn = cluster.connect(i)

@@ -117,7 +117,7 @@ class Node:
                     raise errors.invalid_parameter_value(f"--test-store: {exc}") from None
                 log.warning("--test-store=%s: reads go through a test store that delays them; not for "
                             "production", cfg.test_store)
-        self.engine = Engine(DB(self.store), node_id=node_id)
+        self.engine = Engine(DB(self.store), node_id=node_id, locality=cfg.locality)
         self.engine.cluster = self.cluster
         self.first_start = await self.engine.start()
         if cfg.allowlist:

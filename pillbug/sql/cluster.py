@@ -8,15 +8,20 @@ another node sent it (CANCEL QUERY/SESSION for one of its statements, a pgwire C
 landed elsewhere, its part of SHOW CLUSTER QUERIES/SESSIONS), with the same privilege checks as for
 a local request: the requester's user name travels with it and is checked against this node's
 catalog.
+
+It also says which nodes there are and where they stand (`nodes`, on one node this node alone), and
+the regions their localities name (`regions`): the node tables and SHOW REGIONS read the nodes
+through here.
 """
 from __future__ import annotations
 
 import datetime
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pillbug.sql import activity
-from pillbug.util import errors
+from pillbug.util import errors, locality
 
 # Node ids live in the low half of CockroachDB's 128-bit query and session ids (activity.py) and
 # in the upper bits of the BackendKeyData pid, so that any node can tell whose a cancel is.
@@ -49,6 +54,33 @@ class ClusterView(Protocol):
     def call(self, node_id: int, request: dict) -> dict:
         """Send `request` to node `node_id` and return its answer (answer() ran there).
         Raises a PgError when the node cannot be reached in time."""
+
+
+def nodes(engine: Any) -> list[NodeDescriptor]:
+    """Every node of the cluster by node id, live or not; on one node, this node alone."""
+    if engine.cluster is not None:
+        return sorted(engine.cluster.nodes(), key=lambda n: n.node_id)
+    started = engine.start_time.timestamp()
+    return [NodeDescriptor(engine.node_id, engine.sql_address, "", engine.locality, engine.version_string,
+                           started, time.time(), True, False, False, "active")]
+
+
+def regions(engine: Any) -> list[tuple[str, list[str]]]:
+    """SHOW REGIONS FROM CLUSTER: (region, its zones) for the region tiers of the live nodes, both
+    sorted. A node without a region tier has no region to add to; decommissioned nodes serve no
+    more and add nothing either."""
+    zones: dict[str, set[str]] = {}
+    for node in nodes(engine):
+        if not node.is_live or node.membership == "decommissioned":
+            continue
+        region = locality.value(node.locality, "region")
+        if region is None:
+            continue
+        found = zones.setdefault(region, set())
+        zone = locality.zone(node.locality)
+        if zone is not None:
+            found.add(zone)
+    return [(region, sorted(zones[region])) for region in sorted(zones)]
 
 
 def pid_node(pid: int) -> int:

@@ -34,10 +34,13 @@ CATALOG_CACHE_SIZE = 8
 
 
 class Engine:
-    def __init__(self, db: DB, node_id: int = 1, cluster_name: str = "") -> None:
+    def __init__(self, db: DB, node_id: int = 1, cluster_name: str = "", locality: str = "") -> None:
         self.db = db
         self.locks = LockTable()  # row locks of this node's transactions (kv/locks.py)
         self.node_id = node_id
+        # --locality as given (region=...,zone=...; "" without it): SHOW LOCALITY, gateway_region()
+        # and this node's row of the node tables (sql/cluster.py: locality_tiers, nodes).
+        self.locality = locality
         self.cluster_name = cluster_name
         # The other nodes (server/ sets it in a cluster; None on one node): sql/cluster.py.
         self.cluster: ClusterView | None = None

@@ -69,6 +69,7 @@ class Session:
         self.vars["session_user"] = user
         self.vars["crdb_version"] = engine.version_string
         self.vars["node_id"] = str(engine.node_id)
+        self.vars["locality"] = engine.locality
         self.timezone: datetime.tzinfo = datetime.UTC
         self.server_version_string = engine.version_string
         self.node_start_time = engine.start_time

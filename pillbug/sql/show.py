@@ -70,7 +70,12 @@ _COLUMNS: dict[str, Any] = {
                     ("distributed", B), ("full_scan", B), ("phase", S)),
     "ShowRanges": (("start_key", S), ("end_key", S), ("range_id", INT), ("replicas", T.INT_ARRAY),
                    ("lease_holder", INT)),
-    "ShowRegions": (("region", S), ("zones", SA), ("database_names", SA), ("primary_region_of", SA)),
+    "ShowRegions": (("region", S), ("zones", SA), ("database_names", SA), ("primary_region_of", SA),
+                    ("secondary_region_of", SA)),
+    "ShowClusterRegions": (("region", S), ("zones", SA)),
+    "ShowDatabaseRegions": (("database", S), ("region", S), ("primary", B), ("secondary", B), ("zones", SA)),
+    "ShowAllDatabaseRegions": (("database_name", S), ("regions", SA), ("primary_region", S),
+                               ("secondary_region", S), ("survival_goal", S)),
     "ShowSavepointStatus": (("savepoint_name", S), ("is_initial_savepoint", B)),
     "ShowClusterSetting": lambda stmt: _cols((stmt.node["name"], S)),
     "ShowGrants": lambda stmt: _grant_columns(stmt.node),
@@ -117,9 +122,12 @@ def _visible(session: Any, desc: Any) -> bool:
 
 
 def _ShowDatabases(session: Any, node: dict) -> list[tuple]:
-    return [(db.name, db.privileges.owner, None, None, [], None)
-            for db in sorted(session.catalog.databases.values(), key=lambda d: d.name)
-            if _visible(session, db)]
+    return [(db.name, db.privileges.owner, None, None, [], None) for db in _databases(session)]
+
+
+def _databases(session: Any) -> list[DatabaseDesc]:
+    """The databases the user may see, by name."""
+    return [db for db in sorted(session.catalog.databases.values(), key=lambda d: d.name) if _visible(session, db)]
 
 
 def _db_for(session: Any, source: list[str] | None) -> tuple[DatabaseDesc, str | None]:
@@ -448,8 +456,25 @@ def _ShowRanges(session: Any, node: dict) -> list[tuple]:
     return [("/Min", "/Max", 1, [session.engine.node_id], session.engine.node_id)]
 
 
+# Regions: the cluster's are the region tiers of its live nodes' --locality (sql/cluster.py). A
+# database is never multi-region in Pillbug (no PRIMARY REGION): it uses none of them.
 def _ShowRegions(session: Any, node: dict) -> list[tuple]:
+    return [(region, zones, [], [], []) for region, zones in cluster.regions(session.engine)]
+
+
+def _ShowClusterRegions(session: Any, node: dict) -> list[tuple]:
+    return [(region, zones) for region, zones in cluster.regions(session.engine)]
+
+
+def _ShowDatabaseRegions(session: Any, node: dict) -> list[tuple]:
+    name = node["database"] or session.current_db().name
+    if session.catalog.database(name) is None:
+        raise errors.undefined_database(name)
     return []
+
+
+def _ShowAllDatabaseRegions(session: Any, node: dict) -> list[tuple]:
+    return [(db.name, [], None, None, None) for db in _databases(session)]
 
 
 def _ShowSavepointStatus(session: Any, node: dict) -> list[tuple]:

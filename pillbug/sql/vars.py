@@ -128,6 +128,7 @@ DEFINITIONS: dict[str, tuple[str, Callable[[str], str]]] = {
     "transaction_priority": ("normal", _one_of("low", "normal", "high")),
     "transaction_status": ("NoTxn", _any),
     "node_id": ("1", _any),
+    "locality": ("", _any),  # the node's --locality (SHOW LOCALITY): the session sets it
     "crdb_version": ("", _any),
     "sql_safe_updates": ("off", _bool),
     # CockroachDB's: off makes a COPY FROM outside a transaction commit every COPY_BATCH_ROWS rows
@@ -167,8 +168,8 @@ ALIASES = {"time zone": "timezone", "transaction isolation level": "transaction_
            "session_authorization": "session_user", "transaction_isolation": "transaction_isolation",
            "statement_timeout_ms": "statement_timeout"}
 READ_ONLY = frozenset({"server_version", "server_version_num", "server_encoding", "session_user",
-                       "is_superuser", "transaction_status", "node_id", "crdb_version", "integer_datetimes",
-                       "max_identifier_length", "max_index_keys", "session_authorization"})
+                       "is_superuser", "transaction_status", "node_id", "locality", "crdb_version",
+                       "integer_datetimes", "max_identifier_length", "max_index_keys", "session_authorization"})
 
 
 def canonical(name: str) -> str:

@@ -12,7 +12,6 @@ This module knows nothing of plans or of the wire protocol.
 from __future__ import annotations
 
 import datetime
-import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -1079,14 +1078,8 @@ def _kv_node_status(ctx: Any) -> Iterable[tuple]:
                _epoch_ts(n.updated_at), n.is_live, n.is_voter, n.draining, n.membership)
 
 
-def _nodes(ctx: Any) -> list:
-    """The cluster's nodes; on one node, this node alone."""
-    engine = ctx.session.engine
-    if engine.cluster is not None:
-        return sorted(engine.cluster.nodes(), key=lambda n: n.node_id)
-    started = engine.start_time.timestamp()
-    return [cluster.NodeDescriptor(engine.node_id, engine.sql_address, "", "", engine.version_string, started,
-                                   time.time(), True, False, False, "active")]
+def _nodes(ctx: Any) -> list[cluster.NodeDescriptor]:
+    return cluster.nodes(ctx.session.engine)
 
 
 def _epoch_ts(seconds: float) -> datetime.datetime:

@@ -775,12 +775,23 @@ class _OwnParser:
         if self.accept("RANGES"):
             return self.done(self.mk("ShowRanges"))
         if self.accept("REGIONS"):
-            return self.done(self.mk("ShowRegions"))
+            return self.done(self.show_regions())
         if self.accept("SAVEPOINT", "STATUS"):
             return self.done(self.mk("ShowSavepointStatus"))
         if self.accept("SYNTAX"):
             return self.done(self.mk("ShowSyntax", text=self.name()))
         return None  # SHOW <variable>: PostgreSQL's grammar handles it
+
+    def show_regions(self) -> Statement:
+        """SHOW REGIONS [FROM CLUSTER | FROM DATABASE [name] | FROM ALL DATABASES] (after REGIONS)."""
+        if not self.accept("FROM"):
+            return self.mk("ShowRegions")
+        if self.accept("CLUSTER"):
+            return self.mk("ShowClusterRegions")
+        if self.accept("ALL", "DATABASES"):
+            return self.mk("ShowAllDatabaseRegions")
+        self.expect("DATABASE")
+        return self.mk("ShowDatabaseRegions", database=None if self.at_end() else self.name())
 
     def type_statement(self) -> Statement | None:
         """CREATE TYPE IF NOT EXISTS name AS ENUM (...) and ALTER TYPE name DROP VALUE 'x', in the

@@ -36,7 +36,7 @@ from pillbug.sql.sem.ops import (
     regex,
 )
 from pillbug.sql.types import SQLType
-from pillbug.util import errors
+from pillbug.util import errors, locality
 
 ReturnSpec = SQLType | Callable[[list[SQLType]], SQLType]
 
@@ -233,9 +233,26 @@ def _in_recovery() -> bool:
     return False
 
 
-@fn("crdb_internal.node_id", (), T.INT8, strict=False)
-def _node_id() -> int:
-    return 1
+# Where the connection landed: the gateway node's id and --locality (util/locality.py). Not
+# volatile: neither changes while the node runs, and a node's plans (its plan cache) are its own.
+@fn("crdb_internal.node_id", (), T.INT8, strict=False, needs_ctx=True)
+def _node_id(ctx: Any) -> int:
+    return ctx.session.engine.node_id
+
+
+@fn("gateway_region", (), T.STRING, strict=False, needs_ctx=True)
+def _gateway_region(ctx: Any) -> str:
+    region = locality.value(ctx.session.engine.locality, "region")
+    if region is None:
+        # CockroachDB's words and code (its builtins prefix their errors with their name)
+        raise errors.PgError(errors.CONFIG_FILE_ERROR,
+                             "gateway_region(): no region set on the locality flag on this node")
+    return region
+
+
+@fn("crdb_internal.locality_value", ("string",), T.STRING, needs_ctx=True)
+def _locality_value(ctx: Any, key: str) -> str | None:
+    return locality.value(ctx.session.engine.locality, key)
 
 
 @fn("crdb_internal.increment_feature_counter", ("string",), T.BOOL, needs_ctx=True, volatile=True)
