@@ -44,6 +44,8 @@ defaults
     option              clitcpka
 {defaults_extra}"""
 
+# How long a health check may take, whatever the interval: a busy node answering slowly is not dead.
+CHECK_TIMEOUT = "2s"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -80,6 +82,16 @@ def _header(maxconn: int, client_timeout: str, log: bool) -> str:
         defaults_extra="    log                 global\n    option              tcplog\n" if log else "")
 
 
+def _check_timing(interval: str, transition: str | None) -> str:
+    """`transition`: HAProxy's fastinter and downinter, the interval while a server is changing state
+    or down, so that a failed check is confirmed, and a server back is in service, sooner than the
+    steady `interval` would allow."""
+    timing = f"inter {interval}"
+    if transition is not None:
+        timing += f" fastinter {transition} downinter {transition}"
+    return timing + " fall 2 rise 2"
+
+
 def _health_listener(name: str, bind: str, watched: str) -> str:
     return (f"\nlisten {name}\n"
             f"    bind {bind}\n"
@@ -94,8 +106,8 @@ def _health_listener(name: str, bind: str, watched: str) -> str:
 def balancer_config(servers: Sequence[Server], *, bind: str = ":26257", ca_file: str | None = None,
                     send_proxy: bool = False, source: str | None = None,
                     trusted_proxies: Sequence[str] = (), health_bind: str | None = None,
-                    check_interval: str | None = None, client_timeout: str = "1m", maxconn: int = 4096,
-                    log: bool = False) -> str:
+                    check_interval: str | None = None, transition_interval: str | None = None,
+                    client_timeout: str = "1m", maxconn: int = 4096, log: bool = False) -> str:
     """A balancer over `servers` (Pillbug nodes: SQL on `port`, /health on `check_port`).
     With the defaults this is CockroachDB's documented `gen haproxy` output (plus `check-ssl` when
     the nodes are secure: `ca_file` is the CA that signed their certificates)."""
@@ -105,7 +117,8 @@ def balancer_config(servers: Sequence[Server], *, bind: str = ":26257", ca_file:
     lines += ["    balance roundrobin", "    option httpchk GET /health?ready=1"]
     if check_interval is not None:
         # A dead node is out after two failed checks; a node that comes back is in after two.
-        lines.append(f"    default-server inter {check_interval} fall 2 rise 2")
+        lines += [f"    timeout check {CHECK_TIMEOUT}",
+                  f"    default-server {_check_timing(check_interval, transition_interval)}"]
     for server in servers:
         options = [f"check port {server.check_port}"]
         if ca_file is not None:
@@ -122,8 +135,8 @@ def balancer_config(servers: Sequence[Server], *, bind: str = ":26257", ca_file:
 
 
 def global_config(regions: Sequence[Region], *, bind: str, source: str, health_bind: str | None = None,
-                  check_interval: str = "1s", client_timeout: str = "30m", maxconn: int = 4096,
-                  log: bool = False) -> str:
+                  check_interval: str = "1s", transition_interval: str | None = None,
+                  client_timeout: str = "30m", maxconn: int = 4096, log: bool = False) -> str:
     """The global host: each client to its nearest region's balancer, with a PROXY v2 header from
     `source`; a region whose balancer (or every node behind it) is down sends clients on to the
     next region in `regions`' order."""
@@ -140,8 +153,9 @@ def global_config(regions: Sequence[Region], *, bind: str, source: str, health_b
         lines += ["", f"backend region_{config_name(region.name)}", "    mode tcp",
                   "    option httpchk GET /health",
                   # a connection to a balancer that just died goes on to a backup rather than failing
-                  "    option redispatch", "    retries 2",
-                  f"    default-server inter {check_interval} fall 2 rise 2 send-proxy-v2 source {source}"]
+                  "    option redispatch", "    retries 2", f"    timeout check {CHECK_TIMEOUT}",
+                  f"    default-server {_check_timing(check_interval, transition_interval)} send-proxy-v2 "
+                  f"source {source}"]
         for member, role in [(region, "")] + [(other, " backup") for other in others]:
             b = member.balancer
             lines.append(f"    server {config_name(member.name)} {_addr(b.host, b.port)} "

@@ -60,7 +60,8 @@ MAX_REGIONS = 20
 MAX_NODES_PER_REGION = 9
 MAX_VOTERS = 5  # etcd's own advice: more members make every write slower, not safer
 HBA_SETTING = "server.host_based_authentication.configuration"
-CHECK_INTERVAL = "1s"  # how often balancers probe; a dead node or region is out after two misses
+CHECK_INTERVAL = "1s"  # how often balancers probe a server in service
+TRANSITION_INTERVAL = "250ms"  # ... and one that failed a check, or is down: out or back in 0.5 s
 STOP_TIMEOUT = 30.0  # SIGTERM (a node drains), then SIGKILL
 _REGION_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
@@ -315,7 +316,8 @@ def _write_balancer_configs(cluster: Cluster, plan: dict) -> None:
         text = haproxy_config.balancer_config(
             servers, bind=f"{lb}:{port}", ca_file=cluster.ca_cert, send_proxy=True, source=lb,
             trusted_proxies=[f"{plan['global_host']}/32"], health_bind=f"{lb}:{http_port}",
-            check_interval=CHECK_INTERVAL, client_timeout="30m", log=True)
+            check_interval=CHECK_INTERVAL, transition_interval=TRANSITION_INTERVAL, client_timeout="30m",
+            log=True)
         with open(cluster.path("haproxy", f"lb-{region['name']}.cfg"), "w") as f:
             f.write(text)
         regions.append(haproxy_config.Region(region["name"], haproxy_config.Server(f"lb-{region['name']}", lb, port,
@@ -323,7 +325,8 @@ def _write_balancer_configs(cluster: Cluster, plan: dict) -> None:
                                              tuple(region["client_networks"])))
     g = plan["global_host"]
     text = haproxy_config.global_config(regions, bind=f"{g}:{port}", source=g, health_bind=f"{g}:{http_port}",
-                                        check_interval=CHECK_INTERVAL, log=True)
+                                        check_interval=CHECK_INTERVAL, transition_interval=TRANSITION_INTERVAL,
+                                        log=True)
     with open(cluster.path("haproxy", "global.cfg"), "w") as f:
         f.write(text)
 
@@ -339,6 +342,8 @@ def _check_ports_free(plan: dict) -> None:
                 wanted += [(node["host"], port + CLIENT_PORT_OFFSET), (node["host"], port + PEER_PORT_OFFSET)]
     for host, p in wanted:
         with socket.socket() as s:
+            # as the servers will bind: a port left in TIME_WAIT by an earlier run is free to them
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, p))
             except OSError as exc:
