@@ -673,3 +673,9 @@ def run(args: argparse.Namespace) -> int:
     except ClusterError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the folder cannot be written, a program cannot be started
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
