@@ -37,6 +37,8 @@ from pillbug.cli.haproxy_config import Server, balancer_config
 from pillbug.cli.start import FlagError, parse_locality
 from pillbug.server.etcd_member import split_host_port
 from pillbug.storage.etcd.coord import Coordinator
+from pillbug.util.locality import tiers as locality_tiers
+from pillbug.util.locality import value as tier_value
 
 DEFAULT_HTTP_PORT = 8080  # what a registration without a port means (CockroachDB's default)
 
@@ -53,12 +55,11 @@ class LocalityFilter:
     tiers: tuple[tuple[str, re.Pattern[str]], ...]
 
     def matches(self, locality: str) -> bool:
-        node_tiers = _tiers(locality)
-        if not node_tiers:
+        if not locality:
             return False
         for key, pattern in self.tiers:
             # The node's first tier with that key decides, as in CockroachDB's localityMatches.
-            value = next((v for k, v in node_tiers if k == key), None)
+            value = tier_value(locality, key)
             if value is None or pattern.fullmatch(value) is None:
                 return False
         return True
@@ -67,18 +68,14 @@ class LocalityFilter:
 def parse_locality_filter(text: str) -> LocalityFilter:
     """`key=regex,key=regex`; FlagError for a malformed tier or a regex that does not compile."""
     parse_locality(text)
-    tiers = []
-    for key, value in _tiers(text):
+    compiled = []
+    for key, value in locality_tiers(text):
         try:
-            tiers.append((key, re.compile(value)))
+            compiled.append((key, re.compile(value)))
         except re.error as exc:
             raise FlagError("--locality", text, f'could not compile regular expression for "{key}={value}": '
                                                 f"{exc}") from None
-    return LocalityFilter(text, tuple(tiers))
-
-
-def _tiers(locality: str) -> list[tuple[str, str]]:
-    return [(k, v) for k, _, v in (t.partition("=") for t in locality.split(",") if t)]
+    return LocalityFilter(text, tuple(compiled))
 
 
 @dataclass

@@ -1,24 +1,25 @@
 """One client connection's driver: protocol 3.0 over an asyncio.Protocol, and the session's ResultSink.
 
 Lifecycle: [a balancer's PROXY header] -> STARTUP (SSLRequest -> TLS, CancelRequest, StartupMessage)
--> AUTH -> READY (simple and extended query, COPY FROM STDIN and TO STDOUT) -> CLOSED. This module reads messages, routes
-them by state and type, steps their handlers, owns the output buffer, flow control, errors,
-ReadyForQuery and the idle/terminate timers, handles the simple Query itself, and writes results
-(row_description, data_rows, command_complete, ...). The other jobs are mixins of Connection,
-each in its own module: startup.py (startup and authentication, with auth.py and scram.py),
-extended.py (Parse/Bind/Describe/Execute/Sync/Close/Flush, portal formats) and copy_protocol.py
-(the COPY FROM sub-protocol, COPY TO's glue to copy_out.py). Mixins, because each handler stays a
-plain method of one class found through the class's cached attribute lookup, so dispatching a
-message costs what it did when they were all written in this file (no handler object, no extra
-call, no allocation per message). What this module must not know: how a startup packet, an
-authentication exchange, a Bind or a CopyData is decoded (it only routes them), nor anything of
-the session beyond its public API.
+-> AUTH -> READY (simple and extended query, COPY FROM STDIN and TO STDOUT) -> CLOSED. This module
+reads messages, routes them by state and type, steps their handlers, owns the output buffer, flow
+control, errors, ReadyForQuery and the idle/terminate timers, handles the simple Query itself, and
+writes results (row_description, data_rows, command_complete, ...). The other jobs are mixins of
+Connection, each in its own module: startup.py (startup and authentication, with auth.py and
+scram.py), extended.py (Parse/Bind/Describe/Execute/Sync/Close/Flush, portal formats) and
+copy_protocol.py (the COPY FROM sub-protocol, COPY TO's glue to copy_out.py). Mixins, because each
+handler stays a plain method of one class found through the class's cached attribute lookup, so
+dispatching a message costs what it did when they were all written in this file (no handler object,
+no extra call, no allocation per message). What this module must not know: how a startup packet, an
+authentication exchange, a Bind or a CopyData is decoded (it only routes them), nor anything of the
+session beyond its public API.
 
 A connection's first byte says whether a balancer speaks first: a PROXY protocol v2 header
-(proxy_protocol.py) starts with 0x0D (a refused text v1 one with "P"), a startup packet with 0x00. Only a peer in the server's
-trusted balancer networks may send one; its header's source address becomes `peer`, which the
-allowlist and the session see, and the bytes after it go to the reader. Anyone else's header is
-refused (FATAL 08P01). Only bytes before the first message pass through that check.
+(proxy_protocol.py) starts with 0x0D (a refused text v1 one with "P"), a startup packet with 0x00.
+Only a peer in the server's trusted balancer networks may send one; its header's source address
+becomes `peer`, which the allowlist and the session see, and the bytes after it go to the reader.
+Anyone else's header is refused (FATAL 08P01). Only bytes before the first message pass through that
+check.
 
 Bytes go into a messages.Reader; complete messages are handled in order. Handling a message is
 a coroutine that usually finishes without suspending (on LMDB a point read never waits), so it
