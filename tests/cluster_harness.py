@@ -35,7 +35,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 import psycopg2
-from conftest import ADMIN_PASSWORD, ADMIN_USER, PILLBUG, run_cli
+from conftest import ADMIN_PASSWORD, ADMIN_USER, PILLBUG, run_and_close, run_cli
 
 SQL_PORT = 26257
 HTTP_PORT = 28080
@@ -281,16 +281,7 @@ class Cluster:
 
     def sql(self, i: int, *statements: str, database: str = "defaultdb") -> list:
         conn = self.connect(i, database)
-        try:
-            rows: list = []
-            with conn.cursor() as cur:
-                for stmt in statements:
-                    cur.execute(stmt)
-                    if cur.description is not None:
-                        rows = cur.fetchall()
-            return rows
-        finally:
-            conn.close()
+        return run_and_close(conn, statements)
 
     # ---- etcd ------------------------------------------------------------------------------
 

@@ -182,16 +182,22 @@ class Node:
     def sql(self, *statements: str, user: str = "root", database: str = "defaultdb") -> list:
         """Run statements as root and return the rows of the last one that returns rows."""
         conn = self.connect(user=user, database=database)
-        try:
-            rows: list = []
-            with conn.cursor() as cur:
-                for stmt in statements:
-                    cur.execute(stmt)
-                    if cur.description is not None:
-                        rows = cur.fetchall()
-            return rows
-        finally:
-            conn.close()
+        return run_and_close(conn, statements)
+
+
+def run_and_close(conn, statements) -> list:
+    """Run statements on a connection, close it, and return the rows of the last one that returns
+    rows."""
+    try:
+        rows: list = []
+        with conn.cursor() as cur:
+            for stmt in statements:
+                cur.execute(stmt)
+                if cur.description is not None:
+                    rows = cur.fetchall()
+        return rows
+    finally:
+        conn.close()
 
 
 def start_node(tmp: str, certs_dir: str | None, extra_args: list[str] | None = None,

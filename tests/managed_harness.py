@@ -14,7 +14,7 @@ import time
 from types import SimpleNamespace
 
 import psycopg2
-from conftest import PILLBUG
+from conftest import PILLBUG, run_and_close
 
 CREATE_TIMEOUT = 180.0
 
@@ -83,13 +83,7 @@ class ManagedCluster:
         return conn
 
     def query(self, host: str, sql: str) -> list:
-        conn = self.connect(host)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-                return cur.fetchall()
-        finally:
-            conn.close()
+        return run_and_close(self.connect(host), [sql])
 
     def teardown(self) -> None:
         if not os.path.isdir(self.dir):
@@ -123,13 +117,4 @@ class ThroughHost:
 
     def sql(self, _i: int, *statements: str, database: str = "defaultdb") -> list:
         conn = self.connect(1, database)
-        try:
-            rows: list = []
-            with conn.cursor() as cur:
-                for stmt in statements:
-                    cur.execute(stmt)
-                    if cur.description is not None:
-                        rows = cur.fetchall()
-            return rows
-        finally:
-            conn.close()
+        return run_and_close(conn, statements)
