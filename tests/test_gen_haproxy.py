@@ -125,6 +125,7 @@ def test_cli_errors_exit_1_with_a_message(tmp_path):
                            f"--etcd-client-addr=127.0.0.1:{free_port()}", "--timeout=0.5", f"--out={out}"],
                           capture_output=True, text=True, timeout=60)
     assert gone.returncode == 1 and "cannot reach node 127.0.0.1:26257" in gone.stderr, gone.stderr
+    assert "only voting nodes (those named in --join) serve the cluster's etcd" in gone.stderr, gone.stderr
     # a SQL port whose etcd port (+ 10000) does not exist is a message too, not a traceback
     high = subprocess.run([PILLBUG, "gen", "haproxy", "--insecure", "--host=127.0.0.1:60000", f"--out={out}"],
                           capture_output=True, text=True, timeout=60)

@@ -72,8 +72,14 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[Any]:
                 break
             except Exception as exc:
                 if time.monotonic() >= deadline:
+                    why = " ".join(str(exc).split())[:300]
+                    hint = ""
+                    if "Connection refused" in why:
+                        # the common case: a gateway (a node not in --join) runs no etcd member
+                        hint = ("; only voting nodes (those named in --join) serve the cluster's etcd: "
+                                "is the node a voter, and running?")
                     raise AccessError(f"cannot reach node {node} (etcd client address {endpoint}) after "
-                                      f"{args.timeout:g}s: {' '.join(str(exc).split())[:300]}") from None
+                                      f"{args.timeout:g}s: {why}{hint}") from None
                 await asyncio.sleep(0.2)
         yield client
     finally:

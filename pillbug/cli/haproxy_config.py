@@ -79,7 +79,10 @@ def _header(maxconn: int, client_timeout: str, log: bool) -> str:
     return _HEADER.format(
         maxconn=maxconn, client_timeout=client_timeout,
         global_extra="  log stdout format raw local0 info\n" if log else "",
-        defaults_extra="    log                 global\n    option              tcplog\n" if log else "")
+        # Only abnormal connections and servers going up or down: a log line per normal connection
+        # would grow the log with every client.
+        defaults_extra=("    log                 global\n    option              tcplog\n"
+                        "    option              dontlog-normal\n") if log else "")
 
 
 def _check_timing(interval: str, transition: str | None) -> str:
