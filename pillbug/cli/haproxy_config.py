@@ -88,11 +88,17 @@ def _header(maxconn: int, client_timeout: str, log: bool) -> str:
 def _check_timing(interval: str, transition: str | None) -> str:
     """`transition`: HAProxy's fastinter and downinter, the interval while a server is changing state
     or down, so that a failed check is confirmed, and a server back is in service, sooner than the
-    steady `interval` would allow."""
+    steady `interval` would allow. And a server that refuses a connection is out at once (observe
+    layer4): the connection is retried on another server rather than on it, or failed, until the
+    next check would have said it."""
     timing = f"inter {interval}"
     if transition is not None:
         timing += f" fastinter {transition} downinter {transition}"
-    return timing + " fall 2 rise 2"
+    return timing + " fall 2 rise 2 observe layer4 error-limit 1 on-error mark-down"
+
+
+# With observe layer4: a connection the chosen server refused goes to another one at the first retry.
+_RETRY = ["    option redispatch 1", "    retries 2"]
 
 
 def _health_listener(name: str, bind: str, watched: str) -> str:
@@ -120,7 +126,7 @@ def balancer_config(servers: Sequence[Server], *, bind: str = ":26257", ca_file:
     lines += ["    balance roundrobin", "    option httpchk GET /health?ready=1"]
     if check_interval is not None:
         # A dead node is out after two failed checks; a node that comes back is in after two.
-        lines += [f"    timeout check {CHECK_TIMEOUT}",
+        lines += [*_RETRY, f"    timeout check {CHECK_TIMEOUT}",
                   f"    default-server {_check_timing(check_interval, transition_interval)}"]
     for server in servers:
         options = [f"check port {server.check_port}"]
@@ -155,8 +161,7 @@ def global_config(regions: Sequence[Region], *, bind: str, source: str, health_b
         others = list(regions[index + 1:]) + list(regions[:index])
         lines += ["", f"backend region_{config_name(region.name)}", "    mode tcp",
                   "    option httpchk GET /health",
-                  # a connection to a balancer that just died goes on to a backup rather than failing
-                  "    option redispatch", "    retries 2", f"    timeout check {CHECK_TIMEOUT}",
+                  *_RETRY, f"    timeout check {CHECK_TIMEOUT}",
                   f"    default-server {_check_timing(check_interval, transition_interval)} send-proxy-v2 "
                   f"source {source}"]
         for member, role in [(region, "")] + [(other, " backup") for other in others]:
