@@ -359,13 +359,21 @@ def _tls_context(cluster: Cluster) -> ssl.SSLContext:
     return ctx
 
 
+OUT_OF_SERVICE = ("draining", "decommissioned")  # not ready by an operator's choice
+
+
 def node_ready(cluster: Cluster, host: str, http_port: int, ctx: ssl.SSLContext) -> str:
-    """"ready", "not ready" (503: draining, no quorum, decommissioned) or "down"."""
+    """"ready"; "draining" or "decommissioned" (taken out of service); "not ready" (starting, or
+    no etcd quorum); or "down" (no answer)."""
     try:
         with urllib.request.urlopen(f"https://{host}:{http_port}/health?ready=1", timeout=2, context=ctx) as resp:
             return "ready" if resp.status == 200 else "not ready"
-    except urllib.error.HTTPError:
-        return "not ready"
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.loads(exc.read(4096) or b"{}")
+        except ValueError:
+            body = {}
+        return next((state for state in OUT_OF_SERVICE if body.get(state)), "not ready")
     except (urllib.error.URLError, OSError):
         return "down"
 
@@ -404,9 +412,13 @@ def _launch(cluster: Cluster, plan: dict, timeout: float, initialize: bool) -> N
     for d in ("run", "logs"):
         os.makedirs(cluster.path(d), exist_ok=True)
     processes = cluster.processes(plan)
-    pids = {}
+    pids, started = {}, set()
     for process in processes:
-        pids[process.name] = cluster.pid(process.name) or cluster.spawn(process)
+        pid = cluster.pid(process.name)
+        if pid is None:
+            pid = cluster.spawn(process)
+            started.add(process.name)
+        pids[process.name] = pid
 
     def check_exits() -> None:
         for process in processes:
@@ -425,12 +437,22 @@ def _launch(cluster: Cluster, plan: dict, timeout: float, initialize: bool) -> N
             raise ClusterError(f"could not initialize the cluster: {exc}") from None
     ctx = _tls_context(cluster)
     nodes = [n for r in plan["regions"] for n in r["nodes"]]
-    _wait("every node to be ready", lambda: all(node_ready(cluster, n["host"], plan["http_port"], ctx) == "ready"
-                                                for n in nodes), deadline, check_exits)
+
+    def in_service(node: dict) -> bool:
+        state = node_ready(cluster, node["host"], plan["http_port"], ctx)
+        # A node that was running drained or decommissioned stays so until it restarts: the
+        # operator took it out; it is not waited for (status shows it).
+        return state == "ready" or (state in OUT_OF_SERVICE and node["name"] not in started)
+    _wait("every node to be ready", lambda: all(in_service(n) for n in nodes), deadline, check_exits)
+    serving = {n["name"] for n in nodes if node_ready(cluster, n["host"], plan["http_port"], ctx) == "ready"}
 
     def regions_up() -> bool:
         servers = balancer_servers(plan["global_host"], plan["http_port"])
-        return servers is not None and len(servers) > 0 and all(s == "UP" for s in servers.values())
+        if servers is None or not servers:
+            return False
+        # every region whose nodes serve is in service at the global host
+        wanted = {r["name"] for r in plan["regions"] if any(n["name"] in serving for n in r["nodes"])}
+        return wanted <= {sv for (_, sv), st in servers.items() if st == "UP"}
     _wait("the global host to see every region's balancer up", regions_up, deadline, check_exits)
 
 

@@ -287,7 +287,10 @@ class Node:
         return self.ready and self._cluster_healthy and not self._decommissioned
 
     def _status(self) -> dict[str, Any]:
+        # draining/decommissioned: why a node is not ready, when it is by choice (balancers and
+        # `pillbug cluster` tell a node taken out of service from one that cannot serve)
         return {"nodeId": self.engine.node_id if self.engine else 0, "ready": self.is_ready,
+                "draining": self._draining, "decommissioned": self._decommissioned,
                 "address": {"networkField": "tcp", "addressField": f"{self.config.listen_host}:{self.sql_port}"},
                 "buildTag": CRDB_COMPAT_VERSION, "pillbug": __version__,
                 "startedAt": int(self.started_at * 1e9)}
