@@ -666,7 +666,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--dir", required=True, help="the cluster's folder (certificates, data, logs, connection.json)")
     c.add_argument("--regions", default="us-east1,us-west1,europe-west1",
                    help="comma-separated region names (default us-east1,us-west1,europe-west1)")
-    c.add_argument("--nodes-per-region", type=int, default=3)
+    c.add_argument("--nodes-per-region", type=int, default=3, help="nodes in each region (default 3)")
     c.add_argument("--allowlist", default="127.0.0.1/32",
                    help="comma-separated CIDRs whose clients may connect (default 127.0.0.1/32: this "
                         "machine's own clients; 0.0.0.0/0 allows every address)")
@@ -680,7 +680,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the cluster to be ready")
     for name, help_text in (("status", "regions, nodes, balancers and their health"),
                             ("stop", "stop every process (data and files are kept)"),
-                            ("start", "start a stopped cluster again from its folder"),
+                            ("start", "start what is not running (a stopped cluster, or its parts that died), with its data"),
                             ("delete", "stop the cluster and remove its folder")):
         v = verbs.add_parser(name, help=help_text)
         v.add_argument("--dir", required=True)
