@@ -271,7 +271,8 @@ def _is_ours(pid: int, directory: str) -> bool:
             if f.read().rpartition(")")[2].split()[0] == "Z":
                 return False
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return directory.encode() in f.read()
+            # every command names a file inside the folder; the separator keeps /x/a from /x/ab
+            return (directory.rstrip(os.sep) + os.sep).encode() in f.read()
     except OSError:
         return False
 
