@@ -212,7 +212,9 @@ class EtcdRowLocks(RowLockService):
                     return False
                 holder = found[0].key[len(queue):]
                 if holder == txn_id:
-                    return max(cycle) == txn_id
+                    # Back at ourselves. Right at the start that is no cycle: the lock was handed
+                    # to us and our watch has not told us yet.
+                    return len(cycle) > 1 and max(cycle) == txn_id
                 cycle.append(holder)
                 waits = await kv.get(self._wait_prefix + holder, revision=revision, serializable=True,
                                      timeout=CALL_SECONDS)
