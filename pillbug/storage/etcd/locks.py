@@ -18,7 +18,11 @@ A txn id is 16 bytes of HLC timestamp, the 2-byte node id and a 4-byte counter: 
 Deadlocks: x/wait/<txn id> = the key a transaction waits for. A waiter walks key -> the head of its
 queue -> that transaction's wait edge -> ... (at most MAX_WALK steps, reads at one revision); if the
 walk comes back to itself, the youngest transaction of the cycle (the largest id) gives way, so
-exactly one does.
+exactly one does. A walk that meets a transaction a second time stops (a loop without the walker
+is its members' to break); one that finds the walker at the head of its own queue stops too (its
+turn has come). Both happen at every hand-over: the new head keeps its wait edge until it looks,
+and a walk that went round head -> edge -> head to MAX_WALK took up to a second, during which the
+waiter could not take its turn (8 tps on pgbench tpcb-like with 8 clients on 3 nodes).
 
 Releases (after commit or abort, or when a waiter gives up) run in the background: one Txn deleting
 the transaction's entries and its wait edge. A release that cannot reach etcd is retried a few
@@ -212,7 +216,14 @@ class EtcdRowLocks(RowLockService):
                     return False
                 holder = found[0].key[len(queue):]
                 if holder == txn_id:
-                    return max(cycle) == txn_id
+                    # First step: it heads the queue it waits in, so it holds the lock (the release
+                    # ahead of it came; it has not looked yet) and waits for nobody.
+                    return len(cycle) > 1 and max(cycle) == txn_id
+                if holder in cycle:
+                    # A loop that does not pass through this transaction: it is not its to break
+                    # (its members walk too). Most often no cycle at all, but a head that has not
+                    # yet seen its turn come, whose wait edge still names the key it now heads.
+                    return False
                 cycle.append(holder)
                 waits = await kv.get(self._wait_prefix + holder, revision=revision, serializable=True,
                                      timeout=CALL_SECONDS)
