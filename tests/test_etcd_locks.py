@@ -298,8 +298,9 @@ def test_a_new_head_that_has_not_looked_yet_is_no_deadlock_and_walks_stay_short(
 
 def test_a_waiter_joins_the_queue_again_only_when_its_turn_comes(endpoint, namespace):
     """wait()'s poll timer wakes a waiter every 0.1 s (to notice a cancel, walk for deadlocks, give
-    up after CLUSTER_WAIT_SECONDS); only the release watch's event may send it back to the queue's
-    Txn (a replicated write and a new watch each time)."""
+    up after CLUSTER_WAIT_SECONDS); that must not send it back to the queue's Txn (a replicated
+    write and a new watch each time). Nor does its turn: its entry is in the queue already, and the
+    release watch's look at the queue (a local read) grants it, with the row's version."""
     async def run():
         a, b = await _nodes(endpoint, namespace)
         try:
@@ -319,9 +320,11 @@ def test_a_waiter_joins_the_queue_again_only_when_its_turn_comes(endpoint, names
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.5)  # several polls
             assert locks[0] == 1 and not waiter.done()
+            put = await a.client.kv.put(namespace + b"dk", b"\x00v")  # the holder's write
             a.service.release(ta, [b"k"])
-            assert isinstance(await asyncio.wait_for(waiter, 5), LockGrant)
-            assert locks[0] == 2
+            granted = await asyncio.wait_for(waiter, 5)
+            assert isinstance(granted, LockGrant) and granted.mod_revision == put.header.revision
+            assert locks[0] == 1
             b.service.release(tb, [b"k"])
         finally:
             await _close([a, b])

@@ -211,6 +211,10 @@ def lock_in_cluster(service: RowLockService, txn_id: bytes, key: bytes, owner: L
                         if timeslice.await_(service.is_deadlock_victim(txn_id, key)):
                             raise deadlock(key)
                     _wait_for(outcome.released, began, wait)
+                turn = None if outcome.released.cancelled() else outcome.released.result()
+                if isinstance(turn, LockGrant):  # the service saw its turn come: no need to ask again
+                    granted = True
+                    return turn
             finally:
                 owner.waiting_for = None
                 outcome.cancel()

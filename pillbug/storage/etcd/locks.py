@@ -155,7 +155,7 @@ class EtcdRowLocks(RowLockService):
         holders = response.responses[1].response_range.kvs
         holder = holders[0].key[len(queue):] if holders else b""
         released = asyncio.get_running_loop().create_future()
-        watch = self._spawn(self._watch_release(ahead, response.header.revision + 1, released))
+        watch = self._spawn(self._watch_release(txn_id, key, ahead, released))
         return _Wait(released, holder, watch)
 
     async def note_wait(self, txn_id: bytes, key: bytes) -> None:
@@ -174,11 +174,39 @@ class EtcdRowLocks(RowLockService):
         with contextlib.suppress(*TRANSIENT_ERRORS):
             await self.coordinator.kv.delete(self._wait_prefix + txn_id, timeout=CALL_SECONDS)
 
-    async def _watch_release(self, entry: bytes, revision: int, released: asyncio.Future) -> None:
+    async def _watch_release(self, txn_id: bytes, key: bytes, ahead: bytes, released: asyncio.Future) -> None:
+        """Resolve `released` once the entry ahead is gone: with a LockGrant when this member's
+        queue then shows txn_id at its head, else with None (the waiter joins again: lock()).
+
+        The look after the delete is a serializable read on the member that sent the event, so it
+        has applied the delete (and the holder's writes, committed in the same Txn): it costs no
+        Raft round, where lock()'s join Txn is a replicated write on every hand-over of a hot row.
+        The entry needs no rewrite (it keeps its place); its wait edge stays until the commit or
+        release deletes it (a walk that meets an edge naming the key its writer heads stops there).
+        """
+        grant = None
+        kv = self.coordinator.kv
+        queue = self._queue(key)
+        mine = queue + txn_id
         with contextlib.suppress(*TRANSIENT_ERRORS):
-            await self._wait_for_delete(entry)
+            while True:
+                await self._wait_for_delete(ahead)
+                look = await kv.txn([], [RequestOp(request_range=_by_age(queue, serializable=True)),
+                                         RequestOp(request_range=_keys_only(self._data_prefix + key,
+                                                                            serializable=True))],
+                                    [], timeout=CALL_SECONDS)
+                entries = look.responses[0].response_range.kvs
+                if not any(entry.key == mine for entry in entries):
+                    break  # its entry went with a lapsed lease: join again
+                now_ahead = _ahead_of(entries, mine)
+                if now_ahead is None:
+                    grant = LockGrant(look.header.revision, _mod(look.responses[1]))
+                    break
+                if now_ahead == ahead:
+                    break  # the watch ended without the delete (canceled): join again
+                ahead = now_ahead  # the one ahead left the queue (gave up): wait for the next
         if not released.done():
-            released.set_result(None)
+            released.set_result(grant)
 
     async def _wait_for_delete(self, entry: bytes) -> None:
         """Until `entry` is gone. The watch starts at the member's current revision, not at the
@@ -293,8 +321,8 @@ def _ahead_of(entries: Sequence, mine: bytes) -> bytes | None:
     return previous  # (mine is always there: it was put in the same Txn)
 
 
-def _keys_only(key: bytes) -> RangeRequest:
-    return RangeRequest(key=key, keys_only=True)
+def _keys_only(key: bytes, serializable: bool = False) -> RangeRequest:
+    return RangeRequest(key=key, keys_only=True, serializable=serializable)
 
 
 def _mod(response: object) -> int:
