@@ -160,6 +160,23 @@ class HotKeys:
         return True
 
 
+def _wait_for(released: asyncio.Future, began: float, wait: Callable[[asyncio.Future, float], None]) -> None:
+    """wait() on a stand-in for `released`: wait's poll timer resolves the future it is given after a
+    short while, and a release that the timer faked would send the waiter back to the queue's Txn (a
+    replicated write, a new wait edge, a new watch) every poll instead of once its turn comes."""
+    stand_in = released.get_loop().create_future()
+
+    def follow(_: asyncio.Future) -> None:
+        if not stand_in.done():
+            stand_in.set_result(None)
+
+    released.add_done_callback(follow)
+    try:
+        wait(stand_in, began)
+    finally:
+        released.remove_done_callback(follow)
+
+
 def lock_in_cluster(service: RowLockService, txn_id: bytes, key: bytes, owner: LockOwner, hot: HotKeys,
                     wait: Callable[[asyncio.Future, float], None]) -> LockGrant | None:
     """Take key's cluster lock for txn_id (from a statement's greenlet: the calls to the service
@@ -193,7 +210,11 @@ def lock_in_cluster(service: RowLockService, txn_id: bytes, key: bytes, owner: L
                         walk_at = now + DEADLOCK_WALK_SECONDS
                         if timeslice.await_(service.is_deadlock_victim(txn_id, key)):
                             raise deadlock(key)
-                    wait(outcome.released, began)
+                    _wait_for(outcome.released, began, wait)
+                turn = None if outcome.released.cancelled() else outcome.released.result()
+                if isinstance(turn, LockGrant):  # the service saw its turn come: no need to ask again
+                    granted = True
+                    return turn
             finally:
                 owner.waiting_for = None
                 outcome.cancel()

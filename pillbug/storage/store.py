@@ -77,7 +77,8 @@ class LockGrant:
 
 
 class LockWait(abc.ABC):
-    """Someone else holds the row lock: `released` is resolved when they let go (then try again)."""
+    """Someone else holds the row lock: `released` is resolved when they let go, with a LockGrant
+    when the service already knows the lock is the waiter's now, else with None (try again)."""
     released: asyncio.Future
     holder: bytes  # the holding transaction's id
 
