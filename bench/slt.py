@@ -534,6 +534,17 @@ def commit_id() -> str:
         return "unknown"
 
 
+def results_document(meta: dict, results: list[FileResult], complete: bool) -> dict:
+    return {"meta": {**meta, "complete": complete}, "total": totals(results).to_json(),
+            "files": [r.to_json() for r in results]}
+
+
+def write_json(path: str, meta: dict, results: list[FileResult], complete: bool) -> None:
+    with open(path, "w") as f:
+        json.dump(results_document(meta, results, complete), f, indent=1)
+        f.write("\n")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.slt",
                                 description="Run SQLite's sqllogictest files against a Pillbug node it starts.")
@@ -585,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
                 except psycopg2.Error as exc:
                     result = FileResult(os.path.basename(path), error=f"setting up the database: {exc}".strip())
                 results.append(result)
+                if args.json != "-":
+                    write_json(args.json, meta, results, complete=False)  # a long run's results so far
                 log(f"{result.name}: {result.passed:,}/{result.run:,} passed "
                     f"({pass_rate(result.passed, result.run):.1f} %), {result.skipped:,} skipped, "
                     f"{result.seconds:.0f} s" + (f"; stopped: {result.error}" if result.error else ""))
@@ -596,15 +609,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"kept {work}")
         else:
             subprocess.run(["rm", "-rf", work], check=False)
-    total = totals(results)
-    document = {"meta": meta, "total": total.to_json(), "files": [r.to_json() for r in results]}
     if args.json == "-":
-        json.dump(document, sys.stdout, indent=1)
+        json.dump(results_document(meta, results, complete=True), sys.stdout, indent=1)
         print()
     else:
-        with open(args.json, "w") as f:
-            json.dump(document, f, indent=1)
-            f.write("\n")
+        write_json(args.json, meta, results, complete=True)
     generated = markdown(results, meta)
     if args.report:
         write_report(args.report_path, generated)
