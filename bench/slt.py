@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,8 @@ REPORT_END = "<!-- slt-report:end -->"
 HASH_LINE = re.compile(r"^(\d+) values hashing to ([0-9a-f]{32})$")
 TIMEOUT_CAUSE = "timeout"
 AFTER_SETUP = "after failed setup"
+NOT_RUN = "not run: too many timeouts in the file"
+DEFAULT_MAX_TIMEOUTS = 5
 UNDEFINED_TABLE = "42P01"
 
 
@@ -341,11 +344,26 @@ def _execute(conn, sql: str, timeout: float) -> tuple[list[tuple] | None, psycop
 
 
 def run_records(conn, records: list[Record], result: FileResult, timeout: float,
-                max_records: int | None = None, engines: frozenset[str] = ENGINES) -> None:
-    """Runs a file's records on `conn` (autocommit, in the file's own database), counting into `result`."""
+                max_records: int | None = None, engines: frozenset[str] = ENGINES,
+                max_timeouts: int | None = None) -> None:
+    """Runs a file's records on `conn` (autocommit, in the file's own database), counting into `result`.
+
+    After `max_timeouts` timeouts in the file, its remaining records are not run but counted as
+    failed (NOT_RUN): select5's joins grow from 4 to 64 tables, and once joins of some size time
+    out the larger ones would too, each costing the full timeout.
+    """
     setup_failed = False
     labels: dict[str, str] = {}
     for record in records:
+        if max_timeouts is not None and result.causes[TIMEOUT_CAUSE] >= max_timeouts and record.is_test:
+            if max_records is not None and result.records >= max_records:
+                return
+            result.records += 1
+            if applies(record.conditions, engines):
+                result.fail(NOT_RUN, record)
+            else:
+                result.skipped += 1
+            continue
         if record.kind == "halt":
             if applies(record.conditions, engines):
                 result.halted = True
@@ -417,7 +435,8 @@ def log(message: str) -> None:
     print(f"slt {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
-def run_file(endpoint, path: str, index: int, timeout: float, max_records: int | None) -> FileResult:
+def run_file(endpoint, path: str, index: int, timeout: float, max_records: int | None,
+             max_timeouts: int | None = DEFAULT_MAX_TIMEOUTS) -> FileResult:
     """One file in a fresh database over one connection; the database is dropped afterwards."""
     name = os.path.basename(path)
     result = FileResult(name)
@@ -434,7 +453,7 @@ def run_file(endpoint, path: str, index: int, timeout: float, max_records: int |
         try:
             with conn.cursor() as cur:
                 cur.execute(f"SET statement_timeout = '{int(timeout * 1000)}ms'")
-            run_records(conn, records, result, timeout, max_records)
+            run_records(conn, records, result, timeout, max_records, max_timeouts=max_timeouts)
         except ConnectionError as exc:
             result.error = str(exc)
         finally:
@@ -478,6 +497,7 @@ def markdown(results: list[FileResult], meta: dict) -> str:
     total = totals(results)
     out = [f"Run of {meta['date']} on commit `{meta['commit']}`: {len(results)} files, "
            f"statement_timeout {meta['timeout']:g} s, "
+           + (f"a file stopped after {meta['max_timeouts']} timeouts, " if meta["max_timeouts"] else "")
            + (f"at most {meta['max_records']:,} records per file" if meta["max_records"] else "every record")
            + f", {total.seconds / 60:.1f} min in all.", "",
            f"**Overall: {total.passed:,} of {total.run:,} records run passed "
@@ -553,6 +573,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-records", type=int, help="at most this many records per file (default: all)")
     p.add_argument("--timeout-per-statement", type=float, default=DEFAULT_TIMEOUT,
                    help=f"statement_timeout in seconds (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--max-timeouts", type=int, default=DEFAULT_MAX_TIMEOUTS,
+                   help="after this many timeouts in a file, count its remaining records as failed without "
+                        f"running them (default {DEFAULT_MAX_TIMEOUTS}; 0: run everything)")
     p.add_argument("--report", action="store_true", help="write the table into docs/slt.md")
     p.add_argument("--report-path", default=DEFAULT_REPORT, help="the page --report writes")
     p.add_argument("--json", default=DEFAULT_JSON, help=f"where the JSON results go (default {DEFAULT_JSON}; "
@@ -568,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.servers import PillbugServer, ServerError, make_pki
 
     args = parse_args(argv)
+    # A `kill` of the run still stops the node and removes the temporary directory (finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not os.path.isdir(args.dir):
         print(f"no sqllogictest corpus at {args.dir} (put the shared folder beside the checkout as ../shared "
               "or set PILLBUG_SHARED)", file=sys.stderr)
@@ -577,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no .test files in {args.dir} match {args.files!r}", file=sys.stderr)
         return 2
     meta = {"date": datetime.date.today().isoformat(), "commit": commit_id(), "timeout": args.timeout_per_statement,
-            "max_records": args.max_records, "engines": sorted(ENGINES)}
+            "max_records": args.max_records, "max_timeouts": args.max_timeouts, "engines": sorted(ENGINES)}
     work = tempfile.mkdtemp(prefix="pillbug-slt-")
     results: list[FileResult] = []
     try:
@@ -592,7 +617,8 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(FileResult(os.path.basename(path), error="the node had exited"))
                     continue
                 try:
-                    result = run_file(endpoint, path, index, args.timeout_per_statement, args.max_records)
+                    result = run_file(endpoint, path, index, args.timeout_per_statement, args.max_records,
+                                      args.max_timeouts or None)
                 except psycopg2.Error as exc:
                     result = FileResult(os.path.basename(path), error=f"setting up the database: {exc}".strip())
                 results.append(result)
