@@ -281,3 +281,17 @@ def test_pillbug_pass_rate_floor(slt_dir: str, node: Node) -> None:
         assert result.run == measured and not result.error, result.to_json()
         rate = slt.pass_rate(result.passed, result.run)
         assert rate >= floor, f"{name}: {rate:.1f} % passed, floor {floor} %: {result.to_json()}"
+
+
+def test_a_statement_past_its_timeout_is_canceled_and_too_many_stop_the_file(monkeypatch) -> None:
+    # The client-side cancel (the server's statement_timeout is the first line; sqlite3 has none),
+    # then the file's remaining records count as not run once max_timeouts is reached.
+    monkeypatch.setattr(slt, "CLIENT_GRACE", 0.0)
+    endless = ("query I nosort\nWITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+               "SELECT count(*) FROM c\n----\n0\n\n")
+    text = endless * 3 + "onlyif mysql\nquery I nosort\nSELECT 1\n\nquery I nosort\nSELECT 1\n----\n1\n"
+    result = slt.FileResult("endless")
+    slt.run_records(_SqliteConnection(), slt.parse(text), result, timeout=0.2, engines=frozenset({"sqlite"}),
+                    max_timeouts=2)
+    assert result.causes == {"timeout": 2, slt.NOT_RUN: 2}, result.to_json()
+    assert (result.records, result.skipped, result.passed) == (5, 1, 0)
