@@ -267,7 +267,7 @@ def normalise_message(message: str, width: int = 60, keep_token: bool = False) -
             first = first[m.end():]
     first = re.sub(r'"[^"]*"', '"…"', first)
     first = re.sub(r"'[^']*'", "'…'", first)
-    first = re.sub(r"\d+", "N", first)
+    first = re.sub(r"\b\d+\b", "N", first)  # numbers, not the digits of a type name (float4)
     return (kept + first)[:width]
 
 

@@ -295,3 +295,9 @@ def test_a_statement_past_its_timeout_is_canceled_and_too_many_stop_the_file(mon
                     max_timeouts=2)
     assert result.causes == {"timeout": 2, slt.NOT_RUN: 2}, result.to_json()
     assert (result.records, result.skipped, result.passed) == (5, 1, 0)
+
+
+def test_a_type_name_keeps_its_digits() -> None:
+    assert slt.error_cause("query error", "42883", "unsupported binary operator: <decimal> / <float4>") == \
+        "query error: 42883 unsupported binary operator: <decimal> / <float4>"
+    assert slt.normalise_message("value 12 out of range for int8") == "value N out of range for int8"
