@@ -301,3 +301,15 @@ def test_a_type_name_keeps_its_digits() -> None:
     assert slt.error_cause("query error", "42883", "unsupported binary operator: <decimal> / <float4>") == \
         "query error: 42883 unsupported binary operator: <decimal> / <float4>"
     assert slt.normalise_message("value 12 out of range for int8") == "value N out of range for int8"
+
+
+def test_the_report_replaces_only_its_own_part_of_the_page(tmp_path) -> None:
+    page = tmp_path / "slt.md"
+    slt.write_report(str(page), "first table\n")
+    text = page.read_text()
+    assert text.startswith("# ") and "first table" in text
+    page.write_text("# Title\n\nBy hand above.\n\n" + text[text.index(slt.REPORT_BEGIN):] + "\nBy hand below.\n")
+    slt.write_report(str(page), "second table\n")
+    text = page.read_text()
+    assert "first table" not in text and "second table" in text
+    assert text.startswith("# Title\n\nBy hand above.") and text.endswith("By hand below.\n")
