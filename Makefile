@@ -15,7 +15,7 @@ ADMIN_USER ?= dbadmin
 # (tests/test_jdbc.py compiles and runs a JDBC client).
 DEB_PACKAGES := postgresql-client postgresql openssl default-jdk-headless libpostgresql-jdbc-java etcd-server etcd-client haproxy iproute2
 
-.PHONY: install deps start certs test faults lint bench clean
+.PHONY: install deps start certs test faults lint bench slt clean
 
 install: $(VENV)/.installed deps
 
@@ -74,6 +74,13 @@ faults: install
 BENCH_ARGS ?=
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Pillbug measured against SQLite's sqllogictest corpus in ../shared/slt (or PILLBUG_SHARED/slt):
+# every record of all 30 files; writes docs/slt.md's table and bench/slt_results.json.
+# make slt SLT_ARGS="--files select4 --max-records 500" for a part of it (python -m bench.slt --help).
+SLT_ARGS ?=
+slt: install
+	$(BIN)/python -m bench.slt --report $(SLT_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -11,6 +11,10 @@ each in interleaved rounds and writes docs/benchmarks.md. The modules, in the or
   report.py     medians, ratios and the targets; the Markdown page, keeping earlier runs' results
   run.py        the command line and the order of things
 
-The benchmark talks to the servers only as a client does (psycopg2, pgbench over TLS): it imports
+Beside the benchmark, `python -m bench.slt` (`make slt`) measures the SQL engine against SQLite's
+sqllogictest corpus in ../shared/slt, on a Pillbug node started with servers.py, and writes
+docs/slt.md.
+
+Both talk to the servers only as a client does (psycopg2, pgbench over TLS): it imports
 nothing from `pillbug` and must not, so that it measures what users get.
 """
