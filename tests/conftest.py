@@ -185,6 +185,15 @@ class Node:
         return run_and_close(conn, statements)
 
 
+def listening(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def run_and_close(conn, statements) -> list:
     """Run statements on a connection, close it, and return the rows of the last one that returns
     rows."""

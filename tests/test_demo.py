@@ -11,27 +11,18 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import threading
 
 import psycopg2
 import pytest
-from conftest import PILLBUG, run_cli, wait_for
+from conftest import PILLBUG, listening, run_cli, wait_for
 from etcd_cluster import port_free
 
 from pillbug.server.etcd_member import ETCD_BINARY
 
 pytestmark = pytest.mark.skipif(not os.path.exists(ETCD_BINARY),
                                 reason="etcd is not installed (make install installs Debian's etcd-server)")
-
-
-def _listening(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _free_run(n: int, offsets: tuple[int, ...]) -> int:
@@ -75,7 +66,7 @@ def test_demo_three_nodes(tmp_path) -> None:
         assert proc.wait(60) == 0, "".join(lines)
         # every node and every member is gone: nothing listens on their ports (a bind could still
         # fail for a minute, on connections the servers closed, in TIME_WAIT)
-        wait_for(lambda: not any(_listening("127.0.0.1", sql_base + i + off) for i in range(3)
+        wait_for(lambda: not any(listening("127.0.0.1", sql_base + i + off) for i in range(3)
                                  for off in (0, 10000, 20000)), "the nodes and members to stop", timeout=10)
     finally:
         if proc.poll() is None:

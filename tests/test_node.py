@@ -17,7 +17,7 @@ import urllib.request
 
 import psycopg2
 import pytest
-from conftest import PILLBUG, ROOT, Node, free_port, make_certs, run_cli, start_node, wait_for
+from conftest import PILLBUG, ROOT, Node, free_port, listening, make_certs, run_cli, start_node, wait_for
 
 
 def _health(url: str, cafile: str | None = None) -> int:
@@ -185,7 +185,7 @@ def test_sigterm_lets_open_transactions_finish_then_ends_sessions_with_57p01(cer
     node.proc.send_signal(signal.SIGTERM)
     port = node.port
     # No new sessions while it drains; the open transaction can still commit.
-    wait_for(lambda: _refused(port), what="the listener to close")
+    wait_for(lambda: not listening("127.0.0.1", port), what="the listener to close")
     busy.commit()
     assert node.proc.wait(30) == 0
     node.proc = None
@@ -197,15 +197,6 @@ def test_sigterm_lets_open_transactions_finish_then_ends_sessions_with_57p01(cer
     node.start()
     assert node.sql("SELECT k FROM t") == [(1,)]  # the transaction the drain waited for committed
     node.stop()
-
-
-def _refused(port: int) -> bool:
-    import socket
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return False
-    except OSError:
-        return True
 
 
 # ---- first start with --init-admin (what `make start` does) -----------------------------------

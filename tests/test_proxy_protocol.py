@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import tempfile
@@ -22,7 +21,7 @@ import time
 import psycopg2
 import pytest
 import rawpg
-from conftest import free_port, run_cli, start_node, wait_for
+from conftest import free_port, listening, run_cli, start_node, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -292,14 +291,6 @@ def test_a_bad_flag_is_a_startup_error(tmp_path):
 
 # ---- end to end: a real HAProxy in front ---------------------------------------------------------
 
-def _accepts(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 GLOBAL_BALANCER = "127.0.0.60"
 
 
@@ -337,7 +328,7 @@ listen region1
     proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        wait_for(lambda: proc.poll() is not None or all(_accepts("127.0.0.1", p) for p in (port, global_port)),
+        wait_for(lambda: proc.poll() is not None or all(listening("127.0.0.1", p) for p in (port, global_port)),
                  "haproxy to listen", timeout=15)
         assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
         yield port, global_port

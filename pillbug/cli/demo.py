@@ -16,16 +16,13 @@ import secrets
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
-from pillbug.cli import cert, init
+from pillbug.cli import cert, health, init
 from pillbug.server.etcd_member import CLIENT_PORT_OFFSET, PEER_PORT_OFFSET, spawn_tied
 
 HOST = "127.0.0.1"
@@ -89,16 +86,6 @@ def _pick(base: int | None, default: int, n: int, free) -> int:
         if free(candidate, n):
             return candidate
     raise SystemExit(f"ERROR: no free ports near {default} for {n} nodes")
-
-
-def _health_ready(node: DemoNode, ctx: ssl.SSLContext | None) -> bool:
-    scheme = "https" if ctx else "http"
-    try:
-        with urllib.request.urlopen(f"{scheme}://{HOST}:{node.http_port}/health?ready=1", timeout=2,
-                                    context=ctx) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def _stop_all(nodes: list[DemoNode], timeout: float = 30.0) -> None:
@@ -210,10 +197,7 @@ def run(args: argparse.Namespace) -> int:
 def _wait_ready(nodes: list[DemoNode], certs: str | None, timeout: float, stop: dict) -> bool:
     """Init the cluster once its members listen, then wait for /health?ready=1 on every node."""
     deadline = time.monotonic() + timeout
-    ctx = None
-    if certs is not None:
-        ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.crt"))
-        ctx.check_hostname = False
+    ctx = health.tls_context(os.path.join(certs, "ca.crt")) if certs is not None else None
     initialized = False
     while time.monotonic() < deadline and not stop["signal"]:
         for node in nodes:
@@ -232,7 +216,7 @@ def _wait_ready(nodes: list[DemoNode], certs: str | None, timeout: float, stop: 
                         print(f"ERROR: {exc}", file=sys.stderr)
                         return False
                 initialized = True
-        elif all(_health_ready(node, ctx) for node in nodes):
+        elif all(health.node_state(HOST, node.http_port, ctx) == health.READY for node in nodes):
             return True
         time.sleep(0.1)
     if not stop["signal"]:

@@ -38,7 +38,6 @@ import secrets
 import shutil
 import signal
 import socket
-import ssl
 import string
 import subprocess
 import sys
@@ -49,7 +48,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pillbug.cli import cert, haproxy_config, init
+from pillbug.cli import cert, haproxy_config, health, init
 from pillbug.server.etcd_member import CLIENT_PORT_OFFSET, PEER_PORT_OFFSET
 
 PLAN_FILE = "cluster.json"
@@ -354,31 +353,6 @@ def _check_ports_free(plan: dict) -> None:
 
 # ---- health --------------------------------------------------------------------------------------
 
-def _tls_context(cluster: Cluster) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=cluster.ca_cert)
-    ctx.check_hostname = False  # the address is one of the certificate's, but urllib passes none
-    return ctx
-
-
-OUT_OF_SERVICE = ("draining", "decommissioned")  # not ready by an operator's choice
-
-
-def node_ready(cluster: Cluster, host: str, http_port: int, ctx: ssl.SSLContext) -> str:
-    """"ready"; "draining" or "decommissioned" (taken out of service); "not ready" (starting, or
-    no etcd quorum); or "down" (no answer)."""
-    try:
-        with urllib.request.urlopen(f"https://{host}:{http_port}/health?ready=1", timeout=2, context=ctx) as resp:
-            return "ready" if resp.status == 200 else "not ready"
-    except urllib.error.HTTPError as exc:
-        try:
-            body = json.loads(exc.read(4096) or b"{}")
-        except ValueError:
-            body = {}
-        return next((state for state in OUT_OF_SERVICE if body.get(state)), "not ready")
-    except (urllib.error.URLError, OSError):
-        return "down"
-
-
 def balancer_servers(host: str, http_port: int) -> dict[tuple[str, str], str] | None:
     """{(proxy, server): status} from an HAProxy's /stats;csv, None if it does not answer."""
     try:
@@ -436,16 +410,17 @@ def _launch(cluster: Cluster, plan: dict, timeout: float, initialize: bool) -> N
         except init.InitError as exc:
             check_exits()
             raise ClusterError(f"could not initialize the cluster: {exc}") from None
-    ctx = _tls_context(cluster)
+    ctx = health.tls_context(cluster.ca_cert)
     nodes = [n for r in plan["regions"] for n in r["nodes"]]
+    states: dict[str, str] = {}
 
     def in_service(node: dict) -> bool:
-        state = node_ready(cluster, node["host"], plan["http_port"], ctx)
+        state = states[node["name"]] = health.node_state(node["host"], plan["http_port"], ctx)
         # A node that was running drained or decommissioned stays so until it restarts: the
         # operator took it out; it is not waited for (status shows it).
-        return state == "ready" or (state in OUT_OF_SERVICE and node["name"] not in started)
+        return state == health.READY or (state in health.OUT_OF_SERVICE and node["name"] not in started)
     _wait("every node to be ready", lambda: all(in_service(n) for n in nodes), deadline, check_exits)
-    serving = {n["name"] for n in nodes if node_ready(cluster, n["host"], plan["http_port"], ctx) == "ready"}
+    serving = {name for name, state in states.items() if state == health.READY}
 
     def regions_up() -> bool:
         servers = balancer_servers(plan["global_host"], plan["http_port"])
@@ -622,7 +597,7 @@ def delete(args: argparse.Namespace) -> int:
 
 def status_rows(cluster: Cluster, plan: dict) -> list[tuple[str, str, str, str, str, str]]:
     """(region, role, name, address, pid, state) for every process of the cluster."""
-    ctx = _tls_context(cluster)
+    ctx = health.tls_context(cluster.ca_cert)
     rows = []
     port, http_port = plan["port"], plan["http_port"]
     for process in cluster.processes(plan):
@@ -632,7 +607,7 @@ def status_rows(cluster: Cluster, plan: dict) -> list[tuple[str, str, str, str, 
             state = "stopped"
         elif process.kind == "node":
             node = next(n for r in plan["regions"] for n in r["nodes"] if n["name"] == process.name)
-            state = node_ready(cluster, process.host, http_port, ctx) + (", voter" if node["voter"] else "")
+            state = health.node_state(process.host, http_port, ctx) + (", voter" if node["voter"] else "")
         else:
             servers = balancer_servers(process.host, http_port)
             if servers is None:
