@@ -167,6 +167,7 @@ class Process:
     region: str
     host: str
     command: list[str]
+    voter: bool = False  # a node that runs an etcd member
 
 
 class Cluster:
@@ -226,7 +227,7 @@ class Cluster:
                            f"--locality=region={region['name']},zone={node['zone']}",
                            f"--certs-dir={self.node_certs(node)}",
                            f"--accept-proxy-protocol-from={region['lb_host']}/32"]
-                out.append(Process(node["name"], "node", region["name"], node["host"], command))
+                out.append(Process(node["name"], "node", region["name"], node["host"], command, node["voter"]))
         for region in plan["regions"]:
             name = f"lb-{region['name']}"
             out.append(Process(name, "balancer", region["name"], region["lb_host"],
@@ -606,8 +607,7 @@ def status_rows(cluster: Cluster, plan: dict) -> list[tuple[str, str, str, str, 
         if pid is None:
             state = "stopped"
         elif process.kind == "node":
-            node = next(n for r in plan["regions"] for n in r["nodes"] if n["name"] == process.name)
-            state = health.node_state(process.host, http_port, ctx) + (", voter" if node["voter"] else "")
+            state = health.node_state(process.host, http_port, ctx) + (", voter" if process.voter else "")
         else:
             servers = balancer_servers(process.host, http_port)
             if servers is None:
